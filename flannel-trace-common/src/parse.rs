@@ -1,0 +1,421 @@
+//! The one bounds-checked packet parser, shared by every hook.
+//!
+//! Every read goes through [`Bytes::read`], which either returns the whole
+//! header or nothing: there is no pointer arithmetic past a checked bound. In
+//! TC programs the source is `bpf_skb_load_bytes` (which also reaches into
+//! the non-linear part of an skb); in kernel probes it is a bounded
+//! `bpf_probe_read_kernel` of the linear buffer; in unit tests a byte slice.
+//!
+//! The parser honours the IPv4 IHL, walks IPv6 extension headers, skips up to
+//! two VLAN tags, and never guesses: a frame it cannot decode is an error the
+//! caller counts, not a half-filled event.
+
+use crate::event::{AF_INET, AF_INET6, PacketInfo, Tuple, flags};
+
+/// A source of packet bytes.
+pub trait Bytes {
+    /// The `N` bytes at `off`, or `None` if any of them lies outside the
+    /// readable packet.
+    fn read<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
+}
+
+impl Bytes for [u8] {
+    #[inline(always)]
+    fn read<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let end = off.checked_add(N)?;
+        let s = self.get(off..end)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(s);
+        Some(out)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// A required header lies beyond the readable bytes.
+    Short,
+    /// Not IPv4/IPv6 (ARP, LLDP, ...): nothing to report, not an error of
+    /// the overlay.
+    NotIp,
+    /// IP, but not VXLAN on the traced port: not this overlay's traffic.
+    NotOverlay,
+    /// The IP header is invalid (bad version or IHL).
+    BadIp,
+    /// UDP to the VXLAN port but without a valid VXLAN header (I flag unset).
+    BadVxlan,
+}
+
+impl ParseError {
+    /// Whether this frame belongs to the overlay yet could not be decoded:
+    /// such frames are counted as unparsed rather than silently ignored.
+    pub const fn is_overlay_failure(self) -> bool {
+        matches!(self, ParseError::BadVxlan | ParseError::Short | ParseError::BadIp)
+    }
+}
+
+pub const ETH_HLEN: usize = 14;
+pub const VXLAN_HLEN: usize = 8;
+const UDP_HLEN: usize = 8;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+const MAX_VLAN_TAGS: usize = 2;
+const MAX_IPV6_EXT: usize = 6;
+
+/// Where the bytes of a frame start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layer {
+    Ethernet,
+    Ipv4,
+    Ipv6,
+}
+
+impl Layer {
+    /// The layer implied by an ethertype (e.g. `skb->protocol`), if IP.
+    #[inline(always)]
+    pub fn from_ethertype(proto: u16) -> Option<Layer> {
+        match proto {
+            ETH_P_IP => Some(Layer::Ipv4),
+            ETH_P_IPV6 => Some(Layer::Ipv6),
+            _ => None,
+        }
+    }
+}
+
+struct L2 {
+    ethertype: u16,
+    l3: usize,
+    vlan: Option<u16>,
+}
+
+#[inline(always)]
+fn be16(b: [u8; 2]) -> u16 {
+    u16::from_be_bytes(b)
+}
+
+#[inline(always)]
+fn parse_eth<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<L2, ParseError> {
+    let eth: [u8; ETH_HLEN] = b.read(off).ok_or(ParseError::Short)?;
+    let mut ethertype = be16([eth[12], eth[13]]);
+    let mut l3 = off + ETH_HLEN;
+    let mut vlan = None;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        let tag: [u8; 4] = b.read(l3).ok_or(ParseError::Short)?;
+        if vlan.is_none() {
+            vlan = Some(be16([tag[0], tag[1]]) & 0x0fff);
+        }
+        ethertype = be16([tag[2], tag[3]]);
+        l3 += 4;
+    }
+    Ok(L2 { ethertype, l3, vlan })
+}
+
+/// The parts of an IP header the tracer reports.
+struct Ip {
+    family: u8,
+    proto: u8,
+    src: [u8; 16],
+    dst: [u8; 16],
+    l4: usize,
+    total_len: u16,
+    id: u32,
+    /// A non-first fragment: the L4 header is not in this packet.
+    later_fragment: bool,
+}
+
+#[inline(always)]
+fn parse_ipv4<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
+    let h: [u8; 20] = b.read(off).ok_or(ParseError::Short)?;
+    if h[0] >> 4 != 4 {
+        return Err(ParseError::BadIp);
+    }
+    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Err(ParseError::BadIp);
+    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src[..4].copy_from_slice(&h[12..16]);
+    dst[..4].copy_from_slice(&h[16..20]);
+    let frag = be16([h[6], h[7]]);
+    Ok(Ip {
+        family: AF_INET,
+        proto: h[9],
+        src,
+        dst,
+        l4: off + ihl,
+        total_len: be16([h[2], h[3]]),
+        id: be16([h[4], h[5]]) as u32,
+        later_fragment: frag & 0x1fff != 0,
+    })
+}
+
+#[inline(always)]
+fn parse_ipv6<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
+    let h: [u8; 40] = b.read(off).ok_or(ParseError::Short)?;
+    if h[0] >> 4 != 6 {
+        return Err(ParseError::BadIp);
+    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    dst.copy_from_slice(&h[24..40]);
+    let payload = be16([h[4], h[5]]);
+    let mut next = h[6];
+    let mut l4 = off + 40;
+    let mut id = 0u32;
+    let mut later_fragment = false;
+    for _ in 0..MAX_IPV6_EXT {
+        match next {
+            // Hop-by-hop, routing, destination options, mobility, HIP, shim6:
+            // length in 8-octet units, not counting the first 8.
+            0 | 43 | 60 | 135 | 139 | 140 => {
+                let e: [u8; 2] = b.read(l4).ok_or(ParseError::Short)?;
+                next = e[0];
+                l4 += (e[1] as usize + 1) * 8;
+            }
+            // Fragment header: fixed 8 bytes.
+            44 => {
+                let e: [u8; 8] = b.read(l4).ok_or(ParseError::Short)?;
+                next = e[0];
+                later_fragment = be16([e[2], e[3]]) >> 3 != 0;
+                id = u32::from_be_bytes([e[4], e[5], e[6], e[7]]);
+                l4 += 8;
+            }
+            // Authentication header: length in 4-octet units, minus 2.
+            51 => {
+                let e: [u8; 2] = b.read(l4).ok_or(ParseError::Short)?;
+                next = e[0];
+                l4 += (e[1] as usize + 2) * 4;
+            }
+            _ => break,
+        }
+    }
+    Ok(Ip {
+        family: AF_INET6,
+        proto: next,
+        src,
+        dst,
+        l4,
+        total_len: payload.saturating_add(40),
+        id,
+        later_fragment,
+    })
+}
+
+#[inline(always)]
+fn parse_l3<B: Bytes + ?Sized>(b: &B, layer: Layer, off: usize) -> Result<(Ip, Option<u16>), ParseError> {
+    let (ethertype, l3, vlan) = match layer {
+        Layer::Ethernet => {
+            let l2 = parse_eth(b, off)?;
+            (l2.ethertype, l2.l3, l2.vlan)
+        }
+        Layer::Ipv4 => (ETH_P_IP, off, None),
+        Layer::Ipv6 => (ETH_P_IPV6, off, None),
+    };
+    let ip = match ethertype {
+        ETH_P_IP => parse_ipv4(b, l3)?,
+        ETH_P_IPV6 => parse_ipv6(b, l3)?,
+        _ => return Err(ParseError::NotIp),
+    };
+    Ok((ip, vlan))
+}
+
+#[inline(always)]
+fn tuple(ip: &Ip) -> Tuple {
+    Tuple {
+        src: ip.src,
+        dst: ip.dst,
+        sport: 0,
+        dport: 0,
+        family: ip.family,
+        proto: ip.proto,
+        _pad: [0; 2],
+    }
+}
+
+/// Parse a frame seen on the overlay side (the vxlan device), where the
+/// bytes are the inner frame itself.
+#[inline(always)]
+pub fn parse_inner<B: Bytes + ?Sized>(
+    b: &B,
+    layer: Layer,
+    off: usize,
+    out: &mut PacketInfo,
+) -> Result<(), ParseError> {
+    let (ip, _) = parse_l3(b, layer, off)?;
+    out.inner = tuple(&ip);
+    out.inner_len = ip.total_len;
+    out.ip_id = ip.id;
+    out.flags |= flags::HAS_INNER;
+    if ip.later_fragment {
+        out.flags |= flags::INNER_FRAGMENT;
+        return Ok(());
+    }
+    // A missing L4 header is reported with what was read, and flagged.
+    if parse_l4(b, ip.proto, ip.l4, out).is_none() {
+        out.flags |= flags::TRUNCATED;
+    } else {
+        out.flags |= flags::HAS_L4;
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn parse_l4<B: Bytes + ?Sized>(b: &B, proto: u8, off: usize, out: &mut PacketInfo) -> Option<()> {
+    match proto {
+        IPPROTO_TCP => {
+            let h: [u8; 14] = b.read(off)?;
+            out.inner.sport = be16([h[0], h[1]]);
+            out.inner.dport = be16([h[2], h[3]]);
+            out.tcp_seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+            out.tcp_ack = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+            out.tcp_flags = h[13];
+        }
+        IPPROTO_UDP => {
+            let h: [u8; 4] = b.read(off)?;
+            out.inner.sport = be16([h[0], h[1]]);
+            out.inner.dport = be16([h[2], h[3]]);
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let h: [u8; 8] = b.read(off)?;
+            out.icmp_type = h[0];
+            out.icmp_code = h[1];
+            out.icmp_id = be16([h[4], h[5]]);
+            out.icmp_seq = be16([h[6], h[7]]);
+        }
+        // Other protocols are reported with addresses only.
+        _ => {}
+    }
+    Some(())
+}
+
+/// Parse a frame seen on the underlay side. Succeeds only for VXLAN on
+/// `port`; the inner frame is parsed too.
+#[inline(always)]
+pub fn parse_underlay<B: Bytes + ?Sized>(
+    b: &B,
+    layer: Layer,
+    off: usize,
+    port: u16,
+    out: &mut PacketInfo,
+) -> Result<(), ParseError> {
+    let (ip, vlan) = parse_l3(b, layer, off)?;
+    if ip.proto != IPPROTO_UDP || ip.later_fragment {
+        return Err(ParseError::NotOverlay);
+    }
+    let udp: [u8; UDP_HLEN] = b.read(ip.l4).ok_or(ParseError::NotOverlay)?;
+    let dport = be16([udp[2], udp[3]]);
+    if dport != port {
+        return Err(ParseError::NotOverlay);
+    }
+    out.outer = tuple(&ip);
+    out.outer.sport = be16([udp[0], udp[1]]);
+    out.outer.dport = dport;
+    out.outer_len = ip.total_len;
+    if let Some(v) = vlan {
+        out.vlan = v;
+        out.flags |= flags::OUTER_VLAN;
+    }
+    let vx_off = ip.l4 + UDP_HLEN;
+    out.vni = parse_vxlan(b, vx_off)?;
+    out.flags |= flags::HAS_OUTER;
+    parse_inner(b, Layer::Ethernet, vx_off + VXLAN_HLEN, out)
+}
+
+/// The VNI of the VXLAN header at `off`, if the header is valid.
+#[inline(always)]
+fn parse_vxlan<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<u32, ParseError> {
+    let vx: [u8; VXLAN_HLEN] = b.read(off).ok_or(ParseError::Short)?;
+    // RFC 7348: the I flag says the VNI is valid.
+    if vx[0] & 0x08 == 0 {
+        return Err(ParseError::BadVxlan);
+    }
+    Ok(u32::from_be_bytes([0, vx[4], vx[5], vx[6]]))
+}
+
+/// After decapsulation the outer headers still sit in the buffer just in
+/// front of the inner Ethernet header at `inner_mac`: VXLAN, UDP, then IP.
+/// Recover them when every check agrees (UDP port, IP version, header length
+/// and protocol); otherwise leave `out` untouched.
+#[inline(always)]
+pub fn recover_outer<B: Bytes + ?Sized>(b: &B, inner_mac: usize, port: u16, out: &mut PacketInfo) -> bool {
+    let Some(vx_off) = inner_mac.checked_sub(VXLAN_HLEN) else {
+        return false;
+    };
+    let Some(udp_off) = vx_off.checked_sub(UDP_HLEN) else {
+        return false;
+    };
+    let Some(udp) = b.read::<UDP_HLEN>(udp_off) else {
+        return false;
+    };
+    if be16([udp[2], udp[3]]) != port {
+        return false;
+    }
+    let Ok(vni) = parse_vxlan(b, vx_off) else {
+        return false;
+    };
+    let ip = if let Some(ip) = udp_off
+        .checked_sub(20)
+        .and_then(|o| parse_ipv4(b, o).ok())
+        .filter(|ip| ip.l4 == udp_off && ip.proto == IPPROTO_UDP)
+    {
+        ip
+    } else if let Some(ip) = udp_off
+        .checked_sub(40)
+        .and_then(|o| parse_ipv6(b, o).ok())
+        .filter(|ip| ip.l4 == udp_off && ip.proto == IPPROTO_UDP)
+    {
+        ip
+    } else {
+        return false;
+    };
+    out.outer = tuple(&ip);
+    out.outer.sport = be16([udp[0], udp[1]]);
+    out.outer.dport = port;
+    out.outer_len = ip.total_len;
+    out.vni = vni;
+    out.flags |= flags::HAS_OUTER | flags::OUTER_FROM_HEADROOM;
+    true
+}
+
+/// Whether a parsed packet passes the user's inner protocol/address filter.
+///
+/// Addresses are compared as two 64-bit words rather than byte by byte: every
+/// comparison is a branch the eBPF verifier must explore.
+#[inline(always)]
+pub fn filter_matches(cfg: &crate::Config, p: &PacketInfo) -> bool {
+    if cfg.filter_proto == 0 && cfg.filter_family == 0 {
+        return true;
+    }
+    if p.flags & flags::HAS_INNER == 0 {
+        // Nothing to filter on.
+        return false;
+    }
+    if cfg.filter_proto != 0 && p.inner.proto != cfg.filter_proto {
+        return false;
+    }
+    if cfg.filter_family == 0 {
+        return true;
+    }
+    if p.inner.family != cfg.filter_family {
+        return false;
+    }
+    let want = words(&cfg.filter_addr, cfg.filter_family);
+    words(&p.inner.src, cfg.filter_family) == want || words(&p.inner.dst, cfg.filter_family) == want
+}
+
+#[inline(always)]
+fn words(a: &[u8; 16], family: u8) -> (u64, u64) {
+    let hi = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+    let lo = u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
+    if family == AF_INET { (hi & u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]), 0) } else { (hi, lo) }
+}

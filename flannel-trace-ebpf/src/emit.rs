@@ -1,0 +1,88 @@
+//! Maps, counters and the submission of events to userspace.
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::{PerCpuArray, RingBuf},
+};
+use flannel_trace_common::{Counter, EventKind, Hop, PacketInfo, RawEvent, config::COUNTER_SLOTS};
+
+/// Default 4 MiB; userspace resizes it (`--ring-size`) before loading.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Per-CPU scratch space for the parsed packet, which would not fit on the
+/// 512-byte BPF stack next to the parser. One slot per hook family, so that a
+/// drop tracepoint interrupted by a TC program in softirq on the same CPU
+/// does not see its packet overwritten; a hook does not nest within itself
+/// (the kernel skips recursive runs of a program and counts them as misses).
+#[map]
+static SCRATCH: PerCpuArray<PacketInfo> = PerCpuArray::with_max_entries(3, 0);
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Slot {
+    Tc = 0,
+    VxlanRcv = 1,
+    Drop = 2,
+}
+
+/// This CPU's zeroed scratch packet for `slot`.
+#[inline(always)]
+pub fn scratch(slot: Slot) -> Option<&'static mut PacketInfo> {
+    let p = SCRATCH.get_ptr_mut(slot as u32)?;
+    // SAFETY: per-CPU, one user per slot at a time (see SCRATCH).
+    // Zero it word by word: a plain assignment becomes a call to a
+    // byte-at-a-time memset that costs the verifier 120 loop iterations.
+    const WORDS: usize = core::mem::size_of::<PacketInfo>() / 8;
+    for i in 0..WORDS {
+        unsafe { core::ptr::write_volatile(p.cast::<u64>().add(i), 0) };
+    }
+    Some(unsafe { &mut *p })
+}
+
+#[inline(always)]
+pub fn count(c: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(c as u32) {
+        // A per-CPU slot; a lost increment under nesting only undercounts by one.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Fields of an event besides the parsed packet.
+pub struct Meta {
+    pub kind: EventKind,
+    pub hop: Hop,
+    pub ifindex: u32,
+    pub skb_len: u32,
+    pub skb_addr: u64,
+    pub drop_location: u64,
+    pub drop_reason: u32,
+}
+
+/// Reserve a record in the ring buffer, fill it and submit it. The packet is
+/// parsed on the stack first, so nothing is reserved for foreign traffic; a
+/// full ring buffer is counted, never silent.
+#[inline(always)]
+pub fn submit(meta: &Meta, pkt: &PacketInfo) {
+    let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+        count(Counter::RingbufFull);
+        return;
+    };
+    entry.write(RawEvent {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        skb_addr: meta.skb_addr,
+        drop_location: meta.drop_location,
+        kind: meta.kind as u8,
+        hop: meta.hop as u8,
+        _pad0: [0; 2],
+        ifindex: meta.ifindex,
+        skb_len: meta.skb_len,
+        drop_reason: meta.drop_reason,
+        pkt: *pkt,
+    });
+    entry.submit(0);
+}

@@ -1,0 +1,205 @@
+//! The logic behind each entry point.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::__sk_buff,
+    programs::{TcContext, TracePointContext},
+};
+use flannel_trace_common::{
+    Config, Counter, EventKind, Hop, PacketInfo,
+    config::ANY_VNI,
+    event::flags,
+    parse::{Bytes, Layer, ParseError, filter_matches, parse_inner, parse_underlay, recover_outer},
+};
+
+use crate::{
+    emit::{Meta, Slot, count, scratch, submit},
+    skb::{Skb, dev_identity},
+};
+
+/// Set by userspace before load. `static mut` (in `.data`) rather than a
+/// `static`, so the compiler cannot fold the compile-time defaults into the
+/// code: the values that count are the ones written at load time.
+#[unsafe(no_mangle)]
+static mut CONFIG: Config = Config::zeroed();
+
+#[inline(always)]
+pub fn config() -> &'static Config {
+    // SAFETY: written only by the loader, before any program runs.
+    unsafe { &*(&raw const CONFIG) }
+}
+
+struct TcBytes<'a>(&'a TcContext);
+
+impl Bytes for TcBytes<'_> {
+    #[inline(always)]
+    fn read<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        // bpf_skb_load_bytes: also reaches the paged (non-linear) part.
+        self.0.load::<[u8; N]>(off).ok()
+    }
+}
+
+#[inline(always)]
+fn keep(cfg: &Config, r: Result<(), ParseError>, pkt: &PacketInfo) -> bool {
+    match r {
+        Ok(()) => {
+            let vni_ok = cfg.vni == ANY_VNI || pkt.flags & flags::HAS_OUTER == 0 || pkt.vni == cfg.vni;
+            vni_ok && filter_matches(cfg, pkt)
+        }
+        Err(e) => {
+            if e.is_overlay_failure() {
+                count(Counter::Unparsed);
+            }
+            false
+        }
+    }
+}
+
+// Inlined: as a BPF subprogram whose result the caller ignores, LLVM may
+// leave a stack pointer in R0, which the verifier rejects.
+#[inline(always)]
+pub fn try_tc(ctx: &TcContext, hop: Hop) -> Result<(), ()> {
+    let cfg = config();
+    let bytes = TcBytes(ctx);
+    let pkt = scratch(Slot::Tc).ok_or(())?;
+    let r = match hop {
+        Hop::OverlayEgress | Hop::OverlayIngress => parse_inner(&bytes, Layer::Ethernet, 0, pkt),
+        _ => parse_underlay(&bytes, Layer::Ethernet, 0, cfg.vxlan_port, pkt),
+    };
+    if !keep(cfg, r, pkt) {
+        return Ok(());
+    }
+    // SAFETY: the context pointer is valid for the program's lifetime.
+    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
+    let meta = Meta {
+        kind: EventKind::Packet,
+        hop,
+        ifindex,
+        skb_len: ctx.len(),
+        skb_addr: 0,
+        drop_location: 0,
+        drop_reason: 0,
+    };
+    submit(&meta, pkt);
+    Ok(())
+}
+
+/// The skb's device, if it lives in the traced network namespace.
+#[inline(always)]
+fn local_dev(cfg: &Config, skb: &Skb) -> Option<u32> {
+    let (ifindex, netns) = dev_identity(skb.dev, &cfg.offsets)?;
+    if netns != cfg.netns_ino {
+        return None;
+    }
+    Some(ifindex)
+}
+
+/// `vxlan_rcv` entry (kprobe/fentry): outer headers still in place.
+#[inline(always)]
+pub fn try_vxlan_rcv_encapsulated(addr: u64) -> Result<(), ()> {
+    let cfg = config();
+    let skb = Skb::load(addr, &cfg.offsets).ok_or(())?;
+    local_dev(cfg, &skb).ok_or(())?;
+    let layer = Layer::from_ethertype(skb.protocol).ok_or(())?;
+    let net = skb.network_header.ok_or(())?;
+    let pkt = scratch(Slot::VxlanRcv).ok_or(())?;
+    let r = parse_underlay(&skb.bytes, layer, net, cfg.vxlan_port, pkt);
+    if !keep(cfg, r, pkt) {
+        return Ok(());
+    }
+    vxlan_event(cfg, &skb, pkt);
+    Ok(())
+}
+
+/// The decapsulated frame entering the stack on the vxlan device
+/// (`netif_receive_skb`): outer headers are recovered from the headroom.
+#[inline(always)]
+pub fn try_vxlan_rcv_decapsulated(addr: u64) -> Result<(), ()> {
+    let cfg = config();
+    let skb = Skb::load(addr, &cfg.offsets).ok_or(())?;
+    if local_dev(cfg, &skb).ok_or(())? != cfg.vxlan_ifindex {
+        return Ok(());
+    }
+    let mac = skb.mac_header.ok_or(())?;
+    let pkt = scratch(Slot::VxlanRcv).ok_or(())?;
+    let r = parse_inner(&skb.bytes, Layer::Ethernet, mac, pkt);
+    recover_outer(&skb.bytes, mac, cfg.vxlan_port, pkt);
+    if !keep(cfg, r, pkt) {
+        return Ok(());
+    }
+    vxlan_event(cfg, &skb, pkt);
+    Ok(())
+}
+
+#[inline(always)]
+pub fn try_vxlan_rcv_tracepoint(ctx: &TracePointContext) -> Result<(), ()> {
+    let off = config().offsets.tp_netif_skbaddr as usize;
+    let addr: u64 = unsafe { ctx.read_at(off) }.map_err(|_| ())?;
+    try_vxlan_rcv_decapsulated(addr)
+}
+
+#[inline(always)]
+fn vxlan_event(cfg: &Config, skb: &Skb, pkt: &PacketInfo) {
+    let meta = Meta {
+        kind: EventKind::Packet,
+        hop: Hop::VxlanRcv,
+        ifindex: cfg.vxlan_ifindex,
+        skb_len: skb.len,
+        skb_addr: skb.addr,
+        drop_location: 0,
+        drop_reason: 0,
+    };
+    submit(&meta, pkt);
+}
+
+/// A freed-as-dropped skb: reported when it is this overlay's traffic in the
+/// traced namespace — encapsulated on our port anywhere, or an inner frame
+/// on the vxlan device.
+#[inline(always)]
+pub fn try_drop(addr: u64, location: u64, reason: u32) -> Result<(), ()> {
+    let cfg = config();
+    let skb = Skb::load(addr, &cfg.offsets).ok_or(())?;
+    let ifindex = local_dev(cfg, &skb).ok_or(())?;
+    let layer = Layer::from_ethertype(skb.protocol).ok_or(())?;
+    let net = skb.network_header.ok_or(())?;
+    let pkt = scratch(Slot::Drop).ok_or(())?;
+    // On the vxlan device the skb is the inner frame (before encapsulation
+    // on the sender, after decapsulation on the receiver); anywhere else only
+    // encapsulated frames on our port are this overlay's traffic.
+    let r = if ifindex == cfg.vxlan_ifindex {
+        parse_inner(&skb.bytes, layer, net, pkt)
+    } else {
+        parse_underlay(&skb.bytes, layer, net, cfg.vxlan_port, pkt)
+    };
+    if !keep(cfg, r, pkt) {
+        return Ok(());
+    }
+    if cfg.has_drop_reason != 0 {
+        pkt.flags |= flags::HAS_REASON;
+    }
+    let meta = Meta {
+        kind: EventKind::Drop,
+        hop: Hop::Drop,
+        ifindex,
+        skb_len: skb.len,
+        skb_addr: skb.addr,
+        drop_location: location,
+        drop_reason: reason,
+    };
+    submit(&meta, pkt);
+    Ok(())
+}
+
+#[inline(always)]
+pub fn try_drop_tracepoint(ctx: &TracePointContext) -> Result<(), ()> {
+    let o = &config().offsets;
+    let addr: u64 = unsafe { ctx.read_at(o.tp_kfree_skbaddr as usize) }.map_err(|_| ())?;
+    let location: u64 = unsafe { ctx.read_at(o.tp_kfree_location as usize) }.map_err(|_| ())?;
+    let reason: u32 = if config().has_drop_reason != 0 {
+        unsafe { ctx.read_at(o.tp_kfree_reason as usize) }.map_err(|_| ())?
+    } else {
+        0
+    };
+    try_drop(addr, location, reason)
+}
+

@@ -1,0 +1,105 @@
+//! flannel-trace's eBPF programs.
+//!
+//! Every entry point is a thin wrapper around a `try_*` function; whatever
+//! happens inside, TC programs hand the packet on unchanged (a tracer never
+//! drops traffic) and probes return 0.
+#![no_std]
+#![no_main]
+
+mod emit;
+mod hooks;
+mod skb;
+
+use aya_ebpf::{
+    bindings::TC_ACT_UNSPEC,
+    macros::{btf_tracepoint, classifier, fentry, kprobe, tracepoint},
+    programs::{BtfTracePointContext, FEntryContext, ProbeContext, TcContext, TracePointContext},
+};
+use flannel_trace_common::Hop;
+
+// TC_ACT_UNSPEC (-1) is "continue with the next program/filter" for both
+// TCX (TCX_NEXT) and cls_bpf direct-action, so the tracer never decides the
+// packet's fate, even when other programs sit behind it.
+const TC_NEXT: i32 = TC_ACT_UNSPEC;
+
+#[classifier]
+pub fn ft_ovl_egress(ctx: TcContext) -> i32 {
+    let _ = hooks::try_tc(&ctx, Hop::OverlayEgress);
+    TC_NEXT
+}
+
+#[classifier]
+pub fn ft_ovl_ingress(ctx: TcContext) -> i32 {
+    let _ = hooks::try_tc(&ctx, Hop::OverlayIngress);
+    TC_NEXT
+}
+
+#[classifier]
+pub fn ft_und_egress(ctx: TcContext) -> i32 {
+    let _ = hooks::try_tc(&ctx, Hop::UnderlayEgress);
+    TC_NEXT
+}
+
+#[classifier]
+pub fn ft_und_ingress(ctx: TcContext) -> i32 {
+    let _ = hooks::try_tc(&ctx, Hop::UnderlayIngress);
+    TC_NEXT
+}
+
+/// `vxlan_rcv(struct sock *sk, struct sk_buff *skb)`, entry: the skb still
+/// carries its outer headers.
+#[kprobe]
+pub fn ft_vxlan_kprobe(ctx: ProbeContext) -> u32 {
+    if let Some(skb) = ctx.arg::<u64>(1) {
+        let _ = hooks::try_vxlan_rcv_encapsulated(skb);
+    }
+    0
+}
+
+#[fentry(function = "vxlan_rcv")]
+pub fn ft_vxlan_fentry(ctx: FEntryContext) -> u32 {
+    let skb: u64 = ctx.arg(1);
+    let _ = hooks::try_vxlan_rcv_encapsulated(skb);
+    0
+}
+
+/// Fallback where neither kprobes nor fentry are allowed: the decapsulated
+/// frame as the vxlan device hands it to the stack.
+#[btf_tracepoint(function = "netif_receive_skb")]
+pub fn ft_vxlan_tpbtf(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let _ = hooks::try_vxlan_rcv_decapsulated(skb);
+    0
+}
+
+#[tracepoint]
+pub fn ft_vxlan_tp(ctx: TracePointContext) -> u32 {
+    let _ = hooks::try_vxlan_rcv_tracepoint(&ctx);
+    0
+}
+
+/// `kfree_skb(skb, location[, reason[, rx_sk]])`.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn ft_drop_tpbtf(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let location: u64 = ctx.arg(1);
+    let reason: u32 = if hooks::config().has_drop_reason != 0 { ctx.arg(2) } else { 0 };
+    let _ = hooks::try_drop(skb, location, reason);
+    0
+}
+
+#[tracepoint]
+pub fn ft_drop_tp(ctx: TracePointContext) -> u32 {
+    let _ = hooks::try_drop_tracepoint(&ctx);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

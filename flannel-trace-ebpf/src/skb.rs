@@ -1,0 +1,89 @@
+//! Reading a kernel `struct sk_buff` from probes and tracepoints.
+//!
+//! Field offsets come from userspace (BTF of the running kernel), since Rust
+//! eBPF has no CO-RE. Packet bytes are read with `bpf_probe_read_kernel`,
+//! bounded to the linear part of the buffer: `[head, data + headlen)`.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use flannel_trace_common::{config::KernelOffsets, parse::Bytes};
+
+/// `(u16)~0U`: the kernel's "header offset not set".
+const HDR_UNSET: u16 = 0xffff;
+
+#[inline(always)]
+pub fn read<T>(base: u64, off: u32) -> Option<T> {
+    if base == 0 {
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
+}
+
+/// The linear bytes of an skb, addressed relative to `skb->head` so that
+/// header offsets (`mac_header`, `network_header`) index them directly.
+pub struct SkbBytes {
+    head: u64,
+    end: usize,
+}
+
+impl Bytes for SkbBytes {
+    #[inline(always)]
+    fn read<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        if off > self.end || N > self.end - off {
+            return None;
+        }
+        unsafe { bpf_probe_read_kernel((self.head + off as u64) as *const [u8; N]).ok() }
+    }
+}
+
+/// What the hooks need to know about one skb.
+pub struct Skb {
+    pub addr: u64,
+    pub bytes: SkbBytes,
+    pub len: u32,
+    pub protocol: u16,
+    pub mac_header: Option<usize>,
+    pub network_header: Option<usize>,
+    /// `skb->dev`, 0 when the skb is not attached to a device.
+    pub dev: u64,
+}
+
+impl Skb {
+    #[inline(always)]
+    pub fn load(addr: u64, o: &KernelOffsets) -> Option<Skb> {
+        let head: u64 = read(addr, o.skb_head)?;
+        let data: u64 = read(addr, o.skb_data)?;
+        let len: u32 = read(addr, o.skb_len)?;
+        let data_len: u32 = read(addr, o.skb_data_len)?;
+        let mac: u16 = read(addr, o.skb_mac_header)?;
+        let net: u16 = read(addr, o.skb_network_header)?;
+        let protocol: u16 = read(addr, o.skb_protocol)?;
+        let dev: u64 = read(addr, o.skb_dev).unwrap_or(0);
+        if data < head {
+            return None;
+        }
+        let headlen = len.saturating_sub(data_len) as u64;
+        let end = (data - head + headlen) as usize;
+        let hdr = |h: u16| if h == HDR_UNSET { None } else { Some(h as usize) };
+        Some(Skb {
+            addr,
+            bytes: SkbBytes { head, end },
+            len,
+            protocol: u16::from_be(protocol),
+            mac_header: hdr(mac),
+            network_header: hdr(net),
+            dev,
+        })
+    }
+}
+
+/// `(ifindex, netns inode)` of a network device.
+#[inline(always)]
+pub fn dev_identity(dev: u64, o: &KernelOffsets) -> Option<(u32, u32)> {
+    if dev == 0 {
+        return None;
+    }
+    let ifindex: u32 = read(dev, o.dev_ifindex)?;
+    let net: u64 = read(dev, o.dev_nd_net)?;
+    let inum: u32 = read(net, o.net_ns_inum)?;
+    Some((ifindex, inum))
+}

@@ -1,0 +1,199 @@
+//! Command line.
+
+use std::{net::IpAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, ValueEnum};
+
+/// Find the hop that loses a frame on a VXLAN overlay.
+///
+/// flannel-trace attaches eBPF programs to one node's VXLAN datapath and
+/// reports every encapsulated packet at each hop it passes, with its inner
+/// and outer 5-tuple, and every kernel drop of such a packet with the
+/// kernel's drop reason:
+///
+///   overlay-egress    TC egress on the vxlan device: the inner frame enters the tunnel
+///   underlay-egress   TC egress on the underlay NIC: the encapsulated frame leaves the node
+///   underlay-ingress  TC ingress on the underlay NIC: an encapsulated frame arrives
+///   vxlan-rcv         the vxlan receive path (decapsulation)
+///   overlay-ingress   TC ingress on the vxlan device: the decapsulated inner frame
+///   drop              skb:kfree_skb for this overlay's packets, with reason and location
+///
+/// Only the network namespace flannel-trace runs in is traced. It needs root
+/// (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) and a kernel with BTF. It leaves
+/// nothing behind: TC links (TCX, Linux 6.6+) vanish with the process even
+/// after SIGKILL; with netlink TC, the filters it added, and a clsact qdisc it
+/// created, are removed on exit.
+///
+/// Exit status: 0 success; 1 runtime failure; 2 usage error; 3 not enough
+/// privilege; 4 device not found or not a vxlan device; 5 kernel lacks a
+/// required feature.
+#[derive(Debug, Parser)]
+#[command(name = "flannel-trace", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// UDP port of the VXLAN tunnel. Default: the vxlan device's own
+    /// destination port, else 8472 (flannel's default).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
+    /// The vxlan device of the overlay.
+    #[arg(long, value_name = "NAME", default_value = "flannel.1")]
+    pub vxlan_dev: String,
+
+    /// The underlay NIC. Default: the vxlan device's link device, else the
+    /// device of the default route.
+    #[arg(long, value_name = "NAME")]
+    pub iface: Option<String>,
+
+    /// Keep only packets whose inner source or destination is this address.
+    #[arg(long, value_name = "IP")]
+    pub host: Option<IpAddr>,
+
+    /// Keep only packets of this inner protocol.
+    #[arg(long, value_enum)]
+    pub proto: Option<Proto>,
+
+    /// One JSON object per line instead of text (schema in README.md).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Stop after this long (e.g. 30s, 5m, 1h). Default: until Ctrl-C/SIGTERM.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Ring buffer size in bytes (a power of two, at least one page). Events
+    /// that do not fit are counted and reported, never silently dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 << 20, value_parser = parse_ring_size)]
+    pub ring_size: u32,
+
+    /// Do not trace kernel drops.
+    #[arg(long)]
+    pub no_drops: bool,
+
+    /// How to attach the TC programs.
+    #[arg(long, value_enum, default_value_t = TcMode::Auto)]
+    pub tc_mode: TcMode,
+
+    /// Backend of the vxlan-rcv hop. `auto` tries fentry, kprobe, tp-btf,
+    /// then tracepoint, and reports the one it got.
+    #[arg(long, value_enum, default_value_t = VxlanBackendChoice::Auto)]
+    pub vxlan_rcv_backend: VxlanBackendChoice,
+
+    /// Backend of the drop hop. `auto` tries tp-btf, then tracepoint.
+    #[arg(long, value_enum, default_value_t = DropBackendChoice::Auto)]
+    pub drop_backend: DropBackendChoice,
+
+    /// Write the eBPF verifier log of a program that fails to load here.
+    #[arg(long, value_name = "FILE", hide = true)]
+    pub verifier_log: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+    Icmpv6,
+}
+
+impl Proto {
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Icmp => 1,
+            Proto::Icmpv6 => 58,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TcMode {
+    /// TCX links where the kernel has them (6.6+), netlink clsact otherwise.
+    Auto,
+    Tcx,
+    Netlink,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VxlanBackendChoice {
+    Auto,
+    Fentry,
+    Kprobe,
+    TpBtf,
+    Tracepoint,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DropBackendChoice {
+    Auto,
+    TpBtf,
+    Tracepoint,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration such as 30s, 5m or 1h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit `{unit}` in `{s}` (use ms, s, m or h)")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("duration `{s}` must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_ring_size(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!("ring size {n} must be a power of two of at least 4096"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("3d").is_err());
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn ring_sizes() {
+        assert_eq!(parse_ring_size("4096"), Ok(4096));
+        assert!(parse_ring_size("5000").is_err());
+        assert!(parse_ring_size("1024").is_err());
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        let err = Cli::try_parse_from(["flannel-trace", "--port", "0"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(Cli::try_parse_from(["flannel-trace", "--port", "70000"]).is_err());
+        let ok = Cli::try_parse_from(["flannel-trace", "--port", "8475"]).unwrap();
+        assert_eq!(ok.trace.port, Some(8475));
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,99 @@
+//! Converting the programs' CLOCK_MONOTONIC timestamps to wall-clock time.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The offset between CLOCK_REALTIME and CLOCK_MONOTONIC, sampled once at
+/// start. Later NTP slews are not followed: a trace session is short.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// realtime − monotonic, in nanoseconds.
+    offset_ns: i128,
+}
+
+fn now(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid clock id and out pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+}
+
+impl Clock {
+    pub fn sample() -> Clock {
+        // Bracket the realtime read with two monotonic reads, take the middle.
+        let m1 = now(libc::CLOCK_MONOTONIC);
+        let r = now(libc::CLOCK_REALTIME);
+        let m2 = now(libc::CLOCK_MONOTONIC);
+        Clock { offset_ns: r - (m1 + m2) / 2 }
+    }
+
+    pub fn offset_ns(&self) -> i128 {
+        self.offset_ns
+    }
+
+    pub fn monotonic_now() -> u64 {
+        now(libc::CLOCK_MONOTONIC) as u64
+    }
+
+    /// Nanoseconds since the Unix epoch for a monotonic timestamp.
+    pub fn wall_ns(&self, mono_ns: u64) -> i128 {
+        mono_ns as i128 + self.offset_ns
+    }
+
+    pub fn now_wall_ns() -> i128 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
+    }
+}
+
+/// RFC 3339 UTC with nanoseconds, e.g. `2026-11-27T09:58:01.123456789Z`.
+pub fn rfc3339(unix_ns: i128) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
+    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, sod / 60 % 60, sod % 60)
+}
+
+/// `HH:MM:SS.micros` (UTC), for text output.
+pub fn time_of_day(unix_ns: i128) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
+    let micros = unix_ns.rem_euclid(1_000_000_000) / 1000;
+    let sod = secs.rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}.{micros:06}", sod / 3600, sod / 60 % 60, sod % 60)
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// well-known algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
+        // 2021-08-25T12:34:56.5Z, the day of the incident post.
+        let t = 1_629_894_896_500_000_000i128;
+        assert_eq!(rfc3339(t), "2021-08-25T12:34:56.500000000Z");
+        assert_eq!(time_of_day(t), "12:34:56.500000");
+        assert_eq!(rfc3339(951_782_400 * 1_000_000_000), "2000-02-29T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn monotonic_maps_near_now() {
+        let c = Clock::sample();
+        let wall = c.wall_ns(Clock::monotonic_now());
+        assert!((wall - Clock::now_wall_ns()).abs() < 50_000_000);
+    }
+}

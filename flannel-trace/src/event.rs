@@ -1,0 +1,274 @@
+//! Ring-buffer records turned into events a person or a program can read.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use flannel_trace_common::{
+    EventKind, Hop, RawEvent, Tuple,
+    event::{AF_INET, AF_INET6, DecodeError, flags},
+    fingerprint::fingerprint,
+};
+use serde::Serialize;
+
+use crate::{clock::Clock, kallsyms::Kallsyms, netdev};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    /// Always `"event"` (the JSON stream also carries `start` and `summary`).
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    pub time: String,
+    pub ts_mono_ns: u64,
+    pub hop: &'static str,
+    pub ifindex: u32,
+    pub iface: Option<String>,
+    pub len: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outer: Option<Endpoints>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// Outer headers recovered from the buffer after decapsulation.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub outer_recovered: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inner: Option<Inner>,
+    /// Hex fingerprint of the inner packet: equal on every hop and node the
+    /// same inner packet passes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop: Option<Drop>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoints {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sport: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inner {
+    #[serde(flatten)]
+    pub endpoints: Endpoints,
+    pub ip_id: u32,
+    pub ip_len: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<Tcp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<Icmp>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fragment: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tcp {
+    pub seq: u32,
+    pub ack: u32,
+    pub flags: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Icmp {
+    #[serde(rename = "type")]
+    pub ty: u8,
+    pub code: u8,
+    pub id: u16,
+    pub seq: u16,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Drop {
+    /// Name from the running kernel's `enum skb_drop_reason`; absent on
+    /// kernels without reasons (before 5.17).
+    pub reason: Option<String>,
+    pub reason_code: Option<u32>,
+    /// Kernel function that freed the packet, e.g. `nft_do_chain+0x3a4`.
+    pub location: Option<String>,
+    pub location_addr: String,
+}
+
+/// Everything needed to turn raw records into [`Event`]s.
+pub struct Decoder {
+    pub clock: Clock,
+    pub reasons: HashMap<u32, String>,
+    pub kallsyms: Kallsyms,
+    ifnames: HashMap<u32, Option<String>>,
+}
+
+impl Decoder {
+    pub fn new(clock: Clock, reasons: HashMap<u32, String>, kallsyms: Kallsyms) -> Decoder {
+        Decoder { clock, reasons, kallsyms, ifnames: HashMap::new() }
+    }
+
+    fn ifname(&mut self, ifindex: u32) -> Option<String> {
+        self.ifnames.entry(ifindex).or_insert_with(|| netdev::ifname(ifindex)).clone()
+    }
+
+    pub fn decode(&mut self, raw: &RawEvent) -> Result<Event, DecodeError> {
+        let kind = raw.kind()?;
+        let hop = raw.hop()?;
+        let p = &raw.pkt;
+        let has_outer = p.flags & flags::HAS_OUTER != 0;
+        let inner = (p.flags & flags::HAS_INNER != 0).then(|| Inner {
+            endpoints: endpoints(&p.inner, p.flags & flags::HAS_L4 != 0),
+            ip_id: p.ip_id,
+            ip_len: p.inner_len,
+            tcp: (p.inner.proto == 6 && p.flags & flags::HAS_L4 != 0).then(|| Tcp {
+                seq: p.tcp_seq,
+                ack: p.tcp_ack,
+                flags: tcp_flags(p.tcp_flags),
+            }),
+            icmp: (matches!(p.inner.proto, 1 | 58) && p.flags & flags::HAS_L4 != 0).then_some(Icmp {
+                ty: p.icmp_type,
+                code: p.icmp_code,
+                id: p.icmp_id,
+                seq: p.icmp_seq,
+            }),
+            fragment: p.flags & flags::INNER_FRAGMENT != 0,
+            truncated: p.flags & flags::TRUNCATED != 0,
+        });
+        let drop = (kind == EventKind::Drop).then(|| Drop {
+            reason: (p.flags & flags::HAS_REASON != 0).then(|| {
+                self.reasons.get(&raw.drop_reason).cloned().unwrap_or_else(|| format!("reason#{}", raw.drop_reason))
+            }),
+            reason_code: (p.flags & flags::HAS_REASON != 0).then_some(raw.drop_reason),
+            location: self.kallsyms.symbolize(raw.drop_location).map(|s| s.to_string()),
+            location_addr: format!("{:#x}", raw.drop_location),
+        });
+        Ok(Event {
+            ty: "event",
+            time: crate::clock::rfc3339(self.clock.wall_ns(raw.ts_ns)),
+            ts_mono_ns: raw.ts_ns,
+            hop: hop.name(),
+            ifindex: raw.ifindex,
+            iface: self.ifname(raw.ifindex),
+            len: raw.skb_len,
+            outer: has_outer.then(|| endpoints(&p.outer, true)),
+            vni: has_outer.then_some(p.vni),
+            vlan: (p.flags & flags::OUTER_VLAN != 0).then_some(p.vlan),
+            outer_recovered: p.flags & flags::OUTER_FROM_HEADROOM != 0,
+            inner,
+            fingerprint: fingerprint(p).map(|f| format!("{f:016x}")),
+            drop,
+        })
+    }
+}
+
+/// Whether the kernel freed this packet as a real drop. Recent kernels
+/// report consumed packets through a separate tracepoint, older ones may
+/// still pass `SKB_CONSUMED` here.
+pub fn is_real_drop(ev: &Event) -> bool {
+    !matches!(ev.drop.as_ref().and_then(|d| d.reason.as_deref()), Some("SKB_CONSUMED" | "NOT_DROPPED_YET"))
+}
+
+pub fn hop_of(ev: &Event) -> Option<Hop> {
+    Hop::ALL.into_iter().find(|h| h.name() == ev.hop)
+}
+
+pub fn addr(family: u8, b: &[u8; 16]) -> IpAddr {
+    if family == AF_INET {
+        IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+    } else {
+        debug_assert_eq!(family, AF_INET6);
+        IpAddr::V6(Ipv6Addr::from(*b))
+    }
+}
+
+fn endpoints(t: &Tuple, l4: bool) -> Endpoints {
+    let ports = l4 && matches!(t.proto, 6 | 17 | 132);
+    Endpoints {
+        src: addr(t.family, &t.src),
+        dst: addr(t.family, &t.dst),
+        proto: proto_name(t.proto),
+        sport: ports.then_some(t.sport),
+        dport: ports.then_some(t.dport),
+    }
+}
+
+pub fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        58 => "icmpv6".into(),
+        132 => "sctp".into(),
+        other => format!("ip-proto-{other}"),
+    }
+}
+
+pub fn tcp_flags(f: u8) -> String {
+    const NAMES: [(u8, &str); 8] =
+        [(0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR")];
+    let v: Vec<&str> = NAMES.iter().filter(|(b, _)| f & b != 0).map(|(_, n)| *n).collect();
+    if v.is_empty() { "-".into() } else { v.join("|") }
+}
+
+#[cfg(test)]
+mod tests {
+    use flannel_trace_common::{
+        PacketInfo,
+        parse::{Layer, parse_inner},
+    };
+
+    use super::*;
+
+    fn raw_drop(reason: u32) -> RawEvent {
+        let mut frame = vec![0u8; 12];
+        frame.extend_from_slice(&[0x08, 0x00]);
+        frame.extend_from_slice(&[0x45, 0, 0, 28, 0x12, 0x34, 0, 0, 64, 1, 0, 0, 10, 244, 0, 0, 10, 244, 1, 0]);
+        frame.extend_from_slice(&[8, 0, 0, 0, 0, 7, 0, 1]);
+        let mut pkt = PacketInfo::default();
+        parse_inner(&frame[..], Layer::Ethernet, 0, &mut pkt).unwrap();
+        pkt.flags |= flags::HAS_REASON;
+        RawEvent {
+            ts_ns: 1_000,
+            kind: EventKind::Drop as u8,
+            hop: Hop::Drop as u8,
+            ifindex: 1,
+            drop_reason: reason,
+            drop_location: 0xffff_ffff_8100_0010,
+            pkt,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn decodes_a_drop_with_the_kernels_reason_name() {
+        let reasons = HashMap::from([(12, "NETFILTER_DROP".to_owned())]);
+        let syms = Kallsyms::parse("ffffffff81000000 T nft_do_chain\nffffffff81000100 T other\n");
+        let mut d = Decoder::new(Clock::sample(), reasons, syms);
+        let ev = d.decode(&raw_drop(12)).unwrap();
+        assert_eq!(ev.hop, "drop");
+        let drop = ev.drop.as_ref().unwrap();
+        assert_eq!(drop.reason.as_deref(), Some("NETFILTER_DROP"));
+        assert_eq!(drop.location.as_deref(), Some("nft_do_chain+0x10"));
+        let inner = ev.inner.as_ref().unwrap();
+        assert_eq!(inner.endpoints.src.to_string(), "10.244.0.0");
+        assert_eq!(inner.icmp.as_ref().unwrap().seq, 1);
+        assert!(is_real_drop(&ev));
+        let json = serde_json::to_value(&ev).unwrap();
+        assert_eq!(json["drop"]["reason"], "NETFILTER_DROP");
+        assert_eq!(json["inner"]["proto"], "icmp");
+        assert!(json.get("outer").is_none());
+        // An unknown number is shown as such, never as a wrong name.
+        let ev = d.decode(&raw_drop(999)).unwrap();
+        assert_eq!(ev.drop.unwrap().reason.as_deref(), Some("reason#999"));
+    }
+
+    #[test]
+    fn tcp_flag_names() {
+        assert_eq!(tcp_flags(0x12), "SYN|ACK");
+        assert_eq!(tcp_flags(0), "-");
+    }
+}

@@ -1,0 +1,93 @@
+//! Facts about the running kernel that the programs need: struct offsets
+//! (Rust eBPF has no CO-RE), drop-reason names, namespace identity and
+//! privileges.
+
+use std::{collections::HashMap, fs, io, os::unix::fs::MetadataExt as _};
+
+use flannel_trace_common::config::KernelOffsets;
+use thiserror::Error;
+
+use crate::btf::{Btf, BtfError};
+
+#[derive(Debug, Error)]
+pub enum KernelError {
+    #[error("{0}")]
+    Btf(#[from] BtfError),
+    #[error("cannot read the network namespace of this process (/proc/self/ns/net): {0}")]
+    Netns(io::Error),
+    #[error(
+        "flannel-trace needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (missing: {0}); run it with sudo"
+    )]
+    Privilege(String),
+}
+
+/// Offsets of the kernel fields the probes read, from the running kernel's BTF.
+pub fn offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
+    let skb = |f: &str| btf.member_offset("sk_buff", &[f]);
+    Ok(KernelOffsets {
+        skb_head: skb("head")?,
+        skb_data: skb("data")?,
+        skb_len: skb("len")?,
+        skb_data_len: skb("data_len")?,
+        skb_mac_header: skb("mac_header")?,
+        skb_network_header: skb("network_header")?,
+        skb_protocol: skb("protocol")?,
+        skb_dev: skb("dev")?,
+        dev_ifindex: btf.member_offset("net_device", &["ifindex"])?,
+        dev_nd_net: btf.member_offset("net_device", &["nd_net", "net"])?,
+        net_ns_inum: btf.member_offset("net", &["ns", "inum"])?,
+        ..KernelOffsets::default()
+    })
+}
+
+/// `enum skb_drop_reason` of the running kernel, value → name without the
+/// `SKB_DROP_REASON_` prefix. Empty on kernels before 5.17 (no reasons).
+/// The numbering differs between kernel versions, so it is never hard-coded.
+pub fn drop_reasons(btf: &Btf) -> HashMap<u32, String> {
+    btf.enum_values("skb_drop_reason")
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, v)| {
+            let v = u32::try_from(v).ok()?;
+            Some((v, name.strip_prefix("SKB_DROP_REASON_").unwrap_or(&name).to_owned()))
+        })
+        .collect()
+}
+
+/// Inode of this process's network namespace, as the kernel's `net.ns.inum`.
+pub fn netns_inode() -> Result<u32, KernelError> {
+    let meta = fs::metadata("/proc/self/ns/net").map_err(KernelError::Netns)?;
+    u32::try_from(meta.ino()).map_err(|_| KernelError::Netns(io::Error::other("inode does not fit 32 bits")))
+}
+
+/// Refuse early, with a useful message, rather than fail on the first
+/// bpf() call with a bare EPERM.
+pub fn check_privileges() -> Result<(), KernelError> {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| eff & (1u64 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_PERFMON");
+    }
+    if missing.is_empty() { Ok(()) } else { Err(KernelError::Privilege(missing.join(", "))) }
+}
+
+/// `uname -r`, for the start banner and recordings.
+pub fn release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
+}

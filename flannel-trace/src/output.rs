@@ -1,0 +1,163 @@
+//! Text and JSON renderings of the session: start banner, events, summary.
+
+use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
+
+use serde::Serialize;
+
+use crate::{
+    clock,
+    event::{Endpoints, Event},
+    probes::HookReport,
+};
+
+/// First record of a session: what is traced, where, and with which hooks.
+#[derive(Debug, Serialize)]
+pub struct Start {
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    pub version: &'static str,
+    pub node: String,
+    pub kernel: String,
+    pub netns_inode: u32,
+    pub vxlan_dev: String,
+    pub vxlan_ifindex: u32,
+    pub underlay_dev: String,
+    pub underlay_ifindex: u32,
+    pub port: u16,
+    /// Where the port came from: `--port`, `device` or `default`.
+    pub port_source: &'static str,
+    pub vni: Option<u32>,
+    pub local: Option<IpAddr>,
+    pub hooks: Vec<HookReport>,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC at start, in ns: converts `ts_mono_ns`.
+    pub clock_offset_ns: i128,
+    pub ring_size: u32,
+}
+
+/// Last record of a session.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    #[serde(rename = "type")]
+    pub ty: &'static str,
+    pub duration_s: f64,
+    pub events: u64,
+    pub per_hop: BTreeMap<&'static str, u64>,
+    pub drops_by_reason: BTreeMap<String, u64>,
+    /// Events the tracer itself lost because its ring buffer was full.
+    pub lost: u64,
+    /// Frames of this overlay that could not be decoded.
+    pub unparsed: u64,
+    /// Records userspace could not decode (object and binary out of step).
+    pub decode_errors: u64,
+    /// False when the tracer lost events: counts are then lower bounds.
+    pub complete: bool,
+}
+
+pub fn start_text(s: &Start) -> String {
+    let mut out = String::new();
+    let vni = s.vni.map_or("any".into(), |v| v.to_string());
+    let _ = writeln!(
+        out,
+        "flannel-trace {} on {} (kernel {}, netns {}): VXLAN udp/{} ({}) vni {}",
+        s.version, s.node, s.kernel, s.netns_inode, s.port, s.port_source, vni
+    );
+    let _ = writeln!(
+        out,
+        "  overlay {} (ifindex {}), underlay {} (ifindex {}{})",
+        s.vxlan_dev,
+        s.vxlan_ifindex,
+        s.underlay_dev,
+        s.underlay_ifindex,
+        s.local.map_or(String::new(), |ip| format!(", local {ip}"))
+    );
+    for h in &s.hooks {
+        let _ = write!(out, "  {:<17} {:<15} {}", h.hop, h.backend, h.target);
+        for (b, why) in &h.fallbacks {
+            let _ = write!(out, "\n  {:<17}   ({b} unavailable: {why})", "");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn endpoints_text(e: &Endpoints) -> String {
+    match (e.sport, e.dport) {
+        (Some(sp), Some(dp)) => format!("{} {}:{sp} > {}:{dp}", e.proto, bracket(e.src), bracket(e.dst)),
+        _ => format!("{} {} > {}", e.proto, e.src, e.dst),
+    }
+}
+
+fn bracket(ip: IpAddr) -> String {
+    if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() }
+}
+
+pub fn event_text(e: &Event, clock_offset_ns: i128) -> String {
+    let mut s = format!(
+        "{} {:<16} {:<10}",
+        clock::time_of_day(e.ts_mono_ns as i128 + clock_offset_ns),
+        e.hop,
+        e.iface.as_deref().unwrap_or("?")
+    );
+    if let Some(o) = &e.outer {
+        let _ = write!(s, " {} vni {}", endpoints_text(o), e.vni.unwrap_or(0));
+        if let Some(v) = e.vlan {
+            let _ = write!(s, " vlan {v}");
+        }
+        s.push_str(" |");
+    }
+    match &e.inner {
+        Some(i) => {
+            let _ = write!(s, " {}", endpoints_text(&i.endpoints));
+            if let Some(t) = &i.tcp {
+                let _ = write!(s, " [{}] seq {} ack {}", t.flags, t.seq, t.ack);
+            }
+            if let Some(c) = &i.icmp {
+                let _ = write!(s, " type {} code {} id {} seq {}", c.ty, c.code, c.id, c.seq);
+            }
+            if i.fragment {
+                s.push_str(" fragment");
+            }
+            if i.truncated {
+                s.push_str(" (truncated)");
+            }
+        }
+        None => s.push_str(" (inner frame not decoded)"),
+    }
+    let _ = write!(s, " len {}", e.len);
+    if let Some(d) = &e.drop {
+        let _ = write!(
+            s,
+            " | DROP {} at {}",
+            d.reason.as_deref().unwrap_or("(no reason on this kernel)"),
+            d.location.as_deref().unwrap_or(&d.location_addr)
+        );
+    }
+    if let Some(fp) = &e.fingerprint {
+        let _ = write!(s, " fp {fp}");
+    }
+    s
+}
+
+pub fn summary_text(s: &Summary) -> String {
+    let mut out = format!("\n{} events in {:.1}s\n", s.events, s.duration_s);
+    for (hop, n) in &s.per_hop {
+        let _ = writeln!(out, "  {hop:<17} {n}");
+    }
+    for (reason, n) in &s.drops_by_reason {
+        let _ = writeln!(out, "  drop reason {reason}: {n}");
+    }
+    if s.lost > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: the tracer itself lost {} events (ring buffer full; raise --ring-size or narrow with --host/--proto): counts above are lower bounds",
+            s.lost
+        );
+    }
+    if s.unparsed > 0 {
+        let _ = writeln!(out, "  {} frames on the overlay port could not be decoded", s.unparsed);
+    }
+    if s.decode_errors > 0 {
+        let _ = writeln!(out, "  {} records could not be decoded (binary and eBPF object out of step)", s.decode_errors);
+    }
+    out
+}

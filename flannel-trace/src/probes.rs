@@ -1,0 +1,308 @@
+//! Loading the eBPF object and attaching every hook, each with its backend
+//! chosen at run time, and detaching it all again.
+
+use std::{fmt::Write as _, path::PathBuf};
+
+use aya::{
+    Btf as AyaBtf, Ebpf, EbpfLoader,
+    programs::{
+        BtfTracePoint, FEntry, KProbe, LinkOrder, ProgramError, SchedClassifier, TcAttach, TcAttachType, TracePoint,
+        tc::{self, NlOptions},
+    },
+};
+use flannel_trace_common::Config;
+use thiserror::Error;
+
+use crate::{
+    cli::{DropBackendChoice, TcMode, VxlanBackendChoice},
+    netdev,
+};
+
+/// The object built from flannel-trace-ebpf by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flannel-trace"));
+
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error("loading the eBPF object failed: {0}")]
+    Object(#[source] aya::EbpfError),
+    #[error("program {0} is missing from the eBPF object (binary built from inconsistent sources)")]
+    MissingProgram(&'static str),
+    #[error("cannot attach {hop} on {iface}: {reason}")]
+    Tc { hop: &'static str, iface: String, reason: String },
+    #[error("no backend of the {hop} hop works on this kernel: {tried}")]
+    NoBackend { hop: &'static str, tried: String },
+    #[error("map {0} is missing from the eBPF object")]
+    MissingMap(&'static str),
+}
+
+impl ProbeError {
+    /// A kernel feature is missing, rather than something failing at run time.
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self, ProbeError::NoBackend { .. })
+    }
+}
+
+/// What the user asked for.
+pub struct Plan {
+    pub tc_mode: TcMode,
+    pub vxlan_rcv: VxlanBackendChoice,
+    pub drop: Option<DropBackendChoice>,
+    pub ring_size: u32,
+    pub verifier_log: Option<PathBuf>,
+    /// A mounted tracefs, if any (classic tracepoints need it).
+    pub tracefs: Option<PathBuf>,
+}
+
+/// Which backend serves a hook, and why others were passed over.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct HookReport {
+    pub hop: &'static str,
+    pub backend: String,
+    pub target: String,
+    /// Backends tried before the one chosen, with the error each gave.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<(String, String)>,
+}
+
+/// The interfaces the TC programs attach to.
+pub struct Devices<'a> {
+    pub vxlan: (u32, &'a str),
+    pub underlay: (u32, &'a str),
+}
+
+/// The loaded object and its attachments. Dropping it detaches everything,
+/// then removes any clsact qdisc this process created (never anyone else's).
+pub struct Probes {
+    ebpf: Option<Ebpf>,
+    pub hooks: Vec<HookReport>,
+    created_qdiscs: Vec<(u32, String)>,
+}
+
+impl Probes {
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        self.ebpf.as_mut().expect("present until drop")
+    }
+
+    pub fn load(cfg: &Config, plan: &Plan, dev: &Devices<'_>) -> Result<Probes, ProbeError> {
+        let ebpf = EbpfLoader::new()
+            .override_global("CONFIG", cfg, true)
+            .set_max_entries("EVENTS", plan.ring_size)
+            .load(OBJECT)
+            .map_err(ProbeError::Object)?;
+        let mut probes = Probes { ebpf: Some(ebpf), hooks: Vec::new(), created_qdiscs: Vec::new() };
+        probes.attach_tc(plan, dev)?;
+        probes.attach_vxlan_rcv(plan)?;
+        if let Some(choice) = plan.drop {
+            probes.attach_drop(plan, choice)?;
+        }
+        Ok(probes)
+    }
+
+    fn attach_tc(&mut self, plan: &Plan, dev: &Devices<'_>) -> Result<(), ProbeError> {
+        let hooks = [
+            ("overlay-egress", "ft_ovl_egress", dev.vxlan, TcAttachType::Egress),
+            ("overlay-ingress", "ft_ovl_ingress", dev.vxlan, TcAttachType::Ingress),
+            ("underlay-egress", "ft_und_egress", dev.underlay, TcAttachType::Egress),
+            ("underlay-ingress", "ft_und_ingress", dev.underlay, TcAttachType::Ingress),
+        ];
+        for (hop, name, (ifindex, ifname), dir) in hooks {
+            let (backend, fallbacks) = self
+                .attach_one_tc(plan, name, ifindex, ifname, dir)
+                .map_err(|reason| ProbeError::Tc { hop, iface: ifname.to_owned(), reason })?;
+            self.hooks.push(HookReport { hop, backend, target: ifname.to_owned(), fallbacks });
+        }
+        Ok(())
+    }
+
+    fn attach_one_tc(
+        &mut self,
+        plan: &Plan,
+        name: &'static str,
+        ifindex: u32,
+        ifname: &str,
+        dir: TcAttachType,
+    ) -> Result<(String, Vec<(String, String)>), String> {
+        let log = plan.verifier_log.clone();
+        let prog: &mut SchedClassifier = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+        prog.load().map_err(|e| describe(&e, log.as_ref()))?;
+        let mut fallbacks = Vec::new();
+        if plan.tc_mode != TcMode::Netlink {
+            match prog.attach(ifindex, TcAttach::Tcx { attach_type: dir, order: LinkOrder::default() }) {
+                Ok(_) => return Ok(("tcx".into(), fallbacks)),
+                Err(e) if plan.tc_mode == TcMode::Auto => fallbacks.push(("tcx".into(), describe(&e, None))),
+                Err(e) => return Err(format!("TCX attach failed ({}); TCX needs Linux 6.6+, try --tc-mode netlink", describe(&e, None))),
+            }
+        }
+        // Netlink: a clsact qdisc is needed; create it only if absent and
+        // remember that we did, so that exactly that one is removed later.
+        let had_clsact = netdev::has_clsact(ifindex).map_err(|e| e.to_string())?;
+        if !had_clsact {
+            tc::qdisc_add_clsact(ifindex).map_err(|e| format!("adding a clsact qdisc failed: {e}"))?;
+            self.created_qdiscs.push((ifindex, ifname.to_owned()));
+        }
+        let prog: &mut SchedClassifier = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+        prog.attach(ifindex, TcAttach::Netlink { parent: dir.into(), options: NlOptions::default() })
+            .map_err(|e| format!("netlink attach failed: {}", describe(&e, None)))?;
+        Ok(("netlink-clsact".into(), fallbacks))
+    }
+
+    fn attach_vxlan_rcv(&mut self, plan: &Plan) -> Result<(), ProbeError> {
+        use VxlanBackendChoice as V;
+        let order: &[V] = match plan.vxlan_rcv {
+            V::Auto => &[V::Fentry, V::Kprobe, V::TpBtf, V::Tracepoint],
+            V::Fentry => &[V::Fentry],
+            V::Kprobe => &[V::Kprobe],
+            V::TpBtf => &[V::TpBtf],
+            V::Tracepoint => &[V::Tracepoint],
+        };
+        let mut fallbacks = Vec::new();
+        for &b in order {
+            let attempt = match b {
+                V::Fentry => self.fentry("ft_vxlan_fentry", "vxlan_rcv", plan).map(|()| ("fentry", "vxlan_rcv")),
+                V::Kprobe => self.kprobe("ft_vxlan_kprobe", "vxlan_rcv", plan).map(|()| ("kprobe", "vxlan_rcv")),
+                V::TpBtf => self.tp_btf("ft_vxlan_tpbtf", "netif_receive_skb", plan).map(|()| ("tp_btf", "netif_receive_skb")),
+                V::Tracepoint => self
+                    .tracepoint("ft_vxlan_tp", "net", "netif_receive_skb", plan)
+                    .map(|()| ("tracepoint", "net:netif_receive_skb")),
+                V::Auto => unreachable!("not in the order"),
+            };
+            match attempt {
+                Ok((backend, target)) => {
+                    self.hooks.push(HookReport { hop: "vxlan-rcv", backend: backend.into(), target: target.into(), fallbacks });
+                    return Ok(());
+                }
+                Err(e) => fallbacks.push((backend_name(b).into(), e)),
+            }
+        }
+        Err(ProbeError::NoBackend { hop: "vxlan-rcv", tried: format_tried(&fallbacks) })
+    }
+
+    fn attach_drop(&mut self, plan: &Plan, choice: DropBackendChoice) -> Result<(), ProbeError> {
+        use DropBackendChoice as D;
+        let order: &[D] = match choice {
+            D::Auto => &[D::TpBtf, D::Tracepoint],
+            D::TpBtf => &[D::TpBtf],
+            D::Tracepoint => &[D::Tracepoint],
+        };
+        let mut fallbacks = Vec::new();
+        for &b in order {
+            let attempt = match b {
+                D::TpBtf => self.tp_btf("ft_drop_tpbtf", "kfree_skb", plan).map(|()| ("tp_btf", "kfree_skb")),
+                D::Tracepoint => self.tracepoint("ft_drop_tp", "skb", "kfree_skb", plan).map(|()| ("tracepoint", "skb:kfree_skb")),
+                D::Auto => unreachable!("not in the order"),
+            };
+            match attempt {
+                Ok((backend, target)) => {
+                    self.hooks.push(HookReport { hop: "drop", backend: backend.into(), target: target.into(), fallbacks });
+                    return Ok(());
+                }
+                Err(e) => fallbacks.push((if b == D::TpBtf { "tp_btf" } else { "tracepoint" }.into(), e)),
+            }
+        }
+        Err(ProbeError::NoBackend { hop: "drop", tried: format_tried(&fallbacks) })
+    }
+
+    fn fentry(&mut self, name: &'static str, func: &str, plan: &Plan) -> Result<(), String> {
+        let btf = AyaBtf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
+        let prog: &mut FEntry = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+        prog.load(func, &btf).map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        prog.attach().map_err(|e| describe(&e, None))?;
+        Ok(())
+    }
+
+    fn kprobe(&mut self, name: &'static str, func: &str, plan: &Plan) -> Result<(), String> {
+        let prog: &mut KProbe = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+        prog.load().map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        prog.attach(func, 0).map_err(|e| describe(&e, None))?;
+        Ok(())
+    }
+
+    fn tp_btf(&mut self, name: &'static str, tp: &str, plan: &Plan) -> Result<(), String> {
+        let btf = AyaBtf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
+        let prog: &mut BtfTracePoint = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+        prog.load(tp, &btf).map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        prog.attach().map_err(|e| describe(&e, None))?;
+        Ok(())
+    }
+
+    fn tracepoint(&mut self, name: &'static str, category: &str, tp: &str, plan: &Plan) -> Result<(), String> {
+        if plan.tracefs.is_none() {
+            return Err("tracefs is not available".into());
+        }
+        let prog: &mut TracePoint = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+        prog.load().map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        prog.attach(category, tp).map_err(|e| describe(&e, None))?;
+        Ok(())
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        // Links and programs go with the object; only then is a qdisc we
+        // created empty again.
+        drop(self.ebpf.take());
+        for (ifindex, ifname) in self.created_qdiscs.drain(..) {
+            let foreign = [false, true]
+                .into_iter()
+                // A count that fails is treated as foreign: never delete blind.
+                .map(|egress| netdev::clsact_filter_count(ifindex, egress).unwrap_or(usize::MAX / 2))
+                .sum::<usize>();
+            if foreign > 0 {
+                log::warn!("leaving the clsact qdisc on {ifname}: it now carries {foreign} filter(s) of another tool");
+                continue;
+            }
+            if let Err(e) = netdev::delete_clsact(ifindex) {
+                log::warn!("could not remove the clsact qdisc flannel-trace created on {ifname}: {e}");
+            }
+        }
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, ProbeError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?.try_into().map_err(|_| ProbeError::MissingProgram(name))
+}
+
+fn backend_name(b: VxlanBackendChoice) -> &'static str {
+    match b {
+        VxlanBackendChoice::Auto => "auto",
+        VxlanBackendChoice::Fentry => "fentry",
+        VxlanBackendChoice::Kprobe => "kprobe",
+        VxlanBackendChoice::TpBtf => "tp_btf",
+        VxlanBackendChoice::Tracepoint => "tracepoint",
+    }
+}
+
+fn format_tried(tried: &[(String, String)]) -> String {
+    tried.iter().map(|(b, e)| format!("{b}: {e}")).collect::<Vec<_>>().join("; ")
+}
+
+/// A program error in one line; a verifier log, when there is one, is
+/// summarised by its last lines and written whole to `log` if asked.
+fn describe(e: &ProgramError, log: Option<&PathBuf>) -> String {
+    match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            let text = verifier_log.to_string();
+            if let Some(path) = log {
+                let _ = std::fs::write(path, &text);
+            }
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            let mut s = format!("load failed: {io_error}");
+            if !tail.is_empty() {
+                let _ = write!(s, " (verifier: {})", tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+            }
+            s
+        }
+        other => {
+            let mut s = other.to_string();
+            let mut src = std::error::Error::source(other);
+            while let Some(cause) = src {
+                let _ = write!(s, ": {cause}");
+                src = cause.source();
+            }
+            s
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Orchestration: set-up, build, tests, demo. No product logic lives here.
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+mod setup;
+mod test;
+
+#[derive(Parser)]
+#[command(about = "flannel-trace development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install everything the build and the tests need (idempotent).
+    Setup,
+    /// Set up, then build the release binary (target/release/flannel-trace).
+    Build,
+    /// Set up, build, run the unit tests, then (as root) the netns integration tests.
+    Test(test::Options),
+    /// Set up, build, and run the lab demo: two flannel nodes in network namespaces.
+    Demo(demo::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::Build => {
+            setup::run()?;
+            setup::build_release()
+        }
+        Cmd::Test(opts) => test::run(opts),
+        Cmd::Demo(opts) => demo::run(opts),
+    }
+}
