@@ -107,12 +107,9 @@ pub enum Counter {
     RingbufFull = 0,
     /// A frame of this overlay that the parser could not decode.
     Unparsed = 1,
-    /// A frame whose headers reach past what the hook can read (e.g. beyond
-    /// the linear part of the skb in a probe): reported with what was read.
-    Truncated = 2,
 }
 
-pub const COUNTER_SLOTS: u32 = 3;
+pub const COUNTER_SLOTS: u32 = 2;
 
 #[cfg(feature = "user")]
 mod user {

@@ -297,7 +297,7 @@ fn counters(probes: &mut Probes) -> anyhow::Result<HashMap<Counter, u64>> {
     let map = probes.ebpf_mut().map("COUNTERS").ok_or_else(|| anyhow!("map COUNTERS missing"))?;
     let arr = PerCpuArray::<_, u64>::try_from(map)?;
     let mut out = HashMap::new();
-    for c in [Counter::RingbufFull, Counter::Unparsed, Counter::Truncated] {
+    for c in [Counter::RingbufFull, Counter::Unparsed] {
         let per_cpu = arr.get(&(c as u32), 0)?;
         out.insert(c, per_cpu.iter().sum());
     }

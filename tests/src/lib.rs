@@ -1,0 +1,46 @@
+//! A network-namespace lab that reproduces a flannel VXLAN overlay on one
+//! machine, so flannel-trace's integration tests can run against a real
+//! kernel datapath and inject the faults the tool is meant to find.
+//!
+//! Layout of a lab with nodes `a` and `b`:
+//!
+//! ```text
+//!   netns ft-<pid>-<n>-a                netns ft-<pid>-<n>-fabric            netns ft-<pid>-<n>-b
+//!   cni0      10.244.1.1/24 (bridge)                                         cni0      10.244.2.1/24
+//!   flannel.1 10.244.1.0/32 (vxlan)                                          flannel.1 10.244.2.0/32
+//!   eth1      10.25.1.51/24  ===veth===  ftv-a ─ br0 10.25.1.1/24 ─ ftv-b  ===veth===  eth1 10.25.1.55/24
+//! ```
+//!
+//! Each node is configured the way flannel's vxlan backend configures a host
+//! (device flags, onlink routes, permanent neighbours, FDB entries), so the
+//! tracer sees the same packets it would see on a real cluster. The fabric
+//! namespace plays the underlay network, the place where a cloud security
+//! group would drop traffic.
+//!
+//! Everything needs root; call [`require_root`] and [`require_tools`] first
+//! so a test fails with an actionable message instead of an `EPERM`.
+
+mod command;
+mod lab;
+mod lines;
+mod link_stats;
+mod netns;
+mod nft;
+mod preflight;
+mod tracer;
+mod traffic;
+
+pub use lab::{
+    DEFAULT_VNI, DEFAULT_VXLAN_PORT, FABRIC_BRIDGE, FABRIC_GATEWAY, Fabric, Lab, LabBuilder, Node,
+    NodeSpec, POD_IFACE, UNDERLAY_IFACE, VXLAN_IFACE, VXLAN_MTU, with_lab,
+};
+pub use lines::{LineReader, wait_for_line};
+pub use link_stats::LinkStats;
+pub use netns::{Netns, list_netns, remove_stale_namespaces, root_veths};
+pub use nft::{
+    FABRIC_DROP_CHAIN, FT_TABLE, INPUT_DROP_CHAIN, fabric_drop_udp, input_drop_udp,
+    normalize_ruleset,
+};
+pub use preflight::{require_root, require_tools};
+pub use tracer::{Session, Tracer, run_tracer, tracer_bin};
+pub use traffic::{Listener, PingResult, parse_ping_summary};

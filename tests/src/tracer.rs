@@ -1,0 +1,174 @@
+//! Running the real flannel-trace binary inside a lab node and collecting
+//! its JSON stream (`start`, `event`..., `summary`).
+
+use std::{
+    io::Read as _,
+    path::PathBuf,
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::{LineReader, Netns};
+
+/// The binary under test: `$FLANNEL_TRACE_BIN` (set by `cargo xtask test`),
+/// else the workspace's release build.
+pub fn tracer_bin() -> PathBuf {
+    std::env::var_os("FLANNEL_TRACE_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/flannel-trace")
+    })
+}
+
+/// A flannel-trace process in a node, started with `--json`.
+pub struct Tracer {
+    child: Child,
+    stdout: LineReader,
+    stderr: Arc<Mutex<String>>,
+    pub start: Value,
+}
+
+/// Everything one session printed.
+#[derive(Debug)]
+pub struct Session {
+    pub start: Value,
+    pub events: Vec<Value>,
+    pub summary: Option<Value>,
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+fn spawn(ns: &Netns, args: &[&str]) -> Result<(Child, LineReader, Arc<Mutex<String>>)> {
+    let bin = tracer_bin();
+    if !bin.is_file() {
+        bail!("{} does not exist: build it with `cargo xtask build`", bin.display());
+    }
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns.name()])
+        .arg(&bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {} in {}", bin.display(), ns.name()))?;
+    let stdout = LineReader::new(child.stdout.take().context("stdout")?);
+    let mut err = child.stderr.take().context("stderr")?;
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let sink = stderr.clone();
+    thread::spawn(move || {
+        let mut buf = String::new();
+        let _ = err.read_to_string(&mut buf);
+        sink.lock().expect("stderr buffer").push_str(&buf);
+    });
+    Ok((child, stdout, stderr))
+}
+
+impl Tracer {
+    /// Start the tracer in `ns` and wait until it has attached (its `start`
+    /// record is printed only after every hook is in place).
+    pub fn start(ns: &Netns, args: &[&str]) -> Result<Tracer> {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (mut child, mut stdout, stderr) = spawn(ns, &all)?;
+        let line = stdout.wait_for_line(|l| l.contains("\"type\":\"start\""), Duration::from_secs(30));
+        let line = match line {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                thread::sleep(Duration::from_millis(100));
+                bail!("tracer did not start ({e}); exit {status:?}; stderr:\n{}", stderr.lock().expect("stderr"));
+            }
+        };
+        let start = serde_json::from_str(&line).context("start record is not JSON")?;
+        Ok(Tracer { child, stdout, stderr, start })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// SIGINT, then collect everything it printed until it exits.
+    pub fn stop(self) -> Result<Session> {
+        self.signal(libc::SIGINT);
+        self.finish()
+    }
+
+    /// Wait for exit (e.g. after `--duration`) and collect the output.
+    pub fn finish(mut self) -> Result<Session> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait()? {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                bail!("tracer did not exit within 30 s of being stopped");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        let mut events = Vec::new();
+        let mut summary = None;
+        while let Ok(line) = self.stdout.wait_for_line(|_| true, Duration::from_secs(5)) {
+            let v: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+            match v["type"].as_str() {
+                Some("event") => events.push(v),
+                Some("summary") => summary = Some(v),
+                other => bail!("unexpected record type {other:?}: {line}"),
+            }
+        }
+        thread::sleep(Duration::from_millis(50));
+        let stderr = self.stderr.lock().expect("stderr").clone();
+        Ok(Session { start: self.start, events, summary, status, stderr })
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(mut self) -> Result<ExitStatus> {
+        self.child.kill()?;
+        Ok(self.child.wait()?)
+    }
+}
+
+/// Run the tracer to completion (for invocations expected to fail fast).
+pub fn run_tracer(ns: &Netns, args: &[&str]) -> Result<(ExitStatus, String, String)> {
+    let (mut child, mut stdout, stderr) = spawn(ns, args)?;
+    let status = child.wait()?;
+    let mut out = String::new();
+    while let Ok(l) = stdout.wait_for_line(|_| true, Duration::from_secs(2)) {
+        out.push_str(&l);
+        out.push('\n');
+    }
+    thread::sleep(Duration::from_millis(50));
+    let err = stderr.lock().expect("stderr").clone();
+    Ok((status, out, err))
+}
+
+impl Session {
+    pub fn at<'a>(&'a self, hop: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.events.iter().filter(move |e| e["hop"] == hop)
+    }
+
+    /// The backend the tracer chose for `hop`.
+    pub fn backend(&self, hop: &str) -> Option<String> {
+        self.start["hooks"].as_array()?.iter().find(|h| h["hop"] == hop)?["backend"].as_str().map(str::to_owned)
+    }
+
+    pub fn dump(&self) -> String {
+        let mut s = format!("exit {:?}\nstderr:\n{}\n", self.status, self.stderr);
+        for e in &self.events {
+            s.push_str(&e.to_string());
+            s.push('\n');
+        }
+        s.push_str(&format!("summary: {:?}\n", self.summary));
+        s
+    }
+}
