@@ -169,10 +169,12 @@ pub struct PacketInfo {
     pub tcp_flags: u8,
     pub icmp_type: u8,
     pub icmp_code: u8,
-    pub _pad0: u8,
+    /// TCP header length in bytes (data offset × 4).
+    pub tcp_hlen: u8,
     /// VLAN ID of the underlay frame when [`flags::OUTER_VLAN`] is set.
     pub vlan: u16,
-    pub _pad1: u16,
+    /// Inner IP header length in bytes, IPv6 extension headers included.
+    pub ip_hlen: u16,
     pub _pad2: u32,
 }
 

@@ -120,6 +120,8 @@ fn parse_eth<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<L2, ParseError> {
 
 /// The parts of an IP header the tracer reports.
 struct Ip {
+    /// Offset of the IP header.
+    l3: usize,
     family: u8,
     proto: u8,
     src: [u8; 16],
@@ -147,6 +149,7 @@ fn parse_ipv4<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
     dst[..4].copy_from_slice(&h[16..20]);
     let frag = be16([h[6], h[7]]);
     Ok(Ip {
+        l3: off,
         family: AF_INET,
         proto: h[9],
         src,
@@ -200,6 +203,7 @@ fn parse_ipv6<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
         }
     }
     Ok(Ip {
+        l3: off,
         family: AF_INET6,
         proto: next,
         src,
@@ -254,6 +258,7 @@ pub fn parse_inner<B: Bytes + ?Sized>(
     let (ip, _) = parse_l3(b, layer, off)?;
     out.inner = tuple(&ip);
     out.inner_len = ip.total_len;
+    out.ip_hlen = (ip.l4 - ip.l3) as u16;
     out.ip_id = ip.id;
     out.flags |= flags::HAS_INNER;
     if ip.later_fragment {
@@ -279,6 +284,7 @@ fn parse_l4<B: Bytes + ?Sized>(b: &B, proto: u8, off: usize, out: &mut PacketInf
             out.tcp_seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
             out.tcp_ack = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
             out.tcp_flags = h[13];
+            out.tcp_hlen = (h[12] >> 4) * 4;
         }
         IPPROTO_UDP => {
             let h: [u8; 4] = b.read(off)?;

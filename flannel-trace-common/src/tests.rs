@@ -118,6 +118,7 @@ fn underlay_ipv4_vxlan_tcp() {
     assert_eq!(v4(&p.inner.dst), POD_B);
     assert_eq!((p.inner.sport, p.inner.dport, p.inner.proto), (40000, 80, 6));
     assert_eq!((p.tcp_seq, p.tcp_flags, p.ip_id), (1000, 0x02, 4242));
+    assert_eq!((p.ip_hlen, p.tcp_hlen, p.inner_len), (20, 20, 40));
 }
 
 #[test]
@@ -157,6 +158,7 @@ fn ipv4_options_honour_ihl() {
     parse_inner(&frame[..], Layer::Ethernet, 0, &mut p).unwrap();
     assert_eq!((p.inner.sport, p.inner.dport), (1234, 5678));
     assert_eq!((p.tcp_seq, p.tcp_ack, p.tcp_flags), (77, 88, 0x18));
+    assert_eq!(p.ip_hlen, 28);
 }
 
 #[test]
@@ -199,6 +201,7 @@ fn ipv6_underlay_and_inner_with_extension_headers() {
     assert_eq!(p.inner.family, AF_INET6);
     assert_eq!(p.inner.proto, 6);
     assert_eq!((p.inner.sport, p.inner.dport, p.tcp_seq), (443, 50000, 5));
+    assert_eq!(p.ip_hlen, 40 + 8 + 16, "extension headers count as IP header");
 }
 
 #[test]

@@ -1,8 +1,12 @@
 //! Command line.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Find the hop that loses a frame on a VXLAN overlay.
 ///
@@ -24,14 +28,52 @@ use clap::{Args, Parser, ValueEnum};
 /// after SIGKILL; with netlink TC, the filters it added, and a clsact qdisc it
 /// created, are removed on exit.
 ///
+/// Two nodes, one verdict: run `--listen ADDR` on one node and `--peer ADDR`
+/// on the other (same `--token`), and the listening node prints, for each
+/// direction and inner flow, the segment where frames are lost — sender
+/// host, underlay, or receiver host (with the kernel's drop reason) — or
+/// that they were delivered. Offline: `--record FILE` on each node, then
+/// `flannel-trace join A.rec B.rec` anywhere. `--probe` sends a few ICMP
+/// echoes across the overlay, so an idle or broken link still gets a verdict.
+///
 /// Exit status: 0 success; 1 runtime failure; 2 usage error; 3 not enough
 /// privilege; 4 device not found or not a vxlan device; 5 kernel lacks a
 /// required feature.
 #[derive(Debug, Parser)]
-#[command(name = "flannel-trace", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "flannel-trace",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Option<Cmd>,
     #[command(flatten)]
     pub trace: TraceArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Join two recordings (made with --record on two nodes) into a verdict.
+    Join(JoinArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The two recordings, one per node.
+    #[arg(num_args = 2, required = true, value_name = "RECORDING")]
+    pub files: Vec<PathBuf>,
+    /// One JSON document (schema in README.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Packets sent less than this before a node stopped recording count as
+    /// in flight, not lost.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
+    pub grace: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +91,11 @@ pub struct TraceArgs {
     /// device of the default route.
     #[arg(long, value_name = "NAME")]
     pub iface: Option<String>,
+
+    /// Keep only frames with this VNI. Default: every VNI on the port, so
+    /// that a peer sending with the wrong VNI still shows up.
+    #[arg(long)]
+    pub vni: Option<u32>,
 
     /// Keep only packets whose inner source or destination is this address.
     #[arg(long, value_name = "IP")]
@@ -87,6 +134,58 @@ pub struct TraceArgs {
     /// Backend of the drop hop. `auto` tries tp-btf, then tracepoint.
     #[arg(long, value_enum, default_value_t = DropBackendChoice::Auto)]
     pub drop_backend: DropBackendChoice,
+
+    /// Also write the session to FILE, for `flannel-trace join` later.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+
+    /// Wait for a peer node on ADDR (e.g. 0.0.0.0:7800), join its events with
+    /// this node's and print verdicts. Runs over the underlay, so it works
+    /// while the overlay is broken.
+    #[arg(long, value_name = "ADDR", conflicts_with = "peer")]
+    pub listen: Option<SocketAddr>,
+
+    /// Stream this node's events to a node running --listen on ADDR.
+    #[arg(long, value_name = "ADDR")]
+    pub peer: Option<SocketAddr>,
+
+    /// Shared secret of --listen/--peer (never sent over the wire).
+    #[arg(long, env = "FLANNEL_TRACE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// How long --peer keeps trying to reach the listener.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub peer_wait: Duration,
+
+    /// Send ICMP echo probes across the overlay: to the peer's VTEP address
+    /// in --listen/--peer mode, or to --probe-to.
+    #[arg(long)]
+    pub probe: bool,
+
+    /// Overlay address to probe (default: the peer's VTEP address).
+    #[arg(long, value_name = "IP")]
+    pub probe_to: Option<IpAddr>,
+
+    /// Number of probes.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub probe_count: u32,
+
+    /// Interval between probes.
+    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
+    pub probe_interval: Duration,
+
+    /// In --listen mode, how often to print verdicts that changed.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub report_every: Duration,
+
+    /// In --listen mode, also print every event.
+    #[arg(long)]
+    pub events: bool,
+
+    /// In --listen mode, events kept per node for the join; beyond it the
+    /// verdict is marked incomplete rather than memory growing.
+    #[arg(long, value_name = "N", default_value_t = 2_000_000)]
+    pub max_events: usize,
 
     /// Write the eBPF verifier log of a program that fails to load here.
     #[arg(long, value_name = "FILE", hide = true)]

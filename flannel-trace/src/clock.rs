@@ -7,14 +7,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Clone, Copy, Debug)]
 pub struct Clock {
     /// realtime − monotonic, in nanoseconds.
-    offset_ns: i128,
+    offset_ns: i64,
 }
 
-fn now(clock: libc::clockid_t) -> i128 {
+fn now(clock: libc::clockid_t) -> i64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid clock id and out pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
 }
 
 impl Clock {
@@ -26,7 +26,7 @@ impl Clock {
         Clock { offset_ns: r - (m1 + m2) / 2 }
     }
 
-    pub fn offset_ns(&self) -> i128 {
+    pub fn offset_ns(&self) -> i64 {
         self.offset_ns
     }
 
@@ -35,17 +35,17 @@ impl Clock {
     }
 
     /// Nanoseconds since the Unix epoch for a monotonic timestamp.
-    pub fn wall_ns(&self, mono_ns: u64) -> i128 {
-        mono_ns as i128 + self.offset_ns
+    pub fn wall_ns(&self, mono_ns: u64) -> i64 {
+        mono_ns as i64 + self.offset_ns
     }
 
-    pub fn now_wall_ns() -> i128 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
+    pub fn now_wall_ns() -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
     }
 }
 
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-27T09:58:01.123456789Z`.
-pub fn rfc3339(unix_ns: i128) -> String {
+pub fn rfc3339(unix_ns: i64) -> String {
     let secs = unix_ns.div_euclid(1_000_000_000) as i64;
     let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -54,7 +54,7 @@ pub fn rfc3339(unix_ns: i128) -> String {
 }
 
 /// `HH:MM:SS.micros` (UTC), for text output.
-pub fn time_of_day(unix_ns: i128) -> String {
+pub fn time_of_day(unix_ns: i64) -> String {
     let secs = unix_ns.div_euclid(1_000_000_000) as i64;
     let micros = unix_ns.rem_euclid(1_000_000_000) / 1000;
     let sod = secs.rem_euclid(86_400);
@@ -84,7 +84,7 @@ mod tests {
     fn formats() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000000Z");
         // 2021-08-25T12:34:56.5Z, the day of the incident post.
-        let t = 1_629_894_896_500_000_000i128;
+        let t = 1_629_894_896_500_000_000i64;
         assert_eq!(rfc3339(t), "2021-08-25T12:34:56.500000000Z");
         assert_eq!(time_of_day(t), "12:34:56.500000");
         assert_eq!(rfc3339(951_782_400 * 1_000_000_000), "2000-02-29T00:00:00.000000000Z");

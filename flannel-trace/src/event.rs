@@ -10,75 +10,78 @@ use flannel_trace_common::{
     event::{AF_INET, AF_INET6, DecodeError, flags},
     fingerprint::fingerprint,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{clock::Clock, kallsyms::Kallsyms, netdev};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// Always `"event"` (the JSON stream also carries `start` and `summary`).
     #[serde(rename = "type")]
-    pub ty: &'static str,
+    pub ty: String,
     pub time: String,
     pub ts_mono_ns: u64,
-    pub hop: &'static str,
+    pub hop: String,
     pub ifindex: u32,
     pub iface: Option<String>,
     pub len: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outer: Option<Endpoints>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
     /// Outer headers recovered from the buffer after decapsulation.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub outer_recovered: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inner: Option<Inner>,
     /// Hex fingerprint of the inner packet: equal on every hop and node the
     /// same inner packet passes.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop: Option<Drop>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoints {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub proto: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sport: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dport: Option<u16>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Inner {
     #[serde(flatten)]
     pub endpoints: Endpoints,
     pub ip_id: u32,
     pub ip_len: u16,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<Tcp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp: Option<Icmp>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fragment: bool,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Tcp {
     pub seq: u32,
     pub ack: u32,
     pub flags: String,
+    /// Payload bytes by the IP header's length: sequence space covered is
+    /// `[seq, seq + payload_len)`. A GSO/GRO skb covers several wire segments.
+    pub payload_len: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Icmp {
     #[serde(rename = "type")]
     pub ty: u8,
@@ -87,7 +90,7 @@ pub struct Icmp {
     pub seq: u16,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Drop {
     /// Name from the running kernel's `enum skb_drop_reason`; absent on
     /// kernels without reasons (before 5.17).
@@ -128,6 +131,7 @@ impl Decoder {
                 seq: p.tcp_seq,
                 ack: p.tcp_ack,
                 flags: tcp_flags(p.tcp_flags),
+                payload_len: u32::from(p.inner_len).saturating_sub(u32::from(p.ip_hlen) + u32::from(p.tcp_hlen)),
             }),
             icmp: (matches!(p.inner.proto, 1 | 58) && p.flags & flags::HAS_L4 != 0).then_some(Icmp {
                 ty: p.icmp_type,
@@ -147,10 +151,10 @@ impl Decoder {
             location_addr: format!("{:#x}", raw.drop_location),
         });
         Ok(Event {
-            ty: "event",
+            ty: "event".into(),
             time: crate::clock::rfc3339(self.clock.wall_ns(raw.ts_ns)),
             ts_mono_ns: raw.ts_ns,
-            hop: hop.name(),
+            hop: hop.name().into(),
             ifindex: raw.ifindex,
             iface: self.ifname(raw.ifindex),
             len: raw.skb_len,
@@ -174,6 +178,12 @@ pub fn is_real_drop(ev: &Event) -> bool {
 
 pub fn hop_of(ev: &Event) -> Option<Hop> {
     Hop::ALL.into_iter().find(|h| h.name() == ev.hop)
+}
+
+impl Event {
+    pub fn hop(&self) -> Option<Hop> {
+        hop_of(self)
+    }
 }
 
 pub fn addr(family: u8, b: &[u8; 16]) -> IpAddr {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
     Failure = 1,
+    Usage = 2,
     Privilege = 3,
     Device = 4,
     Unsupported = 5,

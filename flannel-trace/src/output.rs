@@ -2,46 +2,23 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     clock,
     event::{Endpoints, Event},
-    probes::HookReport,
+    identity::NodeIdentity,
 };
 
-/// First record of a session: what is traced, where, and with which hooks.
-#[derive(Debug, Serialize)]
-pub struct Start {
-    #[serde(rename = "type")]
-    pub ty: &'static str,
-    pub version: &'static str,
-    pub node: String,
-    pub kernel: String,
-    pub netns_inode: u32,
-    pub vxlan_dev: String,
-    pub vxlan_ifindex: u32,
-    pub underlay_dev: String,
-    pub underlay_ifindex: u32,
-    pub port: u16,
-    /// Where the port came from: `--port`, `device` or `default`.
-    pub port_source: &'static str,
-    pub vni: Option<u32>,
-    pub local: Option<IpAddr>,
-    pub hooks: Vec<HookReport>,
-    /// CLOCK_REALTIME − CLOCK_MONOTONIC at start, in ns: converts `ts_mono_ns`.
-    pub clock_offset_ns: i128,
-    pub ring_size: u32,
-}
-
 /// Last record of a session.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Summary {
-    #[serde(rename = "type")]
-    pub ty: &'static str,
     pub duration_s: f64,
+    /// Wall-clock start and end of the observation, ns since the epoch.
+    pub start_wall_ns: i64,
+    pub end_wall_ns: i64,
     pub events: u64,
-    pub per_hop: BTreeMap<&'static str, u64>,
+    pub per_hop: BTreeMap<String, u64>,
     pub drops_by_reason: BTreeMap<String, u64>,
     /// Events the tracer itself lost because its ring buffer was full.
     pub lost: u64,
@@ -53,12 +30,12 @@ pub struct Summary {
     pub complete: bool,
 }
 
-pub fn start_text(s: &Start) -> String {
+pub fn start_text(s: &NodeIdentity) -> String {
     let mut out = String::new();
     let vni = s.vni.map_or("any".into(), |v| v.to_string());
     let _ = writeln!(
         out,
-        "flannel-trace {} on {} (kernel {}, netns {}): VXLAN udp/{} ({}) vni {}",
+        "flannel-trace {} on {} (kernel {}, netns {}): VXLAN udp/{} ({}), device vni {}",
         s.version, s.node, s.kernel, s.netns_inode, s.port, s.port_source, vni
     );
     let _ = writeln!(
@@ -91,10 +68,10 @@ fn bracket(ip: IpAddr) -> String {
     if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() }
 }
 
-pub fn event_text(e: &Event, clock_offset_ns: i128) -> String {
+pub fn event_text(e: &Event, clock_offset_ns: i64) -> String {
     let mut s = format!(
         "{} {:<16} {:<10}",
-        clock::time_of_day(e.ts_mono_ns as i128 + clock_offset_ns),
+        clock::time_of_day(e.ts_mono_ns as i64 + clock_offset_ns),
         e.hop,
         e.iface.as_deref().unwrap_or("?")
     );

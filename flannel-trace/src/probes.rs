@@ -54,13 +54,13 @@ pub struct Plan {
 }
 
 /// Which backend serves a hook, and why others were passed over.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct HookReport {
-    pub hop: &'static str,
+    pub hop: String,
     pub backend: String,
     pub target: String,
     /// Backends tried before the one chosen, with the error each gave.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallbacks: Vec<(String, String)>,
 }
 
@@ -86,7 +86,7 @@ impl Probes {
     pub fn load(cfg: &Config, plan: &Plan, dev: &Devices<'_>) -> Result<Probes, ProbeError> {
         let ebpf = EbpfLoader::new()
             .override_global("CONFIG", cfg, true)
-            .set_max_entries("EVENTS", plan.ring_size)
+            .map_max_entries("EVENTS", plan.ring_size)
             .load(OBJECT)
             .map_err(ProbeError::Object)?;
         let mut probes = Probes { ebpf: Some(ebpf), hooks: Vec::new(), created_qdiscs: Vec::new() };
@@ -109,7 +109,7 @@ impl Probes {
             let (backend, fallbacks) = self
                 .attach_one_tc(plan, name, ifindex, ifname, dir)
                 .map_err(|reason| ProbeError::Tc { hop, iface: ifname.to_owned(), reason })?;
-            self.hooks.push(HookReport { hop, backend, target: ifname.to_owned(), fallbacks });
+            self.hooks.push(HookReport { hop: hop.into(), backend, target: ifname.to_owned(), fallbacks });
         }
         Ok(())
     }
@@ -168,7 +168,7 @@ impl Probes {
             };
             match attempt {
                 Ok((backend, target)) => {
-                    self.hooks.push(HookReport { hop: "vxlan-rcv", backend: backend.into(), target: target.into(), fallbacks });
+                    self.hooks.push(HookReport { hop: "vxlan-rcv".into(), backend: backend.into(), target: target.into(), fallbacks });
                     return Ok(());
                 }
                 Err(e) => fallbacks.push((backend_name(b).into(), e)),
@@ -193,7 +193,7 @@ impl Probes {
             };
             match attempt {
                 Ok((backend, target)) => {
-                    self.hooks.push(HookReport { hop: "drop", backend: backend.into(), target: target.into(), fallbacks });
+                    self.hooks.push(HookReport { hop: "drop".into(), backend: backend.into(), target: target.into(), fallbacks });
                     return Ok(());
                 }
                 Err(e) => fallbacks.push((if b == D::TpBtf { "tp_btf" } else { "tracepoint" }.into(), e)),

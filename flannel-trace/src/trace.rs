@@ -1,33 +1,26 @@
 //! The trace session: resolve the node's devices, attach, stream events,
 //! summarise, detach.
 
-use std::{
-    collections::HashMap,
-    io::{self, Write as _},
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::net::IpAddr;
 
 use anyhow::{Context as _, anyhow};
-use aya::maps::{MapData, PerCpuArray, RingBuf};
 use flannel_trace_common::{
-    Config, Counter, RawEvent,
+    Config,
     config::ANY_VNI,
     event::{AF_INET, AF_INET6},
 };
-use tokio::{io::unix::AsyncFd, signal::unix::SignalKind};
 
 use crate::{
     btf::Btf,
     cli::{DropBackendChoice, TraceArgs, VxlanBackendChoice},
     clock::Clock,
-    event::{Decoder, is_real_drop},
+    event::Decoder,
     exit::{Fatal, OrFatal as _, Status},
+    identity::{FdbPeer, NodeIdentity, mac_string},
     kallsyms::Kallsyms,
     kernel, netdev,
-    output::{self, Start, Summary},
     probes::{Devices, Plan, Probes},
-    tracefs,
+    session, tracefs,
 };
 
 const DEFAULT_PORT: u16 = 8472;
@@ -83,6 +76,12 @@ fn hostname() -> String {
 }
 
 pub fn run(args: TraceArgs) -> Result<(), Fatal> {
+    if (args.listen.is_some() || args.peer.is_some()) && args.token.as_deref().unwrap_or("").is_empty() {
+        return Err(Fatal::new(Status::Usage, anyhow!("--listen and --peer need a shared secret: pass --token or set FLANNEL_TRACE_TOKEN")));
+    }
+    if args.probe && args.probe_to.is_none() && args.listen.is_none() && args.peer.is_none() {
+        return Err(Fatal::new(Status::Usage, anyhow!("--probe needs a peer (--listen/--peer) or an address (--probe-to)")));
+    }
     kernel::check_privileges().fatal(Status::Privilege)?;
     let node = resolve(&args)?;
     let btf = Btf::vmlinux().fatal(Status::Unsupported)?;
@@ -115,7 +114,7 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
 
     let mut cfg = Config::zeroed();
     cfg.vxlan_port = node.port;
-    cfg.vni = node.vxlan.vxlan.as_ref().and_then(|v| v.vni).unwrap_or(ANY_VNI);
+    cfg.vni = args.vni.unwrap_or(ANY_VNI);
     cfg.netns_ino = kernel::netns_inode().fatal(Status::Failure)?;
     cfg.vxlan_ifindex = node.vxlan.index;
     cfg.underlay_ifindex = node.underlay.index;
@@ -151,155 +150,44 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
     })?;
 
     let clock = Clock::sample();
-    let start = Start {
-        ty: "start",
-        version: env!("CARGO_PKG_VERSION"),
+    let identity = identity(&node, &cfg, &probes, &args, clock);
+    let kallsyms = Kallsyms::load().unwrap_or_else(|e| {
+        log::warn!("cannot read /proc/kallsyms ({e}): drop locations are shown as addresses");
+        Kallsyms::parse("")
+    });
+    let decoder = Decoder::new(clock, reasons, kallsyms);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
+    let result = rt.block_on(session::run(&args, identity, decoder, &mut probes));
+    drop(probes);
+    result
+}
+
+fn identity(node: &Node, cfg: &Config, probes: &Probes, args: &TraceArgs, clock: Clock) -> NodeIdentity {
+    let vx = node.vxlan.vxlan.as_ref();
+    NodeIdentity {
+        version: env!("CARGO_PKG_VERSION").into(),
         node: hostname(),
         kernel: kernel::release(),
         netns_inode: cfg.netns_ino,
         vxlan_dev: node.vxlan.name.clone(),
         vxlan_ifindex: node.vxlan.index,
+        vxlan_mac: node.vxlan.mac.as_ref().map(mac_string),
+        vtep_addrs: netdev::addresses(node.vxlan.index).unwrap_or_default(),
         underlay_dev: node.underlay.name.clone(),
         underlay_ifindex: node.underlay.index,
+        underlay_addrs: netdev::addresses(node.underlay.index).unwrap_or_default(),
+        local: vx.and_then(|v| v.local),
         port: node.port,
-        port_source: node.port_source,
-        vni: (cfg.vni != ANY_VNI).then_some(cfg.vni),
-        local: node.vxlan.vxlan.as_ref().and_then(|v| v.local),
+        port_source: node.port_source.into(),
+        device_port: vx.and_then(|v| v.port),
+        vni: vx.and_then(|v| v.vni),
+        fdb: netdev::vxlan_fdb(node.vxlan.index)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| FdbPeer { mac: mac_string(&e.mac), dst: e.dst })
+            .collect(),
         hooks: probes.hooks.clone(),
         clock_offset_ns: clock.offset_ns(),
         ring_size: args.ring_size,
-    };
-    let kallsyms = Kallsyms::load().unwrap_or_else(|e| {
-        log::warn!("cannot read /proc/kallsyms ({e}): drop locations are shown as addresses");
-        Kallsyms::parse("")
-    });
-    let mut session = Session {
-        json: args.json,
-        decoder: Decoder::new(clock, reasons, kallsyms),
-        summary: Summary { ty: "summary", complete: true, ..Summary::default() },
-        out: io::stdout().lock(),
-    };
-    session.emit_start(&start)?;
-
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
-    let began = Instant::now();
-    rt.block_on(session.stream(&mut probes, args.duration))?;
-    session.summary.duration_s = began.elapsed().as_secs_f64();
-    session.finish(&mut probes)?;
-    drop(probes);
-    Ok(())
-}
-
-struct Session<'a> {
-    json: bool,
-    decoder: Decoder,
-    summary: Summary,
-    out: io::StdoutLock<'a>,
-}
-
-impl Session<'_> {
-    fn emit_start(&mut self, start: &Start) -> Result<(), Fatal> {
-        if self.json {
-            self.line(&serde_json::to_string(start).context("encoding start")?)?;
-        } else {
-            eprint!("{}", output::start_text(start));
-            eprintln!("  (Ctrl-C to stop)");
-        }
-        self.out.flush().context("writing to stdout")?;
-        Ok(())
     }
-
-    fn line(&mut self, s: &str) -> Result<(), Fatal> {
-        writeln!(self.out, "{s}").context("writing to stdout")?;
-        Ok(())
-    }
-
-    fn handle(&mut self, bytes: &[u8]) -> Result<(), Fatal> {
-        let ev = match RawEvent::from_bytes(bytes).and_then(|raw| self.decoder.decode(&raw)) {
-            Ok(ev) => ev,
-            Err(e) => {
-                self.summary.decode_errors += 1;
-                log::debug!("undecodable record: {e}");
-                return Ok(());
-            }
-        };
-        if ev.drop.is_some() && !is_real_drop(&ev) {
-            return Ok(());
-        }
-        self.summary.events += 1;
-        *self.summary.per_hop.entry(ev.hop).or_default() += 1;
-        if let Some(d) = &ev.drop {
-            let key = d.reason.clone().or_else(|| d.location.clone()).unwrap_or_else(|| d.location_addr.clone());
-            *self.summary.drops_by_reason.entry(key).or_default() += 1;
-        }
-        let text = if self.json {
-            serde_json::to_string(&ev).context("encoding event")?
-        } else {
-            output::event_text(&ev, self.decoder.clock.offset_ns())
-        };
-        self.line(&text)
-    }
-
-    async fn stream(&mut self, probes: &mut Probes, duration: Option<Duration>) -> Result<(), Fatal> {
-        let map = probes.ebpf_mut().take_map("EVENTS").ok_or_else(|| anyhow!("map EVENTS missing from the eBPF object"))?;
-        let ring = RingBuf::try_from(map).context("opening the EVENTS ring buffer")?;
-        let mut ring = AsyncFd::new(ring).context("polling the ring buffer")?;
-        let mut term = tokio::signal::unix::signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-        let mut int = tokio::signal::unix::signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-        let deadline = tokio::time::sleep(duration.unwrap_or(Duration::from_secs(365 * 24 * 3600)));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                guard = ring.readable_mut() => {
-                    let mut guard = guard.context("waiting for events")?;
-                    self.drain(guard.get_inner_mut())?;
-                    guard.clear_ready();
-                    self.out.flush().context("writing to stdout")?;
-                }
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = &mut deadline => break,
-            }
-        }
-        // What arrived between the last wake-up and the stop.
-        self.drain(ring.get_mut())?;
-        self.out.flush().context("writing to stdout")?;
-        Ok(())
-    }
-
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<(), Fatal> {
-        while let Some(item) = ring.next() {
-            let bytes: &[u8] = &item;
-            let bytes = bytes.to_vec();
-            drop(item);
-            self.handle(&bytes)?;
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self, probes: &mut Probes) -> Result<(), Fatal> {
-        let counters = counters(probes).context("reading the programs' counters")?;
-        self.summary.lost = counters.get(&Counter::RingbufFull).copied().unwrap_or(0);
-        self.summary.unparsed = counters.get(&Counter::Unparsed).copied().unwrap_or(0);
-        self.summary.complete = self.summary.lost == 0 && self.summary.decode_errors == 0;
-        if self.json {
-            let s = serde_json::to_string(&self.summary).context("encoding summary")?;
-            self.line(&s)?;
-        } else {
-            eprint!("{}", output::summary_text(&self.summary));
-        }
-        self.out.flush().context("writing to stdout")?;
-        Ok(())
-    }
-}
-
-fn counters(probes: &mut Probes) -> anyhow::Result<HashMap<Counter, u64>> {
-    let map = probes.ebpf_mut().map("COUNTERS").ok_or_else(|| anyhow!("map COUNTERS missing"))?;
-    let arr = PerCpuArray::<_, u64>::try_from(map)?;
-    let mut out = HashMap::new();
-    for c in [Counter::RingbufFull, Counter::Unparsed] {
-        let per_cpu = arr.get(&(c as u32), 0)?;
-        out.insert(c, per_cpu.iter().sum());
-    }
-    Ok(out)
 }

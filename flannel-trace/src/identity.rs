@@ -1,0 +1,81 @@
+//! Who is tracing: the node, its overlay and underlay, and its hooks. Sent
+//! first on every stream so the other side (or `join`) can tell which
+//! packets travel between the two nodes and in which direction.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::probes::HookReport;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    pub version: String,
+    pub node: String,
+    pub kernel: String,
+    pub netns_inode: u32,
+    pub vxlan_dev: String,
+    pub vxlan_ifindex: u32,
+    /// The VTEP MAC: what peers' FDB entries point at.
+    pub vxlan_mac: Option<String>,
+    /// Addresses of the vxlan device (flannel: the network address of the
+    /// node's pod subnet).
+    pub vtep_addrs: Vec<IpAddr>,
+    pub underlay_dev: String,
+    pub underlay_ifindex: u32,
+    pub underlay_addrs: Vec<IpAddr>,
+    /// The vxlan device's `local` address, if set.
+    pub local: Option<IpAddr>,
+    /// The port traced.
+    pub port: u16,
+    /// Where `port` came from: `--port`, `device` or `default`.
+    pub port_source: String,
+    /// The port the vxlan device itself listens on.
+    pub device_port: Option<u16>,
+    /// The vxlan device's VNI.
+    pub vni: Option<u32>,
+    /// FDB of the vxlan device: peer VTEP MAC → peer underlay address.
+    pub fdb: Vec<FdbPeer>,
+    pub hooks: Vec<HookReport>,
+    /// CLOCK_REALTIME − CLOCK_MONOTONIC at start, in ns: converts event
+    /// `ts_mono_ns` to wall-clock time on this node.
+    pub clock_offset_ns: i64,
+    pub ring_size: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbPeer {
+    pub mac: String,
+    pub dst: Option<IpAddr>,
+}
+
+pub fn mac_string(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+impl NodeIdentity {
+    /// Underlay addresses this node sends from and receives on.
+    pub fn underlay_ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.local.into_iter().chain(self.underlay_addrs.iter().copied())
+    }
+
+    pub fn owns_underlay(&self, ip: IpAddr) -> bool {
+        self.underlay_ips().any(|a| a == ip)
+    }
+
+    /// Whether an inner address belongs to this node's pod subnet. flannel
+    /// gives each node a subnet (a /24 by default) whose network address is
+    /// on the vxlan device; the subnet length is not visible from the node,
+    /// so /24 (IPv4) and /64 (IPv6) are assumed.
+    pub fn owns_overlay(&self, ip: IpAddr) -> bool {
+        self.vtep_addrs.iter().any(|v| same_prefix(*v, ip))
+    }
+}
+
+fn same_prefix(a: IpAddr, b: IpAddr) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..3] == b.octets()[..3],
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.octets()[..8] == b.octets()[..8],
+        _ => false,
+    }
+}

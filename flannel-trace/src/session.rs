@@ -1,0 +1,416 @@
+//! The event loop of a trace session and where its events go: stdout, a
+//! recording, a peer, or (when listening) the live join.
+
+use std::{
+    collections::HashMap,
+    io::{self, Write as _},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use flannel_trace_common::{Counter, RawEvent};
+use tokio::{
+    io::unix::AsyncFd,
+    net::TcpListener,
+    signal::unix::SignalKind,
+    sync::{mpsc, oneshot},
+};
+
+use crate::{
+    cli::TraceArgs,
+    clock::Clock,
+    event::{Decoder, Event, is_real_drop},
+    exit::{Fatal, OrFatal as _, Status},
+    identity::NodeIdentity,
+    live::Joiner,
+    output::{self, Summary},
+    peer::{self, Channel, ChannelTx, Handshake},
+    probe,
+    probes::Probes,
+    record,
+    verdict::render,
+    wire::Message,
+};
+
+/// Events held while the peer connection is being set up.
+const PENDING_CAP: usize = 200_000;
+
+/// What a connected peer channel delivers to the loop.
+enum PeerNews {
+    Joined(Handshake, Channel),
+    Failed(String),
+}
+
+struct Sinks<'a> {
+    json: bool,
+    print_events: bool,
+    out: io::StdoutLock<'a>,
+    recorder: Option<record::Writer>,
+    /// --peer: our events go here once connected.
+    to_peer: Option<ChannelTx>,
+    pending: Vec<Event>,
+    pending_dropped: u64,
+    peer_failed: bool,
+    /// --listen: the join.
+    joiner: Option<Joiner>,
+}
+
+pub async fn run(args: &TraceArgs, identity: NodeIdentity, decoder: Decoder, probes: &mut Probes) -> Result<(), Fatal> {
+    let listening = args.listen.is_some();
+    let mut s = Session {
+        decoder,
+        summary: Summary { complete: true, start_wall_ns: Clock::now_wall_ns(), ..Summary::default() },
+        sinks: Sinks {
+            json: args.json,
+            print_events: !listening || args.events,
+            out: io::stdout().lock(),
+            recorder: None,
+            to_peer: None,
+            pending: Vec::new(),
+            pending_dropped: 0,
+            peer_failed: false,
+            joiner: listening.then(|| Joiner::new(identity.clone(), args.max_events)),
+        },
+    };
+    if let Some(path) = &args.record {
+        s.sinks.recorder = Some(record::Writer::create(path, &identity).fatal(Status::Failure)?);
+    }
+    s.emit_start(&identity)?;
+
+    // The peer channel is set up in the background: the ring buffer must be
+    // drained meanwhile.
+    let (news_tx, mut news_rx) = oneshot::channel::<PeerNews>();
+    let token = args.token.clone().unwrap_or_default();
+    if let Some(addr) = args.listen {
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}")).fatal(Status::Failure)?;
+        eprintln!("flannel-trace: waiting for a peer on {addr}");
+        let id = identity.clone();
+        tokio::spawn(async move {
+            let news = match peer::listen(listener, &token, &id, None).await {
+                Ok((h, c)) => PeerNews::Joined(h, c),
+                Err(e) => PeerNews::Failed(e.to_string()),
+            };
+            let _ = news_tx.send(news);
+        });
+    } else if let Some(addr) = args.peer {
+        let (id, wait) = (identity.clone(), args.peer_wait);
+        tokio::spawn(async move {
+            let news = match peer::connect(addr, &token, &id, wait).await {
+                Ok((h, c)) => PeerNews::Joined(h, c),
+                Err(e) => PeerNews::Failed(e.to_string()),
+            };
+            let _ = news_tx.send(news);
+        });
+    } else {
+        drop(news_tx);
+    }
+    if let (true, Some(to)) = (args.probe, args.probe_to) {
+        start_probe(to, args);
+    }
+
+    let map = probes.ebpf_mut().take_map("EVENTS").ok_or_else(|| anyhow!("map EVENTS missing from the eBPF object"))?;
+    let ring = RingBuf::try_from(map).context("opening the EVENTS ring buffer")?;
+    let mut ring = register_ring(ring)?;
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut int = tokio::signal::unix::signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let deadline = tokio::time::sleep(args.duration.unwrap_or(Duration::from_secs(10 * 365 * 24 * 3600)));
+    tokio::pin!(deadline);
+    let mut report_tick = tokio::time::interval(args.report_every);
+    let (remote_tx, mut remote_rx) = mpsc::channel::<Result<Option<Message>, String>>(1024);
+    let mut peer_open = false;
+    let mut news_open = args.listen.is_some() || args.peer.is_some();
+    let began = Instant::now();
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard: tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>> = guard.context("waiting for events")?;
+                s.drain(guard.get_inner_mut()).await?;
+                guard.clear_ready();
+                s.sinks.out.flush().context("writing to stdout")?;
+            }
+            news = &mut news_rx, if news_open => {
+                news_open = false;
+                match news {
+                    Ok(PeerNews::Joined(h, channel)) => {
+                        peer_open = s.joined(h, channel, &remote_tx, args).await?;
+                    }
+                    Ok(PeerNews::Failed(e)) => {
+                        if listening {
+                            return Err(Fatal::new(Status::Failure, anyhow!("no peer joined: {e}")));
+                        }
+                        eprintln!("flannel-trace: could not reach the listener: {e}; tracing locally only");
+                        s.sinks.peer_failed = true;
+                        s.sinks.pending.clear();
+                    }
+                    Err(_) => {}
+                }
+            }
+            msg = remote_rx.recv(), if peer_open => {
+                match msg {
+                    Some(Ok(Some(m))) => s.remote(m),
+                    Some(Ok(None)) | None => {
+                        peer_open = false;
+                        s.peer_gone("the peer closed the connection before the end");
+                        if listening { break; }
+                    }
+                    Some(Err(e)) => {
+                        peer_open = false;
+                        s.peer_gone(&format!("the peer went away ({e})"));
+                        if listening { break; }
+                    }
+                }
+            }
+            _ = report_tick.tick(), if listening => s.interim_report(probes)?,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = &mut deadline => break,
+        }
+    }
+    // What arrived between the last wake-up and the stop.
+    s.drain(ring.get_mut()).await?;
+    s.summary.duration_s = began.elapsed().as_secs_f64();
+    s.summary.end_wall_ns = Clock::now_wall_ns();
+    s.finish(probes, &mut remote_rx, peer_open).await
+}
+
+fn start_probe(to: std::net::IpAddr, args: &TraceArgs) {
+    let (count, interval) = (args.probe_count, args.probe_interval);
+    tokio::spawn(async move {
+        match probe::run(to, count, interval).await {
+            Ok(n) => log::info!("sent {n} probes to {to}"),
+            Err(e) => eprintln!("flannel-trace: {e}"),
+        }
+    });
+}
+
+/// Register the ring buffer's fd with tokio (readable interest only).
+fn register_ring(ring: RingBuf<MapData>) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
+    // SAFETY: the ring buffer owns its map fd, which stays open and refers
+    // to the same map for as long as the AsyncFd owns the ring buffer.
+    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("polling the ring buffer: {}", e.into_parts().1))
+}
+
+struct Session<'a> {
+    decoder: Decoder,
+    summary: Summary,
+    sinks: Sinks<'a>,
+}
+
+impl Session<'_> {
+    fn line(&mut self, s: &str) -> Result<(), Fatal> {
+        writeln!(self.sinks.out, "{s}").context("writing to stdout")?;
+        Ok(())
+    }
+
+    fn json(&mut self, m: &Message) -> Result<(), Fatal> {
+        let s = serde_json::to_string(m).context("encoding JSON")?;
+        self.line(&s)
+    }
+
+    fn emit_start(&mut self, id: &NodeIdentity) -> Result<(), Fatal> {
+        if self.sinks.json {
+            self.json(&Message::Start(id.clone()))?;
+        } else {
+            eprint!("{}", output::start_text(id));
+            eprintln!("  (Ctrl-C to stop)");
+        }
+        self.sinks.out.flush().context("writing to stdout")?;
+        Ok(())
+    }
+
+    async fn joined(
+        &mut self,
+        h: Handshake,
+        channel: Channel,
+        remote_tx: &mpsc::Sender<Result<Option<Message>, String>>,
+        args: &TraceArgs,
+    ) -> Result<bool, Fatal> {
+        eprintln!("flannel-trace: joined with {} ({})", h.remote.node, channel.peer_addr());
+        let probe_to = args.probe.then(|| args.probe_to.or_else(|| h.remote.vtep_addrs.first().copied())).flatten();
+        let (tx, mut rx) = channel.split();
+        if let Some(j) = self.sinks.joiner.as_mut() {
+            j.remote = Some(h.remote);
+            j.clock = h.clock;
+            if let Some(c) = h.clock {
+                eprintln!("flannel-trace: peer clock offset {:+.3} ms ± {:.3} ms", c.offset_ns as f64 / 1e6, c.error_ns as f64 / 1e6);
+            }
+            drop(tx);
+            let fwd = remote_tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    let m = rx.recv().await.map_err(|e| e.to_string());
+                    let end = !matches!(m, Ok(Some(_)));
+                    if fwd.send(m).await.is_err() || end {
+                        break;
+                    }
+                }
+            });
+        } else {
+            self.sinks.to_peer = Some(tx);
+            drop(rx);
+            for ev in std::mem::take(&mut self.sinks.pending) {
+                self.send_peer(Message::Event(ev)).await;
+            }
+            if self.sinks.pending_dropped > 0 {
+                log::warn!("{} events from before the peer joined were not sent", self.sinks.pending_dropped);
+            }
+        }
+        if let Some(to) = probe_to {
+            start_probe(to, args);
+        }
+        Ok(self.sinks.joiner.is_some())
+    }
+
+    async fn send_peer(&mut self, m: Message) {
+        if let Some(tx) = self.sinks.to_peer.as_mut()
+            && let Err(e) = tx.send(&m).await
+        {
+            eprintln!("flannel-trace: the listener went away ({e}); tracing locally only");
+            self.sinks.to_peer = None;
+            self.sinks.peer_failed = true;
+        }
+    }
+
+    fn remote(&mut self, m: Message) {
+        let Some(j) = self.sinks.joiner.as_mut() else { return };
+        match m {
+            Message::Event(ev) => j.push_remote(ev),
+            Message::Summary(sum) => j.remote_summary = Some(sum),
+            Message::Bye => {}
+            other => log::debug!("ignoring {other:?} from the peer"),
+        }
+    }
+
+    fn peer_gone(&mut self, why: &str) {
+        eprintln!("flannel-trace: {why}");
+        if let Some(j) = self.sinks.joiner.as_mut()
+            && j.remote_summary.is_none()
+        {
+            j.remote_gaps.push(format!("{why}: its view ends early, the verdict is partial"));
+        }
+    }
+
+    async fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<(), Fatal> {
+        let mut batch = Vec::new();
+        while let Some(item) = ring.next() {
+            batch.push(RawEvent::from_bytes(&item));
+        }
+        for raw in batch {
+            let ev = raw.and_then(|r| self.decoder.decode(&r));
+            self.handle(ev).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&mut self, ev: Result<Event, flannel_trace_common::event::DecodeError>) -> Result<(), Fatal> {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                self.summary.decode_errors += 1;
+                log::debug!("undecodable record: {e}");
+                return Ok(());
+            }
+        };
+        if ev.drop.is_some() && !is_real_drop(&ev) {
+            return Ok(());
+        }
+        self.summary.events += 1;
+        *self.summary.per_hop.entry(ev.hop.clone()).or_default() += 1;
+        if let Some(d) = &ev.drop {
+            let key = d.reason.clone().or_else(|| d.location.clone()).unwrap_or_else(|| d.location_addr.clone());
+            *self.summary.drops_by_reason.entry(key).or_default() += 1;
+        }
+        if self.sinks.print_events {
+            let text = if self.sinks.json {
+                serde_json::to_string(&Message::Event(ev.clone())).context("encoding event")?
+            } else {
+                output::event_text(&ev, self.decoder.clock.offset_ns())
+            };
+            self.line(&text)?;
+        }
+        if let Some(r) = self.sinks.recorder.as_mut() {
+            r.write(&Message::Event(ev.clone())).fatal(Status::Failure)?;
+        }
+        if let Some(j) = self.sinks.joiner.as_mut() {
+            j.push_local(ev);
+        } else if self.sinks.to_peer.is_some() {
+            self.send_peer(Message::Event(ev)).await;
+        } else if !self.sinks.peer_failed && self.sinks.pending_dropped == 0 && self.sinks.pending.len() < PENDING_CAP {
+            self.sinks.pending.push(ev);
+        } else {
+            self.sinks.pending_dropped += 1;
+        }
+        Ok(())
+    }
+
+    fn interim_report(&mut self, probes: &mut Probes) -> Result<(), Fatal> {
+        let lost = counters(probes).map(|c| c.get(&Counter::RingbufFull).copied().unwrap_or(0)).unwrap_or(0);
+        let Some(j) = self.sinks.joiner.as_mut() else { return Ok(()) };
+        let Some(report) = j.report(lost, None, false) else { return Ok(()) };
+        if self.sinks.json {
+            return Ok(());
+        }
+        for line in j.changed(&report) {
+            eprintln!("[verdict so far] {line}");
+        }
+        Ok(())
+    }
+
+    async fn finish(
+        &mut self,
+        probes: &mut Probes,
+        remote_rx: &mut mpsc::Receiver<Result<Option<Message>, String>>,
+        peer_open: bool,
+    ) -> Result<(), Fatal> {
+        let counters = counters(probes).context("reading the programs' counters")?;
+        self.summary.lost = counters.get(&Counter::RingbufFull).copied().unwrap_or(0);
+        self.summary.unparsed = counters.get(&Counter::Unparsed).copied().unwrap_or(0);
+        self.summary.complete = self.summary.lost == 0 && self.summary.decode_errors == 0;
+        let summary = self.summary.clone();
+        if self.sinks.json {
+            self.json(&Message::Summary(summary.clone()))?;
+        } else {
+            eprint!("{}", output::summary_text(&summary));
+        }
+        if let Some(r) = self.sinks.recorder.take() {
+            r.finish(&summary).fatal(Status::Failure)?;
+        }
+        if self.sinks.to_peer.is_some() {
+            self.send_peer(Message::Summary(summary.clone())).await;
+            self.send_peer(Message::Bye).await;
+        }
+        if self.sinks.joiner.is_some() {
+            if peer_open {
+                // Give the peer a moment to deliver its last events and summary.
+                let until = tokio::time::Instant::now() + Duration::from_secs(3);
+                while let Ok(Some(msg)) = tokio::time::timeout_at(until, remote_rx.recv()).await {
+                    match msg {
+                        Ok(Some(Message::Bye)) | Ok(None) | Err(_) => break,
+                        Ok(Some(m)) => self.remote(m),
+                    }
+                }
+            }
+            let j = self.sinks.joiner.as_ref().expect("checked");
+            match j.report(summary.lost, Some(summary.end_wall_ns), true) {
+                Some(report) if self.sinks.json => self.json(&Message::Verdict(report))?,
+                Some(report) => self.line(&render::text(&report))?,
+                None => eprintln!("flannel-trace: no peer joined: nothing to join"),
+            }
+        }
+        self.sinks.out.flush().context("writing to stdout")?;
+        Ok(())
+    }
+}
+
+fn counters(probes: &mut Probes) -> anyhow::Result<HashMap<Counter, u64>> {
+    let map = probes.ebpf_mut().map("COUNTERS").ok_or_else(|| anyhow!("map COUNTERS missing"))?;
+    let arr = PerCpuArray::<_, u64>::try_from(map)?;
+    let mut out = HashMap::new();
+    for c in [Counter::RingbufFull, Counter::Unparsed] {
+        let per_cpu = arr.get(&(c as u32), 0)?;
+        out.insert(c, per_cpu.iter().sum());
+    }
+    Ok(out)
+}

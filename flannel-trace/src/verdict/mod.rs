@@ -1,0 +1,318 @@
+//! Joining two nodes' traces into a verdict: for each direction and inner
+//! flow, how far packets got, and the segment where they were lost.
+//!
+//! The same inner packet is recognised on both nodes by its fingerprint;
+//! TCP data is matched by sequence ranges instead, because GSO and GRO turn
+//! one skb on one side into several on the other. A loss is only ever
+//! blamed on the network when both tracers saw everything they should
+//! have; otherwise the verdict says it is uncertain, and why.
+
+mod classify;
+mod explain;
+pub mod render;
+mod tally;
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{event::Event, identity::NodeIdentity};
+
+/// Version of the `join --json` / `verdict` document.
+pub const SCHEMA: u32 = 1;
+
+/// The offset between the two nodes' wall clocks, measured NTP-style over
+/// the peer channel: `peer_wall ≈ local_wall + offset_ns`, within `error_ns`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockEstimate {
+    pub offset_ns: i64,
+    pub error_ns: i64,
+    pub samples: u32,
+}
+
+/// One node's side of the story.
+pub struct NodeTrace<'a> {
+    pub identity: &'a NodeIdentity,
+    pub events: &'a [Event],
+    /// Events this node's tracer lost (ring buffer full).
+    pub lost: u64,
+    /// Wall-clock end of this node's observation, if known.
+    pub end_wall_ns: Option<i64>,
+    /// Why this node's view may be partial (peer went away, recording cut
+    /// short, ...).
+    pub gaps: Vec<String>,
+}
+
+/// Tunables of the join.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// A packet sent less than this before the receiver stopped observing
+    /// may still have been in flight: it is not counted as lost.
+    pub grace_ns: i64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { grace_ns: 500_000_000 }
+    }
+}
+
+/// Where a frame was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Segment {
+    /// Entered the tunnel on the sender, never left its underlay NIC.
+    SenderHost,
+    /// Left the sender's NIC, never reached the receiver's NIC.
+    Underlay,
+    /// Reached the receiver's NIC, never came out of its vxlan device.
+    ReceiverHost,
+    /// Every frame arrived.
+    Delivered,
+    /// Nothing was sent in this direction while tracing.
+    NoTraffic,
+}
+
+impl Segment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Segment::SenderHost => "sender-host",
+            Segment::Underlay => "underlay",
+            Segment::ReceiverHost => "receiver-host",
+            Segment::Delivered => "delivered",
+            Segment::NoTraffic => "no-traffic",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Losses {
+    pub sender_host: u64,
+    pub underlay: u64,
+    pub receiver_host: u64,
+}
+
+impl Losses {
+    pub fn total(&self) -> u64 {
+        self.sender_host + self.underlay + self.receiver_host
+    }
+
+    fn add(&mut self, o: &Losses) {
+        self.sender_host += o.sender_host;
+        self.underlay += o.underlay;
+        self.receiver_host += o.receiver_host;
+    }
+
+    /// The segment that lost the most (ties: the earliest on the path).
+    fn worst(&self) -> Option<Segment> {
+        let c = [
+            (self.sender_host, Segment::SenderHost),
+            (self.underlay, Segment::Underlay),
+            (self.receiver_host, Segment::ReceiverHost),
+        ];
+        c.iter().filter(|(n, _)| *n > 0).max_by_key(|(n, s)| (*n, std::cmp::Reverse(*s))).map(|(_, s)| *s)
+    }
+}
+
+/// Packets seen at each hop of one direction.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HopCounts {
+    pub overlay_egress: u64,
+    pub underlay_egress: u64,
+    pub underlay_ingress: u64,
+    pub vxlan_rcv: u64,
+    pub overlay_ingress: u64,
+    pub sender_drops: u64,
+    pub receiver_drops: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCount {
+    pub node: String,
+    pub reason: Option<String>,
+    pub location: Option<String>,
+    pub count: u64,
+    /// The packet had already come out of the overlay: a drop by the
+    /// receiving host's stack (e.g. no listening socket), not a network loss.
+    pub after_delivery: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Median sender `underlay-egress` → receiver `underlay-ingress`, ms.
+    pub underlay_ms: Option<f64>,
+    /// Median sender `overlay-egress` → receiver `overlay-ingress`, ms.
+    pub end_to_end_ms: Option<f64>,
+    /// Bound on the error of the two cross-node figures above, ms; `None`
+    /// when the clocks were not compared (recordings: wall clocks as is).
+    pub error_ms: Option<f64>,
+    /// Median `overlay-egress` → `underlay-egress` on the sender, µs (exact).
+    pub encap_us: Option<f64>,
+    /// Median `underlay-ingress` → `overlay-ingress` on the receiver, µs (exact).
+    pub decap_us: Option<f64>,
+    pub samples: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Flow {
+    /// e.g. `tcp 10.244.1.1:40000 > 10.244.2.1:8080`, `icmp 10.244.1.0 > 10.244.2.0 id 7`.
+    pub key: String,
+    pub proto: String,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub icmp_id: Option<u16>,
+    pub hops: HopCounts,
+    /// Distinct packets the sender put into the tunnel.
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: Losses,
+    /// Packets sent too close to the end of the receiver's observation to
+    /// judge.
+    pub in_flight: u64,
+    pub segment: Segment,
+    pub drops: Vec<DropCount>,
+    /// Largest outer length delivered and smallest lost in the underlay:
+    /// an MTU problem shows as lost ≥ delivered.
+    pub max_delivered_len: Option<u32>,
+    pub min_lost_len: Option<u32>,
+    /// TCP payload bytes sent into the tunnel and delivered out of it.
+    pub tcp_bytes: Option<(u64, u64)>,
+    pub latency: Latency,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Direction {
+    pub from: String,
+    pub to: String,
+    /// Outer addresses and port, e.g. `10.25.1.55→10.25.1.51 udp/8475`.
+    pub outer: Option<String>,
+    pub segment: Segment,
+    /// False when a tracer lost events or a node's view is partial: the
+    /// losses may be the tracer's, not the network's.
+    pub certain: bool,
+    pub sent: u64,
+    pub delivered: u64,
+    pub lost: Losses,
+    pub in_flight: u64,
+    /// The verdict in one sentence, with the evidence in numbers.
+    pub verdict: String,
+    /// The likely fix, in one line.
+    pub fix: Option<String>,
+    pub flows: Vec<Flow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeSummary {
+    pub name: String,
+    pub underlay: Vec<IpAddr>,
+    pub underlay_dev: String,
+    pub vxlan_dev: String,
+    pub port: u16,
+    pub device_port: Option<u16>,
+    pub vni: Option<u32>,
+    pub events: u64,
+    pub lost: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: u32,
+    pub nodes: Vec<NodeSummary>,
+    /// `nodes[1]` wall clock ≈ `nodes[0]` wall clock + offset.
+    pub clock: Option<ClockEstimate>,
+    /// Configuration mismatches found by comparing the two nodes.
+    pub config: Vec<String>,
+    pub directions: Vec<Direction>,
+    /// Reasons the verdict may be incomplete.
+    pub uncertain: Vec<String>,
+}
+
+/// Join two nodes' traces.
+pub fn judge(a: &NodeTrace<'_>, b: &NodeTrace<'_>, clock: Option<ClockEstimate>, opts: Options) -> Report {
+    let nodes = [a, b];
+    let mut uncertain = Vec::new();
+    for n in nodes {
+        if n.lost > 0 {
+            uncertain.push(format!(
+                "the tracer on {} lost {} events (ring buffer full): packets it missed may be counted as lost",
+                n.identity.node, n.lost
+            ));
+        }
+        uncertain.extend(n.gaps.iter().map(|g| format!("{}: {g}", n.identity.node)));
+    }
+    let config = explain::config_findings(a.identity, b.identity);
+    let directions = [(0usize, 1usize), (1, 0)]
+        .into_iter()
+        .map(|(s, r)| {
+            // Convert receiver times onto the sender's clock.
+            let offset = match (clock, s) {
+                (Some(c), 0) => Some((c.offset_ns, c.error_ns)),
+                (Some(c), _) => Some((-c.offset_ns, c.error_ns)),
+                (None, _) => None,
+            };
+            direction(nodes[s], nodes[r], offset, opts)
+        })
+        .collect();
+    Report {
+        schema: SCHEMA,
+        nodes: nodes
+            .iter()
+            .map(|n| NodeSummary {
+                name: n.identity.node.clone(),
+                underlay: n.identity.underlay_ips().collect(),
+                underlay_dev: n.identity.underlay_dev.clone(),
+                vxlan_dev: n.identity.vxlan_dev.clone(),
+                port: n.identity.port,
+                device_port: n.identity.device_port,
+                vni: n.identity.vni,
+                events: n.events.len() as u64,
+                lost: n.lost,
+            })
+            .collect(),
+        clock,
+        config,
+        directions,
+        uncertain,
+    }
+}
+
+fn direction(s: &NodeTrace<'_>, r: &NodeTrace<'_>, offset: Option<(i64, i64)>, opts: Options) -> Direction {
+    let flows = tally::flows(s, r, offset, opts);
+    let mut lost = Losses::default();
+    let (mut sent, mut delivered, mut in_flight) = (0, 0, 0);
+    for f in &flows {
+        lost.add(&f.lost);
+        sent += f.sent;
+        delivered += f.delivered;
+        in_flight += f.in_flight;
+    }
+    let segment = match lost.worst() {
+        Some(seg) => seg,
+        None if sent == 0 && delivered == 0 => Segment::NoTraffic,
+        None => Segment::Delivered,
+    };
+    // Losses are only the network's when both tracers saw everything.
+    let certain = s.lost == 0 && r.lost == 0 && s.gaps.is_empty() && r.gaps.is_empty();
+    let (verdict, fix) = explain::direction_sentence(s, r, segment, &flows, &lost, sent, delivered, certain);
+    Direction {
+        from: s.identity.node.clone(),
+        to: r.identity.node.clone(),
+        outer: explain::outer_of(s.identity, r.identity),
+        segment,
+        certain,
+        sent,
+        delivered,
+        lost,
+        in_flight,
+        verdict,
+        fix,
+        flows,
+    }
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub use tests::identity as test_identity;

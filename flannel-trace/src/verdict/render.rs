@@ -1,0 +1,90 @@
+//! The verdict as text.
+
+use std::fmt::Write as _;
+
+use super::{Flow, Report, Segment};
+
+pub fn text(r: &Report) -> String {
+    let mut out = String::new();
+    let names: Vec<String> = r
+        .nodes
+        .iter()
+        .map(|n| format!("{} ({})", n.name, n.underlay.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")))
+        .collect();
+    let port = r.nodes.first().map_or(0, |n| n.port);
+    let _ = writeln!(out, "flannel-trace verdict: {} <-> {}, VXLAN udp/{port}", names[0], names.get(1).map_or("?", |s| s.as_str()));
+    match (&r.clock, r.nodes.get(1)) {
+        (Some(c), Some(b)) => {
+            let _ = writeln!(
+                out,
+                "clock: {} = {} {:+.3} ms ± {:.3} ms (measured over the peer channel)",
+                b.name,
+                r.nodes[0].name,
+                c.offset_ns as f64 / 1e6,
+                c.error_ns as f64 / 1e6
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "clock: the nodes' own wall clocks, not compared (cross-node latencies are indicative)");
+        }
+    }
+    for c in &r.config {
+        let _ = writeln!(out, "config: {c}");
+    }
+    for u in &r.uncertain {
+        let _ = writeln!(out, "UNCERTAIN: {u}");
+    }
+    for d in &r.directions {
+        let _ = writeln!(out, "\n{}", d.verdict);
+        if let Some(fix) = &d.fix {
+            let _ = writeln!(out, "  fix: {fix}");
+        }
+        for f in &d.flows {
+            flow(&mut out, f, &d.from, &d.to);
+        }
+    }
+    out
+}
+
+fn flow(out: &mut String, f: &Flow, from: &str, to: &str) {
+    let h = &f.hops;
+    let state = match f.segment {
+        Segment::Delivered => "delivered".to_owned(),
+        Segment::NoTraffic => "no traffic".to_owned(),
+        seg => format!("LOST {} in {}", f.lost.total(), seg.name()),
+    };
+    let _ = writeln!(out, "  flow {}: sent {}, delivered {} — {state}", f.key, f.sent, f.delivered);
+    let _ = writeln!(
+        out,
+        "    {from}: overlay-egress {} underlay-egress {} drop {} | {to}: underlay-ingress {} vxlan-rcv {} overlay-ingress {} drop {}",
+        h.overlay_egress, h.underlay_egress, h.sender_drops, h.underlay_ingress, h.vxlan_rcv, h.overlay_ingress, h.receiver_drops
+    );
+    for d in &f.drops {
+        let _ = writeln!(
+            out,
+            "    drop on {}: {} × {}{}{}",
+            d.node,
+            d.count,
+            d.reason.as_deref().unwrap_or("(no reason on this kernel)"),
+            d.location.as_deref().map(|l| format!(" in {l}")).unwrap_or_default(),
+            if d.after_delivery { " (after delivery: the receiving host's stack, not the network)" } else { "" }
+        );
+    }
+    let l = &f.latency;
+    let mut lat = Vec::new();
+    if let Some(ms) = l.underlay_ms {
+        lat.push(format!("underlay {ms:.3} ms{}", l.error_ms.map(|e| format!(" ± {e:.3}")).unwrap_or_default()));
+    }
+    if let Some(us) = l.encap_us {
+        lat.push(format!("encap on {from} {us:.1} µs"));
+    }
+    if let Some(us) = l.decap_us {
+        lat.push(format!("decap on {to} {us:.1} µs"));
+    }
+    if !lat.is_empty() {
+        let _ = writeln!(out, "    latency (median): {}", lat.join(", "));
+    }
+    if f.in_flight > 0 {
+        let _ = writeln!(out, "    {} sent too close to the end of tracing to judge", f.in_flight);
+    }
+}

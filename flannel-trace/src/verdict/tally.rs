@@ -1,0 +1,292 @@
+//! Counting one direction's packets per flow and hop, and deciding where
+//! each missing one was lost.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
+
+use flannel_trace_common::Hop;
+
+use super::{DropCount, Flow, HopCounts, Latency, Losses, NodeTrace, Options, Segment, classify};
+use crate::event::Event;
+
+/// Hops along the path, sender then receiver.
+const STAGES: [Hop; 5] = [Hop::OverlayEgress, Hop::UnderlayEgress, Hop::UnderlayIngress, Hop::VxlanRcv, Hop::OverlayIngress];
+/// The stage a transition leaves from decides the segment of a loss.
+const SEGMENT_AFTER: [Segment; 4] = [Segment::SenderHost, Segment::Underlay, Segment::ReceiverHost, Segment::ReceiverHost];
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct FlowKey {
+    proto: String,
+    src: IpAddr,
+    dst: IpAddr,
+    sport: Option<u16>,
+    dport: Option<u16>,
+    icmp_id: Option<u16>,
+}
+
+impl FlowKey {
+    fn of(ev: &Event) -> Option<FlowKey> {
+        let i = ev.inner.as_ref()?;
+        let e = &i.endpoints;
+        Some(FlowKey {
+            proto: e.proto.clone(),
+            src: e.src,
+            dst: e.dst,
+            sport: e.sport,
+            dport: e.dport,
+            icmp_id: i.icmp.as_ref().map(|c| c.id),
+        })
+    }
+
+    fn label(&self) -> String {
+        match (self.sport, self.dport, self.icmp_id) {
+            (Some(sp), Some(dp), _) => format!("{} {}:{sp} > {}:{dp}", self.proto, self.src, self.dst),
+            (_, _, Some(id)) => format!("{} {} > {} id {id}", self.proto, self.src, self.dst),
+            _ => format!("{} {} > {}", self.proto, self.src, self.dst),
+        }
+    }
+}
+
+/// One observation of a packet at a stage.
+#[derive(Debug, Clone)]
+struct Item {
+    fp: Option<String>,
+    /// Wall-clock time on the sender's clock.
+    wall: i64,
+    len: u32,
+    /// TCP payload as a sequence range relative to the flow's first
+    /// sequence number: matched by coverage, since GSO/GRO split and merge.
+    range: Option<(i64, i64)>,
+}
+
+#[derive(Default)]
+struct FlowObs<'a> {
+    stages: [Vec<Item>; 5],
+    sender_drops: Vec<&'a Event>,
+    receiver_drops: Vec<&'a Event>,
+    seq_base: Option<u32>,
+}
+
+fn wall(ev: &Event, node: &NodeTrace<'_>) -> i64 {
+    ev.ts_mono_ns as i64 + node.identity.clock_offset_ns
+}
+
+fn stage_of(hop: Hop) -> Option<usize> {
+    STAGES.iter().position(|h| *h == hop)
+}
+
+pub fn flows(s: &NodeTrace<'_>, r: &NodeTrace<'_>, offset: Option<(i64, i64)>, opts: Options) -> Vec<Flow> {
+    use classify::Role;
+    let shift = offset.map_or(0, |(o, _)| o);
+    let mut obs: BTreeMap<FlowKey, FlowObs<'_>> = BTreeMap::new();
+    for (node, want, is_receiver) in [(s, Role::Sent, false), (r, Role::Received, true)] {
+        let peer = if is_receiver { s.identity } else { r.identity };
+        for ev in node.events {
+            if classify::role(ev, node.identity, peer) != Some(want) {
+                continue;
+            }
+            let Some(key) = FlowKey::of(ev) else { continue };
+            let Some(hop) = ev.hop() else { continue };
+            let t = if is_receiver { wall(ev, node) - shift } else { wall(ev, node) };
+            let f = obs.entry(key).or_default();
+            if hop == Hop::Drop {
+                if is_receiver { f.receiver_drops.push(ev) } else { f.sender_drops.push(ev) }
+                continue;
+            }
+            let Some(stage) = stage_of(hop) else { continue };
+            let range = ev.inner.as_ref().and_then(|i| i.tcp.as_ref()).filter(|t| t.payload_len > 0).map(|tcp| {
+                let base = *f.seq_base.get_or_insert(tcp.seq);
+                let start = i64::from(tcp.seq.wrapping_sub(base) as i32);
+                (start, start + i64::from(tcp.payload_len))
+            });
+            f.stages[stage].push(Item { fp: ev.fingerprint.clone(), wall: t, len: ev.len, range });
+        }
+    }
+    let s_end = s.end_wall_ns;
+    let r_end = r.end_wall_ns.map(|e| e - shift);
+    obs.into_iter().map(|(key, f)| judge_flow(key, f, s, r, s_end, r_end, offset, opts)).collect()
+}
+
+/// Whether `item` is carried on by the observations of the next stage.
+fn carried(item: &Item, next: &[Item], fp_budget: &mut HashMap<String, u64>, next_ranges: &[(i64, i64)]) -> bool {
+    match (item.range, &item.fp) {
+        (Some(r), _) => covered(r, next_ranges),
+        (None, Some(fp)) => match fp_budget.get_mut(fp) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        },
+        (None, None) => !next.is_empty(),
+    }
+}
+
+/// Merged, sorted ranges.
+fn union(items: &[Item]) -> Vec<(i64, i64)> {
+    let mut v: Vec<(i64, i64)> = items.iter().filter_map(|i| i.range).collect();
+    v.sort_unstable();
+    let mut out: Vec<(i64, i64)> = Vec::with_capacity(v.len());
+    for (a, b) in v {
+        match out.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+fn covered(r: (i64, i64), set: &[(i64, i64)]) -> bool {
+    set.iter().any(|&(a, b)| a <= r.0 && r.1 <= b)
+}
+
+fn ranges_len(set: &[(i64, i64)]) -> u64 {
+    set.iter().map(|(a, b)| (b - a) as u64).sum()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(v[v.len() / 2])
+}
+
+/// Median delay of packets (by fingerprint) from stage `a` to stage `b`, ns.
+fn delays(from: &[Item], to: &[Item]) -> Vec<f64> {
+    let mut first: HashMap<&str, i64> = HashMap::new();
+    for i in to {
+        if let Some(fp) = &i.fp {
+            first.entry(fp.as_str()).or_insert(i.wall);
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    from.iter()
+        .filter_map(|i| {
+            let fp = i.fp.as_deref()?;
+            if !seen.insert(fp) {
+                return None;
+            }
+            first.get(fp).map(|t| (t - i.wall) as f64)
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn judge_flow(
+    key: FlowKey,
+    f: FlowObs<'_>,
+    s: &NodeTrace<'_>,
+    r: &NodeTrace<'_>,
+    s_end: Option<i64>,
+    r_end: Option<i64>,
+    offset: Option<(i64, i64)>,
+    opts: Options,
+) -> Flow {
+    let st = &f.stages;
+    let hops = HopCounts {
+        overlay_egress: st[0].len() as u64,
+        underlay_egress: st[1].len() as u64,
+        underlay_ingress: st[2].len() as u64,
+        vxlan_rcv: st[3].len() as u64,
+        overlay_ingress: st[4].len() as u64,
+        sender_drops: f.sender_drops.len() as u64,
+        receiver_drops: f.receiver_drops.len() as u64,
+    };
+    // A stage with no observation at all while a later one has some is a
+    // hook that did not see this flow (e.g. a missing backend), not a loss.
+    let active: Vec<usize> =
+        (0..STAGES.len()).filter(|&k| !st[k].is_empty() || (k + 1..STAGES.len()).all(|j| st[j].is_empty())).collect();
+    let mut lost = Losses::default();
+    let mut in_flight = 0;
+    let mut lost_in_underlay: Vec<u32> = Vec::new();
+    let mut delivered_lens: Vec<u32> = Vec::new();
+    for w in active.windows(2) {
+        let (k, next) = (w[0], w[1]);
+        let mut budget: HashMap<String, u64> = HashMap::new();
+        for i in &st[next] {
+            if let Some(fp) = &i.fp {
+                *budget.entry(fp.clone()).or_default() += 1;
+            }
+        }
+        let next_ranges = union(&st[next]);
+        // The next stage's observer must have been watching long enough.
+        let end = if next >= 2 { r_end } else { s_end };
+        for item in &st[k] {
+            let ok = carried(item, &st[next], &mut budget, &next_ranges);
+            if k == 1 && ok {
+                delivered_lens.push(item.len);
+            }
+            if ok {
+                continue;
+            }
+            if end.is_some_and(|e| item.wall > e - opts.grace_ns) {
+                in_flight += 1;
+                continue;
+            }
+            match SEGMENT_AFTER[k.min(3)] {
+                Segment::SenderHost => lost.sender_host += 1,
+                Segment::Underlay => {
+                    lost.underlay += 1;
+                    lost_in_underlay.push(item.len);
+                }
+                _ => lost.receiver_host += 1,
+            }
+        }
+    }
+    let first = active.first().copied().unwrap_or(0);
+    let sent = if active.iter().any(|&k| k < 2) { st[first].len() as u64 } else { 0 };
+    let delivered = st[4].len() as u64;
+    let segment = lost.worst().unwrap_or(if sent == 0 && delivered == 0 { Segment::NoTraffic } else { Segment::Delivered });
+
+    let oi_fps: std::collections::HashSet<&str> = st[4].iter().filter_map(|i| i.fp.as_deref()).collect();
+    let mut drops: BTreeMap<(String, Option<String>, Option<String>, bool), u64> = BTreeMap::new();
+    for (node, evs) in [(s, &f.sender_drops), (r, &f.receiver_drops)] {
+        for ev in evs.iter() {
+            let d = ev.drop.as_ref();
+            let loc = d.and_then(|d| d.location.as_deref()).map(|l| l.split('+').next().unwrap_or(l).to_owned());
+            let after = std::ptr::eq(node, r) && ev.fingerprint.as_deref().is_some_and(|fp| oi_fps.contains(fp));
+            *drops.entry((node.identity.node.clone(), d.and_then(|d| d.reason.clone()), loc, after)).or_default() += 1;
+        }
+    }
+    let drops = drops
+        .into_iter()
+        .map(|((node, reason, location, after_delivery), count)| DropCount { node, reason, location, count, after_delivery })
+        .collect();
+
+    let tcp_bytes = (f.seq_base.is_some()).then(|| (ranges_len(&union(&st[first])), ranges_len(&union(&st[4]))));
+    let ms = |v: Vec<f64>| median(v).map(|ns| ns / 1e6);
+    let us = |v: Vec<f64>| median(v).map(|ns| ns / 1e3);
+    let underlay = delays(&st[1], &st[2]);
+    let samples = underlay.len() as u64;
+    let latency = Latency {
+        underlay_ms: ms(underlay),
+        end_to_end_ms: ms(delays(&st[0], &st[4])),
+        error_ms: offset.map(|(_, e)| e as f64 / 1e6),
+        encap_us: us(delays(&st[0], &st[1])),
+        decap_us: us(delays(&st[2], &st[4])),
+        samples,
+    };
+    Flow {
+        key: key.label(),
+        proto: key.proto.clone(),
+        src: key.src,
+        dst: key.dst,
+        sport: key.sport,
+        dport: key.dport,
+        icmp_id: key.icmp_id,
+        hops,
+        sent,
+        delivered,
+        lost,
+        in_flight,
+        segment,
+        drops,
+        max_delivered_len: delivered_lens.into_iter().max(),
+        min_lost_len: lost_in_underlay.into_iter().min(),
+        tcp_bytes,
+        latency,
+    }
+}

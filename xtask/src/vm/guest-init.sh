@@ -1,0 +1,94 @@
+#!/bin/sh
+# /init of a flannel-trace kernel-matrix guest (busybox sh), written by
+# `cargo xtask vm-test`. Everything the host parses is on lines starting
+# with FT-VM-; the last one is always FT-VM-RESULT, then the guest powers off.
+
+/bin/busybox --install -s /bin
+export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+export HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+mkdir -p /dev/pts /dev/shm
+mount -t devpts devpts /dev/pts
+mount -t tmpfs tmpfs /run
+mkdir -p /run/netns
+mount -t tmpfs tmpfs /tmp
+mount -t bpf bpf /sys/fs/bpf
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+# Kernel messages would interleave with the markers; dmesg is printed on failure.
+dmesg -n 1
+hostname ft-vm
+ip link set lo up
+up() { cut -d' ' -f1 /proc/uptime; }
+echo "FT-VM-BOOTED kernel=$(uname -r) uptime=$(up)"
+
+while read -r ko; do
+    out=$(insmod "$ko" 2>&1) || echo "FT-VM-MODULE-FAILED $ko: $out"
+done < /etc/ft-modules
+echo "FT-VM-MODULES loaded=$(wc -l < /proc/modules) uptime=$(up)"
+
+fact() { echo "FT-VM-FACT $1=$2"; }
+yesno() { if [ -e "$1" ]; then echo yes; else echo no; fi; }
+fact btf_vmlinux "$(yesno /sys/kernel/btf/vmlinux)"
+fact btf_vxlan_module "$(yesno /sys/kernel/btf/vxlan)"
+fact kprobe_pmu "$(yesno /sys/bus/event_source/devices/kprobe)"
+fact vxlan_rcv "$(grep -E ' vxlan_rcv(	|$)' /proc/kallsyms | head -n1 | cut -d' ' -f2- | tr '\t' ' ')"
+fact kfree_skb_fields "$(sed -n 's/.*field:[^;]* \**\([a-z_]*\);.*/\1/p' /sys/kernel/tracing/events/skb/kfree_skb/format 2>/dev/null | grep -v '^common_' | tr '\n' ',')"
+fact lockdown "$(cat /sys/kernel/security/lockdown 2>/dev/null)"
+
+# A one-node lab for the attach probes: a vxlan device over a veth, as
+# flannel would set it up (port 8475, VNI 1).
+ip netns add ftvm-probe
+ip netns exec ftvm-probe sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6'
+ip -n ftvm-probe link set lo up
+ip -n ftvm-probe link add eth1 type veth peer name eth1p
+ip -n ftvm-probe addr add 10.99.0.1/24 dev eth1
+ip -n ftvm-probe link set eth1 up
+ip -n ftvm-probe link set eth1p up
+ip -n ftvm-probe link add flannel.1 type vxlan id 1 local 10.99.0.1 dev eth1 dstport 8475 nolearning
+ip -n ftvm-probe link set flannel.1 up
+
+# One tracer run per backend: the start record (backends chosen) or the
+# error (why not), with the verifier log's tail when a program was refused.
+n=0
+probe() {
+    n=$((n + 1))
+    rm -f /tmp/vlog
+    ip netns exec ftvm-probe flannel-trace --json --duration 1s --verifier-log /tmp/vlog "$@" >/tmp/probe.out 2>/tmp/probe.err
+    rc=$?
+    start=$(grep '"type":"start"' /tmp/probe.out | head -n1)
+    err=$(tr '\t\n' '  ' < /tmp/probe.err | cut -c1-3000)
+    printf 'FT-VM-PROBE\t%s\t%s\t%s\t%s\n' "$*" "$rc" "$start" "$err"
+    if [ -s /tmp/vlog ]; then
+        printf 'FT-VM-VERIFIER\t%s\t%s\n' "$*" "$(tail -n 40 /tmp/vlog | tr '\t\n' ' |' | cut -c1-6000)"
+    fi
+}
+echo "FT-VM-PROBES-BEGIN uptime=$(up)"
+probe
+probe --tc-mode tcx
+probe --tc-mode netlink
+probe --vxlan-rcv-backend fentry
+probe --vxlan-rcv-backend kprobe
+probe --vxlan-rcv-backend tp-btf
+probe --vxlan-rcv-backend tracepoint
+probe --drop-backend tp-btf
+probe --drop-backend tracepoint
+echo "FT-VM-PROBES-END uptime=$(up)"
+ip netns del ftvm-probe
+
+export FLANNEL_TRACE_BIN=/usr/local/bin/flannel-trace
+echo "FT-VM-TESTS-BEGIN uptime=$(up) args=@TEST_ARGS@"
+/usr/local/bin/ft-tracer-tests --test-threads=1 @TEST_ARGS@ 2>&1
+rc=$?
+echo "FT-VM-TESTS-END rc=$rc uptime=$(up)"
+if [ "$rc" != 0 ]; then
+    dmesg | tail -n 60 | sed 's/^/FT-VM-DMESG /'
+fi
+echo "FT-VM-RESULT kernel=$(uname -r) status=$rc uptime=$(up)"
+sync
+poweroff -f
+# Should poweroff fail, ending init panics the kernel, and panic=-1 with
+# qemu's -no-reboot ends the VM.
+exit "$rc"
