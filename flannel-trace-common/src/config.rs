@@ -37,12 +37,11 @@ pub struct KernelOffsets {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// UDP destination port of the VXLAN tunnel, host byte order.
-    pub vxlan_port: u16,
     /// Inner IP protocol to keep (0 = all).
     pub filter_proto: u8,
     /// Address family of `filter_addr` (0 = no address filter, 4 or 6).
     pub filter_family: u8,
+    pub _pad1: u16,
     /// VNI of the traced vxlan device, or [`ANY_VNI`].
     pub vni: u32,
     /// Inode of the traced network namespace; hooks that see every
@@ -64,9 +63,9 @@ pub struct Config {
 impl Config {
     pub const fn zeroed() -> Self {
         Self {
-            vxlan_port: 8472,
             filter_proto: 0,
             filter_family: 0,
+            _pad1: 0,
             vni: ANY_VNI,
             netns_ino: 0,
             vxlan_ifindex: 0,
@@ -99,6 +98,40 @@ impl Config {
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
 const _: () = assert!(core::mem::size_of::<Config>() == 40 + 64);
 
+/// The UDP destination ports that carry this overlay (host byte order; 0 =
+/// unused slot). Kept in a map rather than in [`Config`], because the live
+/// join adds the peer's port once it is known: with mismatched ports, each
+/// node must see the other's frames too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ports {
+    pub ports: [u16; 4],
+}
+
+impl Ports {
+    #[inline(always)]
+    pub fn contains(&self, port: u16) -> bool {
+        port != 0
+            && (self.ports[0] == port || self.ports[1] == port || self.ports[2] == port || self.ports[3] == port)
+    }
+
+    /// Add a port; false when full. Adding a present port is a no-op.
+    pub fn add(&mut self, port: u16) -> bool {
+        if self.contains(port) {
+            return true;
+        }
+        match self.ports.iter_mut().find(|p| **p == 0) {
+            Some(slot) => {
+                *slot = port;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<Ports>() == 8);
+
 /// Slots of the per-CPU `COUNTERS` array: what the programs could not report.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -115,4 +148,6 @@ pub const COUNTER_SLOTS: u32 = 2;
 mod user {
     // SAFETY: plain-old-data, `#[repr(C)]`, every bit pattern valid, explicit padding.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Ports {}
 }

@@ -11,7 +11,7 @@ pub mod event;
 pub mod fingerprint;
 pub mod parse;
 
-pub use config::{Config, Counter};
+pub use config::{Config, Counter, Ports};
 pub use event::{EventKind, Hop, PacketInfo, RawEvent, Tuple};
 
 #[cfg(test)]

@@ -10,7 +10,10 @@
 //! two VLAN tags, and never guesses: a frame it cannot decode is an error the
 //! caller counts, not a half-filled event.
 
-use crate::event::{AF_INET, AF_INET6, PacketInfo, Tuple, flags};
+use crate::{
+    config::Ports,
+    event::{AF_INET, AF_INET6, PacketInfo, Tuple, flags},
+};
 
 /// A source of packet bytes.
 pub trait Bytes {
@@ -304,14 +307,14 @@ fn parse_l4<B: Bytes + ?Sized>(b: &B, proto: u8, off: usize, out: &mut PacketInf
     Some(())
 }
 
-/// Parse a frame seen on the underlay side. Succeeds only for VXLAN on
-/// `port`; the inner frame is parsed too.
+/// Parse a frame seen on the underlay side. Succeeds only for VXLAN on one
+/// of `ports`; the inner frame is parsed too.
 #[inline(always)]
 pub fn parse_underlay<B: Bytes + ?Sized>(
     b: &B,
     layer: Layer,
     off: usize,
-    port: u16,
+    ports: &Ports,
     out: &mut PacketInfo,
 ) -> Result<(), ParseError> {
     let (ip, vlan) = parse_l3(b, layer, off)?;
@@ -320,7 +323,7 @@ pub fn parse_underlay<B: Bytes + ?Sized>(
     }
     let udp: [u8; UDP_HLEN] = b.read(ip.l4).ok_or(ParseError::NotOverlay)?;
     let dport = be16([udp[2], udp[3]]);
-    if dport != port {
+    if !ports.contains(dport) {
         return Err(ParseError::NotOverlay);
     }
     out.outer = tuple(&ip);
@@ -353,7 +356,7 @@ fn parse_vxlan<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<u32, ParseError> 
 /// Recover them when every check agrees (UDP port, IP version, header length
 /// and protocol); otherwise leave `out` untouched.
 #[inline(always)]
-pub fn recover_outer<B: Bytes + ?Sized>(b: &B, inner_mac: usize, port: u16, out: &mut PacketInfo) -> bool {
+pub fn recover_outer<B: Bytes + ?Sized>(b: &B, inner_mac: usize, ports: &Ports, out: &mut PacketInfo) -> bool {
     let Some(vx_off) = inner_mac.checked_sub(VXLAN_HLEN) else {
         return false;
     };
@@ -363,7 +366,8 @@ pub fn recover_outer<B: Bytes + ?Sized>(b: &B, inner_mac: usize, port: u16, out:
     let Some(udp) = b.read::<UDP_HLEN>(udp_off) else {
         return false;
     };
-    if be16([udp[2], udp[3]]) != port {
+    let port = be16([udp[2], udp[3]]);
+    if !ports.contains(port) {
         return false;
     }
     let Ok(vni) = parse_vxlan(b, vx_off) else {

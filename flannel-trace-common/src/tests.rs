@@ -6,9 +6,11 @@ use std::vec::Vec;
 use crate::event::{AF_INET, AF_INET6, DecodeError, EventKind, Hop, PacketInfo, RawEvent, flags};
 use crate::fingerprint::fingerprint;
 use crate::parse::{Layer, ParseError, filter_matches, parse_inner, parse_underlay, recover_outer};
-use crate::Config;
+use crate::{Config, Ports};
 
 const PORT: u16 = 8475;
+const PORTS: Ports = Ports { ports: [8475, 0, 0, 0] };
+const OTHER: Ports = Ports { ports: [8472, 0, 0, 0] };
 
 fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
     let mut f = Vec::new();
@@ -107,7 +109,7 @@ fn v4(p: &[u8; 16]) -> [u8; 4] {
 fn underlay_ipv4_vxlan_tcp() {
     let frame = encapsulate(&inner_tcp_frame(), &[]);
     let mut p = PacketInfo::default();
-    parse_underlay(&frame[..], Layer::Ethernet, 0, PORT, &mut p).unwrap();
+    parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p).unwrap();
     assert_eq!(p.flags & (flags::HAS_OUTER | flags::HAS_INNER | flags::HAS_L4), flags::HAS_OUTER | flags::HAS_INNER | flags::HAS_L4);
     assert_eq!(p.outer.family, AF_INET);
     assert_eq!(v4(&p.outer.src), NODE_B);
@@ -125,7 +127,7 @@ fn underlay_ipv4_vxlan_tcp() {
 fn other_port_is_not_overlay() {
     let frame = encapsulate(&inner_tcp_frame(), &[]);
     let mut p = PacketInfo::default();
-    assert_eq!(parse_underlay(&frame[..], Layer::Ethernet, 0, 8472, &mut p), Err(ParseError::NotOverlay));
+    assert_eq!(parse_underlay(&frame[..], Layer::Ethernet, 0, &OTHER, &mut p), Err(ParseError::NotOverlay));
     assert_eq!(p.flags, 0, "nothing may be reported for foreign traffic");
 }
 
@@ -134,7 +136,7 @@ fn arp_is_not_ip() {
     let mut frame = eth(0x0806, &[]);
     frame.extend_from_slice(&[0; 28]);
     let mut p = PacketInfo::default();
-    assert_eq!(parse_underlay(&frame[..], Layer::Ethernet, 0, PORT, &mut p), Err(ParseError::NotIp));
+    assert_eq!(parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p), Err(ParseError::NotIp));
     assert!(!ParseError::NotIp.is_overlay_failure());
 }
 
@@ -142,7 +144,7 @@ fn arp_is_not_ip() {
 fn vlan_tagged_underlay() {
     let frame = encapsulate(&inner_tcp_frame(), &[100, 200]);
     let mut p = PacketInfo::default();
-    parse_underlay(&frame[..], Layer::Ethernet, 0, PORT, &mut p).unwrap();
+    parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p).unwrap();
     assert_ne!(p.flags & flags::OUTER_VLAN, 0);
     assert_eq!(p.vlan, 100, "outermost tag is reported");
     assert_eq!(v4(&p.inner.dst), POD_B);
@@ -167,7 +169,7 @@ fn outer_ipv4_options_honour_ihl() {
     let mut frame = eth(0x0800, &[]);
     frame.extend(ipv4(17, NODE_B, NODE_A, 7, &[1, 1, 1, 0], &udp(51000, PORT, &vxlan(1, &inner))));
     let mut p = PacketInfo::default();
-    parse_underlay(&frame[..], Layer::Ethernet, 0, PORT, &mut p).unwrap();
+    parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p).unwrap();
     assert_eq!(p.inner.dport, 80);
 }
 
@@ -194,7 +196,7 @@ fn ipv6_underlay_and_inner_with_extension_headers() {
     let mut frame = eth(0x86dd, &[]);
     frame.extend(ipv6(17, b6, a6, &udp(40000, PORT, &vxlan(7, &inner))));
     let mut p = PacketInfo::default();
-    parse_underlay(&frame[..], Layer::Ethernet, 0, PORT, &mut p).unwrap();
+    parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p).unwrap();
     assert_eq!(p.outer.family, AF_INET6);
     assert_eq!(p.outer.src, b6);
     assert_eq!(p.vni, 7);
@@ -229,25 +231,25 @@ fn truncated_frames() {
     // Cut inside the inner TCP header: reported with addresses, flagged.
     let cut = frame.len() - 10;
     let mut p = PacketInfo::default();
-    parse_underlay(&frame[..cut], Layer::Ethernet, 0, PORT, &mut p).unwrap();
+    parse_underlay(&frame[..cut], Layer::Ethernet, 0, &PORTS, &mut p).unwrap();
     assert_ne!(p.flags & flags::TRUNCATED, 0);
     assert_eq!(p.flags & flags::HAS_L4, 0);
     assert_eq!(v4(&p.inner.dst), POD_B);
     // Cut inside the VXLAN header: an overlay frame that cannot be decoded.
     let cut = 14 + 20 + 8 + 4;
     let mut p = PacketInfo::default();
-    let err = parse_underlay(&frame[..cut], Layer::Ethernet, 0, PORT, &mut p).unwrap_err();
+    let err = parse_underlay(&frame[..cut], Layer::Ethernet, 0, &PORTS, &mut p).unwrap_err();
     assert_eq!(err, ParseError::Short);
     assert!(err.is_overlay_failure());
     // Cut inside the Ethernet header.
     for cut in 0..14 {
         let mut p = PacketInfo::default();
-        assert_eq!(parse_underlay(&frame[..cut], Layer::Ethernet, 0, PORT, &mut p), Err(ParseError::Short));
+        assert_eq!(parse_underlay(&frame[..cut], Layer::Ethernet, 0, &PORTS, &mut p), Err(ParseError::Short));
     }
     // Every prefix parses or errs; none panics.
     for cut in 0..frame.len() {
         let mut p = PacketInfo::default();
-        let _ = parse_underlay(&frame[..cut], Layer::Ethernet, 0, PORT, &mut p);
+        let _ = parse_underlay(&frame[..cut], Layer::Ethernet, 0, &PORTS, &mut p);
     }
 }
 
@@ -259,7 +261,7 @@ fn vxlan_without_i_flag_is_bad() {
     let mut frame = eth(0x0800, &[]);
     frame.extend(ipv4(17, NODE_B, NODE_A, 7, &[], &udp(51000, PORT, &vx)));
     let mut p = PacketInfo::default();
-    assert_eq!(parse_underlay(&frame[..], Layer::Ethernet, 0, PORT, &mut p), Err(ParseError::BadVxlan));
+    assert_eq!(parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p), Err(ParseError::BadVxlan));
 }
 
 #[test]
@@ -271,7 +273,7 @@ fn fingerprint_same_before_and_after_encapsulation() {
         parse_inner(&inner[..], Layer::Ethernet, 0, &mut sender).unwrap();
         let wire = encapsulate(&inner, &[42]);
         let mut underlay = PacketInfo::default();
-        parse_underlay(&wire[..], Layer::Ethernet, 0, PORT, &mut underlay).unwrap();
+        parse_underlay(&wire[..], Layer::Ethernet, 0, &PORTS, &mut underlay).unwrap();
         // The receiver sees the same inner frame with a decremented TTL.
         let mut decapped = inner.clone();
         decapped[14 + 8] -= 1;
@@ -305,13 +307,13 @@ fn outer_recovered_from_headroom() {
     let wire = encapsulate(&inner_tcp_frame(), &[]);
     let inner_mac = 14 + 20 + 8 + 8;
     let mut p = PacketInfo::default();
-    assert!(recover_outer(&wire[..], inner_mac, PORT, &mut p));
+    assert!(recover_outer(&wire[..], inner_mac, &PORTS, &mut p));
     assert_eq!(v4(&p.outer.src), NODE_B);
     assert_eq!(p.vni, 1);
     assert_ne!(p.flags & flags::OUTER_FROM_HEADROOM, 0);
     let mut q = PacketInfo::default();
-    assert!(!recover_outer(&wire[..], inner_mac, 8472, &mut q), "wrong port must not match");
-    assert!(!recover_outer(&wire[..], 10, PORT, &mut q), "too close to the start");
+    assert!(!recover_outer(&wire[..], inner_mac, &OTHER, &mut q), "wrong port must not match");
+    assert!(!recover_outer(&wire[..], 10, &PORTS, &mut q), "too close to the start");
     assert_eq!(q, PacketInfo::default());
 }
 
@@ -348,4 +350,17 @@ fn decode_event() {
     for h in Hop::ALL {
         assert_eq!(Hop::try_from(h as u8), Ok(h));
     }
+}
+
+#[test]
+fn several_ports() {
+    let mut ports = Ports::default();
+    assert!(!ports.contains(0) && !ports.contains(8475));
+    assert!(ports.add(8475) && ports.add(8472) && ports.add(8475));
+    assert_eq!(ports.ports, [8475, 8472, 0, 0]);
+    let frame = encapsulate(&inner_tcp_frame(), &[]);
+    let mut p = PacketInfo::default();
+    parse_underlay(&frame[..], Layer::Ethernet, 0, &ports, &mut p).unwrap();
+    assert!(ports.add(1) && ports.add(2));
+    assert!(!ports.add(3), "four slots");
 }

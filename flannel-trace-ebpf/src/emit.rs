@@ -3,13 +3,23 @@
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
 };
-use flannel_trace_common::{Counter, EventKind, Hop, PacketInfo, RawEvent, config::COUNTER_SLOTS};
+use flannel_trace_common::{Counter, EventKind, Hop, PacketInfo, Ports, RawEvent, config::COUNTER_SLOTS};
 
 /// Default 4 MiB; userspace resizes it (`--ring-size`) before loading.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// The overlay's UDP ports; userspace writes slot 0 before attaching and
+/// may add a peer's port later.
+#[map]
+static PORTS: Array<Ports> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+pub fn ports() -> Option<&'static Ports> {
+    PORTS.get(0)
+}
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);

@@ -13,7 +13,7 @@ use flannel_trace_common::{
 };
 
 use crate::{
-    emit::{Meta, Slot, count, scratch, submit},
+    emit::{Meta, Slot, count, ports, scratch, submit},
     skb::{Skb, dev_identity},
 };
 
@@ -64,7 +64,7 @@ pub fn try_tc(ctx: &TcContext, hop: Hop) -> Result<(), ()> {
     let pkt = scratch(Slot::Tc).ok_or(())?;
     let r = match hop {
         Hop::OverlayEgress | Hop::OverlayIngress => parse_inner(&bytes, Layer::Ethernet, 0, pkt),
-        _ => parse_underlay(&bytes, Layer::Ethernet, 0, cfg.vxlan_port, pkt),
+        _ => parse_underlay(&bytes, Layer::Ethernet, 0, ports().ok_or(())?, pkt),
     };
     if !keep(cfg, r, pkt) {
         return Ok(());
@@ -103,7 +103,7 @@ pub fn try_vxlan_rcv_encapsulated(addr: u64) -> Result<(), ()> {
     let layer = Layer::from_ethertype(skb.protocol).ok_or(())?;
     let net = skb.network_header.ok_or(())?;
     let pkt = scratch(Slot::VxlanRcv).ok_or(())?;
-    let r = parse_underlay(&skb.bytes, layer, net, cfg.vxlan_port, pkt);
+    let r = parse_underlay(&skb.bytes, layer, net, ports().ok_or(())?, pkt);
     if !keep(cfg, r, pkt) {
         return Ok(());
     }
@@ -123,7 +123,7 @@ pub fn try_vxlan_rcv_decapsulated(addr: u64) -> Result<(), ()> {
     let mac = skb.mac_header.ok_or(())?;
     let pkt = scratch(Slot::VxlanRcv).ok_or(())?;
     let r = parse_inner(&skb.bytes, Layer::Ethernet, mac, pkt);
-    recover_outer(&skb.bytes, mac, cfg.vxlan_port, pkt);
+    recover_outer(&skb.bytes, mac, ports().ok_or(())?, pkt);
     if !keep(cfg, r, pkt) {
         return Ok(());
     }
@@ -169,7 +169,7 @@ pub fn try_drop(addr: u64, location: u64, reason: u32) -> Result<(), ()> {
     let r = if ifindex == cfg.vxlan_ifindex {
         parse_inner(&skb.bytes, layer, net, pkt)
     } else {
-        parse_underlay(&skb.bytes, layer, net, cfg.vxlan_port, pkt)
+        parse_underlay(&skb.bytes, layer, net, ports().ok_or(())?, pkt)
     };
     if !keep(cfg, r, pkt) {
         return Ok(());

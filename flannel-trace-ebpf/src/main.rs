@@ -88,6 +88,16 @@ pub fn ft_drop_tpbtf(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// `kfree_skb(skb, location)` before 5.17: no reason argument, and the
+/// verifier rejects any access to one, even on a branch never taken.
+#[btf_tracepoint(function = "kfree_skb")]
+pub fn ft_drop_tpbtf_noreason(ctx: BtfTracePointContext) -> i32 {
+    let skb: u64 = ctx.arg(0);
+    let location: u64 = ctx.arg(1);
+    let _ = hooks::try_drop(skb, location, 0);
+    0
+}
+
 #[tracepoint]
 pub fn ft_drop_tp(ctx: TracePointContext) -> u32 {
     let _ = hooks::try_drop_tracepoint(&ctx);

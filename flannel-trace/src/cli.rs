@@ -79,9 +79,11 @@ pub struct JoinArgs {
 #[derive(Debug, Args)]
 pub struct TraceArgs {
     /// UDP port of the VXLAN tunnel. Default: the vxlan device's own
-    /// destination port, else 8472 (flannel's default).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: Option<u16>,
+    /// destination port, else 8472 (flannel's default). Repeat (or use
+    /// commas) to trace up to four ports, e.g. while ports disagree between
+    /// nodes; in --listen/--peer mode the peer's port is added by itself.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Vec<u16>,
 
     /// The vxlan device of the overlay.
     #[arg(long, value_name = "NAME", default_value = "flannel.1")]
@@ -134,6 +136,10 @@ pub struct TraceArgs {
     /// Backend of the drop hop. `auto` tries tp-btf, then tracepoint.
     #[arg(long, value_enum, default_value_t = DropBackendChoice::Auto)]
     pub drop_backend: DropBackendChoice,
+
+    /// Name of this node in verdicts and recordings. Default: the hostname.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 
     /// Also write the session to FILE, for `flannel-trace join` later.
     #[arg(long, value_name = "FILE")]
@@ -287,7 +293,9 @@ mod tests {
         assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
         assert!(Cli::try_parse_from(["flannel-trace", "--port", "70000"]).is_err());
         let ok = Cli::try_parse_from(["flannel-trace", "--port", "8475"]).unwrap();
-        assert_eq!(ok.trace.port, Some(8475));
+        assert_eq!(ok.trace.port, vec![8475]);
+        let two = Cli::try_parse_from(["flannel-trace", "--port", "8475,8472"]).unwrap();
+        assert_eq!(two.trace.port, vec![8475, 8472]);
     }
 
     #[test]

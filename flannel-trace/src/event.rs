@@ -16,9 +16,6 @@ use crate::{clock::Clock, kallsyms::Kallsyms, netdev};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
-    /// Always `"event"` (the JSON stream also carries `start` and `summary`).
-    #[serde(rename = "type")]
-    pub ty: String,
     pub time: String,
     pub ts_mono_ns: u64,
     pub hop: String,
@@ -151,7 +148,6 @@ impl Decoder {
             location_addr: format!("{:#x}", raw.drop_location),
         });
         Ok(Event {
-            ty: "event".into(),
             time: crate::clock::rfc3339(self.clock.wall_ns(raw.ts_ns)),
             ts_mono_ns: raw.ts_ns,
             hop: hop.name().into(),

@@ -26,8 +26,11 @@ pub struct NodeIdentity {
     pub underlay_addrs: Vec<IpAddr>,
     /// The vxlan device's `local` address, if set.
     pub local: Option<IpAddr>,
-    /// The port traced.
+    /// The first port traced (`--port`, else the device's).
     pub port: u16,
+    /// Every port traced.
+    #[serde(default)]
+    pub ports: Vec<u16>,
     /// Where `port` came from: `--port`, `device` or `default`.
     pub port_source: String,
     /// The port the vxlan device itself listens on.
@@ -41,6 +44,10 @@ pub struct NodeIdentity {
     /// `ts_mono_ns` to wall-clock time on this node.
     pub clock_offset_ns: i64,
     pub ring_size: u32,
+    /// Wall-clock time when every hook was attached: packets sent to this
+    /// node before then cannot have been seen by it.
+    #[serde(default)]
+    pub attached_wall_ns: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,9 +61,19 @@ pub fn mac_string(mac: &[u8; 6]) -> String {
 }
 
 impl NodeIdentity {
-    /// Underlay addresses this node sends from and receives on.
+    /// Underlay addresses this node sends from and receives on: the vxlan
+    /// device's `local` first, then the NIC's, without link-local ones.
     pub fn underlay_ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        self.local.into_iter().chain(self.underlay_addrs.iter().copied())
+        let link_local = |ip: &IpAddr| match ip {
+            IpAddr::V4(a) => a.is_link_local(),
+            IpAddr::V6(a) => a.is_unicast_link_local(),
+        };
+        let mut seen = Vec::new();
+        self.local.into_iter().chain(self.underlay_addrs.iter().copied()).filter(move |ip| {
+            let new = !link_local(ip) && !seen.contains(ip);
+            seen.push(*ip);
+            new
+        })
     }
 
     pub fn owns_underlay(&self, ip: IpAddr) -> bool {
@@ -68,7 +85,16 @@ impl NodeIdentity {
     /// on the vxlan device; the subnet length is not visible from the node,
     /// so /24 (IPv4) and /64 (IPv6) are assumed.
     pub fn owns_overlay(&self, ip: IpAddr) -> bool {
-        self.vtep_addrs.iter().any(|v| same_prefix(*v, ip))
+        routable(ip) && self.vtep_addrs.iter().any(|v| routable(*v) && same_prefix(*v, ip))
+    }
+}
+
+/// Link-local and multicast addresses say nothing about which node's pod
+/// subnet a packet belongs to.
+fn routable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !a.is_link_local() && !a.is_multicast() && !a.is_broadcast(),
+        IpAddr::V6(a) => !a.is_unicast_link_local() && !a.is_multicast(),
     }
 }
 

@@ -26,9 +26,9 @@
 //! allocated, and TCP keepalive bounds how long a vanished peer goes
 //! unnoticed.
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
+use std::{fmt, io};
 
 use bytes::BytesMut;
 use hmac::{Hmac, KeyInit as _, Mac as _};
@@ -63,7 +63,7 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_PROBES: u32 = 9;
 const DEAD_PEER_AFTER: Duration = Duration::from_secs(60);
-/// Initial read buffer; it grows to the size of the largest frame seen.
+/// Initial read buffer; it grows with the largest frame seen.
 const READ_BUFFER: usize = 16 * 1024;
 
 #[derive(Debug, Error)]
@@ -95,8 +95,16 @@ pub enum PeerError {
     Handshake { peer: SocketAddr, reason: String },
     #[error("connection with peer {peer} failed: {source}")]
     Io { peer: SocketAddr, source: io::Error },
+    #[error("could not send a message to peer {peer}: {source}")]
+    Encode {
+        peer: SocketAddr,
+        source: FrameError,
+    },
     #[error("peer {peer} sent a bad frame: {source}")]
-    Frame { peer: SocketAddr, source: FrameError },
+    Frame {
+        peer: SocketAddr,
+        source: FrameError,
+    },
     #[error("peer {peer} went away in the middle of a frame ({pending} bytes received)")]
     Truncated { peer: SocketAddr, pending: usize },
     #[error("could not read random bytes for the challenge: {0}")]
@@ -133,11 +141,20 @@ pub struct ChannelTx {
 }
 
 /// Receiving half of a [`Channel`].
-#[derive(Debug)]
 pub struct ChannelRx {
     half: OwnedReadHalf,
     buf: BytesMut,
     peer: SocketAddr,
+}
+
+impl fmt::Debug for ChannelRx {
+    // Not derived: the buffer may hold a megabyte of someone's frame.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChannelRx")
+            .field("peer", &self.peer)
+            .field("buffered", &self.buf.len())
+            .finish()
+    }
 }
 
 impl Channel {
@@ -185,9 +202,11 @@ impl Channel {
 }
 
 impl ChannelTx {
+    /// Not cancel-safe: a send abandoned half-way leaves a partial frame on
+    /// the stream, so do not race it in `select!` and then keep using it.
     pub async fn send(&mut self, msg: &Message) -> Result<(), PeerError> {
         let peer = self.peer;
-        let frame = wire::encode(msg).map_err(|source| PeerError::Frame { peer, source })?;
+        let frame = wire::encode(msg).map_err(|source| PeerError::Encode { peer, source })?;
         self.half
             .write_all(&frame)
             .await
@@ -196,13 +215,15 @@ impl ChannelTx {
 }
 
 impl ChannelRx {
-    /// Next message; `Ok(None)` on orderly EOF.
+    /// Next message; `Ok(None)` on orderly EOF. Cancel-safe (bytes already
+    /// read stay buffered), so it can be raced in `select!`.
     pub async fn recv(&mut self) -> Result<Option<Message>, PeerError> {
         let peer = self.peer;
         loop {
             // `decode` rejects an oversized length before reserving room for
             // it, and we only read while less than one whole frame is
-            // buffered, so the buffer stays within about one MAX_FRAME.
+            // buffered, so the buffer stays within a small multiple of
+            // MAX_FRAME whatever the peer sends.
             if let Some(msg) =
                 wire::decode(&mut self.buf).map_err(|source| PeerError::Frame { peer, source })?
             {
@@ -280,10 +301,12 @@ pub async fn listen(
     };
     match wait {
         None => accepting.await,
-        Some(waited) => timeout(waited, accepting).await.unwrap_or(Err(PeerError::NoPeer {
-            local: local_addr,
-            waited,
-        })),
+        Some(waited) => timeout(waited, accepting)
+            .await
+            .unwrap_or(Err(PeerError::NoPeer {
+                local: local_addr,
+                waited,
+            })),
     }
 }
 
@@ -358,7 +381,13 @@ pub async fn connect(
                 "the listener speaks protocol version {version}, this node {PROTOCOL_VERSION}: \
                  run the same flannel-trace version on both nodes"
             );
-            let _ = send_step(&mut ch, &Message::Refused { reason: reason.clone() }).await;
+            let _ = send_step(
+                &mut ch,
+                &Message::Refused {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
             return Err(handshake_error(&ch, reason));
         }
         other => return Err(unexpected(&ch, "the challenge", &other)),
@@ -407,7 +436,10 @@ fn require_token(token: &str) -> Result<(), PeerError> {
 /// handshake.
 async fn expect(ch: &mut Channel, what: &str, limit: Duration) -> Result<Message, PeerError> {
     match timeout(limit, ch.recv()).await {
-        Err(_) => Err(handshake_error(ch, format!("timed out after {limit:?} waiting for {what}"))),
+        Err(_) => Err(handshake_error(
+            ch,
+            format!("timed out after {limit:?} waiting for {what}"),
+        )),
         Ok(Ok(None)) => Err(handshake_error(
             ch,
             format!("connection closed while waiting for {what}"),
@@ -454,7 +486,9 @@ fn unexpected(ch: &Channel, expected: &str, got: &Message) -> PeerError {
     };
     handshake_error(
         ch,
-        format!("expected {expected}, got a {got} message (not a flannel-trace peer of this version?)"),
+        format!(
+            "expected {expected}, got a {got} message (not a flannel-trace peer of this version?)"
+        ),
     )
 }
 
@@ -481,8 +515,8 @@ fn random_nonce() -> Result<String, PeerError> {
 /// The connecting side's proof that it knows `token`, bound to this
 /// protocol version and to the listener's fresh `nonce`.
 fn authenticator(token: &str, nonce: &str) -> Hmac<Sha256> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(token.as_bytes())
-        .expect("HMAC accepts keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(token.as_bytes()).expect("HMAC accepts keys of any length");
     mac.update(format!("flannel-trace/{PROTOCOL_VERSION} ").as_bytes());
     mac.update(nonce.as_bytes());
     mac
@@ -561,17 +595,21 @@ struct Round {
 /// the error however asymmetric the path, provided neither clock steps or
 /// drifts noticeably within a round (a sub-millisecond span here).
 fn estimate(rounds: &[Round]) -> Option<ClockEstimate> {
-    let best = rounds
+    // In i128: the peer's clock may be anywhere (unset, or its timestamps
+    // garbage), and differences of i64 timestamps need not fit in an i64.
+    let (delay, offset) = rounds
         .iter()
-        .map(|r| (r.t4 - r.t1 - (r.t3 - r.t2), r))
-        // A negative delay means a clock was stepped mid-round.
-        .filter(|(delay, _)| *delay >= 0)
+        .filter_map(|r| {
+            let [t1, t2, t3, t4] = [r.t1, r.t2, r.t3, r.t4].map(i128::from);
+            let delay = (t4 - t1) - (t3 - t2);
+            // A negative delay means a clock was stepped mid-round.
+            (delay >= 0).then_some((delay, ((t2 - t1) + (t3 - t4)) / 2))
+        })
         .min_by_key(|(delay, _)| *delay)?;
-    let (delay, r) = best;
     Some(ClockEstimate {
-        offset_ns: ((r.t2 - r.t1) + (r.t3 - r.t4)) / 2,
+        offset_ns: i64::try_from(offset).ok()?,
         // Rounded up, so that halving an odd delay stays a bound.
-        error_ns: (delay + 1) / 2,
+        error_ns: i64::try_from((delay + 1) / 2).ok()?,
         samples: rounds.len() as u32,
     })
 }
@@ -582,7 +620,6 @@ mod tests {
     use std::thread::{self, ThreadId};
 
     use bytes::BufMut as _;
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     use super::*;
 
@@ -604,6 +641,7 @@ mod tests {
             underlay_addrs: vec!["192.0.2.1".parse().unwrap()],
             local: None,
             port: 8472,
+            ports: vec![8472],
             port_source: "default".into(),
             device_port: Some(8472),
             vni: Some(1),
@@ -611,6 +649,7 @@ mod tests {
             hooks: vec![],
             clock_offset_ns: 0,
             ring_size: 1 << 20,
+            attached_wall_ns: 0,
         }
     }
 
@@ -655,7 +694,11 @@ mod tests {
     fn warnings() -> Vec<String> {
         let me = thread::current().id();
         let lines = LINES.lock().unwrap();
-        lines.iter().filter(|(t, _)| *t == me).map(|(_, l)| l.clone()).collect()
+        lines
+            .iter()
+            .filter(|(t, _)| *t == me)
+            .map(|(_, l)| l.clone())
+            .collect()
     }
 
     async fn pair() -> (Handshake, Channel, Handshake, Channel) {
@@ -693,14 +736,23 @@ mod tests {
         capture_logs();
         let (listener, addr) = bound().await;
         let server = tokio::spawn(async move {
-            listen(listener, TOKEN, &identity("a"), Some(Duration::from_secs(20))).await
+            listen(
+                listener,
+                TOKEN,
+                &identity("a"),
+                Some(Duration::from_secs(20)),
+            )
+            .await
         });
         let wait = Duration::from_secs(5);
         let err = connect(addr, "guess", &identity("intruder"), wait)
             .await
             .unwrap_err()
             .to_string();
-        assert!(err.contains("refused") && err.contains("bad token"), "{err}");
+        assert!(
+            err.contains("refused") && err.contains("bad token"),
+            "{err}"
+        );
         assert!(err.contains(&addr.to_string()), "{err}");
 
         let (hs, _ch) = connect(addr, TOKEN, &identity("b"), wait).await.unwrap();
@@ -737,12 +789,21 @@ mod tests {
         capture_logs();
         let (listener, addr) = bound().await;
         let server = tokio::spawn(async move {
-            listen(listener, TOKEN, &identity("a"), Some(Duration::from_secs(30))).await
+            listen(
+                listener,
+                TOKEN,
+                &identity("a"),
+                Some(Duration::from_secs(30)),
+            )
+            .await
         });
 
         let http = b"GET / HTTP/1.1\r\nHost: node-a\r\n\r\n";
         let msgs = turned_away(addr, http).await;
-        assert!(matches!(msgs.first(), Some(Message::Challenge { version: 1, .. })));
+        assert!(matches!(
+            msgs.first(),
+            Some(Message::Challenge { version: 1, .. })
+        ));
 
         // Just over MAX_FRAME: refused before anything is allocated for it.
         let mut oversized = BytesMut::new();
@@ -808,7 +869,9 @@ mod tests {
         let big = "x".repeat(wire::MAX_FRAME - 100);
         async fn send_all(tx: &mut ChannelTx, big: &str) {
             for id in 0..200 {
-                tx.send(&Message::ClockPing { id, t1: id.into() }).await.unwrap();
+                tx.send(&Message::ClockPing { id, t1: id.into() })
+                    .await
+                    .unwrap();
             }
             let reason = big.to_string();
             tx.send(&Message::Refused { reason }).await.unwrap();
@@ -897,7 +960,9 @@ mod tests {
 
         let (listener, _) = bound().await;
         let wait = Some(Duration::from_millis(300));
-        let err = listen(listener, TOKEN, &identity("a"), wait).await.unwrap_err();
+        let err = listen(listener, TOKEN, &identity("a"), wait)
+            .await
+            .unwrap_err();
         assert!(matches!(err, PeerError::NoPeer { .. }), "{err}");
         assert!(err.to_string().contains("--peer"), "{err}");
     }
@@ -905,11 +970,18 @@ mod tests {
     #[tokio::test]
     async fn an_empty_token_is_refused_up_front() {
         let (listener, addr) = bound().await;
-        let err = connect(addr, "", &identity("b"), Duration::ZERO).await.unwrap_err();
+        let err = connect(addr, "", &identity("b"), Duration::ZERO)
+            .await
+            .unwrap_err();
         assert!(matches!(err, PeerError::NoToken));
         let msg = err.to_string();
-        assert!(msg.contains("--token") && msg.contains("FLANNEL_TRACE_TOKEN"), "{msg}");
-        let err = listen(listener, "", &identity("a"), None).await.unwrap_err();
+        assert!(
+            msg.contains("--token") && msg.contains("FLANNEL_TRACE_TOKEN"),
+            "{msg}"
+        );
+        let err = listen(listener, "", &identity("a"), None)
+            .await
+            .unwrap_err();
         assert!(matches!(err, PeerError::NoToken));
     }
 
@@ -958,7 +1030,10 @@ mod tests {
 
         for (there, back) in [(0, 7), (7, 0), (1, 1), (MS, 3), (3, MS)] {
             let est = estimate(&[round(0, there, 5, back)]).unwrap();
-            assert!((est.offset_ns - theta).abs() <= est.error_ns, "{there} {back}");
+            assert!(
+                (est.offset_ns - theta).abs() <= est.error_ns,
+                "{there} {back}"
+            );
         }
 
         // A clock stepped back mid-round: negative delay, unusable.
@@ -967,5 +1042,14 @@ mod tests {
             ..round(0, 10, 0, 10)
         };
         assert!(estimate(&[stepped]).is_none());
+
+        // Nonsense from the peer is no estimate, and no overflow panic.
+        let wild = Round {
+            t1: i64::MIN,
+            t2: i64::MAX,
+            t3: i64::MAX,
+            t4: i64::MAX,
+        };
+        assert!(estimate(&[wild]).is_none());
     }
 }

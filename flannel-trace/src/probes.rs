@@ -10,7 +10,8 @@ use aya::{
         tc::{self, NlOptions},
     },
 };
-use flannel_trace_common::Config;
+use aya::maps::Array;
+use flannel_trace_common::{Config, Ports};
 use thiserror::Error;
 
 use crate::{
@@ -33,6 +34,8 @@ pub enum ProbeError {
     NoBackend { hop: &'static str, tried: String },
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
+    #[error("updating map {0}: {1}")]
+    Map(&'static str, #[source] aya::maps::MapError),
 }
 
 impl ProbeError {
@@ -83,19 +86,27 @@ impl Probes {
         self.ebpf.as_mut().expect("present until drop")
     }
 
-    pub fn load(cfg: &Config, plan: &Plan, dev: &Devices<'_>) -> Result<Probes, ProbeError> {
+    pub fn load(cfg: &Config, ports: Ports, plan: &Plan, dev: &Devices<'_>) -> Result<Probes, ProbeError> {
         let ebpf = EbpfLoader::new()
             .override_global("CONFIG", cfg, true)
             .map_max_entries("EVENTS", plan.ring_size)
             .load(OBJECT)
             .map_err(ProbeError::Object)?;
         let mut probes = Probes { ebpf: Some(ebpf), hooks: Vec::new(), created_qdiscs: Vec::new() };
+        probes.set_ports(ports)?;
         probes.attach_tc(plan, dev)?;
         probes.attach_vxlan_rcv(plan)?;
         if let Some(choice) = plan.drop {
-            probes.attach_drop(plan, choice)?;
+            probes.attach_drop(plan, choice, cfg.has_drop_reason != 0)?;
         }
         Ok(probes)
+    }
+
+    /// Replace the set of overlay ports the programs match, live.
+    pub fn set_ports(&mut self, ports: Ports) -> Result<(), ProbeError> {
+        let map = self.ebpf_mut().map_mut("PORTS").ok_or(ProbeError::MissingMap("PORTS"))?;
+        let mut arr: Array<_, Ports> = Array::try_from(map).map_err(|e| ProbeError::Map("PORTS", e))?;
+        arr.set(0, &ports, 0).map_err(|e| ProbeError::Map("PORTS", e))
     }
 
     fn attach_tc(&mut self, plan: &Plan, dev: &Devices<'_>) -> Result<(), ProbeError> {
@@ -171,14 +182,20 @@ impl Probes {
                     self.hooks.push(HookReport { hop: "vxlan-rcv".into(), backend: backend.into(), target: target.into(), fallbacks });
                     return Ok(());
                 }
-                Err(e) => fallbacks.push((backend_name(b).into(), e)),
+                Err(e) => {
+                    self.unload(vxlan_program(b));
+                    fallbacks.push((backend_name(b).into(), e));
+                }
             }
         }
         Err(ProbeError::NoBackend { hop: "vxlan-rcv", tried: format_tried(&fallbacks) })
     }
 
-    fn attach_drop(&mut self, plan: &Plan, choice: DropBackendChoice) -> Result<(), ProbeError> {
+    fn attach_drop(&mut self, plan: &Plan, choice: DropBackendChoice, has_reason: bool) -> Result<(), ProbeError> {
         use DropBackendChoice as D;
+        // Before 5.17 kfree_skb has no reason argument, and the verifier
+        // refuses a tp_btf program that merely mentions a third one.
+        let tpbtf = if has_reason { "ft_drop_tpbtf" } else { "ft_drop_tpbtf_noreason" };
         let order: &[D] = match choice {
             D::Auto => &[D::TpBtf, D::Tracepoint],
             D::TpBtf => &[D::TpBtf],
@@ -187,7 +204,7 @@ impl Probes {
         let mut fallbacks = Vec::new();
         for &b in order {
             let attempt = match b {
-                D::TpBtf => self.tp_btf("ft_drop_tpbtf", "kfree_skb", plan).map(|()| ("tp_btf", "kfree_skb")),
+                D::TpBtf => self.tp_btf(tpbtf, "kfree_skb", plan).map(|()| ("tp_btf", "kfree_skb")),
                 D::Tracepoint => self.tracepoint("ft_drop_tp", "skb", "kfree_skb", plan).map(|()| ("tracepoint", "skb:kfree_skb")),
                 D::Auto => unreachable!("not in the order"),
             };
@@ -196,10 +213,28 @@ impl Probes {
                     self.hooks.push(HookReport { hop: "drop".into(), backend: backend.into(), target: target.into(), fallbacks });
                     return Ok(());
                 }
-                Err(e) => fallbacks.push((if b == D::TpBtf { "tp_btf" } else { "tracepoint" }.into(), e)),
+                Err(e) => {
+                    self.unload(if b == D::TpBtf { tpbtf } else { "ft_drop_tp" });
+                    fallbacks.push((if b == D::TpBtf { "tp_btf" } else { "tracepoint" }.into(), e));
+                }
             }
         }
         Err(ProbeError::NoBackend { hop: "drop", tried: format_tried(&fallbacks) })
+    }
+
+    /// A program whose attach failed is unloaded rather than kept around.
+    fn unload(&mut self, name: &str) {
+        use aya::programs::Program as P;
+        let r = match self.ebpf_mut().program_mut(name) {
+            Some(P::KProbe(p)) => p.unload(),
+            Some(P::FEntry(p)) => p.unload(),
+            Some(P::BtfTracePoint(p)) => p.unload(),
+            Some(P::TracePoint(p)) => p.unload(),
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            log::debug!("unloading {name}: {e}");
+        }
     }
 
     fn fentry(&mut self, name: &'static str, func: &str, plan: &Plan) -> Result<(), String> {
@@ -263,6 +298,15 @@ where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
     ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?.try_into().map_err(|_| ProbeError::MissingProgram(name))
+}
+
+fn vxlan_program(b: VxlanBackendChoice) -> &'static str {
+    match b {
+        VxlanBackendChoice::Fentry => "ft_vxlan_fentry",
+        VxlanBackendChoice::Kprobe => "ft_vxlan_kprobe",
+        VxlanBackendChoice::TpBtf => "ft_vxlan_tpbtf",
+        VxlanBackendChoice::Tracepoint | VxlanBackendChoice::Auto => "ft_vxlan_tp",
+    }
 }
 
 fn backend_name(b: VxlanBackendChoice) -> &'static str {

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use flannel_trace_common::{Counter, RawEvent};
+use flannel_trace_common::{Counter, Ports, RawEvent};
 use tokio::{
     io::unix::AsyncFd,
     net::TcpListener,
@@ -47,8 +47,12 @@ struct Sinks<'a> {
     print_events: bool,
     out: io::StdoutLock<'a>,
     recorder: Option<record::Writer>,
-    /// --peer: our events go here once connected.
-    to_peer: Option<ChannelTx>,
+    /// --peer: our events go to a writer task once connected, through a
+    /// bounded queue, so a slow listener never stalls the ring buffer.
+    to_peer: Option<mpsc::Sender<Message>>,
+    writer: Option<tokio::task::JoinHandle<()>>,
+    /// Events that did not fit the queue to the listener.
+    unsent: u64,
     pending: Vec<Event>,
     pending_dropped: u64,
     peer_failed: bool,
@@ -56,9 +60,10 @@ struct Sinks<'a> {
     joiner: Option<Joiner>,
 }
 
-pub async fn run(args: &TraceArgs, identity: NodeIdentity, decoder: Decoder, probes: &mut Probes) -> Result<(), Fatal> {
+pub async fn run(args: &TraceArgs, identity: NodeIdentity, decoder: Decoder, probes: &mut Probes, ports: Ports) -> Result<(), Fatal> {
     let listening = args.listen.is_some();
     let mut s = Session {
+        ports,
         decoder,
         summary: Summary { complete: true, start_wall_ns: Clock::now_wall_ns(), ..Summary::default() },
         sinks: Sinks {
@@ -67,6 +72,8 @@ pub async fn run(args: &TraceArgs, identity: NodeIdentity, decoder: Decoder, pro
             out: io::stdout().lock(),
             recorder: None,
             to_peer: None,
+            writer: None,
+            unsent: 0,
             pending: Vec::new(),
             pending_dropped: 0,
             peer_failed: false,
@@ -133,7 +140,7 @@ pub async fn run(args: &TraceArgs, identity: NodeIdentity, decoder: Decoder, pro
                 news_open = false;
                 match news {
                     Ok(PeerNews::Joined(h, channel)) => {
-                        peer_open = s.joined(h, channel, &remote_tx, args).await?;
+                        peer_open = s.joined(h, channel, &remote_tx, args, probes).await?;
                     }
                     Ok(PeerNews::Failed(e)) => {
                         if listening {
@@ -151,7 +158,11 @@ pub async fn run(args: &TraceArgs, identity: NodeIdentity, decoder: Decoder, pro
                     Some(Ok(Some(m))) => s.remote(m),
                     Some(Ok(None)) | None => {
                         peer_open = false;
-                        s.peer_gone("the peer closed the connection before the end");
+                        if s.peer_finished() {
+                            eprintln!("flannel-trace: the peer finished");
+                        } else {
+                            s.peer_gone("the peer closed the connection before the end");
+                        }
                         if listening { break; }
                     }
                     Some(Err(e)) => {
@@ -174,6 +185,28 @@ pub async fn run(args: &TraceArgs, identity: NodeIdentity, decoder: Decoder, pro
     s.finish(probes, &mut remote_rx, peer_open).await
 }
 
+/// Queue depth towards the listener.
+const PEER_QUEUE: usize = 65_536;
+
+/// The task that writes to the listener; ends when the queue closes or the
+/// connection fails.
+fn spawn_writer(mut tx: ChannelTx) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
+    let (q_tx, mut q_rx) = mpsc::channel::<Message>(PEER_QUEUE);
+    let handle = tokio::spawn(async move {
+        while let Some(m) = q_rx.recv().await {
+            let bye = matches!(m, Message::Bye);
+            if let Err(e) = tx.send(&m).await {
+                eprintln!("flannel-trace: sending to the listener failed: {e}");
+                break;
+            }
+            if bye {
+                break;
+            }
+        }
+    });
+    (q_tx, handle)
+}
+
 fn start_probe(to: std::net::IpAddr, args: &TraceArgs) {
     let (count, interval) = (args.probe_count, args.probe_interval);
     tokio::spawn(async move {
@@ -193,6 +226,8 @@ fn register_ring(ring: RingBuf<MapData>) -> anyhow::Result<AsyncFd<RingBuf<MapDa
 }
 
 struct Session<'a> {
+    /// The overlay ports the programs match.
+    ports: Ports,
     decoder: Decoder,
     summary: Summary,
     sinks: Sinks<'a>,
@@ -226,8 +261,21 @@ impl Session<'_> {
         channel: Channel,
         remote_tx: &mpsc::Sender<Result<Option<Message>, String>>,
         args: &TraceArgs,
+        probes: &mut Probes,
     ) -> Result<bool, Fatal> {
         eprintln!("flannel-trace: joined with {} ({})", h.remote.node, channel.peer_addr());
+        // Watch the peer's ports too: with mismatched ports, its frames
+        // would otherwise be invisible here.
+        let before = self.ports;
+        for p in h.remote.device_port.into_iter().chain(h.remote.ports.iter().copied()) {
+            if !self.ports.add(p) {
+                log::warn!("cannot also trace the peer's port {p}: four ports already traced");
+            }
+        }
+        if self.ports != before {
+            probes.set_ports(self.ports).fatal(Status::Failure)?;
+            eprintln!("flannel-trace: also tracing the peer's ports: {:?}", self.ports.ports.iter().filter(|p| **p != 0).collect::<Vec<_>>());
+        }
         let probe_to = args.probe.then(|| args.probe_to.or_else(|| h.remote.vtep_addrs.first().copied())).flatten();
         let (tx, mut rx) = channel.split();
         if let Some(j) = self.sinks.joiner.as_mut() {
@@ -248,7 +296,9 @@ impl Session<'_> {
                 }
             });
         } else {
-            self.sinks.to_peer = Some(tx);
+            let (q, handle) = spawn_writer(tx);
+            self.sinks.to_peer = Some(q);
+            self.sinks.writer = Some(handle);
             drop(rx);
             for ev in std::mem::take(&mut self.sinks.pending) {
                 self.send_peer(Message::Event(ev)).await;
@@ -264,12 +314,15 @@ impl Session<'_> {
     }
 
     async fn send_peer(&mut self, m: Message) {
-        if let Some(tx) = self.sinks.to_peer.as_mut()
-            && let Err(e) = tx.send(&m).await
-        {
-            eprintln!("flannel-trace: the listener went away ({e}); tracing locally only");
-            self.sinks.to_peer = None;
-            self.sinks.peer_failed = true;
+        let Some(tx) = self.sinks.to_peer.as_ref() else { return };
+        match tx.try_send(m) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.sinks.unsent += 1,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                eprintln!("flannel-trace: the listener went away; tracing locally only");
+                self.sinks.to_peer = None;
+                self.sinks.peer_failed = true;
+            }
         }
     }
 
@@ -281,6 +334,10 @@ impl Session<'_> {
             Message::Bye => {}
             other => log::debug!("ignoring {other:?} from the peer"),
         }
+    }
+
+    fn peer_finished(&self) -> bool {
+        self.sinks.joiner.as_ref().is_some_and(|j| j.remote_summary.is_some())
     }
 
     fn peer_gone(&mut self, why: &str) {
@@ -377,9 +434,23 @@ impl Session<'_> {
         if let Some(r) = self.sinks.recorder.take() {
             r.finish(&summary).fatal(Status::Failure)?;
         }
-        if self.sinks.to_peer.is_some() {
-            self.send_peer(Message::Summary(summary.clone())).await;
-            self.send_peer(Message::Bye).await;
+        if let Some(tx) = self.sinks.to_peer.take() {
+            // The listener counts what we could not send as lost by us.
+            let mut s = summary.clone();
+            s.lost += self.sinks.unsent;
+            s.complete &= self.sinks.unsent == 0;
+            if self.sinks.unsent > 0 {
+                eprintln!("flannel-trace: {} events could not be sent to the listener in time", self.sinks.unsent);
+            }
+            let _ = tx.send(Message::Summary(s)).await;
+            let _ = tx.send(Message::Bye).await;
+            drop(tx);
+            // Let the writer flush, within bounds.
+            if let Some(w) = self.sinks.writer.take()
+                && tokio::time::timeout(Duration::from_secs(5), w).await.is_err()
+            {
+                eprintln!("flannel-trace: the listener did not take our last events within 5 s");
+            }
         }
         if self.sinks.joiner.is_some() {
             if peer_open {

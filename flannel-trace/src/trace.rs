@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use anyhow::{Context as _, anyhow};
 use flannel_trace_common::{
-    Config,
+    Config, Ports,
     config::ANY_VNI,
     event::{AF_INET, AF_INET6},
 };
@@ -45,8 +45,11 @@ fn resolve(args: &TraceArgs) -> Result<Node, Fatal> {
             ),
         ));
     };
-    let (port, port_source) = match (args.port, info.port) {
-        (Some(p), _) => (p, "--port"),
+    if args.port.len() > 4 {
+        return Err(Fatal::new(Status::Usage, anyhow!("at most four --port values")));
+    }
+    let (port, port_source) = match (args.port.first(), info.port) {
+        (Some(p), _) => (*p, "--port"),
         (None, Some(p)) => (p, "device"),
         (None, None) => (DEFAULT_PORT, "default"),
     };
@@ -113,7 +116,6 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
     };
 
     let mut cfg = Config::zeroed();
-    cfg.vxlan_port = node.port;
     cfg.vni = args.vni.unwrap_or(ANY_VNI);
     cfg.netns_ino = kernel::netns_inode().fatal(Status::Failure)?;
     cfg.vxlan_ifindex = node.vxlan.index;
@@ -144,7 +146,11 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
         tracefs,
     };
     let devices = Devices { vxlan: (node.vxlan.index, &node.vxlan.name), underlay: (node.underlay.index, &node.underlay.name) };
-    let mut probes = Probes::load(&cfg, &plan, &devices).map_err(|e| {
+    let mut ports = Ports::default();
+    for p in std::iter::once(node.port).chain(args.port.iter().copied()) {
+        ports.add(p);
+    }
+    let mut probes = Probes::load(&cfg, ports, &plan, &devices).map_err(|e| {
         let status = if e.is_unsupported() { Status::Unsupported } else { Status::Failure };
         Fatal::new(status, e)
     })?;
@@ -157,7 +163,7 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
     });
     let decoder = Decoder::new(clock, reasons, kallsyms);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
-    let result = rt.block_on(session::run(&args, identity, decoder, &mut probes));
+    let result = rt.block_on(session::run(&args, identity, decoder, &mut probes, ports));
     drop(probes);
     result
 }
@@ -166,7 +172,7 @@ fn identity(node: &Node, cfg: &Config, probes: &Probes, args: &TraceArgs, clock:
     let vx = node.vxlan.vxlan.as_ref();
     NodeIdentity {
         version: env!("CARGO_PKG_VERSION").into(),
-        node: hostname(),
+        node: args.name.clone().unwrap_or_else(hostname),
         kernel: kernel::release(),
         netns_inode: cfg.netns_ino,
         vxlan_dev: node.vxlan.name.clone(),
@@ -178,6 +184,12 @@ fn identity(node: &Node, cfg: &Config, probes: &Probes, args: &TraceArgs, clock:
         underlay_addrs: netdev::addresses(node.underlay.index).unwrap_or_default(),
         local: vx.and_then(|v| v.local),
         port: node.port,
+        ports: std::iter::once(node.port).chain(args.port.iter().copied()).fold(Vec::new(), |mut v, p| {
+            if !v.contains(&p) {
+                v.push(p);
+            }
+            v
+        }),
         port_source: node.port_source.into(),
         device_port: vx.and_then(|v| v.port),
         vni: vx.and_then(|v| v.vni),
@@ -189,5 +201,6 @@ fn identity(node: &Node, cfg: &Config, probes: &Probes, args: &TraceArgs, clock:
         hooks: probes.hooks.clone(),
         clock_offset_ns: clock.offset_ns(),
         ring_size: args.ring_size,
+        attached_wall_ns: Clock::now_wall_ns(),
     }
 }

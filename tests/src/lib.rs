@@ -27,6 +27,7 @@ mod link_stats;
 mod netns;
 mod nft;
 mod preflight;
+pub mod scenario;
 mod tracer;
 mod traffic;
 

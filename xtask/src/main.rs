@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod demo;
 mod setup;
 mod test;
+mod vm;
 
 #[derive(Parser)]
 #[command(about = "flannel-trace development tasks")]
@@ -23,6 +24,8 @@ enum Cmd {
     Test(test::Options),
     /// Set up, build, and run the lab demo: two flannel nodes in network namespaces.
     Demo(demo::Options),
+    /// Boot Debian kernels (5.10, 6.1, 6.12, 7.x) under qemu and run the attach probes and integration tests in each.
+    VmTest(vm::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Test(opts) => test::run(opts),
         Cmd::Demo(opts) => demo::run(opts),
+        Cmd::VmTest(opts) => vm::run(opts),
     }
 }

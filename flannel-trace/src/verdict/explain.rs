@@ -107,11 +107,13 @@ pub fn direction_sentence(
         }
         Segment::Underlay => {
             let mut fix = format!("check firewall/security group for UDP {port} from {} to {}", first_ip(si), first_ip(ri));
-            let mtu = flows
-                .iter()
-                .filter_map(|f| Some((f.min_lost_len?, f.max_delivered_len?)))
-                .find(|(lost_min, ok_max)| lost_min > ok_max);
-            if let Some((lost_min, ok_max)) = mtu {
+            // Across flows: probes and small packets pass, big ones vanish.
+            let lost_min = flows.iter().filter_map(|f| f.min_lost_len).min();
+            let ok_max = flows.iter().filter_map(|f| f.max_delivered_len).max();
+            if let (Some(lost_min), Some(ok_max)) = (lost_min, ok_max)
+                && lost_min > ok_max
+                && flows.iter().all(|f| f.max_delivered_len.is_none_or(|d| d < lost_min))
+            {
                 fix = format!(
                     "frames of {lost_min}+ bytes are lost while frames up to {ok_max} bytes pass: the underlay path MTU is below {lost_min}; lower {}'s MTU or raise the underlay's",
                     si.vxlan_dev

@@ -168,8 +168,8 @@ pub struct Flow {
     pub sent: u64,
     pub delivered: u64,
     pub lost: Losses,
-    /// Packets sent too close to the end of the receiver's observation to
-    /// judge.
+    /// Packets not judged: sent before the receiver's tracer was attached,
+    /// or too close to the end of its observation.
     pub in_flight: u64,
     pub segment: Segment,
     pub drops: Vec<DropCount>,
@@ -231,6 +231,23 @@ pub struct Report {
 
 /// Join two nodes' traces.
 pub fn judge(a: &NodeTrace<'_>, b: &NodeTrace<'_>, clock: Option<ClockEstimate>, opts: Options) -> Report {
+    // Two nodes with one hostname (e.g. namespaces of one machine) are told
+    // apart by their underlay address.
+    let renamed;
+    let (a, b) = if a.identity.node == b.identity.node {
+        let label = |n: &NodeTrace<'_>| {
+            let mut id = n.identity.clone();
+            id.node = format!("{}@{}", id.node, id.underlay_ips().next().map_or_else(|| "?".into(), |ip| ip.to_string()));
+            id
+        };
+        renamed = [label(a), label(b)];
+        (
+            &NodeTrace { identity: &renamed[0], events: a.events, lost: a.lost, end_wall_ns: a.end_wall_ns, gaps: a.gaps.clone() },
+            &NodeTrace { identity: &renamed[1], events: b.events, lost: b.lost, end_wall_ns: b.end_wall_ns, gaps: b.gaps.clone() },
+        )
+    } else {
+        (a, b)
+    };
     let nodes = [a, b];
     let mut uncertain = Vec::new();
     for n in nodes {

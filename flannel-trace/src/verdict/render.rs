@@ -85,6 +85,6 @@ fn flow(out: &mut String, f: &Flow, from: &str, to: &str) {
         let _ = writeln!(out, "    latency (median): {}", lat.join(", "));
     }
     if f.in_flight > 0 {
-        let _ = writeln!(out, "    {} sent too close to the end of tracing to judge", f.in_flight);
+        let _ = writeln!(out, "    {} not judged (sent before the receiver was traced, or just before the end)", f.in_flight);
     }
 }

@@ -104,9 +104,12 @@ pub fn flows(s: &NodeTrace<'_>, r: &NodeTrace<'_>, offset: Option<(i64, i64)>, o
             f.stages[stage].push(Item { fp: ev.fingerprint.clone(), wall: t, len: ev.len, range });
         }
     }
-    let s_end = s.end_wall_ns;
-    let r_end = r.end_wall_ns.map(|e| e - shift);
-    obs.into_iter().map(|(key, f)| judge_flow(key, f, s, r, s_end, r_end, offset, opts)).collect()
+    let window = Window {
+        s_end: s.end_wall_ns,
+        r_start: (r.identity.attached_wall_ns > 0).then(|| r.identity.attached_wall_ns - shift),
+        r_end: r.end_wall_ns.map(|e| e - shift),
+    };
+    obs.into_iter().map(|(key, f)| judge_flow(key, f, s, r, window, offset, opts)).collect()
 }
 
 /// Whether `item` is carried on by the observations of the next stage.
@@ -174,17 +177,15 @@ fn delays(from: &[Item], to: &[Item]) -> Vec<f64> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn judge_flow(
-    key: FlowKey,
-    f: FlowObs<'_>,
-    s: &NodeTrace<'_>,
-    r: &NodeTrace<'_>,
+/// When each side was watching, on the sender's clock.
+#[derive(Clone, Copy)]
+struct Window {
     s_end: Option<i64>,
+    r_start: Option<i64>,
     r_end: Option<i64>,
-    offset: Option<(i64, i64)>,
-    opts: Options,
-) -> Flow {
+}
+
+fn judge_flow(key: FlowKey, f: FlowObs<'_>, s: &NodeTrace<'_>, r: &NodeTrace<'_>, w: Window, offset: Option<(i64, i64)>, opts: Options) -> Flow {
     let st = &f.stages;
     let hops = HopCounts {
         overlay_egress: st[0].len() as u64,
@@ -203,26 +204,37 @@ fn judge_flow(
     let mut in_flight = 0;
     let mut lost_in_underlay: Vec<u32> = Vec::new();
     let mut delivered_lens: Vec<u32> = Vec::new();
-    for w in active.windows(2) {
-        let (k, next) = (w[0], w[1]);
+    for pair in active.windows(2) {
+        let (k, next) = (pair[0], pair[1]);
+        // Seen at any later stage means not lost here: a hook that missed a
+        // packet (or a backend that cannot see it) must not invent a loss.
+        let later: Vec<Item> = active.iter().filter(|&&j| j > k).flat_map(|&j| st[j].iter().cloned()).collect();
         let mut budget: HashMap<String, u64> = HashMap::new();
-        for i in &st[next] {
-            if let Some(fp) = &i.fp {
-                *budget.entry(fp.clone()).or_default() += 1;
+        for &j in active.iter().filter(|&&j| j > k) {
+            let mut here: HashMap<&str, u64> = HashMap::new();
+            for i in &st[j] {
+                if let Some(fp) = &i.fp {
+                    *here.entry(fp).or_default() += 1;
+                }
+            }
+            for (fp, n) in here {
+                let slot = budget.entry(fp.to_owned()).or_default();
+                *slot = (*slot).max(n);
             }
         }
-        let next_ranges = union(&st[next]);
-        // The next stage's observer must have been watching long enough.
-        let end = if next >= 2 { r_end } else { s_end };
+        let later_ranges = union(&later);
+        // The next stage's observer must have been watching: from its
+        // attachment until its end, less the time a frame may be in flight.
+        let (start, end) = if next >= 2 { (w.r_start, w.r_end) } else { (None, w.s_end) };
         for item in &st[k] {
-            let ok = carried(item, &st[next], &mut budget, &next_ranges);
+            let ok = carried(item, &later, &mut budget, &later_ranges);
             if k == 1 && ok {
                 delivered_lens.push(item.len);
             }
             if ok {
                 continue;
             }
-            if end.is_some_and(|e| item.wall > e - opts.grace_ns) {
+            if end.is_some_and(|e| item.wall > e - opts.grace_ns) || start.is_some_and(|b| item.wall < b) {
                 in_flight += 1;
                 continue;
             }

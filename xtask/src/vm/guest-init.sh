@@ -4,6 +4,9 @@
 # with FT-VM-; the last one is always FT-VM-RESULT, then the guest powers off.
 
 /bin/busybox --install -s /bin
+# busybox sh runs its own applets before searching PATH, and its `ip` is
+# not iproute2: call the real tools by path.
+IP=/usr/sbin/ip
 export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root
 mount -t proc proc /proc
@@ -20,7 +23,7 @@ mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 # Kernel messages would interleave with the markers; dmesg is printed on failure.
 dmesg -n 1
 hostname ft-vm
-ip link set lo up
+$IP link set lo up
 up() { cut -d' ' -f1 /proc/uptime; }
 echo "FT-VM-BOOTED kernel=$(uname -r) uptime=$(up)"
 
@@ -40,15 +43,15 @@ fact lockdown "$(cat /sys/kernel/security/lockdown 2>/dev/null)"
 
 # A one-node lab for the attach probes: a vxlan device over a veth, as
 # flannel would set it up (port 8475, VNI 1).
-ip netns add ftvm-probe
-ip netns exec ftvm-probe sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6'
-ip -n ftvm-probe link set lo up
-ip -n ftvm-probe link add eth1 type veth peer name eth1p
-ip -n ftvm-probe addr add 10.99.0.1/24 dev eth1
-ip -n ftvm-probe link set eth1 up
-ip -n ftvm-probe link set eth1p up
-ip -n ftvm-probe link add flannel.1 type vxlan id 1 local 10.99.0.1 dev eth1 dstport 8475 nolearning
-ip -n ftvm-probe link set flannel.1 up
+$IP netns add ftvm-probe
+$IP netns exec ftvm-probe /bin/sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6'
+$IP -n ftvm-probe link set lo up
+$IP -n ftvm-probe link add eth1 type veth peer name eth1p
+$IP -n ftvm-probe addr add 10.99.0.1/24 dev eth1
+$IP -n ftvm-probe link set eth1 up
+$IP -n ftvm-probe link set eth1p up
+$IP -n ftvm-probe link add flannel.1 type vxlan id 1 local 10.99.0.1 dev eth1 dstport 8475 nolearning
+$IP -n ftvm-probe link set flannel.1 up
 
 # One tracer run per backend: the start record (backends chosen) or the
 # error (why not), with the verifier log's tail when a program was refused.
@@ -56,7 +59,7 @@ n=0
 probe() {
     n=$((n + 1))
     rm -f /tmp/vlog
-    ip netns exec ftvm-probe flannel-trace --json --duration 1s --verifier-log /tmp/vlog "$@" >/tmp/probe.out 2>/tmp/probe.err
+    $IP netns exec ftvm-probe /usr/local/bin/flannel-trace --json --duration 1s --verifier-log /tmp/vlog "$@" >/tmp/probe.out 2>/tmp/probe.err
     rc=$?
     start=$(grep '"type":"start"' /tmp/probe.out | head -n1)
     err=$(tr '\t\n' '  ' < /tmp/probe.err | cut -c1-3000)
@@ -76,7 +79,7 @@ probe --vxlan-rcv-backend tracepoint
 probe --drop-backend tp-btf
 probe --drop-backend tracepoint
 echo "FT-VM-PROBES-END uptime=$(up)"
-ip netns del ftvm-probe
+$IP netns del ftvm-probe
 
 export FLANNEL_TRACE_BIN=/usr/local/bin/flannel-trace
 echo "FT-VM-TESTS-BEGIN uptime=$(up) args=@TEST_ARGS@"

@@ -275,7 +275,6 @@ fn unpack(apt: &Apt, image: &str, root: &Path) -> anyhow::Result<Kernel> {
 
 /// A module to put into the guest, decompressed, in load order.
 pub struct Module {
-    pub name: String,
     /// Path below lib/modules/<release>/, ending in `.ko`.
     pub rel_path: String,
     pub data: Vec<u8>,
@@ -353,7 +352,7 @@ impl Kernel {
         }
         let rel = path.strip_prefix(&self.modules_dir).expect("below modules_dir").to_string_lossy().into_owned();
         let rel_path = format!("{}.ko", rel.split(".ko").next().expect("has .ko"));
-        order.push(Module { name: name.to_owned(), rel_path, data });
+        order.push(Module { rel_path, data });
         Ok(())
     }
 }
