@@ -112,7 +112,10 @@ impl Ports {
     #[inline(always)]
     pub fn contains(&self, port: u16) -> bool {
         port != 0
-            && (self.ports[0] == port || self.ports[1] == port || self.ports[2] == port || self.ports[3] == port)
+            && (self.ports[0] == port
+                || self.ports[1] == port
+                || self.ports[2] == port
+                || self.ports[3] == port)
     }
 
     /// Add a port; false when full. Adding a present port is a no-op.

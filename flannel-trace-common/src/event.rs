@@ -88,7 +88,10 @@ impl TryFrom<u8> for EventKind {
 pub enum DecodeError {
     /// The record is not `size_of::<RawEvent>()` bytes long: the eBPF object
     /// and the userspace binary disagree on the layout.
-    Size { got: usize, want: usize },
+    Size {
+        got: usize,
+        want: usize,
+    },
     UnknownKind(u8),
     UnknownHop(u8),
 }

@@ -52,7 +52,10 @@ impl ParseError {
     /// Whether this frame belongs to the overlay yet could not be decoded:
     /// such frames are counted as unparsed rather than silently ignored.
     pub const fn is_overlay_failure(self) -> bool {
-        matches!(self, ParseError::BadVxlan | ParseError::Short | ParseError::BadIp)
+        matches!(
+            self,
+            ParseError::BadVxlan | ParseError::Short | ParseError::BadIp
+        )
     }
 }
 
@@ -118,7 +121,11 @@ fn parse_eth<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<L2, ParseError> {
         ethertype = be16([tag[2], tag[3]]);
         l3 += 4;
     }
-    Ok(L2 { ethertype, l3, vlan })
+    Ok(L2 {
+        ethertype,
+        l3,
+        vlan,
+    })
 }
 
 /// The parts of an IP header the tracer reports.
@@ -219,7 +226,11 @@ fn parse_ipv6<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
 }
 
 #[inline(always)]
-fn parse_l3<B: Bytes + ?Sized>(b: &B, layer: Layer, off: usize) -> Result<(Ip, Option<u16>), ParseError> {
+fn parse_l3<B: Bytes + ?Sized>(
+    b: &B,
+    layer: Layer,
+    off: usize,
+) -> Result<(Ip, Option<u16>), ParseError> {
     let (ethertype, l3, vlan) = match layer {
         Layer::Ethernet => {
             let l2 = parse_eth(b, off)?;
@@ -356,7 +367,12 @@ fn parse_vxlan<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<u32, ParseError> 
 /// Recover them when every check agrees (UDP port, IP version, header length
 /// and protocol); otherwise leave `out` untouched.
 #[inline(always)]
-pub fn recover_outer<B: Bytes + ?Sized>(b: &B, inner_mac: usize, ports: &Ports, out: &mut PacketInfo) -> bool {
+pub fn recover_outer<B: Bytes + ?Sized>(
+    b: &B,
+    inner_mac: usize,
+    ports: &Ports,
+    out: &mut PacketInfo,
+) -> bool {
     let Some(vx_off) = inner_mac.checked_sub(VXLAN_HLEN) else {
         return false;
     };
@@ -427,5 +443,12 @@ pub fn filter_matches(cfg: &crate::Config, p: &PacketInfo) -> bool {
 fn words(a: &[u8; 16], family: u8) -> (u64, u64) {
     let hi = u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
     let lo = u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
-    if family == AF_INET { (hi & u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]), 0) } else { (hi, lo) }
+    if family == AF_INET {
+        (
+            hi & u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]),
+            0,
+        )
+    } else {
+        (hi, lo)
+    }
 }

@@ -9,8 +9,12 @@ use crate::parse::{Layer, ParseError, filter_matches, parse_inner, parse_underla
 use crate::{Config, Ports};
 
 const PORT: u16 = 8475;
-const PORTS: Ports = Ports { ports: [8475, 0, 0, 0] };
-const OTHER: Ports = Ports { ports: [8472, 0, 0, 0] };
+const PORTS: Ports = Ports {
+    ports: [8475, 0, 0, 0],
+};
+const OTHER: Ports = Ports {
+    ports: [8472, 0, 0, 0],
+};
 
 fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
     let mut f = Vec::new();
@@ -91,13 +95,27 @@ const NODE_B: [u8; 4] = [10, 25, 1, 55];
 
 fn inner_tcp_frame() -> Vec<u8> {
     let mut f = eth(0x0800, &[]);
-    f.extend(ipv4(6, POD_A, POD_B, 4242, &[], &tcp(40000, 80, 1000, 0, 0x02)));
+    f.extend(ipv4(
+        6,
+        POD_A,
+        POD_B,
+        4242,
+        &[],
+        &tcp(40000, 80, 1000, 0, 0x02),
+    ));
     f
 }
 
 fn encapsulate(inner: &[u8], vlans: &[u16]) -> Vec<u8> {
     let mut f = eth(0x0800, vlans);
-    f.extend(ipv4(17, NODE_B, NODE_A, 7, &[], &udp(51000, PORT, &vxlan(1, inner))));
+    f.extend(ipv4(
+        17,
+        NODE_B,
+        NODE_A,
+        7,
+        &[],
+        &udp(51000, PORT, &vxlan(1, inner)),
+    ));
     f
 }
 
@@ -110,15 +128,24 @@ fn underlay_ipv4_vxlan_tcp() {
     let frame = encapsulate(&inner_tcp_frame(), &[]);
     let mut p = PacketInfo::default();
     parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p).unwrap();
-    assert_eq!(p.flags & (flags::HAS_OUTER | flags::HAS_INNER | flags::HAS_L4), flags::HAS_OUTER | flags::HAS_INNER | flags::HAS_L4);
+    assert_eq!(
+        p.flags & (flags::HAS_OUTER | flags::HAS_INNER | flags::HAS_L4),
+        flags::HAS_OUTER | flags::HAS_INNER | flags::HAS_L4
+    );
     assert_eq!(p.outer.family, AF_INET);
     assert_eq!(v4(&p.outer.src), NODE_B);
     assert_eq!(v4(&p.outer.dst), NODE_A);
-    assert_eq!((p.outer.sport, p.outer.dport, p.outer.proto), (51000, PORT, 17));
+    assert_eq!(
+        (p.outer.sport, p.outer.dport, p.outer.proto),
+        (51000, PORT, 17)
+    );
     assert_eq!(p.vni, 1);
     assert_eq!(v4(&p.inner.src), POD_A);
     assert_eq!(v4(&p.inner.dst), POD_B);
-    assert_eq!((p.inner.sport, p.inner.dport, p.inner.proto), (40000, 80, 6));
+    assert_eq!(
+        (p.inner.sport, p.inner.dport, p.inner.proto),
+        (40000, 80, 6)
+    );
     assert_eq!((p.tcp_seq, p.tcp_flags, p.ip_id), (1000, 0x02, 4242));
     assert_eq!((p.ip_hlen, p.tcp_hlen, p.inner_len), (20, 20, 40));
 }
@@ -127,7 +154,10 @@ fn underlay_ipv4_vxlan_tcp() {
 fn other_port_is_not_overlay() {
     let frame = encapsulate(&inner_tcp_frame(), &[]);
     let mut p = PacketInfo::default();
-    assert_eq!(parse_underlay(&frame[..], Layer::Ethernet, 0, &OTHER, &mut p), Err(ParseError::NotOverlay));
+    assert_eq!(
+        parse_underlay(&frame[..], Layer::Ethernet, 0, &OTHER, &mut p),
+        Err(ParseError::NotOverlay)
+    );
     assert_eq!(p.flags, 0, "nothing may be reported for foreign traffic");
 }
 
@@ -136,7 +166,10 @@ fn arp_is_not_ip() {
     let mut frame = eth(0x0806, &[]);
     frame.extend_from_slice(&[0; 28]);
     let mut p = PacketInfo::default();
-    assert_eq!(parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p), Err(ParseError::NotIp));
+    assert_eq!(
+        parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p),
+        Err(ParseError::NotIp)
+    );
     assert!(!ParseError::NotIp.is_overlay_failure());
 }
 
@@ -155,7 +188,14 @@ fn ipv4_options_honour_ihl() {
     // 8 bytes of options (NOP NOP NOP NOP + a 4-byte router alert).
     let options = [1, 1, 1, 1, 0x94, 4, 0, 0];
     let mut frame = eth(0x0800, &[]);
-    frame.extend(ipv4(6, POD_A, POD_B, 9, &options, &tcp(1234, 5678, 77, 88, 0x18)));
+    frame.extend(ipv4(
+        6,
+        POD_A,
+        POD_B,
+        9,
+        &options,
+        &tcp(1234, 5678, 77, 88, 0x18),
+    ));
     let mut p = PacketInfo::default();
     parse_inner(&frame[..], Layer::Ethernet, 0, &mut p).unwrap();
     assert_eq!((p.inner.sport, p.inner.dport), (1234, 5678));
@@ -167,7 +207,14 @@ fn ipv4_options_honour_ihl() {
 fn outer_ipv4_options_honour_ihl() {
     let inner = inner_tcp_frame();
     let mut frame = eth(0x0800, &[]);
-    frame.extend(ipv4(17, NODE_B, NODE_A, 7, &[1, 1, 1, 0], &udp(51000, PORT, &vxlan(1, &inner))));
+    frame.extend(ipv4(
+        17,
+        NODE_B,
+        NODE_A,
+        7,
+        &[1, 1, 1, 0],
+        &udp(51000, PORT, &vxlan(1, &inner)),
+    ));
     let mut p = PacketInfo::default();
     parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p).unwrap();
     assert_eq!(p.inner.dport, 80);
@@ -180,7 +227,10 @@ fn bad_ihl_is_rejected() {
     ip[0] = 0x44; // IHL 4 (16 bytes) is impossible
     frame.extend(ip);
     let mut p = PacketInfo::default();
-    assert_eq!(parse_inner(&frame[..], Layer::Ethernet, 0, &mut p), Err(ParseError::BadIp));
+    assert_eq!(
+        parse_inner(&frame[..], Layer::Ethernet, 0, &mut p),
+        Err(ParseError::BadIp)
+    );
 }
 
 #[test]
@@ -203,7 +253,11 @@ fn ipv6_underlay_and_inner_with_extension_headers() {
     assert_eq!(p.inner.family, AF_INET6);
     assert_eq!(p.inner.proto, 6);
     assert_eq!((p.inner.sport, p.inner.dport, p.tcp_seq), (443, 50000, 5));
-    assert_eq!(p.ip_hlen, 40 + 8 + 16, "extension headers count as IP header");
+    assert_eq!(
+        p.ip_hlen,
+        40 + 8 + 16,
+        "extension headers count as IP header"
+    );
 }
 
 #[test]
@@ -244,7 +298,10 @@ fn truncated_frames() {
     // Cut inside the Ethernet header.
     for cut in 0..14 {
         let mut p = PacketInfo::default();
-        assert_eq!(parse_underlay(&frame[..cut], Layer::Ethernet, 0, &PORTS, &mut p), Err(ParseError::Short));
+        assert_eq!(
+            parse_underlay(&frame[..cut], Layer::Ethernet, 0, &PORTS, &mut p),
+            Err(ParseError::Short)
+        );
     }
     // Every prefix parses or errs; none panics.
     for cut in 0..frame.len() {
@@ -261,7 +318,10 @@ fn vxlan_without_i_flag_is_bad() {
     let mut frame = eth(0x0800, &[]);
     frame.extend(ipv4(17, NODE_B, NODE_A, 7, &[], &udp(51000, PORT, &vx)));
     let mut p = PacketInfo::default();
-    assert_eq!(parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p), Err(ParseError::BadVxlan));
+    assert_eq!(
+        parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p),
+        Err(ParseError::BadVxlan)
+    );
 }
 
 #[test]
@@ -312,8 +372,14 @@ fn outer_recovered_from_headroom() {
     assert_eq!(p.vni, 1);
     assert_ne!(p.flags & flags::OUTER_FROM_HEADROOM, 0);
     let mut q = PacketInfo::default();
-    assert!(!recover_outer(&wire[..], inner_mac, &OTHER, &mut q), "wrong port must not match");
-    assert!(!recover_outer(&wire[..], 10, &PORTS, &mut q), "too close to the start");
+    assert!(
+        !recover_outer(&wire[..], inner_mac, &OTHER, &mut q),
+        "wrong port must not match"
+    );
+    assert!(
+        !recover_outer(&wire[..], 10, &PORTS, &mut q),
+        "too close to the start"
+    );
     assert_eq!(q, PacketInfo::default());
 }
 
@@ -335,13 +401,26 @@ fn filters() {
 
 #[test]
 fn decode_event() {
-    let ev = RawEvent { kind: EventKind::Drop as u8, hop: Hop::Drop as u8, drop_reason: 7, ..Default::default() };
-    let bytes: &[u8] = unsafe { core::slice::from_raw_parts((&ev as *const RawEvent).cast::<u8>(), RawEvent::SIZE) };
+    let ev = RawEvent {
+        kind: EventKind::Drop as u8,
+        hop: Hop::Drop as u8,
+        drop_reason: 7,
+        ..Default::default()
+    };
+    let bytes: &[u8] = unsafe {
+        core::slice::from_raw_parts((&ev as *const RawEvent).cast::<u8>(), RawEvent::SIZE)
+    };
     let back = RawEvent::from_bytes(bytes).unwrap();
     assert_eq!(back.kind(), Ok(EventKind::Drop));
     assert_eq!(back.hop(), Ok(Hop::Drop));
     assert_eq!(back.drop_reason, 7);
-    assert_eq!(RawEvent::from_bytes(&bytes[1..]), Err(DecodeError::Size { got: RawEvent::SIZE - 1, want: RawEvent::SIZE }));
+    assert_eq!(
+        RawEvent::from_bytes(&bytes[1..]),
+        Err(DecodeError::Size {
+            got: RawEvent::SIZE - 1,
+            want: RawEvent::SIZE
+        })
+    );
     let mut bad = ev;
     bad.hop = 99;
     bad.kind = 0;

@@ -5,7 +5,9 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
-use flannel_trace_common::{Counter, EventKind, Hop, PacketInfo, Ports, RawEvent, config::COUNTER_SLOTS};
+use flannel_trace_common::{
+    Counter, EventKind, Hop, PacketInfo, Ports, RawEvent, config::COUNTER_SLOTS,
+};
 
 /// Default 4 MiB; userspace resizes it (`--ring-size`) before loading.
 #[map]

@@ -24,6 +24,9 @@ use crate::{
 static mut CONFIG: Config = Config::zeroed();
 
 #[inline(always)]
+// A direct `&CONFIG` on a `static mut` is refused in edition 2024; the raw
+// pointer is the sanctioned route, which this lint mistakes for a detour.
+#[allow(clippy::deref_addrof)]
 pub fn config() -> &'static Config {
     // SAFETY: written only by the loader, before any program runs.
     unsafe { &*(&raw const CONFIG) }
@@ -43,7 +46,8 @@ impl Bytes for TcBytes<'_> {
 fn keep(cfg: &Config, r: Result<(), ParseError>, pkt: &PacketInfo) -> bool {
     match r {
         Ok(()) => {
-            let vni_ok = cfg.vni == ANY_VNI || pkt.flags & flags::HAS_OUTER == 0 || pkt.vni == cfg.vni;
+            let vni_ok =
+                cfg.vni == ANY_VNI || pkt.flags & flags::HAS_OUTER == 0 || pkt.vni == cfg.vni;
             vni_ok && filter_matches(cfg, pkt)
         }
         Err(e) => {
@@ -202,4 +206,3 @@ pub fn try_drop_tracepoint(ctx: &TracePointContext) -> Result<(), ()> {
     };
     try_drop(addr, location, reason)
 }
-

@@ -5,6 +5,9 @@
 //! drops traffic) and probes return 0.
 #![no_std]
 #![no_main]
+// The `#[classifier]` macro generates the extern entry taking the kernel's
+// raw context pointer; that entry is what this lint flags.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod emit;
 mod hooks;
@@ -83,7 +86,11 @@ pub fn ft_vxlan_tp(ctx: TracePointContext) -> u32 {
 pub fn ft_drop_tpbtf(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
-    let reason: u32 = if hooks::config().has_drop_reason != 0 { ctx.arg(2) } else { 0 };
+    let reason: u32 = if hooks::config().has_drop_reason != 0 {
+        ctx.arg(2)
+    } else {
+        0
+    };
     let _ = hooks::try_drop(skb, location, reason);
     0
 }

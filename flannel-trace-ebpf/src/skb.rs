@@ -63,7 +63,13 @@ impl Skb {
         }
         let headlen = len.saturating_sub(data_len) as u64;
         let end = (data - head + headlen) as usize;
-        let hdr = |h: u16| if h == HDR_UNSET { None } else { Some(h as usize) };
+        let hdr = |h: u16| {
+            if h == HDR_UNSET {
+                None
+            } else {
+                Some(h as usize)
+            }
+        };
         Some(Skb {
             addr,
             bytes: SkbBytes { head, end },

@@ -395,6 +395,7 @@ impl Btf {
     }
 
     /// Size in bytes of a struct; same as `member_size(name, &[])`.
+    #[cfg(test)]
     pub fn struct_size(&self, struct_name: &str) -> Result<u32, BtfError> {
         self.member_size(struct_name, &[])
     }

@@ -13,14 +13,19 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// flannel-trace attaches eBPF programs to one node's VXLAN datapath and
 /// reports every encapsulated packet at each hop it passes, with its inner
 /// and outer 5-tuple, and every kernel drop of such a packet with the
-/// kernel's drop reason:
+/// kernel's drop reason. The hops:
 ///
-///   overlay-egress    TC egress on the vxlan device: the inner frame enters the tunnel
-///   underlay-egress   TC egress on the underlay NIC: the encapsulated frame leaves the node
-///   underlay-ingress  TC ingress on the underlay NIC: an encapsulated frame arrives
-///   vxlan-rcv         the vxlan receive path (decapsulation)
-///   overlay-ingress   TC ingress on the vxlan device: the decapsulated inner frame
-///   drop              skb:kfree_skb for this overlay's packets, with reason and location
+/// overlay-egress: TC egress on the vxlan device, the inner frame enters the tunnel.
+///
+/// underlay-egress: TC egress on the underlay NIC, the encapsulated frame leaves.
+///
+/// underlay-ingress: TC ingress on the underlay NIC, an encapsulated frame arrives.
+///
+/// vxlan-rcv: the vxlan receive path (decapsulation).
+///
+/// overlay-ingress: TC ingress on the vxlan device, the decapsulated inner frame.
+///
+/// drop: skb:kfree_skb of this overlay's packets, with reason and location.
 ///
 /// Only the network namespace flannel-trace runs in is traced. It needs root
 /// (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) and a kernel with BTF. It leaves
@@ -47,7 +52,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     long_about,
     max_term_width = 100,
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    after_long_help = EXAMPLES
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -55,6 +61,19 @@ pub struct Cli {
     #[command(flatten)]
     pub trace: TraceArgs,
 }
+
+const EXAMPLES: &str = "\
+Examples:
+  Watch one node's overlay traffic and drops (port from flannel.1):
+    flannel-trace
+  The incident: which hop loses frames between two nodes on udp/8475?
+    node A: flannel-trace --port 8475 --listen 10.25.1.51:7800 --token \"$T\" --probe
+    node B: flannel-trace --port 8475 --peer 10.25.1.51:7800 --token \"$T\" --probe
+  Offline, e.g. when the nodes cannot reach each other at all:
+    each node: flannel-trace --port 8475 --record /tmp/$(hostname).rec --duration 60s
+    anywhere:  flannel-trace join a.rec b.rec
+  Only one pod's TCP traffic, as JSON lines:
+    flannel-trace --host 10.244.3.17 --proto tcp --json";
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
@@ -242,14 +261,22 @@ pub enum DropBackendChoice {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration such as 30s, 5m or 1h"))?;
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 30s, 5m or 1h"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" | "" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("unknown unit `{unit}` in `{s}` (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{s}` (use ms, s, m or h)"
+            ));
+        }
     };
     if !(secs > 0.0 && secs.is_finite()) {
         return Err(format!("duration `{s}` must be positive"));
@@ -258,9 +285,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn parse_ring_size(s: &str) -> Result<u32, String> {
-    let n: u32 = s.parse().map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of bytes"))?;
     if n < 4096 || !n.is_power_of_two() {
-        return Err(format!("ring size {n} must be a power of two of at least 4096"));
+        return Err(format!(
+            "ring size {n} must be a power of two of at least 4096"
+        ));
     }
     Ok(n)
 }

@@ -11,10 +11,13 @@ pub struct Clock {
 }
 
 fn now(clock: libc::clockid_t) -> i64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid clock id and out pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+    ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
 impl Clock {
@@ -23,13 +26,16 @@ impl Clock {
         let m1 = now(libc::CLOCK_MONOTONIC);
         let r = now(libc::CLOCK_REALTIME);
         let m2 = now(libc::CLOCK_MONOTONIC);
-        Clock { offset_ns: r - (m1 + m2) / 2 }
+        Clock {
+            offset_ns: r - (m1 + m2) / 2,
+        }
     }
 
     pub fn offset_ns(&self) -> i64 {
         self.offset_ns
     }
 
+    #[cfg(test)]
     pub fn monotonic_now() -> u64 {
         now(libc::CLOCK_MONOTONIC) as u64
     }
@@ -40,25 +46,38 @@ impl Clock {
     }
 
     pub fn now_wall_ns() -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0)
     }
 }
 
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-27T09:58:01.123456789Z`.
 pub fn rfc3339(unix_ns: i64) -> String {
-    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
+    let secs = unix_ns.div_euclid(1_000_000_000);
     let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
     let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, sod / 60 % 60, sod % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
 }
 
 /// `HH:MM:SS.micros` (UTC), for text output.
 pub fn time_of_day(unix_ns: i64) -> String {
-    let secs = unix_ns.div_euclid(1_000_000_000) as i64;
+    let secs = unix_ns.div_euclid(1_000_000_000);
     let micros = unix_ns.rem_euclid(1_000_000_000) / 1000;
     let sod = secs.rem_euclid(86_400);
-    format!("{:02}:{:02}:{:02}.{micros:06}", sod / 3600, sod / 60 % 60, sod % 60)
+    format!(
+        "{:02}:{:02}:{:02}.{micros:06}",
+        sod / 3600,
+        sod / 60 % 60,
+        sod % 60
+    )
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
@@ -87,7 +106,10 @@ mod tests {
         let t = 1_629_894_896_500_000_000i64;
         assert_eq!(rfc3339(t), "2021-08-25T12:34:56.500000000Z");
         assert_eq!(time_of_day(t), "12:34:56.500000");
-        assert_eq!(rfc3339(951_782_400 * 1_000_000_000), "2000-02-29T00:00:00.000000000Z");
+        assert_eq!(
+            rfc3339(951_782_400 * 1_000_000_000),
+            "2000-02-29T00:00:00.000000000Z"
+        );
     }
 
     #[test]

@@ -108,11 +108,19 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new(clock: Clock, reasons: HashMap<u32, String>, kallsyms: Kallsyms) -> Decoder {
-        Decoder { clock, reasons, kallsyms, ifnames: HashMap::new() }
+        Decoder {
+            clock,
+            reasons,
+            kallsyms,
+            ifnames: HashMap::new(),
+        }
     }
 
     fn ifname(&mut self, ifindex: u32) -> Option<String> {
-        self.ifnames.entry(ifindex).or_insert_with(|| netdev::ifname(ifindex)).clone()
+        self.ifnames
+            .entry(ifindex)
+            .or_insert_with(|| netdev::ifname(ifindex))
+            .clone()
     }
 
     pub fn decode(&mut self, raw: &RawEvent) -> Result<Event, DecodeError> {
@@ -128,23 +136,32 @@ impl Decoder {
                 seq: p.tcp_seq,
                 ack: p.tcp_ack,
                 flags: tcp_flags(p.tcp_flags),
-                payload_len: u32::from(p.inner_len).saturating_sub(u32::from(p.ip_hlen) + u32::from(p.tcp_hlen)),
+                payload_len: u32::from(p.inner_len)
+                    .saturating_sub(u32::from(p.ip_hlen) + u32::from(p.tcp_hlen)),
             }),
-            icmp: (matches!(p.inner.proto, 1 | 58) && p.flags & flags::HAS_L4 != 0).then_some(Icmp {
-                ty: p.icmp_type,
-                code: p.icmp_code,
-                id: p.icmp_id,
-                seq: p.icmp_seq,
-            }),
+            icmp: (matches!(p.inner.proto, 1 | 58) && p.flags & flags::HAS_L4 != 0).then_some(
+                Icmp {
+                    ty: p.icmp_type,
+                    code: p.icmp_code,
+                    id: p.icmp_id,
+                    seq: p.icmp_seq,
+                },
+            ),
             fragment: p.flags & flags::INNER_FRAGMENT != 0,
             truncated: p.flags & flags::TRUNCATED != 0,
         });
         let drop = (kind == EventKind::Drop).then(|| Drop {
             reason: (p.flags & flags::HAS_REASON != 0).then(|| {
-                self.reasons.get(&raw.drop_reason).cloned().unwrap_or_else(|| format!("reason#{}", raw.drop_reason))
+                self.reasons
+                    .get(&raw.drop_reason)
+                    .cloned()
+                    .unwrap_or_else(|| format!("reason#{}", raw.drop_reason))
             }),
             reason_code: (p.flags & flags::HAS_REASON != 0).then_some(raw.drop_reason),
-            location: self.kallsyms.symbolize(raw.drop_location).map(|s| s.to_string()),
+            location: self
+                .kallsyms
+                .symbolize(raw.drop_location)
+                .map(|s| s.to_string()),
             location_addr: format!("{:#x}", raw.drop_location),
         });
         Ok(Event {
@@ -169,7 +186,10 @@ impl Decoder {
 /// report consumed packets through a separate tracepoint, older ones may
 /// still pass `SKB_CONSUMED` here.
 pub fn is_real_drop(ev: &Event) -> bool {
-    !matches!(ev.drop.as_ref().and_then(|d| d.reason.as_deref()), Some("SKB_CONSUMED" | "NOT_DROPPED_YET"))
+    !matches!(
+        ev.drop.as_ref().and_then(|d| d.reason.as_deref()),
+        Some("SKB_CONSUMED" | "NOT_DROPPED_YET")
+    )
 }
 
 pub fn hop_of(ev: &Event) -> Option<Hop> {
@@ -214,10 +234,26 @@ pub fn proto_name(p: u8) -> String {
 }
 
 pub fn tcp_flags(f: u8) -> String {
-    const NAMES: [(u8, &str); 8] =
-        [(0x02, "SYN"), (0x10, "ACK"), (0x01, "FIN"), (0x04, "RST"), (0x08, "PSH"), (0x20, "URG"), (0x40, "ECE"), (0x80, "CWR")];
-    let v: Vec<&str> = NAMES.iter().filter(|(b, _)| f & b != 0).map(|(_, n)| *n).collect();
-    if v.is_empty() { "-".into() } else { v.join("|") }
+    const NAMES: [(u8, &str); 8] = [
+        (0x02, "SYN"),
+        (0x10, "ACK"),
+        (0x01, "FIN"),
+        (0x04, "RST"),
+        (0x08, "PSH"),
+        (0x20, "URG"),
+        (0x40, "ECE"),
+        (0x80, "CWR"),
+    ];
+    let v: Vec<&str> = NAMES
+        .iter()
+        .filter(|(b, _)| f & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.join("|")
+    }
 }
 
 #[cfg(test)]
@@ -232,7 +268,9 @@ mod tests {
     fn raw_drop(reason: u32) -> RawEvent {
         let mut frame = vec![0u8; 12];
         frame.extend_from_slice(&[0x08, 0x00]);
-        frame.extend_from_slice(&[0x45, 0, 0, 28, 0x12, 0x34, 0, 0, 64, 1, 0, 0, 10, 244, 0, 0, 10, 244, 1, 0]);
+        frame.extend_from_slice(&[
+            0x45, 0, 0, 28, 0x12, 0x34, 0, 0, 64, 1, 0, 0, 10, 244, 0, 0, 10, 244, 1, 0,
+        ]);
         frame.extend_from_slice(&[8, 0, 0, 0, 0, 7, 0, 1]);
         let mut pkt = PacketInfo::default();
         parse_inner(&frame[..], Layer::Ethernet, 0, &mut pkt).unwrap();

@@ -21,7 +21,10 @@ pub struct Fatal {
 
 impl Fatal {
     pub fn new(status: Status, error: impl Into<anyhow::Error>) -> Fatal {
-        Fatal { status, error: error.into() }
+        Fatal {
+            status,
+            error: error.into(),
+        }
     }
 
     pub fn exit_code(&self) -> ExitCode {
@@ -31,7 +34,10 @@ impl Fatal {
 
 impl From<anyhow::Error> for Fatal {
     fn from(error: anyhow::Error) -> Fatal {
-        Fatal { status: Status::Failure, error }
+        Fatal {
+            status: Status::Failure,
+            error,
+        }
     }
 }
 

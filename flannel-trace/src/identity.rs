@@ -57,7 +57,10 @@ pub struct FdbPeer {
 }
 
 pub fn mac_string(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 impl NodeIdentity {
@@ -69,11 +72,14 @@ impl NodeIdentity {
             IpAddr::V6(a) => a.is_unicast_link_local(),
         };
         let mut seen = Vec::new();
-        self.local.into_iter().chain(self.underlay_addrs.iter().copied()).filter(move |ip| {
-            let new = !link_local(ip) && !seen.contains(ip);
-            seen.push(*ip);
-            new
-        })
+        self.local
+            .into_iter()
+            .chain(self.underlay_addrs.iter().copied())
+            .filter(move |ip| {
+                let new = !link_local(ip) && !seen.contains(ip);
+                seen.push(*ip);
+                new
+            })
     }
 
     pub fn owns_underlay(&self, ip: IpAddr) -> bool {
@@ -85,7 +91,11 @@ impl NodeIdentity {
     /// on the vxlan device; the subnet length is not visible from the node,
     /// so /24 (IPv4) and /64 (IPv6) are assumed.
     pub fn owns_overlay(&self, ip: IpAddr) -> bool {
-        routable(ip) && self.vtep_addrs.iter().any(|v| routable(*v) && same_prefix(*v, ip))
+        routable(ip)
+            && self
+                .vtep_addrs
+                .iter()
+                .any(|v| routable(*v) && same_prefix(*v, ip))
     }
 }
 

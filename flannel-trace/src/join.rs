@@ -13,7 +13,10 @@ use crate::{
 fn trace(r: &Recording) -> NodeTrace<'_> {
     let mut gaps = Vec::new();
     if r.summary.is_none() {
-        gaps.push(format!("{} has no summary: the tracer was stopped abruptly", r.path.display()));
+        gaps.push(format!(
+            "{} has no summary: the tracer was stopped abruptly",
+            r.path.display()
+        ));
     }
     NodeTrace {
         identity: &r.identity,
@@ -27,11 +30,17 @@ fn trace(r: &Recording) -> NodeTrace<'_> {
 pub fn run(args: JoinArgs) -> Result<(), Fatal> {
     let a = record::read(&args.files[0]).fatal(Status::Failure)?;
     let b = record::read(&args.files[1]).fatal(Status::Failure)?;
-    let opts = Options { grace_ns: args.grace.as_nanos() as i64 };
+    let opts = Options {
+        grace_ns: args.grace.as_nanos() as i64,
+    };
     // Recordings carry each node's own wall clock; they are not compared.
     let report = verdict::judge(&trace(&a), &trace(&b), None, opts);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&Message::Verdict(report)).context("encoding the verdict")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Message::Verdict(report))
+                .context("encoding the verdict")?
+        );
     } else {
         print!("{}", render::text(&report));
     }

@@ -127,17 +127,20 @@ impl Kallsyms {
     }
 
     /// Number of distinct text symbol addresses known.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// True when no symbol is known (restricted, or empty input).
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Start address of the text symbol `name`, if known. Only one name is
     /// kept per address, so an alias of a preferred name is not found.
+    #[cfg(test)]
     pub fn address_of(&self, name: &str) -> Option<u64> {
         self.entries
             .iter()

@@ -13,6 +13,8 @@ use crate::btf::{Btf, BtfError};
 pub enum KernelError {
     #[error("{0}")]
     Btf(#[from] BtfError),
+    #[error("unexpected kernel struct layout ({0}): the probes cannot read it safely")]
+    Layout(String),
     #[error("cannot read the network namespace of this process (/proc/self/ns/net): {0}")]
     Netns(io::Error),
     #[error(
@@ -21,8 +23,33 @@ pub enum KernelError {
     Privilege(String),
 }
 
+/// The size each field must have for the programs to read it right; a
+/// kernel that differs is refused rather than misread.
+const FIELD_SIZES: [(&str, &[&str], u32); 11] = [
+    ("sk_buff", &["head"], 8),
+    ("sk_buff", &["data"], 8),
+    ("sk_buff", &["len"], 4),
+    ("sk_buff", &["data_len"], 4),
+    ("sk_buff", &["mac_header"], 2),
+    ("sk_buff", &["network_header"], 2),
+    ("sk_buff", &["protocol"], 2),
+    ("sk_buff", &["dev"], 8),
+    ("net_device", &["ifindex"], 4),
+    ("net_device", &["nd_net", "net"], 8),
+    ("net", &["ns", "inum"], 4),
+];
+
 /// Offsets of the kernel fields the probes read, from the running kernel's BTF.
-pub fn offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
+pub fn offsets(btf: &Btf) -> Result<KernelOffsets, KernelError> {
+    for (ty, path, want) in FIELD_SIZES {
+        let got = btf.member_size(ty, path)?;
+        if got != want {
+            return Err(KernelError::Layout(format!(
+                "{ty}.{} is {got} bytes, expected {want}",
+                path.join(".")
+            )));
+        }
+    }
     let skb = |f: &str| btf.member_offset("sk_buff", &[f]);
     Ok(KernelOffsets {
         skb_head: skb("head")?,
@@ -49,7 +76,12 @@ pub fn drop_reasons(btf: &Btf) -> HashMap<u32, String> {
         .into_iter()
         .filter_map(|(name, v)| {
             let v = u32::try_from(v).ok()?;
-            Some((v, name.strip_prefix("SKB_DROP_REASON_").unwrap_or(&name).to_owned()))
+            Some((
+                v,
+                name.strip_prefix("SKB_DROP_REASON_")
+                    .unwrap_or(&name)
+                    .to_owned(),
+            ))
         })
         .collect()
 }
@@ -57,7 +89,8 @@ pub fn drop_reasons(btf: &Btf) -> HashMap<u32, String> {
 /// Inode of this process's network namespace, as the kernel's `net.ns.inum`.
 pub fn netns_inode() -> Result<u32, KernelError> {
     let meta = fs::metadata("/proc/self/ns/net").map_err(KernelError::Netns)?;
-    u32::try_from(meta.ino()).map_err(|_| KernelError::Netns(io::Error::other("inode does not fit 32 bits")))
+    u32::try_from(meta.ino())
+        .map_err(|_| KernelError::Netns(io::Error::other("inode does not fit 32 bits")))
 }
 
 /// Refuse early, with a useful message, rather than fail on the first
@@ -84,10 +117,16 @@ pub fn check_privileges() -> Result<(), KernelError> {
     if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
         missing.push("CAP_PERFMON");
     }
-    if missing.is_empty() { Ok(()) } else { Err(KernelError::Privilege(missing.join(", "))) }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(KernelError::Privilege(missing.join(", ")))
+    }
 }
 
 /// `uname -r`, for the start banner and recordings.
 pub fn release() -> String {
-    fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }

@@ -41,7 +41,9 @@ impl Joiner {
         if events.len() < cap {
             events.push(ev);
         } else if gaps.iter().all(|g| !g.starts_with("event cap")) {
-            gaps.push(format!("event cap of {cap} reached (--max-events): later events were not joined"));
+            gaps.push(format!(
+                "event cap of {cap} reached (--max-events): later events were not joined"
+            ));
         }
     }
 
@@ -75,12 +77,20 @@ impl Joiner {
             .remote_summary
             .as_ref()
             .map(|s| s.end_wall_ns)
-            .or_else(|| self.remote_events.last().map(|e| e.ts_mono_ns as i64 + remote.clock_offset_ns));
+            .or_else(|| {
+                self.remote_events
+                    .last()
+                    .map(|e| e.ts_mono_ns as i64 + remote.clock_offset_ns)
+            });
         let b = NodeTrace {
             identity: remote,
             events: &self.remote_events,
             lost: self.remote_summary.as_ref().map_or(0, |s| s.lost),
-            end_wall_ns: if final_ { remote_end } else { Some(now + self.clock.map_or(0, |c| c.offset_ns)) },
+            end_wall_ns: if final_ {
+                remote_end
+            } else {
+                Some(now + self.clock.map_or(0, |c| c.offset_ns))
+            },
             gaps: remote_gaps,
         };
         let mut opts = Options::default();
@@ -94,7 +104,11 @@ impl Joiner {
     /// Direction verdicts that changed since last asked.
     pub fn changed(&mut self, r: &Report) -> Vec<String> {
         let now: Vec<String> = r.directions.iter().map(|d| d.verdict.clone()).collect();
-        let out = now.iter().filter(|v| !self.printed.contains(v)).cloned().collect();
+        let out = now
+            .iter()
+            .filter(|v| !self.printed.contains(v))
+            .cloned()
+            .collect();
         self.printed = now;
         out
     }

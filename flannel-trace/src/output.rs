@@ -59,13 +59,22 @@ pub fn start_text(s: &NodeIdentity) -> String {
 
 fn endpoints_text(e: &Endpoints) -> String {
     match (e.sport, e.dport) {
-        (Some(sp), Some(dp)) => format!("{} {}:{sp} > {}:{dp}", e.proto, bracket(e.src), bracket(e.dst)),
+        (Some(sp), Some(dp)) => format!(
+            "{} {}:{sp} > {}:{dp}",
+            e.proto,
+            bracket(e.src),
+            bracket(e.dst)
+        ),
         _ => format!("{} {} > {}", e.proto, e.src, e.dst),
     }
 }
 
 fn bracket(ip: IpAddr) -> String {
-    if ip.is_ipv6() { format!("[{ip}]") } else { ip.to_string() }
+    if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    }
 }
 
 pub fn event_text(e: &Event, clock_offset_ns: i64) -> String {
@@ -89,7 +98,11 @@ pub fn event_text(e: &Event, clock_offset_ns: i64) -> String {
                 let _ = write!(s, " [{}] seq {} ack {}", t.flags, t.seq, t.ack);
             }
             if let Some(c) = &i.icmp {
-                let _ = write!(s, " type {} code {} id {} seq {}", c.ty, c.code, c.id, c.seq);
+                let _ = write!(
+                    s,
+                    " type {} code {} id {} seq {}",
+                    c.ty, c.code, c.id, c.seq
+                );
             }
             if i.fragment {
                 s.push_str(" fragment");
@@ -131,10 +144,18 @@ pub fn summary_text(s: &Summary) -> String {
         );
     }
     if s.unparsed > 0 {
-        let _ = writeln!(out, "  {} frames on the overlay port could not be decoded", s.unparsed);
+        let _ = writeln!(
+            out,
+            "  {} frames on the overlay port could not be decoded",
+            s.unparsed
+        );
     }
     if s.decode_errors > 0 {
-        let _ = writeln!(out, "  {} records could not be decoded (binary and eBPF object out of step)", s.decode_errors);
+        let _ = writeln!(
+            out,
+            "  {} records could not be decoded (binary and eBPF object out of step)",
+            s.decode_errors
+        );
     }
     out
 }

@@ -13,7 +13,11 @@ pub enum ProbeError {
     #[error("cannot open a raw ICMP socket for --probe: {0} (needs CAP_NET_RAW)")]
     Socket(io::Error),
     #[error("sending probe {seq} to {to}: {source}")]
-    Send { seq: u16, to: IpAddr, source: io::Error },
+    Send {
+        seq: u16,
+        to: IpAddr,
+        source: io::Error,
+    },
 }
 
 /// The echo identifier of this process's probes.
@@ -22,7 +26,10 @@ pub fn echo_id() -> u16 {
 }
 
 fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
@@ -60,17 +67,35 @@ fn send_one(sock: &RawSocket, to: IpAddr, packet: &[u8]) -> io::Result<()> {
                 let mut sa: libc::sockaddr_in = mem::zeroed();
                 sa.sin_family = libc::AF_INET as libc::sa_family_t;
                 sa.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
-                libc::sendto(sock.0, packet.as_ptr().cast(), packet.len(), 0, (&raw const sa).cast(), mem::size_of_val(&sa) as u32)
+                libc::sendto(
+                    sock.0,
+                    packet.as_ptr().cast(),
+                    packet.len(),
+                    0,
+                    (&raw const sa).cast(),
+                    mem::size_of_val(&sa) as u32,
+                )
             }
             IpAddr::V6(a) => {
                 let mut sa: libc::sockaddr_in6 = mem::zeroed();
                 sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
                 sa.sin6_addr.s6_addr = a.octets();
-                libc::sendto(sock.0, packet.as_ptr().cast(), packet.len(), 0, (&raw const sa).cast(), mem::size_of_val(&sa) as u32)
+                libc::sendto(
+                    sock.0,
+                    packet.as_ptr().cast(),
+                    packet.len(),
+                    0,
+                    (&raw const sa).cast(),
+                    mem::size_of_val(&sa) as u32,
+                )
             }
         }
     };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Send `count` echo requests to `to`, `interval` apart. Replies are left
@@ -81,7 +106,13 @@ pub async fn run(to: IpAddr, count: u32, interval: Duration) -> Result<u32, Prob
         IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6),
     };
     // SAFETY: plain socket(2).
-    let fd = unsafe { libc::socket(family, libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, proto) };
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            proto,
+        )
+    };
     if fd < 0 {
         return Err(ProbeError::Socket(io::Error::last_os_error()));
     }

@@ -3,14 +3,15 @@
 
 use std::{fmt::Write as _, path::PathBuf};
 
+use aya::maps::Array;
 use aya::{
     Btf as AyaBtf, Ebpf, EbpfLoader,
     programs::{
-        BtfTracePoint, FEntry, KProbe, LinkOrder, ProgramError, SchedClassifier, TcAttach, TcAttachType, TracePoint,
+        BtfTracePoint, FEntry, KProbe, LinkOrder, ProgramError, SchedClassifier, TcAttach,
+        TcAttachType, TracePoint,
         tc::{self, NlOptions},
     },
 };
-use aya::maps::Array;
 use flannel_trace_common::{Config, Ports};
 use thiserror::Error;
 
@@ -29,7 +30,11 @@ pub enum ProbeError {
     #[error("program {0} is missing from the eBPF object (binary built from inconsistent sources)")]
     MissingProgram(&'static str),
     #[error("cannot attach {hop} on {iface}: {reason}")]
-    Tc { hop: &'static str, iface: String, reason: String },
+    Tc {
+        hop: &'static str,
+        iface: String,
+        reason: String,
+    },
     #[error("no backend of the {hop} hop works on this kernel: {tried}")]
     NoBackend { hop: &'static str, tried: String },
     #[error("map {0} is missing from the eBPF object")]
@@ -54,6 +59,9 @@ pub struct Plan {
     pub verifier_log: Option<PathBuf>,
     /// A mounted tracefs, if any (classic tracepoints need it).
     pub tracefs: Option<PathBuf>,
+    /// Whether `vxlan_rcv` is described in vmlinux BTF (vxlan built in);
+    /// fentry on a module function would need that module's BTF.
+    pub vxlan_rcv_in_vmlinux: bool,
 }
 
 /// Which backend serves a hook, and why others were passed over.
@@ -86,13 +94,22 @@ impl Probes {
         self.ebpf.as_mut().expect("present until drop")
     }
 
-    pub fn load(cfg: &Config, ports: Ports, plan: &Plan, dev: &Devices<'_>) -> Result<Probes, ProbeError> {
+    pub fn load(
+        cfg: &Config,
+        ports: Ports,
+        plan: &Plan,
+        dev: &Devices<'_>,
+    ) -> Result<Probes, ProbeError> {
         let ebpf = EbpfLoader::new()
             .override_global("CONFIG", cfg, true)
             .map_max_entries("EVENTS", plan.ring_size)
             .load(OBJECT)
             .map_err(ProbeError::Object)?;
-        let mut probes = Probes { ebpf: Some(ebpf), hooks: Vec::new(), created_qdiscs: Vec::new() };
+        let mut probes = Probes {
+            ebpf: Some(ebpf),
+            hooks: Vec::new(),
+            created_qdiscs: Vec::new(),
+        };
         probes.set_ports(ports)?;
         probes.attach_tc(plan, dev)?;
         probes.attach_vxlan_rcv(plan)?;
@@ -104,23 +121,57 @@ impl Probes {
 
     /// Replace the set of overlay ports the programs match, live.
     pub fn set_ports(&mut self, ports: Ports) -> Result<(), ProbeError> {
-        let map = self.ebpf_mut().map_mut("PORTS").ok_or(ProbeError::MissingMap("PORTS"))?;
-        let mut arr: Array<_, Ports> = Array::try_from(map).map_err(|e| ProbeError::Map("PORTS", e))?;
-        arr.set(0, &ports, 0).map_err(|e| ProbeError::Map("PORTS", e))
+        let map = self
+            .ebpf_mut()
+            .map_mut("PORTS")
+            .ok_or(ProbeError::MissingMap("PORTS"))?;
+        let mut arr: Array<_, Ports> =
+            Array::try_from(map).map_err(|e| ProbeError::Map("PORTS", e))?;
+        arr.set(0, &ports, 0)
+            .map_err(|e| ProbeError::Map("PORTS", e))
     }
 
     fn attach_tc(&mut self, plan: &Plan, dev: &Devices<'_>) -> Result<(), ProbeError> {
         let hooks = [
-            ("overlay-egress", "ft_ovl_egress", dev.vxlan, TcAttachType::Egress),
-            ("overlay-ingress", "ft_ovl_ingress", dev.vxlan, TcAttachType::Ingress),
-            ("underlay-egress", "ft_und_egress", dev.underlay, TcAttachType::Egress),
-            ("underlay-ingress", "ft_und_ingress", dev.underlay, TcAttachType::Ingress),
+            (
+                "overlay-egress",
+                "ft_ovl_egress",
+                dev.vxlan,
+                TcAttachType::Egress,
+            ),
+            (
+                "overlay-ingress",
+                "ft_ovl_ingress",
+                dev.vxlan,
+                TcAttachType::Ingress,
+            ),
+            (
+                "underlay-egress",
+                "ft_und_egress",
+                dev.underlay,
+                TcAttachType::Egress,
+            ),
+            (
+                "underlay-ingress",
+                "ft_und_ingress",
+                dev.underlay,
+                TcAttachType::Ingress,
+            ),
         ];
         for (hop, name, (ifindex, ifname), dir) in hooks {
             let (backend, fallbacks) = self
                 .attach_one_tc(plan, name, ifindex, ifname, dir)
-                .map_err(|reason| ProbeError::Tc { hop, iface: ifname.to_owned(), reason })?;
-            self.hooks.push(HookReport { hop: hop.into(), backend, target: ifname.to_owned(), fallbacks });
+                .map_err(|reason| ProbeError::Tc {
+                    hop,
+                    iface: ifname.to_owned(),
+                    reason,
+                })?;
+            self.hooks.push(HookReport {
+                hop: hop.into(),
+                backend,
+                target: ifname.to_owned(),
+                fallbacks,
+            });
         }
         Ok(())
     }
@@ -134,26 +185,48 @@ impl Probes {
         dir: TcAttachType,
     ) -> Result<(String, Vec<(String, String)>), String> {
         let log = plan.verifier_log.clone();
-        let prog: &mut SchedClassifier = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+        let prog: &mut SchedClassifier =
+            program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
         prog.load().map_err(|e| describe(&e, log.as_ref()))?;
         let mut fallbacks = Vec::new();
         if plan.tc_mode != TcMode::Netlink {
-            match prog.attach(ifindex, TcAttach::Tcx { attach_type: dir, order: LinkOrder::default() }) {
+            match prog.attach(
+                ifindex,
+                TcAttach::Tcx {
+                    attach_type: dir,
+                    order: LinkOrder::default(),
+                },
+            ) {
                 Ok(_) => return Ok(("tcx".into(), fallbacks)),
-                Err(e) if plan.tc_mode == TcMode::Auto => fallbacks.push(("tcx".into(), describe(&e, None))),
-                Err(e) => return Err(format!("TCX attach failed ({}); TCX needs Linux 6.6+, try --tc-mode netlink", describe(&e, None))),
+                Err(e) if plan.tc_mode == TcMode::Auto => {
+                    fallbacks.push(("tcx".into(), describe(&e, None)))
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "TCX attach failed ({}); TCX needs Linux 6.6+, try --tc-mode netlink",
+                        describe(&e, None)
+                    ));
+                }
             }
         }
         // Netlink: a clsact qdisc is needed; create it only if absent and
         // remember that we did, so that exactly that one is removed later.
         let had_clsact = netdev::has_clsact(ifindex).map_err(|e| e.to_string())?;
         if !had_clsact {
-            tc::qdisc_add_clsact(ifindex).map_err(|e| format!("adding a clsact qdisc failed: {e}"))?;
+            tc::qdisc_add_clsact(ifindex)
+                .map_err(|e| format!("adding a clsact qdisc failed: {e}"))?;
             self.created_qdiscs.push((ifindex, ifname.to_owned()));
         }
-        let prog: &mut SchedClassifier = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
-        prog.attach(ifindex, TcAttach::Netlink { parent: dir.into(), options: NlOptions::default() })
-            .map_err(|e| format!("netlink attach failed: {}", describe(&e, None)))?;
+        let prog: &mut SchedClassifier =
+            program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+        prog.attach(
+            ifindex,
+            TcAttach::Netlink {
+                parent: dir.into(),
+                options: NlOptions::default(),
+            },
+        )
+        .map_err(|e| format!("netlink attach failed: {}", describe(&e, None)))?;
         Ok(("netlink-clsact".into(), fallbacks))
     }
 
@@ -169,9 +242,15 @@ impl Probes {
         let mut fallbacks = Vec::new();
         for &b in order {
             let attempt = match b {
-                V::Fentry => self.fentry("ft_vxlan_fentry", "vxlan_rcv", plan).map(|()| ("fentry", "vxlan_rcv")),
-                V::Kprobe => self.kprobe("ft_vxlan_kprobe", "vxlan_rcv", plan).map(|()| ("kprobe", "vxlan_rcv")),
-                V::TpBtf => self.tp_btf("ft_vxlan_tpbtf", "netif_receive_skb", plan).map(|()| ("tp_btf", "netif_receive_skb")),
+                V::Fentry => self
+                    .fentry("ft_vxlan_fentry", "vxlan_rcv", plan)
+                    .map(|()| ("fentry", "vxlan_rcv")),
+                V::Kprobe => self
+                    .kprobe("ft_vxlan_kprobe", "vxlan_rcv", plan)
+                    .map(|()| ("kprobe", "vxlan_rcv")),
+                V::TpBtf => self
+                    .tp_btf("ft_vxlan_tpbtf", "netif_receive_skb", plan)
+                    .map(|()| ("tp_btf", "netif_receive_skb")),
                 V::Tracepoint => self
                     .tracepoint("ft_vxlan_tp", "net", "netif_receive_skb", plan)
                     .map(|()| ("tracepoint", "net:netif_receive_skb")),
@@ -179,7 +258,12 @@ impl Probes {
             };
             match attempt {
                 Ok((backend, target)) => {
-                    self.hooks.push(HookReport { hop: "vxlan-rcv".into(), backend: backend.into(), target: target.into(), fallbacks });
+                    self.hooks.push(HookReport {
+                        hop: "vxlan-rcv".into(),
+                        backend: backend.into(),
+                        target: target.into(),
+                        fallbacks,
+                    });
                     return Ok(());
                 }
                 Err(e) => {
@@ -188,14 +272,26 @@ impl Probes {
                 }
             }
         }
-        Err(ProbeError::NoBackend { hop: "vxlan-rcv", tried: format_tried(&fallbacks) })
+        Err(ProbeError::NoBackend {
+            hop: "vxlan-rcv",
+            tried: format_tried(&fallbacks),
+        })
     }
 
-    fn attach_drop(&mut self, plan: &Plan, choice: DropBackendChoice, has_reason: bool) -> Result<(), ProbeError> {
+    fn attach_drop(
+        &mut self,
+        plan: &Plan,
+        choice: DropBackendChoice,
+        has_reason: bool,
+    ) -> Result<(), ProbeError> {
         use DropBackendChoice as D;
         // Before 5.17 kfree_skb has no reason argument, and the verifier
         // refuses a tp_btf program that merely mentions a third one.
-        let tpbtf = if has_reason { "ft_drop_tpbtf" } else { "ft_drop_tpbtf_noreason" };
+        let tpbtf = if has_reason {
+            "ft_drop_tpbtf"
+        } else {
+            "ft_drop_tpbtf_noreason"
+        };
         let order: &[D] = match choice {
             D::Auto => &[D::TpBtf, D::Tracepoint],
             D::TpBtf => &[D::TpBtf],
@@ -204,22 +300,42 @@ impl Probes {
         let mut fallbacks = Vec::new();
         for &b in order {
             let attempt = match b {
-                D::TpBtf => self.tp_btf(tpbtf, "kfree_skb", plan).map(|()| ("tp_btf", "kfree_skb")),
-                D::Tracepoint => self.tracepoint("ft_drop_tp", "skb", "kfree_skb", plan).map(|()| ("tracepoint", "skb:kfree_skb")),
+                D::TpBtf => self
+                    .tp_btf(tpbtf, "kfree_skb", plan)
+                    .map(|()| ("tp_btf", "kfree_skb")),
+                D::Tracepoint => self
+                    .tracepoint("ft_drop_tp", "skb", "kfree_skb", plan)
+                    .map(|()| ("tracepoint", "skb:kfree_skb")),
                 D::Auto => unreachable!("not in the order"),
             };
             match attempt {
                 Ok((backend, target)) => {
-                    self.hooks.push(HookReport { hop: "drop".into(), backend: backend.into(), target: target.into(), fallbacks });
+                    self.hooks.push(HookReport {
+                        hop: "drop".into(),
+                        backend: backend.into(),
+                        target: target.into(),
+                        fallbacks,
+                    });
                     return Ok(());
                 }
                 Err(e) => {
                     self.unload(if b == D::TpBtf { tpbtf } else { "ft_drop_tp" });
-                    fallbacks.push((if b == D::TpBtf { "tp_btf" } else { "tracepoint" }.into(), e));
+                    fallbacks.push((
+                        if b == D::TpBtf {
+                            "tp_btf"
+                        } else {
+                            "tracepoint"
+                        }
+                        .into(),
+                        e,
+                    ));
                 }
             }
         }
-        Err(ProbeError::NoBackend { hop: "drop", tried: format_tried(&fallbacks) })
+        Err(ProbeError::NoBackend {
+            hop: "drop",
+            tried: format_tried(&fallbacks),
+        })
     }
 
     /// A program whose attach failed is unloaded rather than kept around.
@@ -238,16 +354,23 @@ impl Probes {
     }
 
     fn fentry(&mut self, name: &'static str, func: &str, plan: &Plan) -> Result<(), String> {
+        if !plan.vxlan_rcv_in_vmlinux {
+            return Err(format!(
+                "{func} is not in vmlinux BTF (vxlan is a module; fentry would need its module BTF)"
+            ));
+        }
         let btf = AyaBtf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
         let prog: &mut FEntry = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
-        prog.load(func, &btf).map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        prog.load(func, &btf)
+            .map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
         prog.attach().map_err(|e| describe(&e, None))?;
         Ok(())
     }
 
     fn kprobe(&mut self, name: &'static str, func: &str, plan: &Plan) -> Result<(), String> {
         let prog: &mut KProbe = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
-        prog.load().map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        prog.load()
+            .map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
         prog.attach(func, 0).map_err(|e| describe(&e, None))?;
         Ok(())
     }
@@ -255,17 +378,25 @@ impl Probes {
     fn tp_btf(&mut self, name: &'static str, tp: &str, plan: &Plan) -> Result<(), String> {
         let btf = AyaBtf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
         let prog: &mut BtfTracePoint = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
-        prog.load(tp, &btf).map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        prog.load(tp, &btf)
+            .map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
         prog.attach().map_err(|e| describe(&e, None))?;
         Ok(())
     }
 
-    fn tracepoint(&mut self, name: &'static str, category: &str, tp: &str, plan: &Plan) -> Result<(), String> {
+    fn tracepoint(
+        &mut self,
+        name: &'static str,
+        category: &str,
+        tp: &str,
+        plan: &Plan,
+    ) -> Result<(), String> {
         if plan.tracefs.is_none() {
             return Err("tracefs is not available".into());
         }
         let prog: &mut TracePoint = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
-        prog.load().map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        prog.load()
+            .map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
         prog.attach(category, tp).map_err(|e| describe(&e, None))?;
         Ok(())
     }
@@ -280,14 +411,20 @@ impl Drop for Probes {
             let foreign = [false, true]
                 .into_iter()
                 // A count that fails is treated as foreign: never delete blind.
-                .map(|egress| netdev::clsact_filter_count(ifindex, egress).unwrap_or(usize::MAX / 2))
+                .map(|egress| {
+                    netdev::clsact_filter_count(ifindex, egress).unwrap_or(usize::MAX / 2)
+                })
                 .sum::<usize>();
             if foreign > 0 {
-                log::warn!("leaving the clsact qdisc on {ifname}: it now carries {foreign} filter(s) of another tool");
+                log::warn!(
+                    "leaving the clsact qdisc on {ifname}: it now carries {foreign} filter(s) of another tool"
+                );
                 continue;
             }
             if let Err(e) = netdev::delete_clsact(ifindex) {
-                log::warn!("could not remove the clsact qdisc flannel-trace created on {ifname}: {e}");
+                log::warn!(
+                    "could not remove the clsact qdisc flannel-trace created on {ifname}: {e}"
+                );
             }
         }
     }
@@ -297,7 +434,10 @@ fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, P
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
-    ebpf.program_mut(name).ok_or(ProbeError::MissingProgram(name))?.try_into().map_err(|_| ProbeError::MissingProgram(name))
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))?
+        .try_into()
+        .map_err(|_| ProbeError::MissingProgram(name))
 }
 
 fn vxlan_program(b: VxlanBackendChoice) -> &'static str {
@@ -320,14 +460,21 @@ fn backend_name(b: VxlanBackendChoice) -> &'static str {
 }
 
 fn format_tried(tried: &[(String, String)]) -> String {
-    tried.iter().map(|(b, e)| format!("{b}: {e}")).collect::<Vec<_>>().join("; ")
+    tried
+        .iter()
+        .map(|(b, e)| format!("{b}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A program error in one line; a verifier log, when there is one, is
 /// summarised by its last lines and written whole to `log` if asked.
 fn describe(e: &ProgramError, log: Option<&PathBuf>) -> String {
     match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
             let text = verifier_log.to_string();
             if let Some(path) = log {
                 let _ = std::fs::write(path, &text);
@@ -335,7 +482,11 @@ fn describe(e: &ProgramError, log: Option<&PathBuf>) -> String {
             let tail: Vec<&str> = text.lines().rev().take(3).collect();
             let mut s = format!("load failed: {io_error}");
             if !tail.is_empty() {
-                let _ = write!(s, " (verifier: {})", tail.into_iter().rev().collect::<Vec<_>>().join(" | "));
+                let _ = write!(
+                    s,
+                    " (verifier: {})",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                );
             }
             s
         }

@@ -37,14 +37,24 @@ pub enum RecordError {
     Magic { path: PathBuf },
     #[error("{path} is a recording of format {version}; this flannel-trace reads format 1")]
     Version { path: PathBuf, version: u8 },
-    #[error("{path} is truncated at byte {offset}: the last frame is incomplete (was the copy cut short?)")]
+    #[error(
+        "{path} is truncated at byte {offset}: the last frame is incomplete (was the copy cut short?)"
+    )]
     Truncated { path: PathBuf, offset: usize },
     #[error("{path} is corrupt at byte {offset}: {source}")]
-    Corrupt { path: PathBuf, offset: usize, source: FrameError },
+    Corrupt {
+        path: PathBuf,
+        offset: usize,
+        source: FrameError,
+    },
     #[error("{path} does not start with the node's identity (a `start` record)")]
     NoStart { path: PathBuf },
     #[error("{path}: unexpected `{kind}` record at byte {offset}")]
-    Unexpected { path: PathBuf, offset: usize, kind: &'static str },
+    Unexpected {
+        path: PathBuf,
+        offset: usize,
+        kind: &'static str,
+    },
 }
 
 pub struct Writer {
@@ -54,25 +64,40 @@ pub struct Writer {
 
 impl Writer {
     pub fn create(path: &Path, identity: &NodeIdentity) -> Result<Writer, RecordError> {
-        let file = File::create(path).map_err(|source| RecordError::Create { path: path.into(), source })?;
-        let mut w = Writer { path: path.into(), out: BufWriter::new(file) };
+        let file = File::create(path).map_err(|source| RecordError::Create {
+            path: path.into(),
+            source,
+        })?;
+        let mut w = Writer {
+            path: path.into(),
+            out: BufWriter::new(file),
+        };
         w.raw(MAGIC)?;
         w.write(&Message::Start(identity.clone()))?;
         Ok(w)
     }
 
     fn raw(&mut self, b: &[u8]) -> Result<(), RecordError> {
-        self.out.write_all(b).map_err(|source| RecordError::Write { path: self.path.clone(), source })
+        self.out.write_all(b).map_err(|source| RecordError::Write {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     pub fn write(&mut self, msg: &Message) -> Result<(), RecordError> {
-        let frame = wire::encode(msg).map_err(|e| RecordError::Write { path: self.path.clone(), source: io::Error::other(e) })?;
+        let frame = wire::encode(msg).map_err(|e| RecordError::Write {
+            path: self.path.clone(),
+            source: io::Error::other(e),
+        })?;
         self.raw(&frame)
     }
 
     pub fn finish(mut self, summary: &Summary) -> Result<(), RecordError> {
         self.write(&Message::Summary(summary.clone()))?;
-        self.out.flush().map_err(|source| RecordError::Write { path: self.path.clone(), source })
+        self.out.flush().map_err(|source| RecordError::Write {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -89,7 +114,10 @@ pub fn read(path: &Path) -> Result<Recording, RecordError> {
     let mut data = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut data))
-        .map_err(|source| RecordError::Read { path: path.into(), source })?;
+        .map_err(|source| RecordError::Read {
+            path: path.into(),
+            source,
+        })?;
     parse(path, &data)
 }
 
@@ -99,7 +127,10 @@ fn parse(path: &Path, data: &[u8]) -> Result<Recording, RecordError> {
         return Err(RecordError::Magic { path: p() });
     }
     if data[6] != MAGIC[6] {
-        return Err(RecordError::Version { path: p(), version: data[6] });
+        return Err(RecordError::Version {
+            path: p(),
+            version: data[6],
+        });
     }
     let mut buf = BytesMut::from(&data[MAGIC.len()..]);
     let mut identity = None;
@@ -113,18 +144,35 @@ fn parse(path: &Path, data: &[u8]) -> Result<Recording, RecordError> {
         let msg = match wire::decode(&mut buf) {
             Ok(Some(m)) => m,
             Ok(None) => return Err(RecordError::Truncated { path: p(), offset }),
-            Err(source) => return Err(RecordError::Corrupt { path: p(), offset, source }),
+            Err(source) => {
+                return Err(RecordError::Corrupt {
+                    path: p(),
+                    offset,
+                    source,
+                });
+            }
         };
         match (msg, &identity) {
             (Message::Start(id), None) => identity = Some(id),
             (_, None) => return Err(RecordError::NoStart { path: p() }),
             (Message::Event(e), Some(_)) => events.push(e),
             (Message::Summary(s), Some(_)) if summary.is_none() => summary = Some(s),
-            (other, Some(_)) => return Err(RecordError::Unexpected { path: p(), offset, kind: kind(&other) }),
+            (other, Some(_)) => {
+                return Err(RecordError::Unexpected {
+                    path: p(),
+                    offset,
+                    kind: kind(&other),
+                });
+            }
         }
     }
     let identity = identity.ok_or(RecordError::NoStart { path: p() })?;
-    Ok(Recording { path: p(), identity, events, summary })
+    Ok(Recording {
+        path: p(),
+        identity,
+        events,
+        summary,
+    })
 }
 
 fn kind(m: &Message) -> &'static str {
@@ -150,7 +198,12 @@ mod tests {
     fn sample() -> Vec<u8> {
         let path = std::env::temp_dir().join(format!("ftrec-test-{}.rec", std::process::id()));
         let w = Writer::create(&path, &identity("node-a")).unwrap();
-        w.finish(&Summary { events: 0, complete: true, ..Summary::default() }).unwrap();
+        w.finish(&Summary {
+            events: 0,
+            complete: true,
+            ..Summary::default()
+        })
+        .unwrap();
         let data = std::fs::read(&path).unwrap();
         let back = read(&path).unwrap();
         assert_eq!(back.identity.node, "node-a");
@@ -183,11 +236,20 @@ mod tests {
             // Must not panic; most flips are errors.
             let _ = parse(Path::new("x.rec"), &bad);
         }
-        assert!(matches!(parse(Path::new("x.rec"), b"hello world"), Err(RecordError::Magic { .. })));
+        assert!(matches!(
+            parse(Path::new("x.rec"), b"hello world"),
+            Err(RecordError::Magic { .. })
+        ));
         let mut v2 = data.clone();
         v2[6] = 2;
-        assert!(matches!(parse(Path::new("x.rec"), &v2), Err(RecordError::Version { version: 2, .. })));
+        assert!(matches!(
+            parse(Path::new("x.rec"), &v2),
+            Err(RecordError::Version { version: 2, .. })
+        ));
         let cut = data.len() - 3;
-        assert!(matches!(parse(Path::new("x.rec"), &data[..cut]), Err(RecordError::Truncated { .. })));
+        assert!(matches!(
+            parse(Path::new("x.rec"), &data[..cut]),
+            Err(RecordError::Truncated { .. })
+        ));
     }
 }

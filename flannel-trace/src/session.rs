@@ -38,7 +38,7 @@ const PENDING_CAP: usize = 200_000;
 
 /// What a connected peer channel delivers to the loop.
 enum PeerNews {
-    Joined(Handshake, Channel),
+    Joined(Box<(Handshake, Channel)>),
     Failed(String),
 }
 
@@ -60,12 +60,22 @@ struct Sinks<'a> {
     joiner: Option<Joiner>,
 }
 
-pub async fn run(args: &TraceArgs, identity: NodeIdentity, decoder: Decoder, probes: &mut Probes, ports: Ports) -> Result<(), Fatal> {
+pub async fn run(
+    args: &TraceArgs,
+    identity: NodeIdentity,
+    decoder: Decoder,
+    probes: &mut Probes,
+    ports: Ports,
+) -> Result<(), Fatal> {
     let listening = args.listen.is_some();
     let mut s = Session {
         ports,
         decoder,
-        summary: Summary { complete: true, start_wall_ns: Clock::now_wall_ns(), ..Summary::default() },
+        summary: Summary {
+            complete: true,
+            start_wall_ns: Clock::now_wall_ns(),
+            ..Summary::default()
+        },
         sinks: Sinks {
             json: args.json,
             print_events: !listening || args.events,
@@ -90,12 +100,15 @@ pub async fn run(args: &TraceArgs, identity: NodeIdentity, decoder: Decoder, pro
     let (news_tx, mut news_rx) = oneshot::channel::<PeerNews>();
     let token = args.token.clone().unwrap_or_default();
     if let Some(addr) = args.listen {
-        let listener = TcpListener::bind(addr).await.with_context(|| format!("listening on {addr}")).fatal(Status::Failure)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))
+            .fatal(Status::Failure)?;
         eprintln!("flannel-trace: waiting for a peer on {addr}");
         let id = identity.clone();
         tokio::spawn(async move {
             let news = match peer::listen(listener, &token, &id, None).await {
-                Ok((h, c)) => PeerNews::Joined(h, c),
+                Ok(joined) => PeerNews::Joined(Box::new(joined)),
                 Err(e) => PeerNews::Failed(e.to_string()),
             };
             let _ = news_tx.send(news);
@@ -104,7 +117,7 @@ pub async fn run(args: &TraceArgs, identity: NodeIdentity, decoder: Decoder, pro
         let (id, wait) = (identity.clone(), args.peer_wait);
         tokio::spawn(async move {
             let news = match peer::connect(addr, &token, &id, wait).await {
-                Ok((h, c)) => PeerNews::Joined(h, c),
+                Ok(joined) => PeerNews::Joined(Box::new(joined)),
                 Err(e) => PeerNews::Failed(e.to_string()),
             };
             let _ = news_tx.send(news);
@@ -116,12 +129,20 @@ pub async fn run(args: &TraceArgs, identity: NodeIdentity, decoder: Decoder, pro
         start_probe(to, args);
     }
 
-    let map = probes.ebpf_mut().take_map("EVENTS").ok_or_else(|| anyhow!("map EVENTS missing from the eBPF object"))?;
+    let map = probes
+        .ebpf_mut()
+        .take_map("EVENTS")
+        .ok_or_else(|| anyhow!("map EVENTS missing from the eBPF object"))?;
     let ring = RingBuf::try_from(map).context("opening the EVENTS ring buffer")?;
     let mut ring = register_ring(ring)?;
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let mut int = tokio::signal::unix::signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    let deadline = tokio::time::sleep(args.duration.unwrap_or(Duration::from_secs(10 * 365 * 24 * 3600)));
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate())
+        .context("installing a SIGTERM handler")?;
+    let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
+        .context("installing a SIGINT handler")?;
+    let deadline = tokio::time::sleep(
+        args.duration
+            .unwrap_or(Duration::from_secs(10 * 365 * 24 * 3600)),
+    );
     tokio::pin!(deadline);
     let mut report_tick = tokio::time::interval(args.report_every);
     let (remote_tx, mut remote_rx) = mpsc::channel::<Result<Option<Message>, String>>(1024);
@@ -139,7 +160,8 @@ pub async fn run(args: &TraceArgs, identity: NodeIdentity, decoder: Decoder, pro
             news = &mut news_rx, if news_open => {
                 news_open = false;
                 match news {
-                    Ok(PeerNews::Joined(h, channel)) => {
+                    Ok(PeerNews::Joined(joined)) => {
+                        let (h, channel) = *joined;
                         peer_open = s.joined(h, channel, &remote_tx, args, probes).await?;
                     }
                     Ok(PeerNews::Failed(e)) => {
@@ -263,26 +285,52 @@ impl Session<'_> {
         args: &TraceArgs,
         probes: &mut Probes,
     ) -> Result<bool, Fatal> {
-        eprintln!("flannel-trace: joined with {} ({})", h.remote.node, channel.peer_addr());
+        eprintln!(
+            "flannel-trace: joined with {} ({})",
+            h.remote.node,
+            channel.peer_addr()
+        );
         // Watch the peer's ports too: with mismatched ports, its frames
         // would otherwise be invisible here.
         let before = self.ports;
-        for p in h.remote.device_port.into_iter().chain(h.remote.ports.iter().copied()) {
+        for p in h
+            .remote
+            .device_port
+            .into_iter()
+            .chain(h.remote.ports.iter().copied())
+        {
             if !self.ports.add(p) {
                 log::warn!("cannot also trace the peer's port {p}: four ports already traced");
             }
         }
         if self.ports != before {
             probes.set_ports(self.ports).fatal(Status::Failure)?;
-            eprintln!("flannel-trace: also tracing the peer's ports: {:?}", self.ports.ports.iter().filter(|p| **p != 0).collect::<Vec<_>>());
+            eprintln!(
+                "flannel-trace: also tracing the peer's ports: {:?}",
+                self.ports
+                    .ports
+                    .iter()
+                    .filter(|p| **p != 0)
+                    .collect::<Vec<_>>()
+            );
         }
-        let probe_to = args.probe.then(|| args.probe_to.or_else(|| h.remote.vtep_addrs.first().copied())).flatten();
+        let probe_to = args
+            .probe
+            .then(|| {
+                args.probe_to
+                    .or_else(|| h.remote.vtep_addrs.first().copied())
+            })
+            .flatten();
         let (tx, mut rx) = channel.split();
         if let Some(j) = self.sinks.joiner.as_mut() {
             j.remote = Some(h.remote);
             j.clock = h.clock;
             if let Some(c) = h.clock {
-                eprintln!("flannel-trace: peer clock offset {:+.3} ms ± {:.3} ms", c.offset_ns as f64 / 1e6, c.error_ns as f64 / 1e6);
+                eprintln!(
+                    "flannel-trace: peer clock offset {:+.3} ms ± {:.3} ms",
+                    c.offset_ns as f64 / 1e6,
+                    c.error_ns as f64 / 1e6
+                );
             }
             drop(tx);
             let fwd = remote_tx.clone();
@@ -304,7 +352,10 @@ impl Session<'_> {
                 self.send_peer(Message::Event(ev)).await;
             }
             if self.sinks.pending_dropped > 0 {
-                log::warn!("{} events from before the peer joined were not sent", self.sinks.pending_dropped);
+                log::warn!(
+                    "{} events from before the peer joined were not sent",
+                    self.sinks.pending_dropped
+                );
             }
         }
         if let Some(to) = probe_to {
@@ -314,7 +365,9 @@ impl Session<'_> {
     }
 
     async fn send_peer(&mut self, m: Message) {
-        let Some(tx) = self.sinks.to_peer.as_ref() else { return };
+        let Some(tx) = self.sinks.to_peer.as_ref() else {
+            return;
+        };
         match tx.try_send(m) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => self.sinks.unsent += 1,
@@ -327,7 +380,9 @@ impl Session<'_> {
     }
 
     fn remote(&mut self, m: Message) {
-        let Some(j) = self.sinks.joiner.as_mut() else { return };
+        let Some(j) = self.sinks.joiner.as_mut() else {
+            return;
+        };
         match m {
             Message::Event(ev) => j.push_remote(ev),
             Message::Summary(sum) => j.remote_summary = Some(sum),
@@ -337,7 +392,10 @@ impl Session<'_> {
     }
 
     fn peer_finished(&self) -> bool {
-        self.sinks.joiner.as_ref().is_some_and(|j| j.remote_summary.is_some())
+        self.sinks
+            .joiner
+            .as_ref()
+            .is_some_and(|j| j.remote_summary.is_some())
     }
 
     fn peer_gone(&mut self, why: &str) {
@@ -345,7 +403,9 @@ impl Session<'_> {
         if let Some(j) = self.sinks.joiner.as_mut()
             && j.remote_summary.is_none()
         {
-            j.remote_gaps.push(format!("{why}: its view ends early, the verdict is partial"));
+            j.remote_gaps.push(format!(
+                "{why}: its view ends early, the verdict is partial"
+            ));
         }
     }
 
@@ -361,7 +421,10 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn handle(&mut self, ev: Result<Event, flannel_trace_common::event::DecodeError>) -> Result<(), Fatal> {
+    async fn handle(
+        &mut self,
+        ev: Result<Event, flannel_trace_common::event::DecodeError>,
+    ) -> Result<(), Fatal> {
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => {
@@ -376,7 +439,11 @@ impl Session<'_> {
         self.summary.events += 1;
         *self.summary.per_hop.entry(ev.hop.clone()).or_default() += 1;
         if let Some(d) = &ev.drop {
-            let key = d.reason.clone().or_else(|| d.location.clone()).unwrap_or_else(|| d.location_addr.clone());
+            let key = d
+                .reason
+                .clone()
+                .or_else(|| d.location.clone())
+                .unwrap_or_else(|| d.location_addr.clone());
             *self.summary.drops_by_reason.entry(key).or_default() += 1;
         }
         if self.sinks.print_events {
@@ -388,13 +455,17 @@ impl Session<'_> {
             self.line(&text)?;
         }
         if let Some(r) = self.sinks.recorder.as_mut() {
-            r.write(&Message::Event(ev.clone())).fatal(Status::Failure)?;
+            r.write(&Message::Event(ev.clone()))
+                .fatal(Status::Failure)?;
         }
         if let Some(j) = self.sinks.joiner.as_mut() {
             j.push_local(ev);
         } else if self.sinks.to_peer.is_some() {
             self.send_peer(Message::Event(ev)).await;
-        } else if !self.sinks.peer_failed && self.sinks.pending_dropped == 0 && self.sinks.pending.len() < PENDING_CAP {
+        } else if !self.sinks.peer_failed
+            && self.sinks.pending_dropped == 0
+            && self.sinks.pending.len() < PENDING_CAP
+        {
             self.sinks.pending.push(ev);
         } else {
             self.sinks.pending_dropped += 1;
@@ -403,9 +474,15 @@ impl Session<'_> {
     }
 
     fn interim_report(&mut self, probes: &mut Probes) -> Result<(), Fatal> {
-        let lost = counters(probes).map(|c| c.get(&Counter::RingbufFull).copied().unwrap_or(0)).unwrap_or(0);
-        let Some(j) = self.sinks.joiner.as_mut() else { return Ok(()) };
-        let Some(report) = j.report(lost, None, false) else { return Ok(()) };
+        let lost = counters(probes)
+            .map(|c| c.get(&Counter::RingbufFull).copied().unwrap_or(0))
+            .unwrap_or(0);
+        let Some(j) = self.sinks.joiner.as_mut() else {
+            return Ok(());
+        };
+        let Some(report) = j.report(lost, None, false) else {
+            return Ok(());
+        };
         if self.sinks.json {
             return Ok(());
         }
@@ -440,14 +517,19 @@ impl Session<'_> {
             s.lost += self.sinks.unsent;
             s.complete &= self.sinks.unsent == 0;
             if self.sinks.unsent > 0 {
-                eprintln!("flannel-trace: {} events could not be sent to the listener in time", self.sinks.unsent);
+                eprintln!(
+                    "flannel-trace: {} events could not be sent to the listener in time",
+                    self.sinks.unsent
+                );
             }
             let _ = tx.send(Message::Summary(s)).await;
             let _ = tx.send(Message::Bye).await;
             drop(tx);
             // Let the writer flush, within bounds.
             if let Some(w) = self.sinks.writer.take()
-                && tokio::time::timeout(Duration::from_secs(5), w).await.is_err()
+                && tokio::time::timeout(Duration::from_secs(5), w)
+                    .await
+                    .is_err()
             {
                 eprintln!("flannel-trace: the listener did not take our last events within 5 s");
             }
@@ -476,7 +558,10 @@ impl Session<'_> {
 }
 
 fn counters(probes: &mut Probes) -> anyhow::Result<HashMap<Counter, u64>> {
-    let map = probes.ebpf_mut().map("COUNTERS").ok_or_else(|| anyhow!("map COUNTERS missing"))?;
+    let map = probes
+        .ebpf_mut()
+        .map("COUNTERS")
+        .ok_or_else(|| anyhow!("map COUNTERS missing"))?;
     let arr = PerCpuArray::<_, u64>::try_from(map)?;
     let mut out = HashMap::new();
     for c in [Counter::RingbufFull, Counter::Unparsed] {

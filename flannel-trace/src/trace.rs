@@ -46,7 +46,10 @@ fn resolve(args: &TraceArgs) -> Result<Node, Fatal> {
         ));
     };
     if args.port.len() > 4 {
-        return Err(Fatal::new(Status::Usage, anyhow!("at most four --port values")));
+        return Err(Fatal::new(
+            Status::Usage,
+            anyhow!("at most four --port values"),
+        ));
     }
     let (port, port_source) = match (args.port.first(), info.port) {
         (Some(p), _) => (*p, "--port"),
@@ -69,33 +72,64 @@ fn resolve(args: &TraceArgs) -> Result<Node, Fatal> {
         }
     };
     if underlay.index == vxlan.index {
-        return Err(Fatal::new(Status::Device, anyhow!("--iface must be the underlay NIC, not the vxlan device {}", vxlan.name)));
+        return Err(Fatal::new(
+            Status::Device,
+            anyhow!(
+                "--iface must be the underlay NIC, not the vxlan device {}",
+                vxlan.name
+            ),
+        ));
     }
-    Ok(Node { vxlan, underlay, port, port_source })
+    Ok(Node {
+        vxlan,
+        underlay,
+        port,
+        port_source,
+    })
 }
 
 fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 pub fn run(args: TraceArgs) -> Result<(), Fatal> {
-    if (args.listen.is_some() || args.peer.is_some()) && args.token.as_deref().unwrap_or("").is_empty() {
-        return Err(Fatal::new(Status::Usage, anyhow!("--listen and --peer need a shared secret: pass --token or set FLANNEL_TRACE_TOKEN")));
+    if (args.listen.is_some() || args.peer.is_some())
+        && args.token.as_deref().unwrap_or("").is_empty()
+    {
+        return Err(Fatal::new(
+            Status::Usage,
+            anyhow!(
+                "--listen and --peer need a shared secret: pass --token or set FLANNEL_TRACE_TOKEN"
+            ),
+        ));
     }
     if args.probe && args.probe_to.is_none() && args.listen.is_none() && args.peer.is_none() {
-        return Err(Fatal::new(Status::Usage, anyhow!("--probe needs a peer (--listen/--peer) or an address (--probe-to)")));
+        return Err(Fatal::new(
+            Status::Usage,
+            anyhow!("--probe needs a peer (--listen/--peer) or an address (--probe-to)"),
+        ));
     }
     kernel::check_privileges().fatal(Status::Privilege)?;
     let node = resolve(&args)?;
     let btf = Btf::vmlinux().fatal(Status::Unsupported)?;
-    let mut offsets = kernel::offsets(&btf).context("reading kernel struct offsets from BTF").fatal(Status::Unsupported)?;
+    let mut offsets = kernel::offsets(&btf)
+        .context("reading kernel struct offsets from BTF")
+        .fatal(Status::Unsupported)?;
     let reasons = kernel::drop_reasons(&btf);
     let has_reason = btf.tracepoint_params("kfree_skb").is_some_and(|n| n >= 3);
 
     // Classic tracepoints are a fallback; find (or privately mount) tracefs
     // now, while the process is single-threaded, in case one is needed.
-    let may_need_tracefs = matches!(args.vxlan_rcv_backend, VxlanBackendChoice::Auto | VxlanBackendChoice::Tracepoint)
-        || (!args.no_drops && matches!(args.drop_backend, DropBackendChoice::Auto | DropBackendChoice::Tracepoint));
+    let may_need_tracefs = matches!(
+        args.vxlan_rcv_backend,
+        VxlanBackendChoice::Auto | VxlanBackendChoice::Tracepoint
+    ) || (!args.no_drops
+        && matches!(
+            args.drop_backend,
+            DropBackendChoice::Auto | DropBackendChoice::Tracepoint
+        ));
     let tracefs = if may_need_tracefs {
         match tracefs::ensure() {
             Ok(p) => {
@@ -144,14 +178,22 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
         ring_size: args.ring_size,
         verifier_log: args.verifier_log.clone(),
         tracefs,
+        vxlan_rcv_in_vmlinux: btf.has_func("vxlan_rcv"),
     };
-    let devices = Devices { vxlan: (node.vxlan.index, &node.vxlan.name), underlay: (node.underlay.index, &node.underlay.name) };
+    let devices = Devices {
+        vxlan: (node.vxlan.index, &node.vxlan.name),
+        underlay: (node.underlay.index, &node.underlay.name),
+    };
     let mut ports = Ports::default();
     for p in std::iter::once(node.port).chain(args.port.iter().copied()) {
         ports.add(p);
     }
     let mut probes = Probes::load(&cfg, ports, &plan, &devices).map_err(|e| {
-        let status = if e.is_unsupported() { Status::Unsupported } else { Status::Failure };
+        let status = if e.is_unsupported() {
+            Status::Unsupported
+        } else {
+            Status::Failure
+        };
         Fatal::new(status, e)
     })?;
 
@@ -161,14 +203,28 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
         log::warn!("cannot read /proc/kallsyms ({e}): drop locations are shown as addresses");
         Kallsyms::parse("")
     });
+    if kallsyms.is_restricted() {
+        log::warn!(
+            "/proc/kallsyms hides addresses (kernel.kptr_restrict): drop locations are shown as addresses"
+        );
+    }
     let decoder = Decoder::new(clock, reasons, kallsyms);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the event loop")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the event loop")?;
     let result = rt.block_on(session::run(&args, identity, decoder, &mut probes, ports));
     drop(probes);
     result
 }
 
-fn identity(node: &Node, cfg: &Config, probes: &Probes, args: &TraceArgs, clock: Clock) -> NodeIdentity {
+fn identity(
+    node: &Node,
+    cfg: &Config,
+    probes: &Probes,
+    args: &TraceArgs,
+    clock: Clock,
+) -> NodeIdentity {
     let vx = node.vxlan.vxlan.as_ref();
     NodeIdentity {
         version: env!("CARGO_PKG_VERSION").into(),
@@ -184,19 +240,24 @@ fn identity(node: &Node, cfg: &Config, probes: &Probes, args: &TraceArgs, clock:
         underlay_addrs: netdev::addresses(node.underlay.index).unwrap_or_default(),
         local: vx.and_then(|v| v.local),
         port: node.port,
-        ports: std::iter::once(node.port).chain(args.port.iter().copied()).fold(Vec::new(), |mut v, p| {
-            if !v.contains(&p) {
-                v.push(p);
-            }
-            v
-        }),
+        ports: std::iter::once(node.port)
+            .chain(args.port.iter().copied())
+            .fold(Vec::new(), |mut v, p| {
+                if !v.contains(&p) {
+                    v.push(p);
+                }
+                v
+            }),
         port_source: node.port_source.into(),
         device_port: vx.and_then(|v| v.port),
         vni: vx.and_then(|v| v.vni),
         fdb: netdev::vxlan_fdb(node.vxlan.index)
             .unwrap_or_default()
             .into_iter()
-            .map(|e| FdbPeer { mac: mac_string(&e.mac), dst: e.dst })
+            .map(|e| FdbPeer {
+                mac: mac_string(&e.mac),
+                dst: e.dst,
+            })
             .collect(),
         hooks: probes.hooks.clone(),
         clock_offset_ns: clock.offset_ns(),

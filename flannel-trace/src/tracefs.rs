@@ -18,7 +18,10 @@ const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing
 #[derive(Debug, Error)]
 pub enum TracefsError {
     #[error("tracefs is not mounted and mounting it privately failed at {step}: {source}")]
-    Mount { step: &'static str, source: io::Error },
+    Mount {
+        step: &'static str,
+        source: io::Error,
+    },
     #[error("cannot read tracepoint format {path}: {source}")]
     Format { path: PathBuf, source: io::Error },
     #[error("tracepoint format {path} has no field `{field}`")]
@@ -26,7 +29,9 @@ pub enum TracefsError {
 }
 
 fn populated(p: &Path) -> bool {
-    fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(false)
+    fs::read_dir(p)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
 }
 
 /// A mounted tracefs, mounting one privately if needed. Must run while the
@@ -44,12 +49,26 @@ pub fn ensure() -> Result<PathBuf, TracefsError> {
         }
         // Keep our mounts from propagating back to the host.
         let root = CString::new("/").expect("static");
-        if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
             return Err(err("making / private")(io::Error::last_os_error()));
         }
         let src = CString::new("tracefs").expect("static");
         let dst = CString::new(CANDIDATES[0]).expect("static");
-        if libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null()) != 0 {
+        if libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        ) != 0
+        {
             return Err(err("mount -t tracefs")(io::Error::last_os_error()));
         }
     }
@@ -57,10 +76,25 @@ pub fn ensure() -> Result<PathBuf, TracefsError> {
 }
 
 /// Byte offset of `field` in the record of tracepoint `category/name`.
-pub fn field_offset(tracefs: &Path, category: &str, name: &str, field: &str) -> Result<u32, TracefsError> {
-    let path = tracefs.join("events").join(category).join(name).join("format");
-    let text = fs::read_to_string(&path).map_err(|source| TracefsError::Format { path: path.clone(), source })?;
-    parse_field_offset(&text, field).ok_or(TracefsError::NoField { path, field: field.to_owned() })
+pub fn field_offset(
+    tracefs: &Path,
+    category: &str,
+    name: &str,
+    field: &str,
+) -> Result<u32, TracefsError> {
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
+    let text = fs::read_to_string(&path).map_err(|source| TracefsError::Format {
+        path: path.clone(),
+        source,
+    })?;
+    parse_field_offset(&text, field).ok_or(TracefsError::NoField {
+        path,
+        field: field.to_owned(),
+    })
 }
 
 /// Parse `field:void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;` lines.
@@ -68,12 +102,16 @@ fn parse_field_offset(format: &str, field: &str) -> Option<u32> {
     format.lines().find_map(|line| {
         let mut parts = line.trim().split(';').map(str::trim);
         let decl = parts.next()?.strip_prefix("field:")?;
-        let name = decl.rsplit(|c: char| c.is_whitespace() || c == '*').next()?;
+        let name = decl
+            .rsplit(|c: char| c.is_whitespace() || c == '*')
+            .next()?;
         let name = name.split('[').next()?;
         if name != field {
             return None;
         }
-        parts.find_map(|p| p.strip_prefix("offset:")).and_then(|o| o.parse().ok())
+        parts
+            .find_map(|p| p.strip_prefix("offset:"))
+            .and_then(|o| o.parse().ok())
     })
 }
 
@@ -89,6 +127,12 @@ mod tests {
         assert_eq!(parse_field_offset(KFREE_SKB, "location"), Some(16));
         assert_eq!(parse_field_offset(KFREE_SKB, "reason"), Some(36));
         assert_eq!(parse_field_offset(KFREE_SKB, "sk"), None);
-        assert_eq!(parse_field_offset("\tfield:__data_loc char[] name;\toffset:12;\tsize:4;\tsigned:0;", "name"), Some(12));
+        assert_eq!(
+            parse_field_offset(
+                "\tfield:__data_loc char[] name;\toffset:12;\tsize:4;\tsigned:0;",
+                "name"
+            ),
+            Some(12)
+        );
     }
 }

@@ -27,22 +27,39 @@ pub enum Message {
     /// A joined verdict (live `--listen` mode and `join`).
     Verdict(Report),
     /// Peer channel: the listener's challenge.
-    Challenge { version: u32, nonce: String },
+    Challenge {
+        version: u32,
+        nonce: String,
+    },
     /// Peer channel: HMAC-SHA256(token, nonce) from the connecting side.
-    Auth { mac: String },
+    Auth {
+        mac: String,
+    },
     /// Peer channel: the listener refuses (wrong token, version).
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     /// Peer channel clock probe (NTP-style): t1 by the listener.
-    ClockPing { id: u32, t1: i64 },
+    ClockPing {
+        id: u32,
+        t1: i64,
+    },
     /// Reply with the peer's receive (t2) and send (t3) wall-clock times.
-    ClockPong { id: u32, t1: i64, t2: i64, t3: i64 },
+    ClockPong {
+        id: u32,
+        t1: i64,
+        t2: i64,
+        t3: i64,
+    },
     /// Orderly end of the stream.
     Bye,
 }
 
 #[derive(Debug, Error)]
 pub enum FrameError {
-    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit (corrupt or not a flannel-trace stream)")]
+    #[error(
+        "frame of {0} bytes exceeds the {MAX_FRAME}-byte limit (corrupt or not a flannel-trace stream)"
+    )]
     TooLarge(usize),
     #[error("frame checksum mismatch (corrupt data)")]
     Checksum,
@@ -94,7 +111,11 @@ pub fn crc32(data: &[u8]) -> u32 {
             let mut c = i as u32;
             let mut k = 0;
             while k < 8 {
-                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
                 k += 1;
             }
             t[i] = c;
@@ -102,7 +123,9 @@ pub fn crc32(data: &[u8]) -> u32 {
         }
         t
     };
-    !data.iter().fold(!0u32, |c, &b| TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8))
+    !data.iter().fold(!0u32, |c, &b| {
+        TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
+    })
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@
 //! so a test fails with an actionable message instead of an `EPERM`.
 
 mod command;
+mod kernel;
 mod lab;
 mod lines;
 mod link_stats;
@@ -31,6 +32,7 @@ pub mod scenario;
 mod tracer;
 mod traffic;
 
+pub use kernel::{Kernel, Offer, patience};
 pub use lab::{
     DEFAULT_VNI, DEFAULT_VXLAN_PORT, FABRIC_BRIDGE, FABRIC_GATEWAY, Fabric, Lab, LabBuilder, Node,
     NodeSpec, POD_IFACE, UNDERLAY_IFACE, VXLAN_IFACE, VXLAN_MTU, with_lab,

@@ -37,8 +37,15 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 7] =
-        [Fault::None, Fault::UnderlayDrop, Fault::ReceiverFirewall, Fault::PortMismatch, Fault::VniMismatch, Fault::MissingFdb, Fault::Mtu];
+    pub const ALL: [Fault; 7] = [
+        Fault::None,
+        Fault::UnderlayDrop,
+        Fault::ReceiverFirewall,
+        Fault::PortMismatch,
+        Fault::VniMismatch,
+        Fault::MissingFdb,
+        Fault::Mtu,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -59,7 +66,9 @@ impl Fault {
     pub fn describe(self) -> &'static str {
         match self {
             Fault::None => "a healthy overlay",
-            Fault::UnderlayDrop => "the underlay (a cloud security group) drops UDP 8475 from node B to node A only",
+            Fault::UnderlayDrop => {
+                "the underlay (a cloud security group) drops UDP 8475 from node B to node A only"
+            }
             Fault::ReceiverFirewall => "an nftables rule on node B drops incoming UDP 8475",
             Fault::PortMismatch => "node B's flannel.1 listens on udp/8472, node A's on udp/8475",
             Fault::VniMismatch => "node B's flannel.1 has VNI 2, node A's VNI 1",
@@ -84,7 +93,10 @@ impl Fault {
     pub fn apply(self, lab: &Lab) -> Result<()> {
         let (a, b) = (lab.node('a'), lab.node('b'));
         match self {
-            Fault::UnderlayDrop => lab.fabric().nft(&fabric_drop_udp(b.underlay_ip(), a.underlay_ip(), PORT)),
+            Fault::UnderlayDrop => {
+                lab.fabric()
+                    .nft(&fabric_drop_udp(b.underlay_ip(), a.underlay_ip(), PORT))
+            }
             Fault::ReceiverFirewall => b.nft(&input_drop_udp(PORT)),
             _ => Ok(()),
         }
@@ -135,21 +147,37 @@ impl Proc {
                 s.push('\n');
             }
         });
-        Ok(Proc { child, out, err, err_done })
+        Ok(Proc {
+            child,
+            out,
+            err,
+            err_done,
+        })
     }
 
     /// Wait until stderr contains `needle`.
     pub fn wait_stderr(&mut self, needle: &str, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.err.lock().unwrap_or_else(|p| p.into_inner()).contains(needle) {
+            if self
+                .err
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(needle)
+            {
                 return Ok(());
             }
             if let Some(st) = self.child.try_wait()? {
-                bail!("flannel-trace exited ({st}) before printing {needle:?}:\n{}", self.stderr());
+                bail!(
+                    "flannel-trace exited ({st}) before printing {needle:?}:\n{}",
+                    self.stderr()
+                );
             }
             if Instant::now() > deadline {
-                bail!("flannel-trace did not print {needle:?} within {timeout:?}:\n{}", self.stderr());
+                bail!(
+                    "flannel-trace did not print {needle:?} within {timeout:?}:\n{}",
+                    self.stderr()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -177,14 +205,21 @@ impl Proc {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                bail!("flannel-trace did not finish within {timeout:?}; stderr:\n{}", self.stderr());
+                bail!(
+                    "flannel-trace did not finish within {timeout:?}; stderr:\n{}",
+                    self.stderr()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         };
         let stdout = self.out.join().unwrap_or_default();
         let _ = self.err_done.join();
         let stderr = self.err.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        Ok(Run { status, stdout, stderr })
+        Ok(Run {
+            status,
+            stdout,
+            stderr,
+        })
     }
 }
 
@@ -199,7 +234,11 @@ pub struct Live {
 
 impl Default for Live {
     fn default() -> Self {
-        Live { json: true, duration: Duration::from_secs(5), token_b: TOKEN.into() }
+        Live {
+            json: true,
+            duration: Duration::from_secs(5),
+            token_b: TOKEN.into(),
+        }
     }
 }
 
@@ -214,7 +253,9 @@ pub fn run_live(lab: &Lab, opts: &Live) -> Result<LiveRun> {
     let (a, b) = (lab.node('a'), lab.node('b'));
     let listen = format!("{}:{LISTEN_PORT}", a.underlay_ip());
     let port = PORT.to_string();
-    let mut a_args = vec!["--name", "node-a", "--port", &port, "--listen", &listen, "--token", TOKEN, "--probe"];
+    let mut a_args = vec![
+        "--name", "node-a", "--port", &port, "--listen", &listen, "--token", TOKEN, "--probe",
+    ];
     a_args.extend(["--duration", "60s", "--report-every", "1h"]);
     if opts.json {
         a_args.push("--json");
@@ -222,12 +263,37 @@ pub fn run_live(lab: &Lab, opts: &Live) -> Result<LiveRun> {
     let mut pa = Proc::spawn(a, &a_args)?;
     pa.wait_stderr("waiting for a peer", Duration::from_secs(30))?;
     let dur = format!("{}ms", opts.duration.as_millis());
-    let b_args = ["--name", "node-b", "--port", &port, "--peer", &listen, "--token", &opts.token_b, "--probe", "--duration", &dur];
+    let b_args = [
+        "--name",
+        "node-b",
+        "--port",
+        &port,
+        "--peer",
+        &listen,
+        "--token",
+        &opts.token_b,
+        "--probe",
+        "--duration",
+        &dur,
+    ];
     let pb = Proc::spawn(b, &b_args)?;
     // Traffic only once both tracers are attached and joined; then
     // full-size frames A -> B, so that an MTU problem shows.
     pa.wait_stderr("joined with", Duration::from_secs(30))?;
-    let _ = a.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "1", "-s", "1400", "-M", "do", &b.vtep_ip().to_string()]);
+    let _ = a.exec(&[
+        "ping",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "-s",
+        "1400",
+        "-M",
+        "do",
+        &b.vtep_ip().to_string(),
+    ]);
     let rb = pb.wait(opts.duration + Duration::from_secs(40))?;
     let ra = pa.wait(Duration::from_secs(40))?;
     Ok(LiveRun { a: ra, b: rb })

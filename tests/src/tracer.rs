@@ -18,9 +18,11 @@ use crate::{LineReader, Netns};
 /// The binary under test: `$FLANNEL_TRACE_BIN` (set by `cargo xtask test`),
 /// else the workspace's release build.
 pub fn tracer_bin() -> PathBuf {
-    std::env::var_os("FLANNEL_TRACE_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/flannel-trace")
-    })
+    std::env::var_os("FLANNEL_TRACE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/flannel-trace")
+        })
 }
 
 /// A flannel-trace process in a node, started with `--json`.
@@ -44,7 +46,10 @@ pub struct Session {
 fn spawn(ns: &Netns, args: &[&str]) -> Result<(Child, LineReader, Arc<Mutex<String>>)> {
     let bin = tracer_bin();
     if !bin.is_file() {
-        bail!("{} does not exist: build it with `cargo xtask build`", bin.display());
+        bail!(
+            "{} does not exist: build it with `cargo xtask build`",
+            bin.display()
+        );
     }
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns.name()])
@@ -74,18 +79,29 @@ impl Tracer {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         let (mut child, mut stdout, stderr) = spawn(ns, &all)?;
-        let line = stdout.wait_for_line(|l| l.contains("\"type\":\"start\""), Duration::from_secs(30));
+        let line = stdout.wait_for_line(
+            |l| l.contains("\"type\":\"start\""),
+            crate::patience(Duration::from_secs(30)),
+        );
         let line = match line {
             Ok(l) => l,
             Err(e) => {
                 let _ = child.kill();
                 let status = child.wait().ok();
                 thread::sleep(Duration::from_millis(100));
-                bail!("tracer did not start ({e}); exit {status:?}; stderr:\n{}", stderr.lock().expect("stderr"));
+                bail!(
+                    "tracer did not start ({e}); exit {status:?}; stderr:\n{}",
+                    stderr.lock().expect("stderr")
+                );
             }
         };
         let start = serde_json::from_str(&line).context("start record is not JSON")?;
-        Ok(Tracer { child, stdout, stderr, start })
+        Ok(Tracer {
+            child,
+            stdout,
+            stderr,
+            start,
+        })
     }
 
     pub fn pid(&self) -> i32 {
@@ -105,7 +121,7 @@ impl Tracer {
 
     /// Wait for exit (e.g. after `--duration`) and collect the output.
     pub fn finish(mut self) -> Result<Session> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + crate::patience(Duration::from_secs(30));
         let status = loop {
             if let Some(s) = self.child.try_wait()? {
                 break s;
@@ -119,7 +135,8 @@ impl Tracer {
         let mut events = Vec::new();
         let mut summary = None;
         while let Ok(line) = self.stdout.wait_for_line(|_| true, Duration::from_secs(5)) {
-            let v: Value = serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
+            let v: Value =
+                serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
             match v["type"].as_str() {
                 Some("event") => events.push(v),
                 Some("summary") => summary = Some(v),
@@ -128,7 +145,13 @@ impl Tracer {
         }
         thread::sleep(Duration::from_millis(50));
         let stderr = self.stderr.lock().expect("stderr").clone();
-        Ok(Session { start: self.start, events, summary, status, stderr })
+        Ok(Session {
+            start: self.start,
+            events,
+            summary,
+            status,
+            stderr,
+        })
     }
 
     /// SIGKILL: no chance to clean up.
@@ -159,7 +182,12 @@ impl Session {
 
     /// The backend the tracer chose for `hop`.
     pub fn backend(&self, hop: &str) -> Option<String> {
-        self.start["hooks"].as_array()?.iter().find(|h| h["hop"] == hop)?["backend"].as_str().map(str::to_owned)
+        self.start["hooks"]
+            .as_array()?
+            .iter()
+            .find(|h| h["hop"] == hop)?["backend"]
+            .as_str()
+            .map(str::to_owned)
     }
 
     pub fn dump(&self) -> String {

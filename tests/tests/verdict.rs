@@ -41,7 +41,10 @@ fn verdict(stdout: &str) -> Result<Value> {
 }
 
 fn direction<'a>(v: &'a Value, from: &str) -> Result<&'a Value> {
-    v["directions"].as_array().and_then(|d| d.iter().find(|d| d["from"] == from)).with_context(|| format!("no direction from {from}: {v}"))
+    v["directions"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["from"] == from))
+        .with_context(|| format!("no direction from {from}: {v}"))
 }
 
 fn drop_reasons(d: &Value) -> Vec<String> {
@@ -58,7 +61,10 @@ fn drop_reasons(d: &Value) -> Vec<String> {
 /// Does the running kernel have this drop reason? (Names come from BTF.)
 fn kernel_has_reason(name: &str) -> bool {
     std::fs::read("/sys/kernel/btf/vmlinux")
-        .map(|b| b.windows(name.len() + 16).any(|w| w.starts_with(b"SKB_DROP_REASON_") && &w[16..] == name.as_bytes()))
+        .map(|b| {
+            b.windows(name.len() + 16)
+                .any(|w| w.starts_with(b"SKB_DROP_REASON_") && &w[16..] == name.as_bytes())
+        })
         .unwrap_or(false)
 }
 
@@ -67,8 +73,18 @@ fn scenario(fault: Fault) -> Result<Value> {
     with_lab(fault.lab(), |lab| {
         fault.apply(lab)?;
         let run = run_live(lab, &Live::default())?;
-        ensure!(run.a.status.success(), "listener failed: {}\n{}", run.a.status, run.a.stderr);
-        ensure!(run.b.status.success(), "peer failed: {}\n{}", run.b.status, run.b.stderr);
+        ensure!(
+            run.a.status.success(),
+            "listener failed: {}\n{}",
+            run.a.status,
+            run.a.stderr
+        );
+        ensure!(
+            run.b.status.success(),
+            "peer failed: {}\n{}",
+            run.b.status,
+            run.b.stderr
+        );
         let v = verdict(&run.a.stdout)?;
         ensure!(v["schema"] == 1, "{v}");
         out = Some(v);
@@ -92,16 +108,39 @@ fn healthy_overlay_is_delivered_both_ways_with_equal_counts() -> Result<()> {
     let v = scenario(Fault::None)?;
     for from in ["node-a", "node-b"] {
         let d = direction(&v, from)?;
-        ensure!(segment(d) == "delivered" && d["certain"] == true, "{from}: {}", show(d));
-        ensure!(d["sent"].as_u64() > Some(0) && d["sent"] == d["delivered"], "{from}: counts differ: {}", show(d));
+        ensure!(
+            segment(d) == "delivered" && d["certain"] == true,
+            "{from}: {}",
+            show(d)
+        );
+        ensure!(
+            d["sent"].as_u64() > Some(0) && d["sent"] == d["delivered"],
+            "{from}: counts differ: {}",
+            show(d)
+        );
         for f in d["flows"].as_array().context("flows")? {
             let h = &f["hops"];
-            ensure!(h["overlay_egress"] == h["underlay_egress"] && h["underlay_egress"] == h["underlay_ingress"], "{}", show(f));
+            ensure!(
+                h["overlay_egress"] == h["underlay_egress"]
+                    && h["underlay_egress"] == h["underlay_ingress"],
+                "{}",
+                show(f)
+            );
             ensure!(h["underlay_ingress"] == h["overlay_ingress"], "{}", show(f));
         }
     }
-    ensure!(v["clock"]["error_ns"].as_i64().is_some_and(|e| e < 5_000_000), "clock offset bound: {}", v["clock"]);
-    ensure!(v["uncertain"].as_array().is_some_and(|u| u.is_empty()), "{}", v["uncertain"]);
+    ensure!(
+        v["clock"]["error_ns"]
+            .as_i64()
+            .is_some_and(|e| e < 5_000_000),
+        "clock offset bound: {}",
+        v["clock"]
+    );
+    ensure!(
+        v["uncertain"].as_array().is_some_and(|u| u.is_empty()),
+        "{}",
+        v["uncertain"]
+    );
     Ok(())
 }
 
@@ -111,14 +150,30 @@ fn the_incident_underlay_drop_is_blamed_on_the_underlay_one_way() -> Result<()> 
     let _g = serial();
     let v = scenario(Fault::UnderlayDrop)?;
     let ba = direction(&v, "node-b")?;
-    ensure!(segment(ba) == "underlay" && ba["certain"] == true, "{}", show(ba));
-    ensure!(ba["delivered"] == 0 && ba["lost"]["underlay"].as_u64() > Some(0), "{}", show(ba));
+    ensure!(
+        segment(ba) == "underlay" && ba["certain"] == true,
+        "{}",
+        show(ba)
+    );
+    ensure!(
+        ba["delivered"] == 0 && ba["lost"]["underlay"].as_u64() > Some(0),
+        "{}",
+        show(ba)
+    );
     let verdict = ba["verdict"].as_str().unwrap_or_default();
     ensure!(verdict.contains("left node-b's eth1 (outer 10.25.1.55→10.25.1.51 udp/8475), 0 reached node-a's eth1: lost in the underlay"), "{verdict}");
-    ensure!(ba["fix"].as_str().unwrap_or_default().contains("UDP 8475"), "{}", ba["fix"]);
+    ensure!(
+        ba["fix"].as_str().unwrap_or_default().contains("UDP 8475"),
+        "{}",
+        ba["fix"]
+    );
     // The other direction is healthy.
     let ab = direction(&v, "node-a")?;
-    ensure!(segment(ab) == "delivered", "A→B must be healthy: {}", show(ab));
+    ensure!(
+        segment(ab) == "delivered",
+        "A→B must be healthy: {}",
+        show(ab)
+    );
     Ok(())
 }
 
@@ -129,9 +184,23 @@ fn receiver_firewall_is_a_receiver_host_drop_with_its_reason() -> Result<()> {
     let v = scenario(Fault::ReceiverFirewall)?;
     let ab = direction(&v, "node-a")?;
     ensure!(segment(ab) == "receiver-host", "{}", show(ab));
-    ensure!(drop_reasons(ab).iter().any(|r| r == "NETFILTER_DROP"), "{}", show(ab));
-    ensure!(ab["fix"].as_str().unwrap_or_default().contains("firewall rule on node-b"), "{}", ab["fix"]);
-    ensure!(segment(direction(&v, "node-b")?) == "delivered", "B→A must be healthy");
+    ensure!(
+        drop_reasons(ab).iter().any(|r| r == "NETFILTER_DROP"),
+        "{}",
+        show(ab)
+    );
+    ensure!(
+        ab["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("firewall rule on node-b"),
+        "{}",
+        ab["fix"]
+    );
+    ensure!(
+        segment(direction(&v, "node-b")?) == "delivered",
+        "B→A must be healthy"
+    );
     Ok(())
 }
 
@@ -140,13 +209,28 @@ fn port_mismatch_is_found_from_both_sides() -> Result<()> {
     preflight()?;
     let _g = serial();
     let v = scenario(Fault::PortMismatch)?;
-    ensure!(v["config"].as_array().into_iter().flatten().any(|c| c.as_str().unwrap_or_default().starts_with("port mismatch")), "{}", v["config"]);
+    ensure!(
+        v["config"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c.as_str().unwrap_or_default().starts_with("port mismatch")),
+        "{}",
+        v["config"]
+    );
     for from in ["node-a", "node-b"] {
         let d = direction(&v, from)?;
         ensure!(segment(d) == "receiver-host", "{from}: {}", show(d));
-        ensure!(drop_reasons(d).iter().any(|r| r == "NO_SOCKET"), "{from}: {}", show(d));
+        ensure!(
+            drop_reasons(d).iter().any(|r| r == "NO_SOCKET"),
+            "{from}: {}",
+            show(d)
+        );
     }
-    let fix = direction(&v, "node-a")?["fix"].as_str().unwrap_or_default().to_owned();
+    let fix = direction(&v, "node-a")?["fix"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     ensure!(fix.contains("udp/8472"), "{fix}");
     Ok(())
 }
@@ -156,14 +240,33 @@ fn vni_mismatch_is_a_receiver_host_loss() -> Result<()> {
     preflight()?;
     let _g = serial();
     let v = scenario(Fault::VniMismatch)?;
-    ensure!(v["config"].as_array().into_iter().flatten().any(|c| c.as_str().unwrap_or_default().starts_with("VNI mismatch")), "{}", v["config"]);
+    ensure!(
+        v["config"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c.as_str().unwrap_or_default().starts_with("VNI mismatch")),
+        "{}",
+        v["config"]
+    );
     for from in ["node-a", "node-b"] {
         let d = direction(&v, from)?;
         ensure!(segment(d) == "receiver-host", "{from}: {}", show(d));
         if kernel_has_reason("VXLAN_VNI_NOT_FOUND") {
-            ensure!(drop_reasons(d).iter().any(|r| r == "VXLAN_VNI_NOT_FOUND"), "{from}: {}", show(d));
+            ensure!(
+                drop_reasons(d).iter().any(|r| r == "VXLAN_VNI_NOT_FOUND"),
+                "{from}: {}",
+                show(d)
+            );
         }
-        ensure!(d["fix"].as_str().unwrap_or_default().contains("VNI mismatch"), "{from}: {}", d["fix"]);
+        ensure!(
+            d["fix"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("VNI mismatch"),
+            "{from}: {}",
+            d["fix"]
+        );
     }
     Ok(())
 }
@@ -175,9 +278,27 @@ fn missing_fdb_entry_is_a_sender_host_loss() -> Result<()> {
     let v = scenario(Fault::MissingFdb)?;
     let ab = direction(&v, "node-a")?;
     ensure!(segment(ab) == "sender-host", "{}", show(ab));
-    ensure!(ab["flows"].as_array().into_iter().flatten().all(|f| f["hops"]["underlay_egress"] == 0), "{}", show(ab));
-    ensure!(ab["fix"].as_str().unwrap_or_default().contains("no FDB entry"), "{}", ab["fix"]);
-    ensure!(segment(direction(&v, "node-b")?) == "delivered", "B→A must be healthy");
+    ensure!(
+        ab["flows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .all(|f| f["hops"]["underlay_egress"] == 0),
+        "{}",
+        show(ab)
+    );
+    ensure!(
+        ab["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no FDB entry"),
+        "{}",
+        ab["fix"]
+    );
+    ensure!(
+        segment(direction(&v, "node-b")?) == "delivered",
+        "B→A must be healthy"
+    );
     Ok(())
 }
 
@@ -188,8 +309,16 @@ fn mtu_black_hole_loses_only_full_size_frames_in_the_underlay() -> Result<()> {
     let v = scenario(Fault::Mtu)?;
     let ab = direction(&v, "node-a")?;
     ensure!(segment(ab) == "underlay", "{}", show(ab));
-    ensure!(ab["delivered"].as_u64() > Some(0), "small frames must pass: {}", show(ab));
-    ensure!(ab["fix"].as_str().unwrap_or_default().contains("MTU"), "{}", ab["fix"]);
+    ensure!(
+        ab["delivered"].as_u64() > Some(0),
+        "small frames must pass: {}",
+        show(ab)
+    );
+    ensure!(
+        ab["fix"].as_str().unwrap_or_default().contains("MTU"),
+        "{}",
+        ab["fix"]
+    );
     Ok(())
 }
 
@@ -200,18 +329,69 @@ fn a_peer_without_the_token_is_refused_and_the_right_one_still_joins() -> Result
     with_lab(Fault::None.lab(), |lab| {
         let (a, b) = (lab.node('a'), lab.node('b'));
         let listen = format!("{}:7800", a.underlay_ip());
-        let mut pa = Proc::spawn(a, &["--name", "node-a", "--listen", &listen, "--token", TOKEN, "--json", "--duration", "60s"])?;
+        let mut pa = Proc::spawn(
+            a,
+            &[
+                "--name",
+                "node-a",
+                "--listen",
+                &listen,
+                "--token",
+                TOKEN,
+                "--json",
+                "--duration",
+                "60s",
+            ],
+        )?;
         pa.wait_stderr("waiting for a peer", Duration::from_secs(30))?;
-        let bad = Proc::spawn(b, &["--name", "node-b", "--peer", &listen, "--token", "wrong", "--duration", "3s", "--peer-wait", "2s"])?
-            .wait(Duration::from_secs(20))?;
-        ensure!(bad.stderr.contains("refused"), "the wrong token must be refused:\n{}", bad.stderr);
-        let good = Proc::spawn(b, &["--name", "node-b", "--peer", &listen, "--token", TOKEN, "--duration", "2s"])?
-            .wait(Duration::from_secs(20))?;
+        let bad = Proc::spawn(
+            b,
+            &[
+                "--name",
+                "node-b",
+                "--peer",
+                &listen,
+                "--token",
+                "wrong",
+                "--duration",
+                "3s",
+                "--peer-wait",
+                "2s",
+            ],
+        )?
+        .wait(Duration::from_secs(20))?;
+        ensure!(
+            bad.stderr.contains("refused"),
+            "the wrong token must be refused:\n{}",
+            bad.stderr
+        );
+        let good = Proc::spawn(
+            b,
+            &[
+                "--name",
+                "node-b",
+                "--peer",
+                &listen,
+                "--token",
+                TOKEN,
+                "--duration",
+                "2s",
+            ],
+        )?
+        .wait(Duration::from_secs(20))?;
         ensure!(good.status.success(), "{}", good.stderr);
         let ra = pa.wait(Duration::from_secs(20))?;
-        ensure!(ra.stderr.contains("refused peer"), "the listener must log the refusal:\n{}", ra.stderr);
+        ensure!(
+            ra.stderr.contains("refused peer"),
+            "the listener must log the refusal:\n{}",
+            ra.stderr
+        );
         let v = verdict(&ra.stdout)?;
-        ensure!(v["nodes"][1]["name"] == "node-b", "the right peer joined: {}", v["nodes"]);
+        ensure!(
+            v["nodes"][1]["name"] == "node-b",
+            "the right peer joined: {}",
+            v["nodes"]
+        );
         Ok(())
     })
 }
@@ -223,9 +403,34 @@ fn a_peer_killed_mid_session_gives_a_partial_clearly_marked_verdict() -> Result<
     with_lab(Fault::None.lab(), |lab| {
         let (a, b) = (lab.node('a'), lab.node('b'));
         let listen = format!("{}:7800", a.underlay_ip());
-        let mut pa = Proc::spawn(a, &["--name", "node-a", "--listen", &listen, "--token", TOKEN, "--json", "--duration", "60s"])?;
+        let mut pa = Proc::spawn(
+            a,
+            &[
+                "--name",
+                "node-a",
+                "--listen",
+                &listen,
+                "--token",
+                TOKEN,
+                "--json",
+                "--duration",
+                "60s",
+            ],
+        )?;
         pa.wait_stderr("waiting for a peer", Duration::from_secs(30))?;
-        let pb = Proc::spawn(b, &["--name", "node-b", "--peer", &listen, "--token", TOKEN, "--duration", "60s"])?;
+        let pb = Proc::spawn(
+            b,
+            &[
+                "--name",
+                "node-b",
+                "--peer",
+                &listen,
+                "--token",
+                TOKEN,
+                "--duration",
+                "60s",
+            ],
+        )?;
         pa.wait_stderr("joined with", Duration::from_secs(30))?;
         a.ping(IpAddr::V4(b.vtep_ip()), 3, Duration::from_millis(100))?;
         pb.signal(libc::SIGKILL);
@@ -237,7 +442,11 @@ fn a_peer_killed_mid_session_gives_a_partial_clearly_marked_verdict() -> Result<
             let u = u.as_str().unwrap_or_default();
             u.contains("node-b") && (u.contains("went away") || u.contains("closed the connection"))
         });
-        ensure!(marked, "the verdict must say the peer went away: {}", v["uncertain"]);
+        ensure!(
+            marked,
+            "the verdict must say the peer went away: {}",
+            v["uncertain"]
+        );
         Ok(())
     })
 }
@@ -247,7 +456,8 @@ fn temp(name: &str) -> PathBuf {
 }
 
 #[test]
-fn offline_recordings_join_to_the_same_verdict_and_tracer_loss_is_not_blamed_on_the_network() -> Result<()> {
+fn offline_recordings_join_to_the_same_verdict_and_tracer_loss_is_not_blamed_on_the_network()
+-> Result<()> {
     preflight()?;
     let _g = serial();
     let (ra, rb) = (temp("a.rec"), temp("b.rec"));
@@ -257,43 +467,124 @@ fn offline_recordings_join_to_the_same_verdict_and_tracer_loss_is_not_blamed_on_
         let (pa_, pb_) = (ra.to_str().context("path")?, rb.to_str().context("path")?);
         // A's tracer has a one-page ring buffer and is frozen during the
         // traffic: it must lose events, and say so.
-        let mut pa = Proc::spawn(a, &["--name", "node-a", "--port", "8475", "--record", pa_, "--ring-size", "4096", "--duration", "8s"])?;
-        let mut pb = Proc::spawn(b, &["--name", "node-b", "--port", "8475", "--record", pb_, "--duration", "8s"])?;
+        let mut pa = Proc::spawn(
+            a,
+            &[
+                "--name",
+                "node-a",
+                "--port",
+                "8475",
+                "--record",
+                pa_,
+                "--ring-size",
+                "4096",
+                "--duration",
+                "8s",
+            ],
+        )?;
+        let mut pb = Proc::spawn(
+            b,
+            &[
+                "--name",
+                "node-b",
+                "--port",
+                "8475",
+                "--record",
+                pb_,
+                "--duration",
+                "8s",
+            ],
+        )?;
         pa.wait_stderr("Ctrl-C to stop", Duration::from_secs(30))?;
         pb.wait_stderr("Ctrl-C to stop", Duration::from_secs(30))?;
         pa.signal(libc::SIGSTOP);
         let _ = a.ping(IpAddr::V4(b.vtep_ip()), 30, Duration::from_millis(10));
         let _ = b.ping(IpAddr::V4(a.vtep_ip()), 5, Duration::from_millis(50));
         pa.signal(libc::SIGCONT);
-        let (x, y) = (pa.wait(Duration::from_secs(30))?, pb.wait(Duration::from_secs(30))?);
-        ensure!(x.status.success() && y.status.success(), "{}\n{}", x.stderr, y.stderr);
+        let (x, y) = (
+            pa.wait(Duration::from_secs(30))?,
+            pb.wait(Duration::from_secs(30))?,
+        );
+        ensure!(
+            x.status.success() && y.status.success(),
+            "{}\n{}",
+            x.stderr,
+            y.stderr
+        );
         Ok(())
     })?;
-    let out = std::process::Command::new(tracer_bin()).args(["join", "--json"]).arg(&ra).arg(&rb).output()?;
-    ensure!(out.status.success(), "join failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(tracer_bin())
+        .args(["join", "--json"])
+        .arg(&ra)
+        .arg(&rb)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "join failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout)?;
-    ensure!(v["nodes"][0]["lost"].as_u64() > Some(0), "A's tracer must have lost events: {}", v["nodes"]);
-    ensure!(v["uncertain"].as_array().into_iter().flatten().any(|u| u.as_str().unwrap_or_default().contains("lost")), "{}", v["uncertain"]);
+    ensure!(
+        v["nodes"][0]["lost"].as_u64() > Some(0),
+        "A's tracer must have lost events: {}",
+        v["nodes"]
+    );
+    ensure!(
+        v["uncertain"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|u| u.as_str().unwrap_or_default().contains("lost")),
+        "{}",
+        v["uncertain"]
+    );
     for d in v["directions"].as_array().context("directions")? {
         if segment(d) != "delivered" && segment(d) != "no-traffic" {
-            ensure!(d["certain"] == false, "a loss seen while a tracer lost events must be uncertain: {}", show(d));
-            ensure!(d["verdict"].as_str().unwrap_or_default().starts_with("UNCERTAIN"), "{}", d["verdict"]);
+            ensure!(
+                d["certain"] == false,
+                "a loss seen while a tracer lost events must be uncertain: {}",
+                show(d)
+            );
+            ensure!(
+                d["verdict"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("UNCERTAIN"),
+                "{}",
+                d["verdict"]
+            );
         }
     }
     // Damaged recordings: a clear error, no panic.
     let data = std::fs::read(&rb)?;
     let cut = temp("cut.rec");
     std::fs::write(&cut, &data[..data.len() - 5])?;
-    let out = std::process::Command::new(tracer_bin()).arg("join").arg(&ra).arg(&cut).output()?;
+    let out = std::process::Command::new(tracer_bin())
+        .arg("join")
+        .arg(&ra)
+        .arg(&cut)
+        .output()?;
     let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(out.status.code() == Some(1) && err.contains("truncated"), "{:?} {err}", out.status);
+    ensure!(
+        out.status.code() == Some(1) && err.contains("truncated"),
+        "{:?} {err}",
+        out.status
+    );
     let mut bad = data.clone();
     let mid = bad.len() / 2;
     bad[mid] ^= 0xff;
     std::fs::write(&cut, &bad)?;
-    let out = std::process::Command::new(tracer_bin()).arg("join").arg(&ra).arg(&cut).output()?;
+    let out = std::process::Command::new(tracer_bin())
+        .arg("join")
+        .arg(&ra)
+        .arg(&cut)
+        .output()?;
     let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(out.status.code() == Some(1) && (err.contains("corrupt") || err.contains("truncated")), "{:?} {err}", out.status);
+    ensure!(
+        out.status.code() == Some(1) && (err.contains("corrupt") || err.contains("truncated")),
+        "{:?} {err}",
+        out.status
+    );
     ensure!(!err.contains("panicked"), "{err}");
     for p in [&ra, &rb, &cut] {
         let _ = std::fs::remove_file(p);

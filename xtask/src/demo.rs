@@ -49,15 +49,27 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     };
     for fault in faults {
         println!("\n=== scenario {}: {}", fault.name(), fault.describe());
-        println!("    node A 10.25.1.51 runs: flannel-trace --port 8475 --listen 10.25.1.51:7800 --token … --probe");
-        println!("    node B 10.25.1.55 runs: flannel-trace --port 8475 --peer 10.25.1.51:7800 --token … --probe\n");
+        println!(
+            "    node A 10.25.1.51 runs: flannel-trace --port 8475 --listen 10.25.1.51:7800 --token … --probe"
+        );
+        println!(
+            "    node B 10.25.1.55 runs: flannel-trace --port 8475 --peer 10.25.1.51:7800 --token … --probe\n"
+        );
         with_lab(fault.lab(), |lab| {
             fault.apply(lab)?;
-            let live = Live { json: false, duration: Duration::from_secs(opts.seconds), ..Live::default() };
+            let live = Live {
+                json: false,
+                duration: Duration::from_secs(opts.seconds),
+                ..Live::default()
+            };
             let run = run_live(lab, &live).context("running flannel-trace on both nodes")?;
             for (name, r) in [("node A", &run.a), ("node B", &run.b)] {
                 if !r.status.success() {
-                    bail!("flannel-trace on {name} failed ({}):\n{}", r.status, r.stderr);
+                    bail!(
+                        "flannel-trace on {name} failed ({}):\n{}",
+                        r.status,
+                        r.stderr
+                    );
                 }
             }
             print!("{}", run.a.stdout);

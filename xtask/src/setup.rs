@@ -14,11 +14,18 @@ use anyhow::{Context as _, anyhow, bail};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Commands the tests and the demo run, and the Debian packages that carry them.
-const SYSTEM_TOOLS: [(&str, &str); 4] =
-    [("ip", "iproute2"), ("bridge", "iproute2"), ("nft", "nftables"), ("ping", "iputils-ping")];
+const SYSTEM_TOOLS: [(&str, &str); 4] = [
+    ("ip", "iproute2"),
+    ("bridge", "iproute2"),
+    ("nft", "nftables"),
+    ("ping", "iputils-ping"),
+];
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -33,11 +40,15 @@ fn have(cmd: &str) -> bool {
     env::var_os("PATH")
         .map(|p| env::split_paths(&p).any(|d| d.join(cmd).is_file()))
         .unwrap_or(false)
-        || ["/usr/sbin", "/sbin", "/usr/bin", "/bin"].iter().any(|d| Path::new(d).join(cmd).is_file())
+        || ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(cmd).is_file())
 }
 
 fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -45,14 +56,21 @@ fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 fn system_tools() -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = SYSTEM_TOOLS.iter().filter(|(c, _)| !have(c)).map(|(_, p)| *p).collect();
+    let mut missing: Vec<&str> = SYSTEM_TOOLS
+        .iter()
+        .filter(|(c, _)| !have(c))
+        .map(|(_, p)| *p)
+        .collect();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
     eprintln!("setup: installing {} with apt-get", missing.join(" "));
     if !have("apt-get") {
-        bail!("missing {} and no apt-get here: install them with your package manager", missing.join(", "));
+        bail!(
+            "missing {} and no apt-get here: install them with your package manager",
+            missing.join(", ")
+        );
     }
     run_cmd(Command::new("apt-get").arg("update").arg("-q"))
         .context("apt-get update (needs root and the Debian mirrors)")?;
@@ -79,8 +97,13 @@ pub fn ebpf_toolchain() -> anyhow::Result<String> {
 }
 
 fn rustc_vv(toolchain: &str) -> Option<String> {
-    let out = Command::new("rustup").args(["run", toolchain, "rustc", "-vV"]).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = Command::new("rustup")
+        .args(["run", toolchain, "rustc", "-vV"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn sysroot(toolchain: &str) -> anyhow::Result<PathBuf> {
@@ -93,32 +116,54 @@ fn sysroot(toolchain: &str) -> anyhow::Result<PathBuf> {
 
 fn nightly_toolchain(nightly: &str) -> anyhow::Result<()> {
     if !have("rustup") {
-        bail!("rustup is not installed: install it from your distribution or rustup.rs, then rerun");
+        bail!(
+            "rustup is not installed: install it from your distribution or rustup.rs, then rerun"
+        );
     }
     let has_src = rustc_vv(nightly).is_some()
-        && sysroot(nightly).map(|s| s.join("lib/rustlib/src/rust/library/core").is_dir()).unwrap_or(false);
+        && sysroot(nightly)
+            .map(|s| s.join("lib/rustlib/src/rust/library/core").is_dir())
+            .unwrap_or(false);
     if has_src {
         return Ok(());
     }
     eprintln!("setup: installing toolchain {nightly} with rust-src");
-    run_cmd(Command::new("rustup").args(["toolchain", "install", nightly, "--profile", "minimal", "--component", "rust-src"]))
-        .with_context(|| format!("rustup toolchain install {nightly}"))
+    run_cmd(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        nightly,
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+    .with_context(|| format!("rustup toolchain install {nightly}"))
 }
 
 fn cargo_home() -> PathBuf {
     env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"))
+        .unwrap_or_else(|| {
+            PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        })
 }
 
 /// bpf-linker must be built against the very LLVM of the nightly that
 /// compiles the programs; a stamp next to it records which one that was.
 fn bpf_linker(nightly: &str) -> anyhow::Result<()> {
     let vv = rustc_vv(nightly).ok_or_else(|| anyhow!("toolchain {nightly} does not run"))?;
-    let commit = vv.lines().find_map(|l| l.strip_prefix("commit-hash: ")).unwrap_or("unknown").to_owned();
-    let llvm = vv.lines().find_map(|l| l.strip_prefix("LLVM version: ")).ok_or_else(|| anyhow!("no LLVM version in rustc -vV"))?;
+    let commit = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("commit-hash: "))
+        .unwrap_or("unknown")
+        .to_owned();
+    let llvm = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .ok_or_else(|| anyhow!("no LLVM version in rustc -vV"))?;
     let major = llvm.split('.').next().unwrap_or(llvm);
-    let stamp_want = format!("bpf-linker {BPF_LINKER_VERSION} for {nightly} {commit} llvm {llvm}\n");
+    let stamp_want =
+        format!("bpf-linker {BPF_LINKER_VERSION} for {nightly} {commit} llvm {llvm}\n");
     let bin = cargo_home().join("bin/bpf-linker");
     let stamp = cargo_home().join("bpf-linker.flannel-trace.stamp");
     if bin.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(stamp_want.as_str()) {
@@ -130,14 +175,37 @@ fn bpf_linker(nightly: &str) -> anyhow::Result<()> {
         .with_context(|| format!("listing {}", lib.display()))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .find(|n| n.starts_with(&format!("libLLVM-{major}")) && n.ends_with(".so"))
-        .ok_or_else(|| anyhow!("no libLLVM-{major}*.so in {}: the nightly ships no LLVM dylib", lib.display()))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "no libLLVM-{major}*.so in {}: the nightly ships no LLVM dylib",
+                lib.display()
+            )
+        })?;
     let dylib = dylib.trim_start_matches("lib").trim_end_matches(".so");
-    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against {dylib} (takes a few minutes)");
-    let rustflags = format!("-L {0} -l dylib={dylib} -C link-arg=-Wl,-rpath,{0}", lib.display());
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against {dylib} (takes a few minutes)"
+    );
+    let rustflags = format!(
+        "-L {0} -l dylib={dylib} -C link-arg=-Wl,-rpath,{0}",
+        lib.display()
+    );
     run_cmd(
         Command::new("rustup")
-            .args(["run", nightly, "cargo", "install", "bpf-linker", "--locked", "--force"])
-            .args(["--version", BPF_LINKER_VERSION, "--no-default-features", "--features"])
+            .args([
+                "run",
+                nightly,
+                "cargo",
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--force",
+            ])
+            .args([
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+            ])
             .arg(format!("llvm-{major},no-llvm-linking"))
             .env("RUSTFLAGS", rustflags)
             .env_remove("RUSTUP_TOOLCHAIN")

@@ -36,17 +36,27 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     setup::run()?;
     setup::build_release()?;
     let mut unit = cargo();
-    unit.args(["test", "--workspace", "--exclude", "flannel-trace-tests", "--exclude", "flannel-trace-ebpf"]);
+    unit.args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "flannel-trace-tests",
+        "--exclude",
+        "flannel-trace-ebpf",
+    ]);
     status(unit, "unit tests")?;
     if opts.unit_only {
         return Ok(());
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc_geteuid() } != 0 {
-        bail!("the integration tests create network namespaces and load eBPF programs: run `sudo -E cargo xtask test` (or --unit-only)");
+        bail!(
+            "the integration tests create network namespaces and load eBPF programs: run `sudo -E cargo xtask test` (or --unit-only)"
+        );
     }
     let mut it = cargo();
-    it.args(["test", "-p", "flannel-trace-tests", "--"]).args(&opts.args);
+    it.args(["test", "-p", "flannel-trace-tests", "--"])
+        .args(&opts.args);
     it.env("FLANNEL_TRACE_BIN", setup::release_binary());
     status(it, "integration tests")
 }

@@ -20,7 +20,10 @@ pub enum Role {
 /// with third nodes has no role.
 pub fn role(ev: &Event, me: &NodeIdentity, peer: &NodeIdentity) -> Option<Role> {
     let outer = ev.outer.as_ref().map(|o| (o.src, o.dst));
-    let inner = ev.inner.as_ref().map(|i| (i.endpoints.src, i.endpoints.dst));
+    let inner = ev
+        .inner
+        .as_ref()
+        .map(|i| (i.endpoints.src, i.endpoints.dst));
     let to_peer = |o: Option<(IpAddr, IpAddr)>, i: Option<(IpAddr, IpAddr)>| match (o, i) {
         (Some((_, dst)), _) => peer.owns_underlay(dst),
         (None, Some((src, dst))) => peer.owns_overlay(dst) && !peer.owns_overlay(src),
@@ -34,7 +37,9 @@ pub fn role(ev: &Event, me: &NodeIdentity, peer: &NodeIdentity) -> Option<Role> 
     let _ = me;
     match ev.hop()? {
         Hop::OverlayEgress | Hop::UnderlayEgress => to_peer(outer, inner).then_some(Role::Sent),
-        Hop::UnderlayIngress | Hop::VxlanRcv | Hop::OverlayIngress => from_peer(outer, inner).then_some(Role::Received),
+        Hop::UnderlayIngress | Hop::VxlanRcv | Hop::OverlayIngress => {
+            from_peer(outer, inner).then_some(Role::Received)
+        }
         Hop::Drop => {
             if from_peer(outer, inner) {
                 Some(Role::Received)

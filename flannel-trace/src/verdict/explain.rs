@@ -4,12 +4,19 @@ use super::{Flow, Losses, NodeTrace, Segment};
 use crate::identity::NodeIdentity;
 
 fn first_ip(n: &NodeIdentity) -> String {
-    n.underlay_ips().next().map_or_else(|| "?".into(), |ip| ip.to_string())
+    n.underlay_ips()
+        .next()
+        .map_or_else(|| "?".into(), |ip| ip.to_string())
 }
 
 /// `10.25.1.55→10.25.1.51 udp/8475`
 pub fn outer_of(s: &NodeIdentity, r: &NodeIdentity) -> Option<String> {
-    Some(format!("{}→{} udp/{}", s.underlay_ips().next()?, r.underlay_ips().next()?, s.port))
+    Some(format!(
+        "{}→{} udp/{}",
+        s.underlay_ips().next()?,
+        r.underlay_ips().next()?,
+        s.port
+    ))
 }
 
 /// Mismatches visible from the two nodes' configuration alone.
@@ -53,7 +60,10 @@ pub fn config_findings(a: &NodeIdentity, b: &NodeIdentity) -> Vec<String> {
     if let (Some(va), Some(vb)) = (a.vni, b.vni)
         && va != vb
     {
-        out.push(format!("VNI mismatch: {}'s {} has VNI {va}, {}'s {} has VNI {vb}", a.node, a.vxlan_dev, b.node, b.vxlan_dev));
+        out.push(format!(
+            "VNI mismatch: {}'s {} has VNI {va}, {}'s {} has VNI {vb}",
+            a.node, a.vxlan_dev, b.node, b.vxlan_dev
+        ));
     }
     out.dedup();
     out
@@ -62,8 +72,16 @@ pub fn config_findings(a: &NodeIdentity, b: &NodeIdentity) -> Vec<String> {
 /// The receiver-side drop reason seen most often for this direction.
 fn main_drop<'f>(flows: &'f [Flow], node: &str) -> Option<(&'f str, Option<&'f str>, u64)> {
     let mut best: Option<(&str, Option<&str>, u64)> = None;
-    for d in flows.iter().flat_map(|f| &f.drops).filter(|d| d.node == node && !d.after_delivery) {
-        let reason = d.reason.as_deref().or(d.location.as_deref()).unwrap_or("unknown");
+    for d in flows
+        .iter()
+        .flat_map(|f| &f.drops)
+        .filter(|d| d.node == node && !d.after_delivery)
+    {
+        let reason = d
+            .reason
+            .as_deref()
+            .or(d.location.as_deref())
+            .unwrap_or("unknown");
         if best.is_none_or(|b| d.count > b.2) {
             best = Some((reason, d.location.as_deref(), d.count));
         }
@@ -93,26 +111,43 @@ pub fn direction_sentence(
     let entered = sum(|f| f.hops.overlay_egress);
     let outer = outer_of(si, ri).unwrap_or_default();
     let (sentence, fix) = match segment {
-        Segment::NoTraffic => (format!("{sn}→{rn}: no traffic from {sn} to {rn} while tracing"), None),
+        Segment::NoTraffic => (
+            format!("{sn}→{rn}: no traffic from {sn} to {rn} while tracing"),
+            None,
+        ),
         Segment::Delivered => {
             let lat = flows
                 .iter()
                 .find_map(|f| f.latency.underlay_ms.map(|ms| (ms, f.latency.error_ms)))
                 .map(|(ms, err)| match err {
                     Some(e) => format!("; underlay one-way {ms:.3} ms ± {e:.3} ms"),
-                    None => format!("; underlay one-way {ms:.3} ms (recorded clocks, not compared)"),
+                    None => {
+                        format!("; underlay one-way {ms:.3} ms (recorded clocks, not compared)")
+                    }
                 })
                 .unwrap_or_default();
-            (format!("{sn}→{rn}: {delivered}/{sent} delivered ({left} frames left {sn}'s {}, {reached} reached {rn}'s {}){lat}", si.underlay_dev, ri.underlay_dev), None)
+            (
+                format!(
+                    "{sn}→{rn}: {delivered}/{sent} delivered ({left} frames left {sn}'s {}, {reached} reached {rn}'s {}){lat}",
+                    si.underlay_dev, ri.underlay_dev
+                ),
+                None,
+            )
         }
         Segment::Underlay => {
-            let mut fix = format!("check firewall/security group for UDP {port} from {} to {}", first_ip(si), first_ip(ri));
+            let mut fix = format!(
+                "check firewall/security group for UDP {port} from {} to {}",
+                first_ip(si),
+                first_ip(ri)
+            );
             // Across flows: probes and small packets pass, big ones vanish.
             let lost_min = flows.iter().filter_map(|f| f.min_lost_len).min();
             let ok_max = flows.iter().filter_map(|f| f.max_delivered_len).max();
             if let (Some(lost_min), Some(ok_max)) = (lost_min, ok_max)
                 && lost_min > ok_max
-                && flows.iter().all(|f| f.max_delivered_len.is_none_or(|d| d < lost_min))
+                && flows
+                    .iter()
+                    .all(|f| f.max_delivered_len.is_none_or(|d| d < lost_min))
             {
                 fix = format!(
                     "frames of {lost_min}+ bytes are lost while frames up to {ok_max} bytes pass: the underlay path MTU is below {lost_min}; lower {}'s MTU or raise the underlay's",
@@ -128,13 +163,26 @@ pub fn direction_sentence(
             )
         }
         Segment::SenderHost => {
-            let why = main_drop(flows, sn).map(|(reason, loc, n)| format!(" ({n} dropped: {reason}{})", loc.map(|l| format!(" at {l}")).unwrap_or_default())).unwrap_or_default();
+            let why = main_drop(flows, sn)
+                .map(|(reason, loc, n)| {
+                    format!(
+                        " ({n} dropped: {reason}{})",
+                        loc.map(|l| format!(" at {l}")).unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
             let fix = if let Some(mac) = &ri.vxlan_mac
                 && !si.fdb.iter().any(|e| e.mac.eq_ignore_ascii_case(mac))
             {
-                format!("{sn} has no FDB entry for {rn}'s VTEP MAC {mac}: check flanneld on {sn} (`bridge fdb show dev {}`)", si.vxlan_dev)
+                format!(
+                    "{sn} has no FDB entry for {rn}'s VTEP MAC {mac}: check flanneld on {sn} (`bridge fdb show dev {}`)",
+                    si.vxlan_dev
+                )
             } else {
-                format!("look at {sn}'s routes, neighbour and FDB entries for {rn} and at its {} MTU", si.vxlan_dev)
+                format!(
+                    "look at {sn}'s routes, neighbour and FDB entries for {rn} and at its {} MTU",
+                    si.vxlan_dev
+                )
             };
             (
                 format!(
@@ -146,20 +194,51 @@ pub fn direction_sentence(
         }
         Segment::ReceiverHost => {
             let drop = main_drop(flows, rn);
-            let why = drop.map(|(reason, loc, n)| format!(" ({n} dropped: {reason}{})", loc.map(|l| format!(" in {l}")).unwrap_or_default())).unwrap_or_default();
+            let why = drop
+                .map(|(reason, loc, n)| {
+                    format!(
+                        " ({n} dropped: {reason}{})",
+                        loc.map(|l| format!(" in {l}")).unwrap_or_default()
+                    )
+                })
+                .unwrap_or_default();
             let fix = match drop.map(|d| d.0) {
-                Some("NETFILTER_DROP") => format!("a firewall rule on {rn} drops UDP {port}: allow it from {} (`nft list ruleset`, `iptables-save`)", first_ip(si)),
+                Some("NETFILTER_DROP") => format!(
+                    "a firewall rule on {rn} drops UDP {port}: allow it from {} (`nft list ruleset`, `iptables-save`)",
+                    first_ip(si)
+                ),
                 Some("NO_SOCKET") => match ri.device_port {
-                    Some(dp) if dp != port => format!("nothing listens on UDP {port} on {rn}: its {} uses udp/{dp}; make both nodes use the same VXLAN port", ri.vxlan_dev),
-                    _ => format!("nothing listens on UDP {port} on {rn}: is its {} up and on that port?", ri.vxlan_dev),
+                    Some(dp) if dp != port => format!(
+                        "nothing listens on UDP {port} on {rn}: its {} uses udp/{dp}; make both nodes use the same VXLAN port",
+                        ri.vxlan_dev
+                    ),
+                    _ => format!(
+                        "nothing listens on UDP {port} on {rn}: is its {} up and on that port?",
+                        ri.vxlan_dev
+                    ),
                 },
-                Some("VXLAN_VNI_NOT_FOUND") => format!("VNI mismatch: {rn}'s {} has VNI {} while {sn} sends another", ri.vxlan_dev, ri.vni.map_or("?".into(), |v| v.to_string())),
-                Some("IP_RPFILTER") => format!("reverse-path filtering on {rn} drops the frames: check rp_filter on {}", ri.underlay_dev),
+                Some("VXLAN_VNI_NOT_FOUND") => format!(
+                    "VNI mismatch: {rn}'s {} has VNI {} while {sn} sends another",
+                    ri.vxlan_dev,
+                    ri.vni.map_or("?".into(), |v| v.to_string())
+                ),
+                Some("IP_RPFILTER") => format!(
+                    "reverse-path filtering on {rn} drops the frames: check rp_filter on {}",
+                    ri.underlay_dev
+                ),
                 Some(other) => format!("{rn} drops them with {other}"),
                 None if si.vni.is_some() && ri.vni.is_some() && si.vni != ri.vni => {
-                    format!("VNI mismatch: {sn} uses VNI {}, {rn}'s {} has VNI {}", si.vni.unwrap_or(0), ri.vxlan_dev, ri.vni.unwrap_or(0))
+                    format!(
+                        "VNI mismatch: {sn} uses VNI {}, {rn}'s {} has VNI {}",
+                        si.vni.unwrap_or(0),
+                        ri.vxlan_dev,
+                        ri.vni.unwrap_or(0)
+                    )
                 }
-                None => format!("no kernel drop was reported on {rn}: check its {} device and its routes back to the pods", ri.vxlan_dev),
+                None => format!(
+                    "no kernel drop was reported on {rn}: check its {} device and its routes back to the pods",
+                    ri.vxlan_dev
+                ),
             };
             (
                 format!(
@@ -173,6 +252,9 @@ pub fn direction_sentence(
     if certain || matches!(segment, Segment::Delivered | Segment::NoTraffic) {
         (sentence, fix)
     } else {
-        (format!("UNCERTAIN (a tracer lost events or a node's view is partial) — {sentence}"), fix)
+        (
+            format!("UNCERTAIN (a tracer lost events or a node's view is partial) — {sentence}"),
+            fix,
+        )
     }
 }

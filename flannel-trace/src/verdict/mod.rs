@@ -53,7 +53,9 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { grace_ns: 500_000_000 }
+        Options {
+            grace_ns: 500_000_000,
+        }
     }
 }
 
@@ -110,7 +112,10 @@ impl Losses {
             (self.underlay, Segment::Underlay),
             (self.receiver_host, Segment::ReceiverHost),
         ];
-        c.iter().filter(|(n, _)| *n > 0).max_by_key(|(n, s)| (*n, std::cmp::Reverse(*s))).map(|(_, s)| *s)
+        c.iter()
+            .filter(|(n, _)| *n > 0)
+            .max_by_key(|(n, s)| (*n, std::cmp::Reverse(*s)))
+            .map(|(_, s)| *s)
     }
 }
 
@@ -230,20 +235,43 @@ pub struct Report {
 }
 
 /// Join two nodes' traces.
-pub fn judge(a: &NodeTrace<'_>, b: &NodeTrace<'_>, clock: Option<ClockEstimate>, opts: Options) -> Report {
+pub fn judge(
+    a: &NodeTrace<'_>,
+    b: &NodeTrace<'_>,
+    clock: Option<ClockEstimate>,
+    opts: Options,
+) -> Report {
     // Two nodes with one hostname (e.g. namespaces of one machine) are told
     // apart by their underlay address.
     let renamed;
     let (a, b) = if a.identity.node == b.identity.node {
         let label = |n: &NodeTrace<'_>| {
             let mut id = n.identity.clone();
-            id.node = format!("{}@{}", id.node, id.underlay_ips().next().map_or_else(|| "?".into(), |ip| ip.to_string()));
+            id.node = format!(
+                "{}@{}",
+                id.node,
+                id.underlay_ips()
+                    .next()
+                    .map_or_else(|| "?".into(), |ip| ip.to_string())
+            );
             id
         };
         renamed = [label(a), label(b)];
         (
-            &NodeTrace { identity: &renamed[0], events: a.events, lost: a.lost, end_wall_ns: a.end_wall_ns, gaps: a.gaps.clone() },
-            &NodeTrace { identity: &renamed[1], events: b.events, lost: b.lost, end_wall_ns: b.end_wall_ns, gaps: b.gaps.clone() },
+            &NodeTrace {
+                identity: &renamed[0],
+                events: a.events,
+                lost: a.lost,
+                end_wall_ns: a.end_wall_ns,
+                gaps: a.gaps.clone(),
+            },
+            &NodeTrace {
+                identity: &renamed[1],
+                events: b.events,
+                lost: b.lost,
+                end_wall_ns: b.end_wall_ns,
+                gaps: b.gaps.clone(),
+            },
         )
     } else {
         (a, b)
@@ -295,7 +323,12 @@ pub fn judge(a: &NodeTrace<'_>, b: &NodeTrace<'_>, clock: Option<ClockEstimate>,
     }
 }
 
-fn direction(s: &NodeTrace<'_>, r: &NodeTrace<'_>, offset: Option<(i64, i64)>, opts: Options) -> Direction {
+fn direction(
+    s: &NodeTrace<'_>,
+    r: &NodeTrace<'_>,
+    offset: Option<(i64, i64)>,
+    opts: Options,
+) -> Direction {
     let flows = tally::flows(s, r, offset, opts);
     let mut lost = Losses::default();
     let (mut sent, mut delivered, mut in_flight) = (0, 0, 0);
@@ -312,7 +345,8 @@ fn direction(s: &NodeTrace<'_>, r: &NodeTrace<'_>, offset: Option<(i64, i64)>, o
     };
     // Losses are only the network's when both tracers saw everything.
     let certain = s.lost == 0 && r.lost == 0 && s.gaps.is_empty() && r.gaps.is_empty();
-    let (verdict, fix) = explain::direction_sentence(s, r, segment, &flows, &lost, sent, delivered, certain);
+    let (verdict, fix) =
+        explain::direction_sentence(s, r, segment, &flows, &lost, sent, delivered, certain);
     Direction {
         from: s.identity.node.clone(),
         to: r.identity.node.clone(),

@@ -9,10 +9,25 @@ pub fn text(r: &Report) -> String {
     let names: Vec<String> = r
         .nodes
         .iter()
-        .map(|n| format!("{} ({})", n.name, n.underlay.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")))
+        .map(|n| {
+            format!(
+                "{} ({})",
+                n.name,
+                n.underlay
+                    .iter()
+                    .map(|i| i.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        })
         .collect();
     let port = r.nodes.first().map_or(0, |n| n.port);
-    let _ = writeln!(out, "flannel-trace verdict: {} <-> {}, VXLAN udp/{port}", names[0], names.get(1).map_or("?", |s| s.as_str()));
+    let _ = writeln!(
+        out,
+        "flannel-trace verdict: {} <-> {}, VXLAN udp/{port}",
+        names[0],
+        names.get(1).map_or("?", |s| s.as_str())
+    );
     match (&r.clock, r.nodes.get(1)) {
         (Some(c), Some(b)) => {
             let _ = writeln!(
@@ -25,7 +40,10 @@ pub fn text(r: &Report) -> String {
             );
         }
         _ => {
-            let _ = writeln!(out, "clock: the nodes' own wall clocks, not compared (cross-node latencies are indicative)");
+            let _ = writeln!(
+                out,
+                "clock: the nodes' own wall clocks, not compared (cross-node latencies are indicative)"
+            );
         }
     }
     for c in &r.config {
@@ -53,11 +71,21 @@ fn flow(out: &mut String, f: &Flow, from: &str, to: &str) {
         Segment::NoTraffic => "no traffic".to_owned(),
         seg => format!("LOST {} in {}", f.lost.total(), seg.name()),
     };
-    let _ = writeln!(out, "  flow {}: sent {}, delivered {} — {state}", f.key, f.sent, f.delivered);
+    let _ = writeln!(
+        out,
+        "  flow {}: sent {}, delivered {} — {state}",
+        f.key, f.sent, f.delivered
+    );
     let _ = writeln!(
         out,
         "    {from}: overlay-egress {} underlay-egress {} drop {} | {to}: underlay-ingress {} vxlan-rcv {} overlay-ingress {} drop {}",
-        h.overlay_egress, h.underlay_egress, h.sender_drops, h.underlay_ingress, h.vxlan_rcv, h.overlay_ingress, h.receiver_drops
+        h.overlay_egress,
+        h.underlay_egress,
+        h.sender_drops,
+        h.underlay_ingress,
+        h.vxlan_rcv,
+        h.overlay_ingress,
+        h.receiver_drops
     );
     for d in &f.drops {
         let _ = writeln!(
@@ -66,14 +94,24 @@ fn flow(out: &mut String, f: &Flow, from: &str, to: &str) {
             d.node,
             d.count,
             d.reason.as_deref().unwrap_or("(no reason on this kernel)"),
-            d.location.as_deref().map(|l| format!(" in {l}")).unwrap_or_default(),
-            if d.after_delivery { " (after delivery: the receiving host's stack, not the network)" } else { "" }
+            d.location
+                .as_deref()
+                .map(|l| format!(" in {l}"))
+                .unwrap_or_default(),
+            if d.after_delivery {
+                " (after delivery: the receiving host's stack, not the network)"
+            } else {
+                ""
+            }
         );
     }
     let l = &f.latency;
     let mut lat = Vec::new();
     if let Some(ms) = l.underlay_ms {
-        lat.push(format!("underlay {ms:.3} ms{}", l.error_ms.map(|e| format!(" ± {e:.3}")).unwrap_or_default()));
+        lat.push(format!(
+            "underlay {ms:.3} ms{}",
+            l.error_ms.map(|e| format!(" ± {e:.3}")).unwrap_or_default()
+        ));
     }
     if let Some(us) = l.encap_us {
         lat.push(format!("encap on {from} {us:.1} µs"));
@@ -85,6 +123,10 @@ fn flow(out: &mut String, f: &Flow, from: &str, to: &str) {
         let _ = writeln!(out, "    latency (median): {}", lat.join(", "));
     }
     if f.in_flight > 0 {
-        let _ = writeln!(out, "    {} not judged (sent before the receiver was traced, or just before the end)", f.in_flight);
+        let _ = writeln!(
+            out,
+            "    {} not judged (sent before the receiver was traced, or just before the end)",
+            f.in_flight
+        );
     }
 }

@@ -12,9 +12,20 @@ use super::{DropCount, Flow, HopCounts, Latency, Losses, NodeTrace, Options, Seg
 use crate::event::Event;
 
 /// Hops along the path, sender then receiver.
-const STAGES: [Hop; 5] = [Hop::OverlayEgress, Hop::UnderlayEgress, Hop::UnderlayIngress, Hop::VxlanRcv, Hop::OverlayIngress];
+const STAGES: [Hop; 5] = [
+    Hop::OverlayEgress,
+    Hop::UnderlayEgress,
+    Hop::UnderlayIngress,
+    Hop::VxlanRcv,
+    Hop::OverlayIngress,
+];
 /// The stage a transition leaves from decides the segment of a loss.
-const SEGMENT_AFTER: [Segment; 4] = [Segment::SenderHost, Segment::Underlay, Segment::ReceiverHost, Segment::ReceiverHost];
+const SEGMENT_AFTER: [Segment; 4] = [
+    Segment::SenderHost,
+    Segment::Underlay,
+    Segment::ReceiverHost,
+    Segment::ReceiverHost,
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct FlowKey {
@@ -42,7 +53,9 @@ impl FlowKey {
 
     fn label(&self) -> String {
         match (self.sport, self.dport, self.icmp_id) {
-            (Some(sp), Some(dp), _) => format!("{} {}:{sp} > {}:{dp}", self.proto, self.src, self.dst),
+            (Some(sp), Some(dp), _) => {
+                format!("{} {}:{sp} > {}:{dp}", self.proto, self.src, self.dst)
+            }
             (_, _, Some(id)) => format!("{} {} > {} id {id}", self.proto, self.src, self.dst),
             _ => format!("{} {} > {}", self.proto, self.src, self.dst),
         }
@@ -77,7 +90,12 @@ fn stage_of(hop: Hop) -> Option<usize> {
     STAGES.iter().position(|h| *h == hop)
 }
 
-pub fn flows(s: &NodeTrace<'_>, r: &NodeTrace<'_>, offset: Option<(i64, i64)>, opts: Options) -> Vec<Flow> {
+pub fn flows(
+    s: &NodeTrace<'_>,
+    r: &NodeTrace<'_>,
+    offset: Option<(i64, i64)>,
+    opts: Options,
+) -> Vec<Flow> {
     use classify::Role;
     let shift = offset.map_or(0, |(o, _)| o);
     let mut obs: BTreeMap<FlowKey, FlowObs<'_>> = BTreeMap::new();
@@ -89,19 +107,37 @@ pub fn flows(s: &NodeTrace<'_>, r: &NodeTrace<'_>, offset: Option<(i64, i64)>, o
             }
             let Some(key) = FlowKey::of(ev) else { continue };
             let Some(hop) = ev.hop() else { continue };
-            let t = if is_receiver { wall(ev, node) - shift } else { wall(ev, node) };
+            let t = if is_receiver {
+                wall(ev, node) - shift
+            } else {
+                wall(ev, node)
+            };
             let f = obs.entry(key).or_default();
             if hop == Hop::Drop {
-                if is_receiver { f.receiver_drops.push(ev) } else { f.sender_drops.push(ev) }
+                if is_receiver {
+                    f.receiver_drops.push(ev)
+                } else {
+                    f.sender_drops.push(ev)
+                }
                 continue;
             }
             let Some(stage) = stage_of(hop) else { continue };
-            let range = ev.inner.as_ref().and_then(|i| i.tcp.as_ref()).filter(|t| t.payload_len > 0).map(|tcp| {
-                let base = *f.seq_base.get_or_insert(tcp.seq);
-                let start = i64::from(tcp.seq.wrapping_sub(base) as i32);
-                (start, start + i64::from(tcp.payload_len))
+            let range = ev
+                .inner
+                .as_ref()
+                .and_then(|i| i.tcp.as_ref())
+                .filter(|t| t.payload_len > 0)
+                .map(|tcp| {
+                    let base = *f.seq_base.get_or_insert(tcp.seq);
+                    let start = i64::from(tcp.seq.wrapping_sub(base) as i32);
+                    (start, start + i64::from(tcp.payload_len))
+                });
+            f.stages[stage].push(Item {
+                fp: ev.fingerprint.clone(),
+                wall: t,
+                len: ev.len,
+                range,
             });
-            f.stages[stage].push(Item { fp: ev.fingerprint.clone(), wall: t, len: ev.len, range });
         }
     }
     let window = Window {
@@ -109,11 +145,18 @@ pub fn flows(s: &NodeTrace<'_>, r: &NodeTrace<'_>, offset: Option<(i64, i64)>, o
         r_start: (r.identity.attached_wall_ns > 0).then(|| r.identity.attached_wall_ns - shift),
         r_end: r.end_wall_ns.map(|e| e - shift),
     };
-    obs.into_iter().map(|(key, f)| judge_flow(key, f, s, r, window, offset, opts)).collect()
+    obs.into_iter()
+        .map(|(key, f)| judge_flow(key, f, s, r, window, offset, opts))
+        .collect()
 }
 
 /// Whether `item` is carried on by the observations of the next stage.
-fn carried(item: &Item, next: &[Item], fp_budget: &mut HashMap<String, u64>, next_ranges: &[(i64, i64)]) -> bool {
+fn carried(
+    item: &Item,
+    next: &[Item],
+    fp_budget: &mut HashMap<String, u64>,
+    next_ranges: &[(i64, i64)],
+) -> bool {
     match (item.range, &item.fp) {
         (Some(r), _) => covered(r, next_ranges),
         (None, Some(fp)) => match fp_budget.get_mut(fp) {
@@ -185,7 +228,15 @@ struct Window {
     r_end: Option<i64>,
 }
 
-fn judge_flow(key: FlowKey, f: FlowObs<'_>, s: &NodeTrace<'_>, r: &NodeTrace<'_>, w: Window, offset: Option<(i64, i64)>, opts: Options) -> Flow {
+fn judge_flow(
+    key: FlowKey,
+    f: FlowObs<'_>,
+    s: &NodeTrace<'_>,
+    r: &NodeTrace<'_>,
+    w: Window,
+    offset: Option<(i64, i64)>,
+    opts: Options,
+) -> Flow {
     let st = &f.stages;
     let hops = HopCounts {
         overlay_egress: st[0].len() as u64,
@@ -198,8 +249,9 @@ fn judge_flow(key: FlowKey, f: FlowObs<'_>, s: &NodeTrace<'_>, r: &NodeTrace<'_>
     };
     // A stage with no observation at all while a later one has some is a
     // hook that did not see this flow (e.g. a missing backend), not a loss.
-    let active: Vec<usize> =
-        (0..STAGES.len()).filter(|&k| !st[k].is_empty() || (k + 1..STAGES.len()).all(|j| st[j].is_empty())).collect();
+    let active: Vec<usize> = (0..STAGES.len())
+        .filter(|&k| !st[k].is_empty() || (k + 1..STAGES.len()).all(|j| st[j].is_empty()))
+        .collect();
     let mut lost = Losses::default();
     let mut in_flight = 0;
     let mut lost_in_underlay: Vec<u32> = Vec::new();
@@ -208,7 +260,11 @@ fn judge_flow(key: FlowKey, f: FlowObs<'_>, s: &NodeTrace<'_>, r: &NodeTrace<'_>
         let (k, next) = (pair[0], pair[1]);
         // Seen at any later stage means not lost here: a hook that missed a
         // packet (or a backend that cannot see it) must not invent a loss.
-        let later: Vec<Item> = active.iter().filter(|&&j| j > k).flat_map(|&j| st[j].iter().cloned()).collect();
+        let later: Vec<Item> = active
+            .iter()
+            .filter(|&&j| j > k)
+            .flat_map(|&j| st[j].iter().cloned())
+            .collect();
         let mut budget: HashMap<String, u64> = HashMap::new();
         for &j in active.iter().filter(|&&j| j > k) {
             let mut here: HashMap<&str, u64> = HashMap::new();
@@ -225,7 +281,11 @@ fn judge_flow(key: FlowKey, f: FlowObs<'_>, s: &NodeTrace<'_>, r: &NodeTrace<'_>
         let later_ranges = union(&later);
         // The next stage's observer must have been watching: from its
         // attachment until its end, less the time a frame may be in flight.
-        let (start, end) = if next >= 2 { (w.r_start, w.r_end) } else { (None, w.s_end) };
+        let (start, end) = if next >= 2 {
+            (w.r_start, w.r_end)
+        } else {
+            (None, w.s_end)
+        };
         for item in &st[k] {
             let ok = carried(item, &later, &mut budget, &later_ranges);
             if k == 1 && ok {
@@ -234,7 +294,9 @@ fn judge_flow(key: FlowKey, f: FlowObs<'_>, s: &NodeTrace<'_>, r: &NodeTrace<'_>
             if ok {
                 continue;
             }
-            if end.is_some_and(|e| item.wall > e - opts.grace_ns) || start.is_some_and(|b| item.wall < b) {
+            if end.is_some_and(|e| item.wall > e - opts.grace_ns)
+                || start.is_some_and(|b| item.wall < b)
+            {
                 in_flight += 1;
                 continue;
             }
@@ -249,26 +311,57 @@ fn judge_flow(key: FlowKey, f: FlowObs<'_>, s: &NodeTrace<'_>, r: &NodeTrace<'_>
         }
     }
     let first = active.first().copied().unwrap_or(0);
-    let sent = if active.iter().any(|&k| k < 2) { st[first].len() as u64 } else { 0 };
+    let sent = if active.iter().any(|&k| k < 2) {
+        st[first].len() as u64
+    } else {
+        0
+    };
     let delivered = st[4].len() as u64;
-    let segment = lost.worst().unwrap_or(if sent == 0 && delivered == 0 { Segment::NoTraffic } else { Segment::Delivered });
+    let segment = lost.worst().unwrap_or(if sent == 0 && delivered == 0 {
+        Segment::NoTraffic
+    } else {
+        Segment::Delivered
+    });
 
-    let oi_fps: std::collections::HashSet<&str> = st[4].iter().filter_map(|i| i.fp.as_deref()).collect();
+    let oi_fps: std::collections::HashSet<&str> =
+        st[4].iter().filter_map(|i| i.fp.as_deref()).collect();
     let mut drops: BTreeMap<(String, Option<String>, Option<String>, bool), u64> = BTreeMap::new();
     for (node, evs) in [(s, &f.sender_drops), (r, &f.receiver_drops)] {
         for ev in evs.iter() {
             let d = ev.drop.as_ref();
-            let loc = d.and_then(|d| d.location.as_deref()).map(|l| l.split('+').next().unwrap_or(l).to_owned());
-            let after = std::ptr::eq(node, r) && ev.fingerprint.as_deref().is_some_and(|fp| oi_fps.contains(fp));
-            *drops.entry((node.identity.node.clone(), d.and_then(|d| d.reason.clone()), loc, after)).or_default() += 1;
+            let loc = d
+                .and_then(|d| d.location.as_deref())
+                .map(|l| l.split('+').next().unwrap_or(l).to_owned());
+            let after = std::ptr::eq(node, r)
+                && ev
+                    .fingerprint
+                    .as_deref()
+                    .is_some_and(|fp| oi_fps.contains(fp));
+            *drops
+                .entry((
+                    node.identity.node.clone(),
+                    d.and_then(|d| d.reason.clone()),
+                    loc,
+                    after,
+                ))
+                .or_default() += 1;
         }
     }
     let drops = drops
         .into_iter()
-        .map(|((node, reason, location, after_delivery), count)| DropCount { node, reason, location, count, after_delivery })
+        .map(
+            |((node, reason, location, after_delivery), count)| DropCount {
+                node,
+                reason,
+                location,
+                count,
+                after_delivery,
+            },
+        )
         .collect();
 
-    let tcp_bytes = (f.seq_base.is_some()).then(|| (ranges_len(&union(&st[first])), ranges_len(&union(&st[4]))));
+    let tcp_bytes = (f.seq_base.is_some())
+        .then(|| (ranges_len(&union(&st[first])), ranges_len(&union(&st[4]))));
     let ms = |v: Vec<f64>| median(v).map(|ns| ns / 1e6);
     let us = |v: Vec<f64>| median(v).map(|ns| ns / 1e3);
     let underlay = delays(&st[1], &st[2]);

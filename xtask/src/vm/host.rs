@@ -41,7 +41,11 @@ pub fn find(cmd: &str) -> Option<PathBuf> {
 /// configuration). busybox must be the static build: the guest has no libc
 /// for it at /init time, and Debian's dynamic `busybox` package is not.
 pub fn ensure_tools() -> anyhow::Result<()> {
-    let mut missing: Vec<&str> = TOOLS.iter().filter(|(c, _)| find(c).is_none()).map(|(_, p)| *p).collect();
+    let mut missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(c, _)| find(c).is_none())
+        .map(|(_, p)| *p)
+        .collect();
     if let Some(bb) = find("busybox") {
         if !is_static(&bb)? && !missing.contains(&"busybox-static") {
             missing.push("busybox-static");
@@ -53,7 +57,10 @@ pub fn ensure_tools() -> anyhow::Result<()> {
     }
     eprintln!("vm-test: installing {} with apt-get", missing.join(" "));
     if find("apt-get").is_none() {
-        bail!("missing {}: install them with your package manager", missing.join(", "));
+        bail!(
+            "missing {}: install them with your package manager",
+            missing.join(", ")
+        );
     }
     run(Command::new("apt-get").args(["update", "-q"])).context("apt-get update (needs root)")?;
     run(Command::new("apt-get")
@@ -61,9 +68,13 @@ pub fn ensure_tools() -> anyhow::Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
     .with_context(|| format!("apt-get install {}", missing.join(" ")))?;
-    let bb = find("busybox").ok_or_else(|| anyhow!("busybox still missing after installing busybox-static"))?;
+    let bb = find("busybox")
+        .ok_or_else(|| anyhow!("busybox still missing after installing busybox-static"))?;
     if !is_static(&bb)? {
-        bail!("{} is not statically linked: install Debian's busybox-static", bb.display());
+        bail!(
+            "{} is not statically linked: install Debian's busybox-static",
+            bb.display()
+        );
     }
     Ok(())
 }
@@ -81,8 +92,14 @@ pub fn check_kvm() -> anyhow::Result<()> {
 pub fn is_static(path: &Path) -> anyhow::Result<bool> {
     let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| data.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-    let u64_at = |o: usize| data.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
+    let u32_at = |o: usize| {
+        data.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let u64_at = |o: usize| {
+        data.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
     if data.get(..5) != Some(b"\x7fELF\x02") {
         bail!("{} is not a 64-bit ELF file", path.display());
     }
@@ -99,7 +116,9 @@ pub fn is_static(path: &Path) -> anyhow::Result<bool> {
 }
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -123,12 +142,26 @@ pub fn artifacts(build: bool) -> anyhow::Result<Artifacts> {
     }
     let tracer = setup::release_binary();
     if !tracer.is_file() {
-        bail!("{} does not exist: run `cargo xtask build` (or leave out --no-build)", tracer.display());
+        bail!(
+            "{} does not exist: run `cargo xtask build` (or leave out --no-build)",
+            tracer.display()
+        );
     }
     let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(setup::workspace_root())
-        .args(["test", "--release", "-p", "flannel-trace-tests", "--test", "tracer", "--no-run", "--message-format=json"]);
-    let out = cmd.stderr(std::process::Stdio::inherit()).output().context("running cargo test --no-run")?;
+    cmd.current_dir(setup::workspace_root()).args([
+        "test",
+        "--release",
+        "-p",
+        "flannel-trace-tests",
+        "--test",
+        "tracer",
+        "--no-run",
+        "--message-format=json",
+    ]);
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo test --no-run")?;
     if !out.status.success() {
         bail!("building the integration tests failed ({})", out.status);
     }

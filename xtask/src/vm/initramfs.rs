@@ -62,7 +62,13 @@ impl Tree {
     fn add(&mut self, path: &str, entry: Entry) {
         let path = path.trim_start_matches('/').to_owned();
         let mut parent = String::new();
-        for part in path.split('/').collect::<Vec<_>>().split_last().map(|(_, p)| p.to_vec()).unwrap_or_default() {
+        for part in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|(_, p)| p.to_vec())
+            .unwrap_or_default()
+        {
             if !parent.is_empty() {
                 parent.push('/');
             }
@@ -81,7 +87,10 @@ impl Tree {
         let data = fs::read(host).with_context(|| format!("reading {}", host.display()))?;
         self.file(guest, data, 0o755);
         for lib in shared_libraries(host)? {
-            if !self.0.contains_key(lib.to_string_lossy().trim_start_matches('/')) {
+            if !self
+                .0
+                .contains_key(lib.to_string_lossy().trim_start_matches('/'))
+            {
                 let data = fs::read(&lib).with_context(|| format!("reading {}", lib.display()))?;
                 self.file(&lib.to_string_lossy(), data, 0o755);
             }
@@ -92,7 +101,12 @@ impl Tree {
     /// cpio "newc", as the kernel's initramfs unpacker reads it.
     fn write_cpio(&self, out: &mut impl io::Write) -> io::Result<()> {
         let mut ino = 1;
-        let mut header = |out: &mut dyn io::Write, name: &str, mode: u32, size: usize, rdev: (u32, u32)| -> io::Result<()> {
+        let mut header = |out: &mut dyn io::Write,
+                          name: &str,
+                          mode: u32,
+                          size: usize,
+                          rdev: (u32, u32)|
+         -> io::Result<()> {
             ino += 1;
             let namesize = name.len() + 1;
             write!(
@@ -118,7 +132,9 @@ impl Tree {
                     out.write_all(target.as_bytes())?;
                     pad(out, target.len())?;
                 }
-                Entry::CharDev { major, minor } => header(out, path, 0o020600, 0, (*major, *minor))?,
+                Entry::CharDev { major, minor } => {
+                    header(out, path, 0o020600, 0, (*major, *minor))?
+                }
             }
         }
         header(out, "TRAILER!!!", 0, 0, (0, 0))
@@ -130,9 +146,16 @@ fn shared_libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if host::is_static(bin)? {
         return Ok(Vec::new());
     }
-    let out = Command::new("ldd").arg(bin).output().context("starting ldd")?;
+    let out = Command::new("ldd")
+        .arg(bin)
+        .output()
+        .context("starting ldd")?;
     if !out.status.success() {
-        bail!("ldd {} failed: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "ldd {} failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut libs = Vec::new();
@@ -152,9 +175,25 @@ fn shared_libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Writes the initramfs for `kernel` to `out`.
-pub fn build(kernel: &Kernel, bins: &Artifacts, test_args: &[String], out: &Path) -> anyhow::Result<()> {
+pub fn build(
+    kernel: &Kernel,
+    bins: &Artifacts,
+    test_args: &[String],
+    out: &Path,
+) -> anyhow::Result<()> {
     let mut t = Tree::default();
-    for d in ["proc", "sys", "dev", "run", "tmp", "root", "etc", "usr/local/bin", "lib", "lib64"] {
+    for d in [
+        "proc",
+        "sys",
+        "dev",
+        "run",
+        "tmp",
+        "root",
+        "etc",
+        "usr/local/bin",
+        "lib",
+        "lib64",
+    ] {
         t.add(d, Entry::Dir);
     }
     t.add("var/run", Entry::Symlink("/run".into()));
@@ -163,13 +202,21 @@ pub fn build(kernel: &Kernel, bins: &Artifacts, test_args: &[String], out: &Path
 
     let busybox = host::find("busybox").ok_or_else(|| anyhow!("busybox is not installed"))?;
     if !host::is_static(&busybox)? {
-        bail!("{} is not static: install busybox-static", busybox.display());
+        bail!(
+            "{} is not static: install busybox-static",
+            busybox.display()
+        );
     }
     t.file("bin/busybox", fs::read(&busybox)?, 0o755);
     t.add("bin/sh", Entry::Symlink("busybox".into()));
     for tool in GUEST_TOOLS {
-        let path = host::find(tool).ok_or_else(|| anyhow!("{tool} is not installed on the host"))?;
-        let guest = if path.starts_with("/usr/sbin") || path.starts_with("/sbin") { "usr/sbin" } else { "usr/bin" };
+        let path =
+            host::find(tool).ok_or_else(|| anyhow!("{tool} is not installed on the host"))?;
+        let guest = if path.starts_with("/usr/sbin") || path.starts_with("/sbin") {
+            "usr/sbin"
+        } else {
+            "usr/bin"
+        };
         t.host_binary(&path, &format!("{guest}/{tool}"))?;
     }
     t.host_binary(&bins.tracer, "usr/local/bin/flannel-trace")?;
@@ -180,11 +227,22 @@ pub fn build(kernel: &Kernel, bins: &Artifacts, test_args: &[String], out: &Path
             t.file(&format!("etc/{f}"), data, 0o644);
         }
     }
-    t.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".to_vec(), 0o644);
-    t.file("etc/group", b"root:x:0:\nnogroup:x:65534:\n".to_vec(), 0o644);
+    t.file(
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+            .to_vec(),
+        0o644,
+    );
+    t.file(
+        "etc/group",
+        b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+        0o644,
+    );
     t.file("etc/hosts", b"127.0.0.1 localhost ft-vm\n".to_vec(), 0o644);
 
-    let modules = kernel.modules(&MODULES).with_context(|| format!("collecting the modules of {}", kernel.release))?;
+    let modules = kernel
+        .modules(&MODULES)
+        .with_context(|| format!("collecting the modules of {}", kernel.release))?;
     let mut list = String::new();
     for m in modules {
         let guest = format!("lib/modules/{}/{}", kernel.release, m.rel_path);
@@ -193,12 +251,25 @@ pub fn build(kernel: &Kernel, bins: &Artifacts, test_args: &[String], out: &Path
     }
     t.file("etc/ft-modules", list.into_bytes(), 0o644);
 
-    let args = test_args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
-    t.file("init", INIT.replace("@TEST_ARGS@", &args).into_bytes(), 0o755);
+    let args = test_args
+        .iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    t.file(
+        "init",
+        INIT.replace("@TEST_ARGS@", &args).into_bytes(),
+        0o755,
+    );
 
     let tmp = out.with_extension("tmp");
     let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut gz = Command::new("gzip").args(["-1", "-n", "-c"]).stdin(Stdio::piped()).stdout(file).spawn().context("starting gzip")?;
+    let mut gz = Command::new("gzip")
+        .args(["-1", "-n", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(file)
+        .spawn()
+        .context("starting gzip")?;
     {
         let mut w = io::BufWriter::new(gz.stdin.take().expect("piped"));
         t.write_cpio(&mut w).context("writing the cpio archive")?;
@@ -213,7 +284,10 @@ pub fn build(kernel: &Kernel, bins: &Artifacts, test_args: &[String], out: &Path
 }
 
 fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_=.,:/".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_=.,:/".contains(c))
+    {
         s.to_owned()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -232,7 +306,11 @@ mod tests {
         let mut buf = Vec::new();
         t.write_cpio(&mut buf).unwrap();
         let text = String::from_utf8_lossy(&buf);
-        let (a, ab, abc) = (text.find("a\0").unwrap(), text.find("a/b\0").unwrap(), text.find("a/b/c\0").unwrap());
+        let (a, ab, abc) = (
+            text.find("a\0").unwrap(),
+            text.find("a/b\0").unwrap(),
+            text.find("a/b/c\0").unwrap(),
+        );
         assert!(a < ab && ab < abc);
         assert_eq!(buf.len() % 4, 0);
         assert!(text.ends_with("TRAILER!!!\0\0\0\0") || text.contains("TRAILER!!!\0"));

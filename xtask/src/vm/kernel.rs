@@ -61,8 +61,15 @@ impl Apt {
         if !Path::new(KEYRING).is_file() {
             bail!("{KEYRING} is missing: install Debian's debian-archive-keyring package");
         }
-        for d in ["state/lists/partial", "cache/archives/partial", "etc/apt.conf.d", "etc/preferences.d", "etc/sources.list.d"] {
-            fs::create_dir_all(root.join(d)).with_context(|| format!("creating {}", root.join(d).display()))?;
+        for d in [
+            "state/lists/partial",
+            "cache/archives/partial",
+            "etc/apt.conf.d",
+            "etc/preferences.d",
+            "etc/sources.list.d",
+        ] {
+            fs::create_dir_all(root.join(d))
+                .with_context(|| format!("creating {}", root.join(d).display()))?;
         }
         fs::create_dir_all(cache).with_context(|| format!("creating {}", cache.display()))?;
         let status = root.join("state/status");
@@ -71,7 +78,9 @@ impl Apt {
         }
         let sources: String = SOURCES
             .iter()
-            .map(|(uri, suite)| format!("deb [signed-by={KEYRING} check-valid-until=no] {uri} {suite} main\n"))
+            .map(|(uri, suite)| {
+                format!("deb [signed-by={KEYRING} check-valid-until=no] {uri} {suite} main\n")
+            })
             .collect();
         fs::write(root.join("etc/sources.list"), sources)?;
         let r = root.display();
@@ -96,39 +105,74 @@ impl Apt {
         );
         let conf_path = root.join("apt.conf");
         fs::write(&conf_path, conf)?;
-        Ok(Apt { conf: conf_path, cache: cache.to_path_buf() })
+        Ok(Apt {
+            conf: conf_path,
+            cache: cache.to_path_buf(),
+        })
     }
 
     fn cmd(&self, prog: &str) -> Command {
         let mut c = Command::new(prog);
-        c.env("APT_CONFIG", &self.conf).env("DEBIAN_FRONTEND", "noninteractive").env("LC_ALL", "C");
+        c.env("APT_CONFIG", &self.conf)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .env("LC_ALL", "C");
         c
     }
 
     pub fn update(&self) -> anyhow::Result<()> {
-        let out = self.cmd("apt-get").args(["update", "-q"]).output().context("starting apt-get update")?;
+        let out = self
+            .cmd("apt-get")
+            .args(["update", "-q"])
+            .output()
+            .context("starting apt-get update")?;
         if !out.status.success() {
-            bail!("apt-get update failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "apt-get update failed ({}):\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
 
     fn search(&self, regex: &str) -> anyhow::Result<Vec<String>> {
-        let out = self.cmd("apt-cache").args(["search", "--names-only", regex]).output().context("starting apt-cache")?;
+        let out = self
+            .cmd("apt-cache")
+            .args(["search", "--names-only", regex])
+            .output()
+            .context("starting apt-cache")?;
         if !out.status.success() {
-            bail!("apt-cache search failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "apt-cache search failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        Ok(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split(" - ").next()).map(str::to_owned).collect())
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(" - ").next())
+            .map(str::to_owned)
+            .collect())
     }
 
     /// Candidate version and the first alternative of each dependency.
     fn show(&self, pkg: &str) -> anyhow::Result<(String, Vec<String>)> {
-        let out = self.cmd("apt-cache").args(["show", "--no-all-versions", pkg]).output().context("starting apt-cache")?;
+        let out = self
+            .cmd("apt-cache")
+            .args(["show", "--no-all-versions", pkg])
+            .output()
+            .context("starting apt-cache")?;
         if !out.status.success() {
-            bail!("apt-cache show {pkg} failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "apt-cache show {pkg} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned());
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
         let version = field("Version:").ok_or_else(|| anyhow!("no Version for {pkg}"))?;
         let deps = field("Depends:")
             .unwrap_or_default()
@@ -142,19 +186,39 @@ impl Apt {
 
     /// Downloads `pkgs` (name, version) into the cache unless already there.
     fn download(&self, pkgs: &[(String, String)]) -> anyhow::Result<Vec<PathBuf>> {
-        let path = |(n, v): &(String, String)| self.cache.join(format!("{n}_{}_amd64.deb", v.replace(':', "%3a")));
-        let missing: Vec<String> = pkgs.iter().filter(|p| !path(p).is_file()).map(|(n, v)| format!("{n}={v}")).collect();
+        let path = |(n, v): &(String, String)| {
+            self.cache
+                .join(format!("{n}_{}_amd64.deb", v.replace(':', "%3a")))
+        };
+        let missing: Vec<String> = pkgs
+            .iter()
+            .filter(|p| !path(p).is_file())
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
         if !missing.is_empty() {
             eprintln!("vm-test: downloading {}", missing.join(" "));
-            let out = self.cmd("apt-get").args(["download", "-q"]).args(&missing).current_dir(&self.cache).output()?;
+            let out = self
+                .cmd("apt-get")
+                .args(["download", "-q"])
+                .args(&missing)
+                .current_dir(&self.cache)
+                .output()?;
             if !out.status.success() {
-                bail!("apt-get download failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "apt-get download failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
         }
         pkgs.iter()
             .map(|p| {
                 let f = path(p);
-                if f.is_file() { Ok(f) } else { Err(anyhow!("{} is missing after apt-get download", f.display())) }
+                if f.is_file() {
+                    Ok(f)
+                } else {
+                    Err(anyhow!("{} is missing after apt-get download", f.display()))
+                }
             })
             .collect()
     }
@@ -176,10 +240,20 @@ pub struct Kernel {
 /// "6.12.118+deb13" -> [6, 12, 118, 13], "6.1.0-0.deb11.52" -> [6, 1, 0,
 /// 0, 11, 52]. Compared lexicographically, the newest ABI is the largest.
 fn abi_numbers(abi: &str) -> Option<Vec<u64>> {
-    if !abi.starts_with(|c: char| c.is_ascii_digit()) || !abi.replace("deb", "").chars().all(|c| c.is_ascii_digit() || ".+-".contains(c)) {
+    if !abi.starts_with(|c: char| c.is_ascii_digit())
+        || !abi
+            .replace("deb", "")
+            .chars()
+            .all(|c| c.is_ascii_digit() || ".+-".contains(c))
+    {
         return None;
     }
-    Some(abi.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect())
+    Some(
+        abi.split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| s.parse().ok())
+            .collect(),
+    )
 }
 
 /// The newest `linux-image-<abi>-<flavour>` of series `key` among `names`.
@@ -188,7 +262,9 @@ fn newest(key: &str, flavour: &str, names: &[String]) -> Option<String> {
     names
         .iter()
         .filter_map(|n| {
-            let abi = n.strip_prefix("linux-image-")?.strip_suffix(&format!("-{flavour}"))?;
+            let abi = n
+                .strip_prefix("linux-image-")?
+                .strip_suffix(&format!("-{flavour}"))?;
             let nums = abi_numbers(abi)?;
             // x.y.z at least: excludes release candidates named "7.3".
             (nums.len() >= 3 && nums.starts_with(&series)).then(|| (nums, n.clone()))
@@ -198,7 +274,10 @@ fn newest(key: &str, flavour: &str, names: &[String]) -> Option<String> {
 }
 
 fn series_regex(key: &str, flavour: &str) -> String {
-    format!("^linux-image-{}\\.[0-9].*-{flavour}$", key.replace('.', "\\."))
+    format!(
+        "^linux-image-{}\\.[0-9].*-{flavour}$",
+        key.replace('.', "\\.")
+    )
 }
 
 /// Resolves, downloads and unpacks the newest kernel of series `key`.
@@ -207,7 +286,9 @@ pub fn fetch(apt: &Apt, key: &str, root: &Path) -> anyhow::Result<Kernel> {
     for flavour in FLAVOURS {
         let names = apt.search(&series_regex(key, flavour))?;
         let Some(image) = newest(key, flavour, &names) else {
-            tried.push(format!("no linux-image-{key}.*-{flavour} in the package lists"));
+            tried.push(format!(
+                "no linux-image-{key}.*-{flavour} in the package lists"
+            ));
             continue;
         };
         let kernel = unpack(apt, &image, root)?;
@@ -226,7 +307,10 @@ fn unpack(apt: &Apt, image: &str, root: &Path) -> anyhow::Result<Kernel> {
     // Newer Debian kernels split the image into linux-binary-*,
     // linux-modules-* and linux-base-* packages of the same ABI.
     let mut pkgs = vec![(image.to_owned(), version.clone())];
-    for d in deps.iter().filter(|d| d.starts_with("linux-") && d.ends_with(abi)) {
+    for d in deps
+        .iter()
+        .filter(|d| d.starts_with("linux-") && d.ends_with(abi))
+    {
         let (v, _) = apt.show(d)?;
         pkgs.push((d.clone(), v));
     }
@@ -239,7 +323,12 @@ fn unpack(apt: &Apt, image: &str, root: &Path) -> anyhow::Result<Kernel> {
         }
         fs::create_dir_all(&dir)?;
         for deb in &debs {
-            let st = Command::new("dpkg-deb").arg("-x").arg(deb).arg(&dir).status().context("starting dpkg-deb")?;
+            let st = Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(deb)
+                .arg(&dir)
+                .status()
+                .context("starting dpkg-deb")?;
             if !st.success() {
                 bail!("dpkg-deb -x {} failed ({st})", deb.display());
             }
@@ -250,15 +339,40 @@ fn unpack(apt: &Apt, image: &str, root: &Path) -> anyhow::Result<Kernel> {
         .iter()
         .map(|d| dir.join(d))
         .filter(|d| d.is_dir())
-        .flat_map(|d| fs::read_dir(d).into_iter().flatten().filter_map(|e| e.ok()).map(|e| e.path()))
+        .flat_map(|d| {
+            fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+        })
         .find(|p| p.join("kernel").is_dir())
         .ok_or_else(|| anyhow!("no lib/modules/<release>/kernel in {}", dir.display()))?;
-    let release = modules_dir.file_name().and_then(|n| n.to_str()).ok_or_else(|| anyhow!("bad module dir"))?.to_owned();
+    let release = modules_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("bad module dir"))?
+        .to_owned();
     let pick = |cands: [PathBuf; 2], what: &str| {
-        cands.into_iter().find(|p| p.is_file()).ok_or_else(|| anyhow!("no {what} for {release} in {}", dir.display()))
+        cands
+            .into_iter()
+            .find(|p| p.is_file())
+            .ok_or_else(|| anyhow!("no {what} for {release} in {}", dir.display()))
     };
-    let vmlinuz = pick([dir.join(format!("boot/vmlinuz-{release}")), modules_dir.join("vmlinuz")], "vmlinuz")?;
-    let config_path = pick([dir.join(format!("boot/config-{release}")), modules_dir.join("config")], "config")?;
+    let vmlinuz = pick(
+        [
+            dir.join(format!("boot/vmlinuz-{release}")),
+            modules_dir.join("vmlinuz"),
+        ],
+        "vmlinuz",
+    )?;
+    let config_path = pick(
+        [
+            dir.join(format!("boot/config-{release}")),
+            modules_dir.join("config"),
+        ],
+        "config",
+    )?;
     let config = fs::read_to_string(&config_path)?
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -298,11 +412,19 @@ impl Kernel {
         let mut index = BTreeMap::new();
         let mut stack = vec![self.modules_dir.join("kernel")];
         while let Some(d) = stack.pop() {
-            for e in fs::read_dir(&d).into_iter().flatten().filter_map(|e| e.ok()) {
+            for e in fs::read_dir(&d)
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.ok())
+            {
                 let p = e.path();
                 if p.is_dir() {
                     stack.push(p);
-                } else if let Some(name) = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.split(".ko").next().filter(|_| n.contains(".ko"))) {
+                } else if let Some(name) = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.split(".ko").next().filter(|_| n.contains(".ko")))
+                {
                     index.insert(name.replace('-', "_"), p.clone());
                 }
             }
@@ -323,7 +445,10 @@ impl Kernel {
                 self.visit(name, &index, &mut seen, &mut order, 0)?;
             } else if let Some(sym) = symbol {
                 if self.config(sym) != Some("y") {
-                    bail!("module {name} is neither in the package nor built in ({sym}={})", self.config(sym).unwrap_or("not set"));
+                    bail!(
+                        "module {name} is neither in the package nor built in ({sym}={})",
+                        self.config(sym).unwrap_or("not set")
+                    );
                 }
             }
         }
@@ -345,12 +470,21 @@ impl Kernel {
             bail!("module dependencies nest too deep at {name}");
         }
         seen.insert(name.to_owned());
-        let path = index.get(name).ok_or_else(|| anyhow!("module {name} is needed but not in the package"))?;
+        let path = index
+            .get(name)
+            .ok_or_else(|| anyhow!("module {name} is needed but not in the package"))?;
         let data = decompress(path)?;
-        for dep in modinfo(&data, "depends").split(',').filter(|d| !d.is_empty()) {
+        for dep in modinfo(&data, "depends")
+            .split(',')
+            .filter(|d| !d.is_empty())
+        {
             self.visit(&dep.replace('-', "_"), index, seen, order, depth + 1)?;
         }
-        let rel = path.strip_prefix(&self.modules_dir).expect("below modules_dir").to_string_lossy().into_owned();
+        let rel = path
+            .strip_prefix(&self.modules_dir)
+            .expect("below modules_dir")
+            .to_string_lossy()
+            .into_owned();
         let rel_path = format!("{}.ko", rel.split(".ko").next().expect("has .ko"));
         order.push(Module { rel_path, data });
         Ok(())
@@ -385,9 +519,16 @@ fn decompress(path: &Path) -> anyhow::Result<Vec<u8>> {
     } else {
         bail!("unknown module compression: {name}");
     };
-    let out = Command::new(tool).arg("-dc").arg(path).output().with_context(|| format!("starting {tool}"))?;
+    let out = Command::new(tool)
+        .arg("-dc")
+        .arg(path)
+        .output()
+        .with_context(|| format!("starting {tool}"))?;
     if !out.status.success() {
-        bail!("{tool} -dc {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{tool} -dc {name} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(out.stdout)
 }
@@ -414,9 +555,18 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
-        assert_eq!(newest("6.1", "cloud-amd64", &names).as_deref(), Some("linux-image-6.1.0-56-cloud-amd64"));
-        assert_eq!(newest("6.12", "cloud-amd64", &names).as_deref(), Some("linux-image-6.12.118+deb13-cloud-amd64"));
-        assert_eq!(newest("7", "cloud-amd64", &names).as_deref(), Some("linux-image-7.3.4+deb13-cloud-amd64"));
+        assert_eq!(
+            newest("6.1", "cloud-amd64", &names).as_deref(),
+            Some("linux-image-6.1.0-56-cloud-amd64")
+        );
+        assert_eq!(
+            newest("6.12", "cloud-amd64", &names).as_deref(),
+            Some("linux-image-6.12.118+deb13-cloud-amd64")
+        );
+        assert_eq!(
+            newest("7", "cloud-amd64", &names).as_deref(),
+            Some("linux-image-7.3.4+deb13-cloud-amd64")
+        );
         assert_eq!(newest("5.10", "cloud-amd64", &names), None);
         // The generic flavour must not pick up "…-cloud-amd64" or "…-rt-amd64".
         assert_eq!(newest("7", "amd64", &names), None);

@@ -81,7 +81,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let bins = host::artifacts(!opts.no_build).context("building the binaries for the guests")?;
     let apt = kernel::Apt::new(&dir.join("apt"), &dir.join("cache"))?;
     if !opts.offline {
-        apt.update().context("refreshing the private package lists (target/vm/apt)")?;
+        apt.update()
+            .context("refreshing the private package lists (target/vm/apt)")?;
     }
 
     let test_args = if !opts.test_args.is_empty() {
@@ -105,22 +106,34 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 
     let matrix = report::Matrix::new(results, opts.kvm, &test_args);
     let json_path = dir.join("matrix.json");
-    fs::write(&json_path, matrix.json()).with_context(|| format!("writing {}", json_path.display()))?;
+    fs::write(&json_path, matrix.json())
+        .with_context(|| format!("writing {}", json_path.display()))?;
     let md_path = dir.join("matrix.md");
     let md = matrix.markdown();
     fs::write(&md_path, &md).with_context(|| format!("writing {}", md_path.display()))?;
 
     println!();
-    println!("== Kernel matrix ({}) ==", if opts.kvm { "KVM" } else { "TCG" });
+    println!(
+        "== Kernel matrix ({}) ==",
+        if opts.kvm { "KVM" } else { "TCG" }
+    );
     for r in &matrix.results {
         println!("{}", r.line());
     }
     println!();
     println!("{md}");
     println!("written: {} and {}", json_path.display(), md_path.display());
-    let failed: Vec<&str> = matrix.results.iter().filter(|r| !r.passed()).map(|r| r.key.as_str()).collect();
+    let failed: Vec<&str> = matrix
+        .results
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.key.as_str())
+        .collect();
     if !failed.is_empty() {
-        bail!("kernel matrix failed on {}: see target/vm/<kernel>.log", failed.join(", "));
+        bail!(
+            "kernel matrix failed on {}: see target/vm/<kernel>.log",
+            failed.join(", ")
+        );
     }
     Ok(())
 }
@@ -135,7 +148,10 @@ fn select_kernels(asked: &[String]) -> anyhow::Result<Vec<String>> {
         let key = match k {
             "7" | "7.x" => "7",
             other if KERNELS.contains(&other) => other,
-            other => bail!("unknown kernel `{other}`: choose among {}", KERNELS.join(", ")),
+            other => bail!(
+                "unknown kernel `{other}`: choose among {}",
+                KERNELS.join(", ")
+            ),
         };
         if !out.iter().any(|o: &String| o == key) {
             out.push(key.to_owned());
@@ -153,10 +169,16 @@ fn run_one(
     dir: &Path,
 ) -> anyhow::Result<report::KernelResult> {
     let started = Instant::now();
-    let kernel = kernel::fetch(apt, key, &dir.join("kernels")).with_context(|| format!("fetching the {key} kernel"))?;
-    eprintln!("vm-test: {key}: kernel {} ({})", kernel.release, kernel.packages.join(" "));
+    let kernel = kernel::fetch(apt, key, &dir.join("kernels"))
+        .with_context(|| format!("fetching the {key} kernel"))?;
+    eprintln!(
+        "vm-test: {key}: kernel {} ({})",
+        kernel.release,
+        kernel.packages.join(" ")
+    );
     let initrd = dir.join(format!("initramfs-{}.cpio.gz", kernel.release));
-    initramfs::build(&kernel, bins, test_args, &initrd).with_context(|| format!("building the initramfs for {}", kernel.release))?;
+    initramfs::build(&kernel, bins, test_args, &initrd)
+        .with_context(|| format!("building the initramfs for {}", kernel.release))?;
     let log = dir.join(format!("{key}.log"));
     let boot = qemu::Boot {
         kernel: &kernel.vmlinuz,
@@ -167,8 +189,19 @@ fn run_one(
         timeout: Duration::from_secs(opts.timeout * 60),
         verbose: opts.verbose,
     };
-    eprintln!("vm-test: {key}: booting {} under {} (console: {})", kernel.release, if opts.kvm { "KVM" } else { "TCG" }, log.display());
+    eprintln!(
+        "vm-test: {key}: booting {} under {} (console: {})",
+        kernel.release,
+        if opts.kvm { "KVM" } else { "TCG" },
+        log.display()
+    );
     let outcome = boot.run()?;
     let text = fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
-    Ok(report::KernelResult::from_log(key, &kernel, &text, &outcome, started.elapsed()))
+    Ok(report::KernelResult::from_log(
+        key,
+        &kernel,
+        &text,
+        &outcome,
+        started.elapsed(),
+    ))
 }

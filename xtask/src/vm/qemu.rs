@@ -40,7 +40,15 @@ impl Boot<'_> {
             cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max"]);
         }
         cmd.args(["-m", &self.memory_mib.to_string(), "-smp", "2"])
-            .args(["-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio", "-monitor", "none"])
+            .args([
+                "-nodefaults",
+                "-nographic",
+                "-no-reboot",
+                "-serial",
+                "stdio",
+                "-monitor",
+                "none",
+            ])
             .arg("-kernel")
             .arg(self.kernel)
             .arg("-initrd")
@@ -48,13 +56,17 @@ impl Boot<'_> {
             // panic=-1: reboot at once on a panic, which -no-reboot turns
             // into qemu exiting. mitigations=off: page-table isolation and
             // friends only cost time under emulation.
-            .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=4 mitigations=off rdinit=/init"])
+            .args([
+                "-append",
+                "console=ttyS0 panic=-1 quiet loglevel=4 mitigations=off rdinit=/init",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let started = Instant::now();
         let mut child = cmd.spawn().context("starting qemu-system-x86_64")?;
-        let mut log = File::create(self.log).with_context(|| format!("creating {}", self.log.display()))?;
+        let mut log =
+            File::create(self.log).with_context(|| format!("creating {}", self.log.display()))?;
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let stdout = child.stdout.take().expect("piped");
         let stderr = child.stderr.take().expect("piped");
@@ -62,7 +74,11 @@ impl Boot<'_> {
         thread::spawn(move || {
             let mut r = BufReader::new(stdout);
             let mut line = Vec::new();
-            while r.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
+            while r
+                .read_until(b'\n', &mut line)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
                 if tx.send(std::mem::take(&mut line)).is_err() {
                     break;
                 }
@@ -93,12 +109,20 @@ impl Boot<'_> {
             }
             if !timed_out && Instant::now() > deadline {
                 timed_out = true;
-                let _ = writeln!(log, "[vm-test] guest still running after {:?}: killing qemu", self.timeout);
+                let _ = writeln!(
+                    log,
+                    "[vm-test] guest still running after {:?}: killing qemu",
+                    self.timeout
+                );
                 let _ = child.kill();
             }
         }
         let status = child.wait().context("waiting for qemu")?;
         log.flush()?;
-        Ok(Outcome { wall: started.elapsed(), timed_out, exit: status.code() })
+        Ok(Outcome {
+            wall: started.elapsed(),
+            timed_out,
+            exit: status.code(),
+        })
     }
 }

@@ -8,7 +8,14 @@ use serde_json::{Value, json};
 use super::{kernel::Kernel, qemu::Outcome};
 
 /// Hooks in the order the tracer reports them.
-const HOPS: [&str; 6] = ["overlay-egress", "overlay-ingress", "underlay-egress", "underlay-ingress", "vxlan-rcv", "drop"];
+const HOPS: [&str; 6] = [
+    "overlay-egress",
+    "overlay-ingress",
+    "underlay-egress",
+    "underlay-ingress",
+    "vxlan-rcv",
+    "drop",
+];
 
 /// One tracer run of the guest's attach probes.
 pub struct Probe {
@@ -19,6 +26,8 @@ pub struct Probe {
     pub backends: BTreeMap<String, String>,
     pub error: String,
     pub verifier: Option<String>,
+    /// Guest seconds the run took (start-up, 1 s of tracing, clean-up).
+    pub seconds: Option<f64>,
 }
 
 impl Probe {
@@ -29,6 +38,7 @@ impl Probe {
             "backends": self.backends,
             "error": (!self.error.is_empty()).then_some(&self.error),
             "verifier_log_tail": self.verifier,
+            "seconds": self.seconds,
         })
     }
 }
@@ -54,11 +64,14 @@ pub struct KernelResult {
 }
 
 fn uptime(line: &str) -> Option<f64> {
-    line.split_whitespace().find_map(|w| w.strip_prefix("uptime=")).and_then(|v| v.parse().ok())
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix("uptime="))
+        .and_then(|v| v.parse().ok())
 }
 
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace().find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
 }
 
 impl KernelResult {
@@ -82,7 +95,13 @@ impl KernelResult {
         }
     }
 
-    pub fn from_log(key: &str, kernel: &Kernel, log: &str, outcome: &Outcome, wall: Duration) -> KernelResult {
+    pub fn from_log(
+        key: &str,
+        kernel: &Kernel,
+        log: &str,
+        outcome: &Outcome,
+        wall: Duration,
+    ) -> KernelResult {
         let mut r = KernelResult::setup_failure(key, String::new(), wall);
         r.problems.clear();
         r.release = kernel.release.clone();
@@ -100,24 +119,34 @@ impl KernelResult {
                     r.facts.insert(k.to_owned(), v.trim().to_owned());
                 }
             } else if let Some(rest) = line.strip_prefix("FT-VM-PROBE\t") {
-                let parts: Vec<&str> = rest.splitn(4, '\t').collect();
+                let parts: Vec<&str> = rest.splitn(5, '\t').collect();
                 let start: Option<Value> = parts.get(2).and_then(|s| serde_json::from_str(s).ok());
                 let backends = start
                     .as_ref()
                     .and_then(|s| s["hooks"].as_array().cloned())
                     .unwrap_or_default()
                     .iter()
-                    .filter_map(|h| Some((h["hop"].as_str()?.to_owned(), h["backend"].as_str()?.to_owned())))
+                    .filter_map(|h| {
+                        Some((
+                            h["hop"].as_str()?.to_owned(),
+                            h["backend"].as_str()?.to_owned(),
+                        ))
+                    })
                     .collect();
                 r.probes.push(Probe {
                     args: parts.first().unwrap_or(&"").to_string(),
                     rc: parts.get(1).and_then(|s| s.parse().ok()).unwrap_or(-1),
                     backends,
-                    error: parts.get(3).map(|s| s.trim().trim_start_matches("flannel-trace: ").to_owned()).unwrap_or_default(),
+                    error: parts
+                        .get(3)
+                        .map(|s| s.trim().trim_start_matches("flannel-trace: ").to_owned())
+                        .unwrap_or_default(),
                     verifier: None,
+                    seconds: parts.get(4).and_then(|s| s.trim().parse().ok()),
                 });
             } else if let Some(rest) = line.strip_prefix("FT-VM-VERIFIER\t") {
-                if let (Some((args, text)), Some(p)) = (rest.split_once('\t'), r.probes.last_mut()) {
+                if let (Some((args, text)), Some(p)) = (rest.split_once('\t'), r.probes.last_mut())
+                {
                     if p.args == args {
                         p.verifier = Some(text.to_owned());
                     }
@@ -132,7 +161,9 @@ impl KernelResult {
                 r.tests_s = uptime(line).zip(tests_begin).map(|(e, b)| e - b);
             } else if let Some(rest) = line.strip_prefix("FT-VM-RESULT ") {
                 let release = field(rest, "kernel").unwrap_or_default().to_owned();
-                let status = field(rest, "status").and_then(|s| s.parse().ok()).unwrap_or(-1);
+                let status = field(rest, "status")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(-1);
                 result = Some((release, status));
             } else if let Some(rest) = line.strip_prefix("test ") {
                 if let Some((name, outcome)) = rest.rsplit_once(" ... ") {
@@ -140,7 +171,11 @@ impl KernelResult {
                 }
                 if let Some(summary) = rest.strip_prefix("result: ") {
                     let num = |what: &str| {
-                        summary.split(';').find_map(|p| p.trim().strip_suffix(what).and_then(|n| n.trim().rsplit(' ').next()?.parse().ok()))
+                        summary.split(';').find_map(|p| {
+                            p.trim()
+                                .strip_suffix(what)
+                                .and_then(|n| n.trim().rsplit(' ').next()?.parse().ok())
+                        })
                     };
                     r.passed += num("passed").unwrap_or(0);
                     r.failed += num("failed").unwrap_or(0);
@@ -155,26 +190,44 @@ impl KernelResult {
         }
 
         if outcome.timed_out {
-            r.problems.push(format!("guest killed after {:.0} s without finishing", outcome.wall.as_secs_f64()));
+            r.problems.push(format!(
+                "guest killed after {:.0} s without finishing",
+                outcome.wall.as_secs_f64()
+            ));
         }
         match &result {
-            None => r.problems.push(format!("no FT-VM-RESULT marker on the console (qemu exit {:?})", outcome.exit)),
-            Some((_, status)) if *status != 0 => r.problems.push(format!("integration tests exited {status}")),
-            Some((release, _)) if *release != r.release => {
-                r.problems.push(format!("guest ran kernel {release}, expected {}", r.release))
-            }
+            None => r.problems.push(format!(
+                "no FT-VM-RESULT marker on the console (qemu exit {:?})",
+                outcome.exit
+            )),
+            Some((_, status)) if *status != 0 => r
+                .problems
+                .push(format!("integration tests exited {status}")),
+            Some((release, _)) if *release != r.release => r.problems.push(format!(
+                "guest ran kernel {release}, expected {}",
+                r.release
+            )),
             Some(_) => {}
         }
         if result.is_some() && r.passed == 0 {
             r.problems.push("no integration test ran".into());
         }
         if r.failed > 0 {
-            let names: Vec<&str> = r.tests.iter().filter(|(_, o)| o == "FAILED").map(|(n, _)| n.as_str()).collect();
-            r.problems.push(format!("{} test(s) failed: {}", r.failed, names.join(", ")));
+            let names: Vec<&str> = r
+                .tests
+                .iter()
+                .filter(|(_, o)| o == "FAILED")
+                .map(|(n, _)| n.as_str())
+                .collect();
+            r.problems
+                .push(format!("{} test(s) failed: {}", r.failed, names.join(", ")));
         }
         match r.probes.first() {
             None => r.problems.push("the guest printed no attach probe".into()),
-            Some(p) if p.rc != 0 => r.problems.push(format!("flannel-trace with default backends exited {}: {}", p.rc, p.error)),
+            Some(p) if p.rc != 0 => r.problems.push(format!(
+                "flannel-trace with default backends exited {}: {}",
+                p.rc, p.error
+            )),
             Some(_) => {}
         }
         for m in &r.module_failures {
@@ -182,7 +235,11 @@ impl KernelResult {
         }
         if result.is_none() || outcome.timed_out {
             let lines: Vec<&str> = log.lines().collect();
-            r.excerpt.extend(lines[lines.len().saturating_sub(40)..].iter().map(|l| (*l).to_owned()));
+            r.excerpt.extend(
+                lines[lines.len().saturating_sub(40)..]
+                    .iter()
+                    .map(|l| (*l).to_owned()),
+            );
         }
         r
     }
@@ -193,7 +250,11 @@ impl KernelResult {
 
     /// hop -> backend of the run with default (auto) backends.
     pub fn auto_backends(&self) -> BTreeMap<String, String> {
-        self.probes.iter().find(|p| p.args.is_empty()).map(|p| p.backends.clone()).unwrap_or_default()
+        self.probes
+            .iter()
+            .find(|p| p.args.is_empty())
+            .map(|p| p.backends.clone())
+            .unwrap_or_default()
     }
 
     fn tc_backend(&self) -> String {
@@ -213,7 +274,11 @@ impl KernelResult {
         let mut line = format!(
             "{:<5} {:<26} {}  tests {}/{} passed  tc={} vxlan-rcv={} drop={}  boot {} probes {} tests {} wall {:.0}s",
             self.key,
-            if self.release.is_empty() { "-" } else { &self.release },
+            if self.release.is_empty() {
+                "-"
+            } else {
+                &self.release
+            },
             if self.passed() { "PASS" } else { "FAIL" },
             self.passed,
             self.passed + self.failed,
@@ -236,12 +301,22 @@ impl KernelResult {
         line
     }
 
-    /// A forced backend: "yes", or "no (<reason>)".
-    fn forced(&self, args: &str, hop: &str, want: &str) -> String {
-        match self.probes.iter().find(|p| p.args == args) {
+    /// A forced backend: "yes", or "no: <reason>". `flag` is the option
+    /// the probe run starts with.
+    fn forced(&self, flag: &str, hop: &str, want: &str) -> String {
+        match self
+            .probes
+            .iter()
+            .find(|p| p.args == flag || p.args.starts_with(&format!("{flag} ")))
+        {
             None => "not run".into(),
-            Some(p) if p.rc == 0 && p.backends.get(hop).map(String::as_str) == Some(want) => "yes".into(),
-            Some(p) if p.rc == 0 => format!("no (got {})", p.backends.get(hop).map(String::as_str).unwrap_or("nothing")),
+            Some(p) if p.rc == 0 && p.backends.get(hop).map(String::as_str) == Some(want) => {
+                "yes".into()
+            }
+            Some(p) if p.rc == 0 => format!(
+                "no (got {})",
+                p.backends.get(hop).map(String::as_str).unwrap_or("nothing")
+            ),
             Some(p) => format!("no: {}", short_reason(&p.error)),
         }
     }
@@ -268,7 +343,10 @@ impl KernelResult {
 /// The part of a tracer error that says why a backend did not work.
 fn short_reason(err: &str) -> String {
     let e = err.split(" works on this kernel: ").nth(1).unwrap_or(err);
-    let e = ["fentry: ", "kprobe: ", "tp_btf: ", "tracepoint: "].iter().find_map(|p| e.strip_prefix(p)).unwrap_or(e);
+    let e = ["fentry: ", "kprobe: ", "tp_btf: ", "tracepoint: "]
+        .iter()
+        .find_map(|p| e.strip_prefix(p))
+        .unwrap_or(e);
     let mut s: String = e.chars().take(140).collect();
     if e.chars().count() > 140 {
         s.push('…');
@@ -284,7 +362,11 @@ pub struct Matrix {
 
 impl Matrix {
     pub fn new(results: Vec<KernelResult>, kvm: bool, test_args: &[String]) -> Matrix {
-        Matrix { results, kvm, test_args: test_args.to_vec() }
+        Matrix {
+            results,
+            kvm,
+            test_args: test_args.to_vec(),
+        }
     }
 
     pub fn json(&self) -> String {
@@ -316,12 +398,20 @@ impl Matrix {
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.key,
-                if r.release.is_empty() { "-" } else { &r.release },
+                if r.release.is_empty() {
+                    "-"
+                } else {
+                    &r.release
+                },
                 r.tc_backend(),
                 get("vxlan-rcv"),
                 get("drop"),
                 reason,
-                if r.passed() { format!("{}/{} pass", r.passed, r.passed + r.failed) } else { format!("FAIL ({}/{} pass)", r.passed, r.passed + r.failed) },
+                if r.passed() {
+                    format!("{}/{} pass", r.passed, r.passed + r.failed)
+                } else {
+                    format!("FAIL ({}/{} pass)", r.passed, r.passed + r.failed)
+                },
                 r.wall_text(),
             ));
         }
@@ -363,6 +453,9 @@ mod tests {
     fn reasons_are_cut_to_the_cause() {
         let e = "no backend of the vxlan-rcv hop works on this kernel: fentry: Unknown BTF type `vxlan_rcv`";
         assert_eq!(short_reason(e), "Unknown BTF type `vxlan_rcv`");
-        assert_eq!(short_reason("cannot attach overlay-egress on flannel.1: TCX attach failed"), "cannot attach overlay-egress on flannel.1: TCX attach failed");
+        assert_eq!(
+            short_reason("cannot attach overlay-egress on flannel.1: TCX attach failed"),
+            "cannot attach overlay-egress on flannel.1: TCX attach failed"
+        );
     }
 }
