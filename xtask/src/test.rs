@@ -1,7 +1,11 @@
 //! `cargo xtask test`: unit tests (no root), then the netns integration
 //! tests against the real kernel (root).
 
-use std::{env, process::Command};
+use std::{
+    env,
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+};
 
 use anyhow::{Context as _, bail};
 use clap::Args;
@@ -24,9 +28,43 @@ fn cargo() -> Command {
     c
 }
 
-fn status(mut c: Command, what: &str) -> anyhow::Result<()> {
-    let s = c.status().with_context(|| format!("starting {what}"))?;
+/// Totals over every `test result:` line cargo printed.
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+}
+
+/// Run a cargo test command, echoing its output and adding up its results.
+fn status(mut c: Command, what: &str, tally: &mut Tally) -> anyhow::Result<()> {
+    c.stdout(Stdio::piped());
+    let mut child = c.spawn().with_context(|| format!("starting {what}"))?;
+    let out = child.stdout.take().context("stdout")?;
+    for line in BufReader::new(out).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let num = |key: &str| {
+                rest.split(';')
+                    .find_map(|p| {
+                        p.trim().strip_suffix(key).map(|n| {
+                            n.trim()
+                                .rsplit(' ')
+                                .next()
+                                .unwrap_or("0")
+                                .parse()
+                                .unwrap_or(0)
+                        })
+                    })
+                    .unwrap_or(0)
+            };
+            tally.passed += num(" passed");
+            tally.failed += num(" failed");
+        }
+    }
+    let s = child.wait()?;
     if !s.success() {
+        println!("{} passed, {} failed", tally.passed, tally.failed.max(1));
         bail!("{what} failed ({s})");
     }
     Ok(())
@@ -44,8 +82,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         "--exclude",
         "flannel-trace-ebpf",
     ]);
-    status(unit, "unit tests")?;
+    let mut tally = Tally::default();
+    status(unit, "unit tests", &mut tally)?;
     if opts.unit_only {
+        println!("{} passed, {} failed", tally.passed, tally.failed);
         return Ok(());
     }
     // SAFETY: geteuid has no preconditions.
@@ -58,7 +98,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     it.args(["test", "-p", "flannel-trace-tests", "--"])
         .args(&opts.args);
     it.env("FLANNEL_TRACE_BIN", setup::release_binary());
-    status(it, "integration tests")
+    status(it, "integration tests", &mut tally)?;
+    // One closing line over every test binary.
+    println!("{} passed, {} failed", tally.passed, tally.failed);
+    Ok(())
 }
 
 unsafe extern "C" {
