@@ -143,9 +143,12 @@ pub enum Counter {
     RingbufFull = 0,
     /// A frame of this overlay that the parser could not decode.
     Unparsed = 1,
+    /// A probe could not read a `struct sk_buff`: the kernel's layout is
+    /// not what its BTF said. Also logged (rate-limited) through aya-log.
+    ProbeRead = 2,
 }
 
-pub const COUNTER_SLOTS: u32 = 2;
+pub const COUNTER_SLOTS: u32 = 3;
 
 #[cfg(feature = "user")]
 mod user {

@@ -10,6 +10,12 @@
 //! two VLAN tags, and never guesses: a frame it cannot decode is an error the
 //! caller counts, not a half-filled event.
 
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
+    udp::UdpHdr,
+};
+
 use crate::{
     config::Ports,
     event::{AF_INET, AF_INET6, PacketInfo, Tuple, flags},
@@ -59,17 +65,30 @@ impl ParseError {
     }
 }
 
-pub const ETH_HLEN: usize = 14;
+pub const ETH_HLEN: usize = EthHdr::LEN;
 pub const VXLAN_HLEN: usize = 8;
-const UDP_HLEN: usize = 8;
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ICMPV6: u8 = 58;
+const UDP_HLEN: usize = UdpHdr::LEN;
+// network-types keeps ethertypes in network byte order; the parser compares
+// host-order values read with `be16`.
+const ETH_P_IP: u16 = u16::from_be(EtherType::Ipv4 as u16);
+const ETH_P_IPV6: u16 = u16::from_be(EtherType::Ipv6 as u16);
+const ETH_P_8021Q: u16 = u16::from_be(EtherType::Ieee8021q as u16);
+const ETH_P_8021AD: u16 = u16::from_be(EtherType::Ieee8021ad as u16);
+pub const IPPROTO_ICMP: u8 = IpProto::Icmp as u8;
+pub const IPPROTO_TCP: u8 = IpProto::Tcp as u8;
+pub const IPPROTO_UDP: u8 = IpProto::Udp as u8;
+pub const IPPROTO_ICMPV6: u8 = IpProto::Ipv6Icmp as u8;
+const IPV4_HLEN: usize = Ipv4Hdr::LEN;
+const IPV6_HLEN: usize = Ipv6Hdr::LEN;
+// IPv6 extension headers the parser walks.
+const EXT_HOP_BY_HOP: u8 = IpProto::HopOpt as u8;
+const EXT_ROUTING: u8 = IpProto::Ipv6Route as u8;
+const EXT_FRAGMENT: u8 = IpProto::Ipv6Frag as u8;
+const EXT_AUTH: u8 = IpProto::Ah as u8;
+const EXT_DEST_OPTS: u8 = IpProto::Ipv6Opts as u8;
+const EXT_MOBILITY: u8 = 135;
+const EXT_HIP: u8 = 139;
+const EXT_SHIM6: u8 = 140;
 const MAX_VLAN_TAGS: usize = 2;
 const MAX_IPV6_EXT: usize = 6;
 
@@ -145,7 +164,7 @@ struct Ip {
 
 #[inline(always)]
 fn parse_ipv4<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
-    let h: [u8; 20] = b.read(off).ok_or(ParseError::Short)?;
+    let h: [u8; IPV4_HLEN] = b.read(off).ok_or(ParseError::Short)?;
     if h[0] >> 4 != 4 {
         return Err(ParseError::BadIp);
     }
@@ -173,7 +192,7 @@ fn parse_ipv4<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
 
 #[inline(always)]
 fn parse_ipv6<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
-    let h: [u8; 40] = b.read(off).ok_or(ParseError::Short)?;
+    let h: [u8; IPV6_HLEN] = b.read(off).ok_or(ParseError::Short)?;
     if h[0] >> 4 != 6 {
         return Err(ParseError::BadIp);
     }
@@ -190,13 +209,13 @@ fn parse_ipv6<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
         match next {
             // Hop-by-hop, routing, destination options, mobility, HIP, shim6:
             // length in 8-octet units, not counting the first 8.
-            0 | 43 | 60 | 135 | 139 | 140 => {
+            EXT_HOP_BY_HOP | EXT_ROUTING | EXT_DEST_OPTS | EXT_MOBILITY | EXT_HIP | EXT_SHIM6 => {
                 let e: [u8; 2] = b.read(l4).ok_or(ParseError::Short)?;
                 next = e[0];
                 l4 += (e[1] as usize + 1) * 8;
             }
             // Fragment header: fixed 8 bytes.
-            44 => {
+            EXT_FRAGMENT => {
                 let e: [u8; 8] = b.read(l4).ok_or(ParseError::Short)?;
                 next = e[0];
                 later_fragment = be16([e[2], e[3]]) >> 3 != 0;
@@ -204,7 +223,7 @@ fn parse_ipv6<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
                 l4 += 8;
             }
             // Authentication header: length in 4-octet units, minus 2.
-            51 => {
+            EXT_AUTH => {
                 let e: [u8; 2] = b.read(l4).ok_or(ParseError::Short)?;
                 next = e[0];
                 l4 += (e[1] as usize + 2) * 4;

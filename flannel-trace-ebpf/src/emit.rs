@@ -56,11 +56,16 @@ pub fn scratch(slot: Slot) -> Option<&'static mut PacketInfo> {
     Some(unsafe { &mut *p })
 }
 
+/// Count one occurrence on this CPU; returns the new per-CPU total.
 #[inline(always)]
-pub fn count(c: Counter) {
-    if let Some(slot) = COUNTERS.get_ptr_mut(c as u32) {
+pub fn count(c: Counter) -> u64 {
+    match COUNTERS.get_ptr_mut(c as u32) {
         // A per-CPU slot; a lost increment under nesting only undercounts by one.
-        unsafe { *slot += 1 };
+        Some(slot) => unsafe {
+            *slot += 1;
+            *slot
+        },
+        None => 0,
     }
 }
 

@@ -1,10 +1,11 @@
 //! The logic behind each entry point.
 
 use aya_ebpf::{
-    EbpfContext as _,
+    EbpfContext,
     bindings::__sk_buff,
     programs::{TcContext, TracePointContext},
 };
+use aya_log_ebpf::error;
 use flannel_trace_common::{
     Config, Counter, EventKind, Hop, PacketInfo,
     config::ANY_VNI,
@@ -88,6 +89,27 @@ pub fn try_tc(ctx: &TcContext, hop: Hop) -> Result<(), ()> {
     Ok(())
 }
 
+/// Read the skb, reporting a failure: it means the offsets taken from BTF
+/// do not match the kernel. Logged at the 1st, 2nd, 4th, 8th... failure on
+/// a CPU, so a broken layout is visible without flooding the log.
+#[inline(always)]
+fn load_skb<C: EbpfContext>(ctx: &C, addr: u64, cfg: &Config) -> Option<Skb> {
+    let skb = Skb::load(addr, &cfg.offsets);
+    if skb.is_none() {
+        let n = count(Counter::ProbeRead);
+        if n.is_power_of_two() {
+            // Not the address: in BTF-typed programs it is a pointer, which
+            // the verifier refuses to format.
+            error!(
+                ctx,
+                "cannot read a struct sk_buff ({} failures on this CPU): kernel layout differs from its BTF?",
+                n
+            );
+        }
+    }
+    skb
+}
+
 /// The skb's device, if it lives in the traced network namespace.
 #[inline(always)]
 fn local_dev(cfg: &Config, skb: &Skb) -> Option<u32> {
@@ -100,9 +122,9 @@ fn local_dev(cfg: &Config, skb: &Skb) -> Option<u32> {
 
 /// `vxlan_rcv` entry (kprobe/fentry): outer headers still in place.
 #[inline(always)]
-pub fn try_vxlan_rcv_encapsulated(addr: u64) -> Result<(), ()> {
+pub fn try_vxlan_rcv_encapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<(), ()> {
     let cfg = config();
-    let skb = Skb::load(addr, &cfg.offsets).ok_or(())?;
+    let skb = load_skb(ctx, addr, cfg).ok_or(())?;
     local_dev(cfg, &skb).ok_or(())?;
     let layer = Layer::from_ethertype(skb.protocol).ok_or(())?;
     let net = skb.network_header.ok_or(())?;
@@ -118,9 +140,9 @@ pub fn try_vxlan_rcv_encapsulated(addr: u64) -> Result<(), ()> {
 /// The decapsulated frame entering the stack on the vxlan device
 /// (`netif_receive_skb`): outer headers are recovered from the headroom.
 #[inline(always)]
-pub fn try_vxlan_rcv_decapsulated(addr: u64) -> Result<(), ()> {
+pub fn try_vxlan_rcv_decapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<(), ()> {
     let cfg = config();
-    let skb = Skb::load(addr, &cfg.offsets).ok_or(())?;
+    let skb = load_skb(ctx, addr, cfg).ok_or(())?;
     if local_dev(cfg, &skb).ok_or(())? != cfg.vxlan_ifindex {
         return Ok(());
     }
@@ -139,7 +161,7 @@ pub fn try_vxlan_rcv_decapsulated(addr: u64) -> Result<(), ()> {
 pub fn try_vxlan_rcv_tracepoint(ctx: &TracePointContext) -> Result<(), ()> {
     let off = config().offsets.tp_netif_skbaddr as usize;
     let addr: u64 = unsafe { ctx.read_at(off) }.map_err(|_| ())?;
-    try_vxlan_rcv_decapsulated(addr)
+    try_vxlan_rcv_decapsulated(ctx, addr)
 }
 
 #[inline(always)]
@@ -160,9 +182,9 @@ fn vxlan_event(cfg: &Config, skb: &Skb, pkt: &PacketInfo) {
 /// traced namespace — encapsulated on our port anywhere, or an inner frame
 /// on the vxlan device.
 #[inline(always)]
-pub fn try_drop(addr: u64, location: u64, reason: u32) -> Result<(), ()> {
+pub fn try_drop<C: EbpfContext>(ctx: &C, addr: u64, location: u64, reason: u32) -> Result<(), ()> {
     let cfg = config();
-    let skb = Skb::load(addr, &cfg.offsets).ok_or(())?;
+    let skb = load_skb(ctx, addr, cfg).ok_or(())?;
     let ifindex = local_dev(cfg, &skb).ok_or(())?;
     let layer = Layer::from_ethertype(skb.protocol).ok_or(())?;
     let net = skb.network_header.ok_or(())?;
@@ -204,5 +226,5 @@ pub fn try_drop_tracepoint(ctx: &TracePointContext) -> Result<(), ()> {
     } else {
         0
     };
-    try_drop(addr, location, reason)
+    try_drop(ctx, addr, location, reason)
 }

@@ -54,7 +54,7 @@ pub fn ft_und_ingress(ctx: TcContext) -> i32 {
 #[kprobe]
 pub fn ft_vxlan_kprobe(ctx: ProbeContext) -> u32 {
     if let Some(skb) = ctx.arg::<u64>(1) {
-        let _ = hooks::try_vxlan_rcv_encapsulated(skb);
+        let _ = hooks::try_vxlan_rcv_encapsulated(&ctx, skb);
     }
     0
 }
@@ -62,7 +62,7 @@ pub fn ft_vxlan_kprobe(ctx: ProbeContext) -> u32 {
 #[fentry(function = "vxlan_rcv")]
 pub fn ft_vxlan_fentry(ctx: FEntryContext) -> u32 {
     let skb: u64 = ctx.arg(1);
-    let _ = hooks::try_vxlan_rcv_encapsulated(skb);
+    let _ = hooks::try_vxlan_rcv_encapsulated(&ctx, skb);
     0
 }
 
@@ -71,7 +71,7 @@ pub fn ft_vxlan_fentry(ctx: FEntryContext) -> u32 {
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn ft_vxlan_tpbtf(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
-    let _ = hooks::try_vxlan_rcv_decapsulated(skb);
+    let _ = hooks::try_vxlan_rcv_decapsulated(&ctx, skb);
     0
 }
 
@@ -91,7 +91,7 @@ pub fn ft_drop_tpbtf(ctx: BtfTracePointContext) -> i32 {
     } else {
         0
     };
-    let _ = hooks::try_drop(skb, location, reason);
+    let _ = hooks::try_drop(&ctx, skb, location, reason);
     0
 }
 
@@ -101,7 +101,7 @@ pub fn ft_drop_tpbtf(ctx: BtfTracePointContext) -> i32 {
 pub fn ft_drop_tpbtf_noreason(ctx: BtfTracePointContext) -> i32 {
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
-    let _ = hooks::try_drop(skb, location, 0);
+    let _ = hooks::try_drop(&ctx, skb, location, 0);
     0
 }
 

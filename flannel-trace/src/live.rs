@@ -62,6 +62,16 @@ impl Joiner {
         if final_ && self.remote_summary.is_none() && remote_gaps.is_empty() {
             remote_gaps.push("the peer sent no summary".into());
         }
+        if let Some(n) = self
+            .remote_summary
+            .as_ref()
+            .map(|s| s.probe_read_errors)
+            .filter(|n| *n > 0)
+        {
+            remote_gaps.push(format!(
+                "{n} probe reads of struct sk_buff failed: vxlan-rcv/drop events are missing"
+            ));
+        }
         // Mid-session, "now" is the end of observation on both sides, and
         // packets of the last seconds count as in flight.
         let now = crate::clock::Clock::now_wall_ns();

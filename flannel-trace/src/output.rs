@@ -26,6 +26,10 @@ pub struct Summary {
     pub unparsed: u64,
     /// Records userspace could not decode (object and binary out of step).
     pub decode_errors: u64,
+    /// Probe reads of `struct sk_buff` that failed (kernel layout not as
+    /// its BTF says); such packets are missing from the probe hooks.
+    #[serde(default)]
+    pub probe_read_errors: u64,
     /// False when the tracer lost events: counts are then lower bounds.
     pub complete: bool,
 }
@@ -148,6 +152,13 @@ pub fn summary_text(s: &Summary) -> String {
             out,
             "  {} frames on the overlay port could not be decoded",
             s.unparsed
+        );
+    }
+    if s.probe_read_errors > 0 {
+        let _ = writeln!(
+            out,
+            "WARNING: {} reads of struct sk_buff failed in the probe hooks (kernel layout not as its BTF says): vxlan-rcv/drop counts are incomplete",
+            s.probe_read_errors
         );
     }
     if s.decode_errors > 0 {

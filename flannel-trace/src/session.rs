@@ -135,6 +135,14 @@ pub async fn run(
         .ok_or_else(|| anyhow!("map EVENTS missing from the eBPF object"))?;
     let ring = RingBuf::try_from(map).context("opening the EVENTS ring buffer")?;
     let mut ring = register_ring(ring)?;
+    // The programs' own diagnostics (rare, rate-limited) arrive via aya-log.
+    let mut logger = match aya_log::EbpfLogger::init(probes.ebpf_mut()) {
+        Ok(l) => Some(register_logger(l)?),
+        Err(e) => {
+            log::debug!("no eBPF log channel: {e}");
+            None
+        }
+    };
     let mut term = tokio::signal::unix::signal(SignalKind::terminate())
         .context("installing a SIGTERM handler")?;
     let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
@@ -194,6 +202,11 @@ pub async fn run(
                     }
                 }
             }
+            guard = async { logger.as_mut().expect("guarded").readable_mut().await }, if logger.is_some() => {
+                let mut guard = guard.context("waiting for eBPF log records")?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
             _ = report_tick.tick(), if listening => s.interim_report(probes)?,
             _ = term.recv() => break,
             _ = int.recv() => break,
@@ -237,6 +250,14 @@ fn start_probe(to: std::net::IpAddr, args: &TraceArgs) {
             Err(e) => eprintln!("flannel-trace: {e}"),
         }
     });
+}
+
+type Logger = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+fn register_logger(l: Logger) -> anyhow::Result<AsyncFd<Logger>> {
+    // SAFETY: the logger owns its ring buffer map fd for its whole life.
+    unsafe { AsyncFd::register_with_interest(l, tokio::io::Interest::READABLE) }
+        .map_err(|e| anyhow!("polling the eBPF log channel: {}", e.into_parts().1))
 }
 
 /// Register the ring buffer's fd with tokio (readable interest only).
@@ -501,7 +522,10 @@ impl Session<'_> {
         let counters = counters(probes).context("reading the programs' counters")?;
         self.summary.lost = counters.get(&Counter::RingbufFull).copied().unwrap_or(0);
         self.summary.unparsed = counters.get(&Counter::Unparsed).copied().unwrap_or(0);
-        self.summary.complete = self.summary.lost == 0 && self.summary.decode_errors == 0;
+        self.summary.probe_read_errors = counters.get(&Counter::ProbeRead).copied().unwrap_or(0);
+        self.summary.complete = self.summary.lost == 0
+            && self.summary.decode_errors == 0
+            && self.summary.probe_read_errors == 0;
         let summary = self.summary.clone();
         if self.sinks.json {
             self.json(&Message::Summary(summary.clone()))?;
@@ -564,7 +588,7 @@ fn counters(probes: &mut Probes) -> anyhow::Result<HashMap<Counter, u64>> {
         .ok_or_else(|| anyhow!("map COUNTERS missing"))?;
     let arr = PerCpuArray::<_, u64>::try_from(map)?;
     let mut out = HashMap::new();
-    for c in [Counter::RingbufFull, Counter::Unparsed] {
+    for c in [Counter::RingbufFull, Counter::Unparsed, Counter::ProbeRead] {
         let per_cpu = arr.get(&(c as u32), 0)?;
         out.insert(c, per_cpu.iter().sum());
     }

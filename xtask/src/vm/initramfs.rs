@@ -174,11 +174,13 @@ fn shared_libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(libs)
 }
 
-/// Writes the initramfs for `kernel` to `out`.
+/// Writes the initramfs for `kernel` to `out`. `time_scale` stretches the
+/// tests' time limits (FLANNEL_TRACE_TEST_TIME_SCALE).
 pub fn build(
     kernel: &Kernel,
     bins: &Artifacts,
     test_args: &[String],
+    time_scale: u32,
     out: &Path,
 ) -> anyhow::Result<()> {
     let mut t = Tree::default();
@@ -256,11 +258,10 @@ pub fn build(
         .map(|a| shell_quote(a))
         .collect::<Vec<_>>()
         .join(" ");
-    t.file(
-        "init",
-        INIT.replace("@TEST_ARGS@", &args).into_bytes(),
-        0o755,
-    );
+    let init = INIT
+        .replace("@TEST_ARGS@", &args)
+        .replace("@TIME_SCALE@", &time_scale.to_string());
+    t.file("init", init.into_bytes(), 0o755);
 
     let tmp = out.with_extension("tmp");
     let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
