@@ -111,9 +111,24 @@ impl Joiner {
         Some(verdict::judge(&a, &b, self.clock, opts))
     }
 
-    /// Direction verdicts that changed since last asked.
+    /// Direction and flow verdicts that changed since last asked.
     pub fn changed(&mut self, r: &Report) -> Vec<String> {
-        let now: Vec<String> = r.directions.iter().map(|d| d.verdict.clone()).collect();
+        let mut now: Vec<String> = Vec::new();
+        for d in &r.directions {
+            now.push(d.verdict.clone());
+            for f in &d.flows {
+                let state = match f.segment {
+                    verdict::Segment::Delivered | verdict::Segment::NoTraffic => {
+                        f.segment.name().to_owned()
+                    }
+                    seg => format!("{} lost in {}", f.lost.total(), seg.name()),
+                };
+                now.push(format!(
+                    "  {}→{} flow {}: {state} ({} sent, {} delivered)",
+                    d.from, d.to, f.key, f.sent, f.delivered
+                ));
+            }
+        }
         let out = now
             .iter()
             .filter(|v| !self.printed.contains(v))

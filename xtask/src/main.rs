@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 mod setup;
 mod test;
@@ -24,6 +25,8 @@ enum Cmd {
     Test(test::Options),
     /// Set up, build, and run the lab demo: two flannel nodes in network namespaces.
     Demo(demo::Options),
+    /// Set up, build, and print overhead figures measured in the lab.
+    Bench(bench::Options),
     /// Boot Debian kernels (5.10, 6.1, 6.12, 7.x) under qemu and run the attach probes and integration tests in each.
     VmTest(vm::Options),
 }
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Test(opts) => test::run(opts),
         Cmd::Demo(opts) => demo::run(opts),
+        Cmd::Bench(opts) => bench::run(opts),
         Cmd::VmTest(opts) => vm::run(opts),
     }
 }
