@@ -70,7 +70,7 @@ pub fn ft_vxlan_fentry(ctx: FEntryContext) -> u32 {
 /// frame as the vxlan device hands it to the stack.
 #[btf_tracepoint(function = "netif_receive_skb")]
 pub fn ft_vxlan_tpbtf(ctx: BtfTracePointContext) -> i32 {
-    let skb: u64 = ctx.arg(0);
+    let skb = skb_arg(&ctx);
     let _ = hooks::try_vxlan_rcv_decapsulated(&ctx, skb);
     0
 }
@@ -84,7 +84,7 @@ pub fn ft_vxlan_tp(ctx: TracePointContext) -> u32 {
 /// `kfree_skb(skb, location[, reason[, rx_sk]])`.
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn ft_drop_tpbtf(ctx: BtfTracePointContext) -> i32 {
-    let skb: u64 = ctx.arg(0);
+    let skb = skb_arg(&ctx);
     let location: u64 = ctx.arg(1);
     let reason: u32 = if hooks::config().has_drop_reason != 0 {
         ctx.arg(2)
@@ -99,10 +99,23 @@ pub fn ft_drop_tpbtf(ctx: BtfTracePointContext) -> i32 {
 /// verifier rejects any access to one, even on a branch never taken.
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn ft_drop_tpbtf_noreason(ctx: BtfTracePointContext) -> i32 {
-    let skb: u64 = ctx.arg(0);
+    let skb = skb_arg(&ctx);
     let location: u64 = ctx.arg(1);
     let _ = hooks::try_drop(&ctx, skb, location, 0);
     0
+}
+
+/// The `struct sk_buff *` first argument of a tp_btf program, as a plain
+/// number. Loaded straight from the context the verifier types it as a
+/// BTF pointer, and kernels before 6.x (5.10 measured) then refuse the
+/// shifts of the byte-wise copy of `skb_addr` into the event ("pointer
+/// arithmetic with >>= operator prohibited"). Read through the helper it
+/// is a scalar; the programs only ever pass it to bpf_probe_read_kernel.
+#[inline(always)]
+fn skb_arg(ctx: &BtfTracePointContext) -> u64 {
+    use aya_ebpf::{EbpfContext as _, helpers::bpf_probe_read_kernel};
+    // SAFETY: a tp_btf context is the array of the tracepoint's u64 arguments.
+    unsafe { bpf_probe_read_kernel(ctx.as_ptr() as *const u64) }.unwrap_or(0)
 }
 
 #[tracepoint]

@@ -368,6 +368,11 @@ impl Probes {
     }
 
     fn kprobe(&mut self, name: &'static str, func: &str, plan: &Plan) -> Result<(), String> {
+        // Without the kprobe PMU the attach must fail: do not pay for the
+        // program's verification (about a second) first.
+        if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+            return Err("no kprobe PMU (/sys/bus/event_source/devices/kprobe): kernel without CONFIG_KPROBES".into());
+        }
         let prog: &mut KProbe = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
         prog.load()
             .map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;

@@ -50,6 +50,8 @@ pub struct KernelResult {
     /// Why the kernel failed; empty when it passed.
     pub problems: Vec<String>,
     pub tests: Vec<(String, String)>,
+    /// Guest seconds per test (each runs on its own).
+    pub test_seconds: BTreeMap<String, f64>,
     pub passed: u32,
     pub failed: u32,
     pub facts: BTreeMap<String, String>,
@@ -82,6 +84,7 @@ impl KernelResult {
             packages: Vec::new(),
             problems: vec![reason],
             tests: Vec::new(),
+            test_seconds: BTreeMap::new(),
             passed: 0,
             failed: 0,
             facts: BTreeMap::new(),
@@ -110,6 +113,8 @@ impl KernelResult {
         let (mut probes_begin, mut tests_begin) = (None, None);
         let mut in_failures = false;
         for line in log.lines() {
+            // The console may prefix the first lines with terminal resets.
+            let line = line.find("FT-VM-").map_or(line, |i| &line[i..]);
             if let Some(rest) = line.strip_prefix("FT-VM-BOOTED ") {
                 r.boot_s = uptime(rest);
             } else if let Some(rest) = line.strip_prefix("FT-VM-MODULE-FAILED ") {
@@ -155,6 +160,12 @@ impl KernelResult {
                 probes_begin = uptime(line);
             } else if line.starts_with("FT-VM-PROBES-END") {
                 r.probes_s = uptime(line).zip(probes_begin).map(|(e, b)| e - b);
+            } else if let Some(rest) = line.strip_prefix("FT-VM-TEST-TIME ") {
+                if let Some((name, secs)) = rest.rsplit_once(' ') {
+                    if let Ok(secs) = secs.trim().parse() {
+                        r.test_seconds.insert(name.to_owned(), secs);
+                    }
+                }
             } else if line.starts_with("FT-VM-TESTS-BEGIN") {
                 tests_begin = uptime(line);
             } else if line.starts_with("FT-VM-TESTS-END") {
@@ -179,6 +190,7 @@ impl KernelResult {
                     };
                     r.passed += num("passed").unwrap_or(0);
                     r.failed += num("failed").unwrap_or(0);
+                    in_failures = false;
                 }
             }
             if line == "failures:" {
@@ -329,7 +341,7 @@ impl KernelResult {
             "status": if self.passed() { "pass" } else { "fail" },
             "problems": self.problems,
             "tests": { "passed": self.passed, "failed": self.failed,
-                       "results": self.tests.iter().map(|(n, o)| json!({"name": n, "outcome": o})).collect::<Vec<_>>() },
+                       "results": self.tests.iter().map(|(n, o)| json!({"name": n, "outcome": o, "seconds": self.test_seconds.get(n)})).collect::<Vec<_>>() },
             "backends": self.auto_backends(),
             "probes": self.probes.iter().map(Probe::json).collect::<Vec<_>>(),
             "facts": self.facts,
