@@ -69,24 +69,18 @@ pub fn config_findings(a: &NodeIdentity, b: &NodeIdentity) -> Vec<String> {
     out
 }
 
-/// The receiver-side drop reason seen most often for this direction.
+/// The drop reason seen most often on `node` for this direction, summed
+/// over every flow, with its (first) location.
 fn main_drop<'f>(flows: &'f [Flow], node: &str) -> Option<(&'f str, Option<&'f str>, u64)> {
-    let mut best: Option<(&str, Option<&str>, u64)> = None;
-    for d in flows
-        .iter()
-        .flat_map(|f| &f.drops)
-        .filter(|d| d.node == node && !d.after_delivery)
-    {
-        let reason = d
-            .reason
-            .as_deref()
-            .or(d.location.as_deref())
-            .unwrap_or("unknown");
-        if best.is_none_or(|b| d.count > b.2) {
-            best = Some((reason, d.location.as_deref(), d.count));
+    let mut by_reason: Vec<(&str, Option<&str>, u64)> = Vec::new();
+    for d in flows.iter().flat_map(|f| &f.drops).filter(|d| d.node == node && !d.after_delivery) {
+        let reason = d.reason.as_deref().or(d.location.as_deref()).unwrap_or("unknown");
+        match by_reason.iter_mut().find(|(r, _, _)| *r == reason) {
+            Some(entry) => entry.2 += d.count,
+            None => by_reason.push((reason, d.location.as_deref(), d.count)),
         }
     }
-    best
+    by_reason.into_iter().max_by_key(|(_, _, n)| *n)
 }
 
 /// The one-line verdict of a direction and the likely fix.

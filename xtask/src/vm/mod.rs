@@ -199,7 +199,8 @@ fn run_one(
     let text = fs::read_to_string(&log).with_context(|| format!("reading {}", log.display()))?;
     Ok(report::KernelResult::from_log(
         key,
-        &kernel,
+        &kernel.release,
+        &kernel.packages,
         &text,
         &outcome,
         started.elapsed(),
