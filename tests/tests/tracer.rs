@@ -361,7 +361,11 @@ fn receiver_firewall_drop_is_reported_with_reason_and_location() -> Result<()> {
         for d in &drops {
             ensure!(d["drop"]["reason"] == reason, "{}: {d}", k.release);
             let loc = d["drop"]["location"].as_str().unwrap_or_default();
-            ensure!(loc.starts_with(site), "{}: location {loc}, expected {site}", k.release);
+            ensure!(
+                loc.starts_with(site),
+                "{}: location {loc}, expected {site}",
+                k.release
+            );
             ensure!(
                 d["outer"]["dport"] == PORT && ip(&d["outer"]["dst"]) == Some(b.underlay_ip()),
                 "{d}"
@@ -382,7 +386,13 @@ fn receiver_firewall_drop_is_reported_with_reason_and_location() -> Result<()> {
             .as_object()
             .context("no drops_by_reason")?
             .iter()
-            .filter(|(key, _)| if k.has_drop_reason() { *key == "NETFILTER_DROP" } else { key.starts_with(site) })
+            .filter(|(key, _)| {
+                if k.has_drop_reason() {
+                    *key == "NETFILTER_DROP"
+                } else {
+                    key.starts_with(site)
+                }
+            })
             .filter_map(|(_, n)| n.as_u64())
             .sum();
         ensure!(by_site == u64::from(PINGS), "{summary}");

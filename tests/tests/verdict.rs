@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 use flannel_trace_tests::{
-    Lab, require_root, require_tools,
+    Lab, Node, require_root, require_tools,
     scenario::{Fault, Live, PORT, Proc, TOKEN, run_live},
     tracer_bin, with_lab,
 };
@@ -328,22 +328,7 @@ fn a_peer_without_the_token_is_refused_and_the_right_one_still_joins() -> Result
     let _g = serial();
     with_lab(Fault::None.lab(), |lab| {
         let (a, b) = (lab.node('a'), lab.node('b'));
-        let listen = format!("{}:7800", a.underlay_ip());
-        let mut pa = Proc::spawn(
-            a,
-            &[
-                "--name",
-                "node-a",
-                "--listen",
-                &listen,
-                "--token",
-                TOKEN,
-                "--json",
-                "--duration",
-                "60s",
-            ],
-        )?;
-        pa.wait_stderr("waiting for a peer", Duration::from_secs(30))?;
+        let (pa, listen) = listener(a)?;
         let bad = Proc::spawn(
             b,
             &[
@@ -402,22 +387,7 @@ fn a_peer_killed_mid_session_gives_a_partial_clearly_marked_verdict() -> Result<
     let _g = serial();
     with_lab(Fault::None.lab(), |lab| {
         let (a, b) = (lab.node('a'), lab.node('b'));
-        let listen = format!("{}:7800", a.underlay_ip());
-        let mut pa = Proc::spawn(
-            a,
-            &[
-                "--name",
-                "node-a",
-                "--listen",
-                &listen,
-                "--token",
-                TOKEN,
-                "--json",
-                "--duration",
-                "60s",
-            ],
-        )?;
-        pa.wait_stderr("waiting for a peer", Duration::from_secs(30))?;
+        let (mut pa, listen) = listener(a)?;
         let pb = Proc::spawn(
             b,
             &[
@@ -449,6 +419,25 @@ fn a_peer_killed_mid_session_gives_a_partial_clearly_marked_verdict() -> Result<
         );
         Ok(())
     })
+}
+
+/// flannel-trace listening on node A (JSON), once it waits for a peer.
+fn listener(a: &Node) -> Result<(Proc, String)> {
+    let listen = format!("{}:7800", a.underlay_ip());
+    let args = [
+        "--name",
+        "node-a",
+        "--listen",
+        &listen,
+        "--token",
+        TOKEN,
+        "--json",
+        "--duration",
+        "60s",
+    ];
+    let mut pa = Proc::spawn(a, &args)?;
+    pa.wait_stderr("waiting for a peer", Duration::from_secs(30))?;
+    Ok((pa, listen))
 }
 
 fn temp(name: &str) -> PathBuf {

@@ -73,8 +73,16 @@ pub fn config_findings(a: &NodeIdentity, b: &NodeIdentity) -> Vec<String> {
 /// over every flow, with its (first) location.
 fn main_drop<'f>(flows: &'f [Flow], node: &str) -> Option<(&'f str, Option<&'f str>, u64)> {
     let mut by_reason: Vec<(&str, Option<&str>, u64)> = Vec::new();
-    for d in flows.iter().flat_map(|f| &f.drops).filter(|d| d.node == node && !d.after_delivery) {
-        let reason = d.reason.as_deref().or(d.location.as_deref()).unwrap_or("unknown");
+    for d in flows
+        .iter()
+        .flat_map(|f| &f.drops)
+        .filter(|d| d.node == node && !d.after_delivery)
+    {
+        let reason = d
+            .reason
+            .as_deref()
+            .or(d.location.as_deref())
+            .unwrap_or("unknown");
         match by_reason.iter_mut().find(|(r, _, _)| *r == reason) {
             Some(entry) => entry.2 += d.count,
             None => by_reason.push((reason, d.location.as_deref(), d.count)),
