@@ -46,10 +46,11 @@ pub fn ensure_tools() -> anyhow::Result<()> {
         .filter(|(c, _)| find(c).is_none())
         .map(|(_, p)| *p)
         .collect();
-    if let Some(bb) = find("busybox") {
-        if !is_static(&bb)? && !missing.contains(&"busybox-static") {
-            missing.push("busybox-static");
-        }
+    if let Some(bb) = find("busybox")
+        && !is_static(&bb)?
+        && !missing.contains(&"busybox-static")
+    {
+        missing.push("busybox-static");
     }
     missing.dedup();
     if missing.is_empty() {

@@ -101,7 +101,9 @@ impl Apt {
              APT::Architectures {{ \"amd64\"; }};\n\
              APT::Sandbox::User \"root\";\n\
              Acquire::Languages \"none\";\n\
-             Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled \"false\";\n"
+             Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled \"false\";\n\
+             Acquire::GzipIndexes \"true\";\n\
+             Dir::Cache::srcpkgcache \"\";\n"
         );
         let conf_path = root.join("apt.conf");
         fs::write(&conf_path, conf)?;
@@ -443,13 +445,13 @@ impl Kernel {
         for (name, symbol) in wanted {
             if index.contains_key(*name) {
                 self.visit(name, &index, &mut seen, &mut order, 0)?;
-            } else if let Some(sym) = symbol {
-                if self.config(sym) != Some("y") {
-                    bail!(
-                        "module {name} is neither in the package nor built in ({sym}={})",
-                        self.config(sym).unwrap_or("not set")
-                    );
-                }
+            } else if let Some(sym) = symbol
+                && self.config(sym) != Some("y")
+            {
+                bail!(
+                    "module {name} is neither in the package nor built in ({sym}={})",
+                    self.config(sym).unwrap_or("not set")
+                );
             }
         }
         Ok(order)

@@ -94,10 +94,20 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let mut results = Vec::new();
     for key in &kernels {
         let started = Instant::now();
-        let result = match run_one(&opts, &apt, &bins, key, &test_args, &dir) {
+        let mut result = match run_one(&opts, &apt, &bins, key, &test_args, &dir) {
             Ok(r) => r,
             Err(e) => report::KernelResult::setup_failure(key, format!("{e:#}"), started.elapsed()),
         };
+        if test_args == initramfs::default_test_args() && !result.tests.is_empty() {
+            // A renamed test must not silently drop out of the subset.
+            for name in initramfs::DEFAULT_TESTS {
+                if !result.tests.iter().any(|(n, _)| n == name) {
+                    result.problems.push(format!(
+                        "test {name} of the default subset did not run (renamed?)"
+                    ));
+                }
+            }
+        }
         println!("{}", result.line());
         results.push(result);
     }

@@ -152,20 +152,19 @@ impl KernelResult {
                 });
             } else if let Some(rest) = line.strip_prefix("FT-VM-VERIFIER\t") {
                 if let (Some((args, text)), Some(p)) = (rest.split_once('\t'), r.probes.last_mut())
+                    && p.args == args
                 {
-                    if p.args == args {
-                        p.verifier = Some(text.to_owned());
-                    }
+                    p.verifier = Some(text.to_owned());
                 }
             } else if line.starts_with("FT-VM-PROBES-BEGIN") {
                 probes_begin = uptime(line);
             } else if line.starts_with("FT-VM-PROBES-END") {
                 r.probes_s = uptime(line).zip(probes_begin).map(|(e, b)| e - b);
             } else if let Some(rest) = line.strip_prefix("FT-VM-TEST-TIME ") {
-                if let Some((name, secs)) = rest.rsplit_once(' ') {
-                    if let Ok(secs) = secs.trim().parse() {
-                        r.test_seconds.insert(name.to_owned(), secs);
-                    }
+                if let Some((name, secs)) = rest.rsplit_once(' ')
+                    && let Ok(secs) = secs.trim().parse()
+                {
+                    r.test_seconds.insert(name.to_owned(), secs);
                 }
             } else if line.starts_with("FT-VM-TESTS-BEGIN") {
                 tests_begin = uptime(line);
@@ -360,6 +359,11 @@ fn short_reason(err: &str) -> String {
         .iter()
         .find_map(|p| e.strip_prefix(p))
         .unwrap_or(e);
+    // "cannot attach overlay-egress on flannel.1: <why>"
+    let e = e
+        .strip_prefix("cannot attach ")
+        .and_then(|r| r.split_once(": "))
+        .map_or(e, |(_, why)| why);
     let mut s: String = e.chars().take(140).collect();
     if e.chars().count() > 140 {
         s.push('…');
@@ -393,12 +397,30 @@ impl Matrix {
 
     pub fn markdown(&self) -> String {
         let mut s = String::from("## Kernel support\n\n");
+        let tests = match self.test_args.split_first() {
+            None => "the whole integration suite".to_owned(),
+            Some((first, names)) if first == "--exact" => {
+                format!(
+                    "the integration tests {}",
+                    names
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+            Some(_) => format!(
+                "the integration tests selected by `{}`",
+                self.test_args.join(" ")
+            ),
+        };
         s.push_str(&format!(
-            "Measured with `cargo xtask vm-test` on Debian's kernels under qemu ({}); each guest runs the integration tests{}.\n\n",
+            "Measured with `cargo xtask vm-test` on Debian's kernels under qemu ({}). Each guest first runs \
+             flannel-trace once per backend (the tables below), then {tests}. \
+             Wall time covers boot, probes and tests.\n\n",
             if self.kvm { "KVM" } else { "TCG, 2 vCPUs" },
-            if self.test_args.is_empty() { String::new() } else { format!(" `{}`", self.test_args.join(" ")) }
         ));
-        s.push_str("| Kernel | Debian kernel | TC hooks | vxlan-rcv | drop | drop reason | Tests | Boot + tests |\n");
+        s.push_str("| Kernel | Debian kernel | TC hooks | vxlan-rcv | drop | drop reason | Tests | Wall time |\n");
         s.push_str("|---|---|---|---|---|---|---|---|\n");
         for r in &self.results {
             let b = r.auto_backends();
@@ -564,8 +586,9 @@ FT-VM-RESULT kernel=5.10.0-46-cloud-amd64 status=101 uptime=93.1
         let e = "no backend of the vxlan-rcv hop works on this kernel: fentry: Unknown BTF type `vxlan_rcv`";
         assert_eq!(short_reason(e), "Unknown BTF type `vxlan_rcv`");
         assert_eq!(
-            short_reason("cannot attach overlay-egress on flannel.1: TCX attach failed"),
-            "cannot attach overlay-egress on flannel.1: TCX attach failed"
+            short_reason("cannot attach overlay-egress on flannel.1: TCX attach failed (EINVAL)"),
+            "TCX attach failed (EINVAL)"
         );
+        assert_eq!(short_reason("load failed: x | y"), "load failed: x \\| y");
     }
 }
