@@ -131,6 +131,12 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     println!();
     println!("{md}");
     println!("written: {} and {}", json_path.display(), md_path.display());
+    // One closing line over every guest's tests.
+    let (passed, failed_tests) = matrix
+        .results
+        .iter()
+        .fold((0, 0), |(p, f), r| (p + r.passed, f + r.failed));
+    println!("kernels: {passed} passed, {failed_tests} failed");
     let failed: Vec<&str> = matrix
         .results
         .iter()
