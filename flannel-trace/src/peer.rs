@@ -472,18 +472,7 @@ fn handshake_error(ch: &Channel, reason: impl Into<String>) -> PeerError {
 }
 
 fn unexpected(ch: &Channel, expected: &str, got: &Message) -> PeerError {
-    let got = match got {
-        Message::Start(_) => "start",
-        Message::Event(_) => "event",
-        Message::Summary(_) => "summary",
-        Message::Verdict(_) => "verdict",
-        Message::Challenge { .. } => "challenge",
-        Message::Auth { .. } => "auth",
-        Message::Refused { .. } => "refused",
-        Message::ClockPing { .. } => "clock_ping",
-        Message::ClockPong { .. } => "clock_pong",
-        Message::Bye => "bye",
-    };
+    let got = got.kind();
     handshake_error(
         ch,
         format!(

@@ -161,7 +161,7 @@ fn parse(path: &Path, data: &[u8]) -> Result<Recording, RecordError> {
                 return Err(RecordError::Unexpected {
                     path: p(),
                     offset,
-                    kind: kind(&other),
+                    kind: other.kind(),
                 });
             }
         }
@@ -173,21 +173,6 @@ fn parse(path: &Path, data: &[u8]) -> Result<Recording, RecordError> {
         events,
         summary,
     })
-}
-
-fn kind(m: &Message) -> &'static str {
-    match m {
-        Message::Start(_) => "start",
-        Message::Event(_) => "event",
-        Message::Summary(_) => "summary",
-        Message::Verdict(_) => "verdict",
-        Message::Challenge { .. } => "challenge",
-        Message::Auth { .. } => "auth",
-        Message::Refused { .. } => "refused",
-        Message::ClockPing { .. } => "clock_ping",
-        Message::ClockPong { .. } => "clock_pong",
-        Message::Bye => "bye",
-    }
 }
 
 #[cfg(test)]

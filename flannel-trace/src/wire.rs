@@ -55,6 +55,24 @@ pub enum Message {
     Bye,
 }
 
+impl Message {
+    /// The `"type"` tag, for error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Start(_) => "start",
+            Message::Event(_) => "event",
+            Message::Summary(_) => "summary",
+            Message::Verdict(_) => "verdict",
+            Message::Challenge { .. } => "challenge",
+            Message::Auth { .. } => "auth",
+            Message::Refused { .. } => "refused",
+            Message::ClockPing { .. } => "clock_ping",
+            Message::ClockPong { .. } => "clock_pong",
+            Message::Bye => "bye",
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum FrameError {
     #[error(

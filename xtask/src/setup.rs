@@ -45,7 +45,7 @@ fn have(cmd: &str) -> bool {
             .any(|d| Path::new(d).join(cmd).is_file())
 }
 
-fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
+pub fn run_cmd(cmd: &mut Command) -> anyhow::Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("cannot start {cmd:?}"))?;

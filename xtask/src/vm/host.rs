@@ -63,11 +63,14 @@ pub fn ensure_tools() -> anyhow::Result<()> {
             missing.join(", ")
         );
     }
-    run(Command::new("apt-get").args(["update", "-q"])).context("apt-get update (needs root)")?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    crate::setup::run_cmd(Command::new("apt-get").args(["update", "-q"]))
+        .context("apt-get update (needs root)")?;
+    crate::setup::run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
     .with_context(|| format!("apt-get install {}", missing.join(" ")))?;
     let bb = find("busybox")
         .ok_or_else(|| anyhow!("busybox still missing after installing busybox-static"))?;
@@ -114,16 +117,6 @@ pub fn is_static(path: &Path) -> anyhow::Result<bool> {
         }
     }
     Ok(true)
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot start {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed with {status}");
-    }
-    Ok(())
 }
 
 /// The binaries that go into every guest.
