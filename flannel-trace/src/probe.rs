@@ -60,34 +60,20 @@ impl Drop for RawSocket {
 }
 
 fn send_one(sock: &RawSocket, to: IpAddr, packet: &[u8]) -> io::Result<()> {
-    // SAFETY: zeroed sockaddr structs are valid; lengths match the types.
+    // SAFETY: zeroed sockaddr structs are valid; sendto gets the exact size.
     let rc = unsafe {
         match to {
             IpAddr::V4(a) => {
                 let mut sa: libc::sockaddr_in = mem::zeroed();
                 sa.sin_family = libc::AF_INET as libc::sa_family_t;
                 sa.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
-                libc::sendto(
-                    sock.0,
-                    packet.as_ptr().cast(),
-                    packet.len(),
-                    0,
-                    (&raw const sa).cast(),
-                    mem::size_of_val(&sa) as u32,
-                )
+                sendto(sock, packet, &sa)
             }
             IpAddr::V6(a) => {
                 let mut sa: libc::sockaddr_in6 = mem::zeroed();
                 sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
                 sa.sin6_addr.s6_addr = a.octets();
-                libc::sendto(
-                    sock.0,
-                    packet.as_ptr().cast(),
-                    packet.len(),
-                    0,
-                    (&raw const sa).cast(),
-                    mem::size_of_val(&sa) as u32,
-                )
+                sendto(sock, packet, &sa)
             }
         }
     };
@@ -95,6 +81,24 @@ fn send_one(sock: &RawSocket, to: IpAddr, packet: &[u8]) -> io::Result<()> {
         Err(io::Error::last_os_error())
     } else {
         Ok(())
+    }
+}
+
+/// sendto(2) with any `sockaddr_*`.
+///
+/// # Safety
+/// `T` must be a sockaddr type matching the socket's family.
+unsafe fn sendto<T>(sock: &RawSocket, packet: &[u8], sa: &T) -> isize {
+    // SAFETY: valid buffer and address of the stated sizes; see above.
+    unsafe {
+        libc::sendto(
+            sock.0,
+            packet.as_ptr().cast(),
+            packet.len(),
+            0,
+            (sa as *const T).cast(),
+            mem::size_of::<T>() as u32,
+        )
     }
 }
 

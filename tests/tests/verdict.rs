@@ -93,6 +93,15 @@ fn scenario(fault: Fault) -> Result<Value> {
     out.context("no verdict")
 }
 
+/// Whether the verdict lists a configuration finding starting with `prefix`.
+fn has_config(v: &Value, prefix: &str) -> bool {
+    v["config"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c.as_str().unwrap_or_default().starts_with(prefix))
+}
+
 fn segment(d: &Value) -> &str {
     d["segment"].as_str().unwrap_or_default()
 }
@@ -209,15 +218,7 @@ fn port_mismatch_is_found_from_both_sides() -> Result<()> {
     preflight()?;
     let _g = serial();
     let v = scenario(Fault::PortMismatch)?;
-    ensure!(
-        v["config"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c.as_str().unwrap_or_default().starts_with("port mismatch")),
-        "{}",
-        v["config"]
-    );
+    ensure!(has_config(&v, "port mismatch"), "{}", v["config"]);
     for from in ["node-a", "node-b"] {
         let d = direction(&v, from)?;
         ensure!(segment(d) == "receiver-host", "{from}: {}", show(d));
@@ -240,15 +241,7 @@ fn vni_mismatch_is_a_receiver_host_loss() -> Result<()> {
     preflight()?;
     let _g = serial();
     let v = scenario(Fault::VniMismatch)?;
-    ensure!(
-        v["config"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c.as_str().unwrap_or_default().starts_with("VNI mismatch")),
-        "{}",
-        v["config"]
-    );
+    ensure!(has_config(&v, "VNI mismatch"), "{}", v["config"]);
     for from in ["node-a", "node-b"] {
         let d = direction(&v, from)?;
         ensure!(segment(d) == "receiver-host", "{from}: {}", show(d));
