@@ -57,7 +57,110 @@ pub struct Config {
     /// Inner address to keep (either source or destination), IPv4 in the
     /// first four bytes.
     pub filter_addr: [u8; 16],
+    /// The overlay's pod networks: the pod hops keep, and the drop hook
+    /// reports anywhere in the namespace, plain IP packets between two
+    /// addresses of them. See [`Overlay`].
+    pub overlay: Overlay,
+    /// Raw `enum skb_drop_reason` values that are not drops
+    /// (`SKB_CONSUMED`, `NOT_DROPPED_YET`), from BTF; [`NO_REASON`] when
+    /// the kernel has no such value. The drop hook returns on them before
+    /// it reads anything.
+    pub reason_consumed: u32,
+    pub reason_not_dropped: u32,
+    /// Events are submitted without waking userspace until this many bytes
+    /// wait in the ring buffer (userspace also drains it on a short timer):
+    /// one wakeup per event would cost the node an interrupt per packet.
+    pub wakeup_bytes: u32,
+    pub _pad2: u32,
     pub offsets: KernelOffsets,
+}
+
+/// "No such drop reason value."
+pub const NO_REASON: u32 = u32::MAX;
+
+/// Overlay networks as address/mask words, compared without a loop (every
+/// byte compared would be one more branch for the verifier). IPv4 values are
+/// the address bytes as a native-endian u32, like the packet bytes they are
+/// compared with.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Overlay {
+    pub v4_net: u32,
+    pub v4_mask: u32,
+    pub v6_net: [u64; 2],
+    pub v6_mask: [u64; 2],
+    /// Bit 0: the IPv4 network is set; bit 1: the IPv6 one.
+    pub families: u32,
+    pub _pad: u32,
+}
+
+impl Overlay {
+    pub const V4: u32 = 1;
+    pub const V6: u32 = 2;
+
+    pub const fn none() -> Self {
+        Overlay {
+            v4_net: 0,
+            v4_mask: 0,
+            v6_net: [0; 2],
+            v6_mask: [0; 2],
+            families: 0,
+            _pad: 0,
+        }
+    }
+
+    /// Set the IPv4 network `addr/len`.
+    pub fn set_v4(&mut self, addr: [u8; 4], len: u8) {
+        let mask = prefix_mask_be(len.min(32) as u32, 32) as u32;
+        self.v4_mask = u32::from_ne_bytes(mask.to_be_bytes());
+        self.v4_net = u32::from_ne_bytes(addr) & self.v4_mask;
+        self.families |= Self::V4;
+    }
+
+    /// Set the IPv6 network `addr/len`.
+    pub fn set_v6(&mut self, addr: [u8; 16], len: u8) {
+        let len = len.min(128) as u32;
+        let hi = prefix_mask_be(len.min(64), 64);
+        let lo = prefix_mask_be(len.saturating_sub(64), 64);
+        self.v6_mask = [
+            u64::from_ne_bytes(hi.to_be_bytes()),
+            u64::from_ne_bytes(lo.to_be_bytes()),
+        ];
+        let w = words16(&addr);
+        self.v6_net = [w[0] & self.v6_mask[0], w[1] & self.v6_mask[1]];
+        self.families |= Self::V6;
+    }
+
+    #[inline(always)]
+    pub fn contains_v4(&self, addr: u32) -> bool {
+        self.families & Self::V4 != 0 && addr & self.v4_mask == self.v4_net
+    }
+
+    #[inline(always)]
+    pub fn contains_v6(&self, w: [u64; 2]) -> bool {
+        self.families & Self::V6 != 0
+            && w[0] & self.v6_mask[0] == self.v6_net[0]
+            && w[1] & self.v6_mask[1] == self.v6_net[1]
+    }
+}
+
+/// The top `len` bits of a `bits`-wide word set (`bits` is 32 or 64,
+/// `len` at most `bits`), as a host-order value.
+const fn prefix_mask_be(len: u32, bits: u32) -> u64 {
+    if len == 0 {
+        0
+    } else {
+        (u64::MAX << (64 - len)) >> (64 - bits)
+    }
+}
+
+/// An IPv6 address as two native-endian words.
+#[inline(always)]
+pub fn words16(a: &[u8; 16]) -> [u64; 2] {
+    [
+        u64::from_ne_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]),
+        u64::from_ne_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]),
+    ]
 }
 
 impl Config {
@@ -73,6 +176,11 @@ impl Config {
             has_drop_reason: 0,
             _pad0: [0; 3],
             filter_addr: [0; 16],
+            overlay: Overlay::none(),
+            reason_consumed: NO_REASON,
+            reason_not_dropped: NO_REASON,
+            wakeup_bytes: 0,
+            _pad2: 0,
             offsets: KernelOffsets {
                 skb_head: 0,
                 skb_data: 0,
@@ -96,7 +204,8 @@ impl Config {
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
-const _: () = assert!(core::mem::size_of::<Config>() == 40 + 64);
+const _: () = assert!(core::mem::size_of::<Overlay>() == 48);
+const _: () = assert!(core::mem::size_of::<Config>() == 40 + 48 + 16 + 64);
 
 /// The UDP destination ports that carry this overlay (host byte order; 0 =
 /// unused slot). Kept in a map rather than in [`Config`], because the live

@@ -23,15 +23,26 @@ pub enum Hop {
     OverlayIngress = 5,
     /// The kernel freed the packet as a drop.
     Drop = 6,
+    /// TC ingress on the pod-side device (cni0): a pod's packet entering
+    /// the node.
+    PodIngress = 7,
+    /// TC egress on the pod-side device: the packet leaving the node
+    /// towards the receiving pod.
+    PodEgress = 8,
 }
 
 impl Hop {
-    pub const ALL: [Hop; 6] = [
+    /// Every hop, in the order a packet passes them (sender, then
+    /// receiver), drops last. The numbers stay as they were first given,
+    /// so recordings keep their meaning.
+    pub const ALL: [Hop; 8] = [
+        Hop::PodIngress,
         Hop::OverlayEgress,
         Hop::UnderlayEgress,
         Hop::UnderlayIngress,
         Hop::VxlanRcv,
         Hop::OverlayIngress,
+        Hop::PodEgress,
         Hop::Drop,
     ];
 
@@ -43,6 +54,8 @@ impl Hop {
             Hop::VxlanRcv => "vxlan-rcv",
             Hop::OverlayIngress => "overlay-ingress",
             Hop::Drop => "drop",
+            Hop::PodIngress => "pod-ingress",
+            Hop::PodEgress => "pod-egress",
         }
     }
 }
@@ -57,6 +70,8 @@ impl TryFrom<u8> for Hop {
             4 => Hop::VxlanRcv,
             5 => Hop::OverlayIngress,
             6 => Hop::Drop,
+            7 => Hop::PodIngress,
+            8 => Hop::PodEgress,
             other => return Err(DecodeError::UnknownHop(other)),
         })
     }
@@ -149,6 +164,11 @@ pub mod flags {
     pub const HAS_L4: u32 = 1 << 6;
     /// The drop event carries a kernel drop reason.
     pub const HAS_REASON: u32 = 1 << 7;
+    /// `inner_dmac` is valid (the inner frame's Ethernet header was read).
+    pub const HAS_INNER_MAC: u32 = 1 << 8;
+    /// A plain (not encapsulated) packet of the pod network, seen by the
+    /// drop hook outside the vxlan device.
+    pub const POD_NETWORK: u32 = 1 << 9;
 }
 
 /// What the parser extracted from one frame.
@@ -178,7 +198,11 @@ pub struct PacketInfo {
     pub vlan: u16,
     /// Inner IP header length in bytes, IPv6 extension headers included.
     pub ip_hlen: u16,
-    pub _pad2: u32,
+    /// Destination MAC of the inner Ethernet frame when
+    /// [`flags::HAS_INNER_MAC`] is set: on the receiver, a MAC that is not
+    /// its VTEP's means a peer kept a stale VtepMAC.
+    pub inner_dmac: [u8; 6],
+    pub _pad2: [u8; 6],
 }
 
 /// One ring-buffer record.
@@ -205,8 +229,8 @@ pub struct RawEvent {
 }
 
 const _: () = assert!(size_of::<Tuple>() == 40);
-const _: () = assert!(size_of::<PacketInfo>() == 120);
-const _: () = assert!(size_of::<RawEvent>() == 160);
+const _: () = assert!(size_of::<PacketInfo>() == 128);
+const _: () = assert!(size_of::<RawEvent>() == 168);
 
 impl RawEvent {
     pub const SIZE: usize = size_of::<RawEvent>();

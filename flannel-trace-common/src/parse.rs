@@ -17,7 +17,7 @@ use network_types::{
 };
 
 use crate::{
-    config::Ports,
+    config::{Overlay, Ports, words16},
     event::{AF_INET, AF_INET6, PacketInfo, Tuple, flags},
 };
 
@@ -116,6 +116,7 @@ struct L2 {
     ethertype: u16,
     l3: usize,
     vlan: Option<u16>,
+    dmac: [u8; 6],
 }
 
 #[inline(always)]
@@ -144,6 +145,7 @@ fn parse_eth<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<L2, ParseError> {
         ethertype,
         l3,
         vlan,
+        dmac: [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
     })
 }
 
@@ -249,21 +251,21 @@ fn parse_l3<B: Bytes + ?Sized>(
     b: &B,
     layer: Layer,
     off: usize,
-) -> Result<(Ip, Option<u16>), ParseError> {
-    let (ethertype, l3, vlan) = match layer {
+) -> Result<(Ip, Option<u16>, Option<[u8; 6]>), ParseError> {
+    let (ethertype, l3, vlan, dmac) = match layer {
         Layer::Ethernet => {
             let l2 = parse_eth(b, off)?;
-            (l2.ethertype, l2.l3, l2.vlan)
+            (l2.ethertype, l2.l3, l2.vlan, Some(l2.dmac))
         }
-        Layer::Ipv4 => (ETH_P_IP, off, None),
-        Layer::Ipv6 => (ETH_P_IPV6, off, None),
+        Layer::Ipv4 => (ETH_P_IP, off, None, None),
+        Layer::Ipv6 => (ETH_P_IPV6, off, None, None),
     };
     let ip = match ethertype {
         ETH_P_IP => parse_ipv4(b, l3)?,
         ETH_P_IPV6 => parse_ipv6(b, l3)?,
         _ => return Err(ParseError::NotIp),
     };
-    Ok((ip, vlan))
+    Ok((ip, vlan, dmac))
 }
 
 #[inline(always)]
@@ -288,7 +290,11 @@ pub fn parse_inner<B: Bytes + ?Sized>(
     off: usize,
     out: &mut PacketInfo,
 ) -> Result<(), ParseError> {
-    let (ip, _) = parse_l3(b, layer, off)?;
+    let (ip, _, dmac) = parse_l3(b, layer, off)?;
+    if let Some(mac) = dmac {
+        out.inner_dmac = mac;
+        out.flags |= flags::HAS_INNER_MAC;
+    }
     out.inner = tuple(&ip);
     out.inner_len = ip.total_len;
     out.ip_hlen = (ip.l4 - ip.l3) as u16;
@@ -347,7 +353,7 @@ pub fn parse_underlay<B: Bytes + ?Sized>(
     ports: &Ports,
     out: &mut PacketInfo,
 ) -> Result<(), ParseError> {
-    let (ip, vlan) = parse_l3(b, layer, off)?;
+    let (ip, vlan, _) = parse_l3(b, layer, off)?;
     if ip.proto != IPPROTO_UDP || ip.later_fragment {
         return Err(ParseError::NotOverlay);
     }
@@ -469,5 +475,96 @@ fn words(a: &[u8; 16], family: u8) -> (u64, u64) {
         )
     } else {
         (hi, lo)
+    }
+}
+
+/// Whether both inner addresses of a parsed packet lie in the overlay's pod
+/// networks: pod-to-pod (or pod-to-node) traffic of this overlay, as
+/// opposed to a pod talking to the world.
+#[inline(always)]
+pub fn in_overlay(o: &Overlay, p: &PacketInfo) -> bool {
+    if p.flags & flags::HAS_INNER == 0 {
+        return false;
+    }
+    let t = &p.inner;
+    if t.family == AF_INET {
+        let v4 = |a: &[u8; 16]| u32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
+        o.contains_v4(v4(&t.src)) && o.contains_v4(v4(&t.dst))
+    } else {
+        o.contains_v6(words16(&t.src)) && o.contains_v6(words16(&t.dst))
+    }
+}
+
+/// Cheapest first: what a hook can tell from a few fixed-offset bytes of
+/// an Ethernet frame before it spends anything on parsing. `false` only
+/// when the full parser would certainly not report the frame; every shape
+/// the fixed offsets cannot judge (VLAN tags, IPv4 options, IPv6 extension
+/// headers, bytes out of reach) is `true`, and left to the parser.
+pub mod prefilter {
+    use super::*;
+
+    /// Could this be VXLAN on one of `ports`?
+    #[inline(always)]
+    pub fn underlay<B: Bytes + ?Sized>(b: &B, ports: &Ports) -> bool {
+        let Some(et) = b.read::<2>(12) else {
+            return true;
+        };
+        match be16(et) {
+            ETH_P_IP => {
+                // Version/IHL .. destination port of an option-less header.
+                let Some(h) = b.read::<24>(ETH_HLEN) else {
+                    return true;
+                };
+                if h[0] != 0x45 {
+                    return true;
+                }
+                let later_fragment = be16([h[6], h[7]]) & 0x1fff != 0;
+                h[9] == IPPROTO_UDP && !later_fragment && ports.contains(be16([h[22], h[23]]))
+            }
+            ETH_P_IPV6 => {
+                let Some(h) = b.read::<2>(ETH_HLEN + 6) else {
+                    return true;
+                };
+                match h[0] {
+                    IPPROTO_UDP => match b.read::<2>(ETH_HLEN + IPV6_HLEN + 2) {
+                        Some(p) => ports.contains(be16(p)),
+                        None => true,
+                    },
+                    IPPROTO_TCP | IPPROTO_ICMPV6 => false,
+                    _ => true,
+                }
+            }
+            ETH_P_8021Q | ETH_P_8021AD => true,
+            _ => false,
+        }
+    }
+
+    /// Could this be a packet between two pod-network addresses?
+    #[inline(always)]
+    pub fn pod<B: Bytes + ?Sized>(b: &B, o: &Overlay) -> bool {
+        let Some(et) = b.read::<2>(12) else {
+            return true;
+        };
+        match be16(et) {
+            ETH_P_IP => match b.read::<8>(ETH_HLEN + 12) {
+                Some(a) => {
+                    o.contains_v4(u32::from_ne_bytes([a[0], a[1], a[2], a[3]]))
+                        && o.contains_v4(u32::from_ne_bytes([a[4], a[5], a[6], a[7]]))
+                }
+                None => true,
+            },
+            ETH_P_IPV6 => match b.read::<32>(ETH_HLEN + 8) {
+                Some(a) => {
+                    let mut src = [0u8; 16];
+                    let mut dst = [0u8; 16];
+                    src.copy_from_slice(&a[..16]);
+                    dst.copy_from_slice(&a[16..]);
+                    o.contains_v6(words16(&src)) && o.contains_v6(words16(&dst))
+                }
+                None => true,
+            },
+            ETH_P_8021Q | ETH_P_8021AD => true,
+            _ => false,
+        }
     }
 }

@@ -1,12 +1,13 @@
 //! Maps, counters and the submission of events to userspace.
 
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
 use flannel_trace_common::{
-    Counter, EventKind, Hop, PacketInfo, Ports, RawEvent, config::COUNTER_SLOTS,
+    Config, Counter, EventKind, Hop, PacketInfo, Ports, RawEvent, config::COUNTER_SLOTS,
 };
 
 /// Default 4 MiB; userspace resizes it (`--ring-size`) before loading.
@@ -84,7 +85,7 @@ pub struct Meta {
 /// parsed on the stack first, so nothing is reserved for foreign traffic; a
 /// full ring buffer is counted, never silent.
 #[inline(always)]
-pub fn submit(meta: &Meta, pkt: &PacketInfo) {
+pub fn submit(cfg: &Config, meta: &Meta, pkt: &PacketInfo) {
     let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
         count(Counter::RingbufFull);
         return;
@@ -101,5 +102,12 @@ pub fn submit(meta: &Meta, pkt: &PacketInfo) {
         drop_reason: meta.drop_reason,
         pkt: *pkt,
     });
-    entry.submit(0);
+    // Wake the reader only once a batch is waiting; below that it finds the
+    // records on its next timer tick.
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= cfg.wakeup_bytes as u64 {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
 }

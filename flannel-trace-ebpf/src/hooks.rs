@@ -1,4 +1,6 @@
-//! The logic behind each entry point.
+//! The logic behind each entry point. Every hook decides "not ours" with
+//! the fewest reads it can (device and namespace first, a few fixed-offset
+//! packet bytes next) before it zeroes scratch space or parses.
 
 use aya_ebpf::{
     EbpfContext,
@@ -10,12 +12,15 @@ use flannel_trace_common::{
     Config, Counter, EventKind, Hop, PacketInfo,
     config::ANY_VNI,
     event::flags,
-    parse::{Bytes, Layer, ParseError, filter_matches, parse_inner, parse_underlay, recover_outer},
+    parse::{
+        Bytes, Layer, ParseError, filter_matches, in_overlay, parse_inner, parse_underlay,
+        prefilter, recover_outer,
+    },
 };
 
 use crate::{
     emit::{Meta, Slot, count, ports, scratch, submit},
-    skb::{Skb, dev_identity},
+    skb::{Skb, dev_of, ifindex_of, netns_of},
 };
 
 /// Set by userspace before load. `static mut` (in `.data`) rather than a
@@ -33,13 +38,35 @@ pub fn config() -> &'static Config {
     unsafe { &*(&raw const CONFIG) }
 }
 
+/// Packet bytes through `bpf_skb_load_bytes`: also reaches the paged
+/// (non-linear) part of an skb.
 struct TcBytes<'a>(&'a TcContext);
 
 impl Bytes for TcBytes<'_> {
     #[inline(always)]
     fn read<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
-        // bpf_skb_load_bytes: also reaches the paged (non-linear) part.
         self.0.load::<[u8; N]>(off).ok()
+    }
+}
+
+/// The linear head of the packet, read directly: no helper call. Only used
+/// with constant offsets (the prefilters), where the verifier can check the
+/// bound; bytes beyond the linear head read as absent, and the prefilters
+/// then leave the frame to the full parser.
+struct DirectBytes {
+    data: usize,
+    end: usize,
+}
+
+impl Bytes for DirectBytes {
+    #[inline(always)]
+    fn read<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        if self.data + off + N > self.end {
+            return None;
+        }
+        // SAFETY: [data + off, data + off + N) was just checked to lie within
+        // the packet's linear data, which the verifier also enforces.
+        Some(unsafe { core::ptr::read_unaligned((self.data + off) as *const [u8; N]) })
     }
 }
 
@@ -60,18 +87,42 @@ fn keep(cfg: &Config, r: Result<(), ParseError>, pkt: &PacketInfo) -> bool {
     }
 }
 
+/// Where a TC program sits decides what it parses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum TcSide {
+    /// flannel.1: every frame is an inner frame of the overlay.
+    Overlay,
+    /// A NIC: only VXLAN on our ports.
+    Underlay,
+    /// cni0: only packets between pod-network addresses.
+    Pod,
+}
+
 // Inlined: as a BPF subprogram whose result the caller ignores, LLVM may
 // leave a stack pointer in R0, which the verifier rejects.
 #[inline(always)]
-pub fn try_tc(ctx: &TcContext, hop: Hop) -> Result<(), ()> {
+pub fn try_tc(ctx: &TcContext, hop: Hop, side: TcSide) -> Result<(), ()> {
     let cfg = config();
+    let head = DirectBytes {
+        data: ctx.data(),
+        end: ctx.data_end(),
+    };
+    let ports = ports().ok_or(())?;
+    let maybe = match side {
+        TcSide::Overlay => true,
+        TcSide::Underlay => prefilter::underlay(&head, ports),
+        TcSide::Pod => prefilter::pod(&head, &cfg.overlay),
+    };
+    if !maybe {
+        return Ok(());
+    }
     let bytes = TcBytes(ctx);
     let pkt = scratch(Slot::Tc).ok_or(())?;
-    let r = match hop {
-        Hop::OverlayEgress | Hop::OverlayIngress => parse_inner(&bytes, Layer::Ethernet, 0, pkt),
-        _ => parse_underlay(&bytes, Layer::Ethernet, 0, ports().ok_or(())?, pkt),
+    let r = match side {
+        TcSide::Underlay => parse_underlay(&bytes, Layer::Ethernet, 0, ports, pkt),
+        _ => parse_inner(&bytes, Layer::Ethernet, 0, pkt),
     };
-    if !keep(cfg, r, pkt) {
+    if !keep(cfg, r, pkt) || (side == TcSide::Pod && !in_overlay(&cfg.overlay, pkt)) {
         return Ok(());
     }
     // SAFETY: the context pointer is valid for the program's lifetime.
@@ -85,7 +136,7 @@ pub fn try_tc(ctx: &TcContext, hop: Hop) -> Result<(), ()> {
         drop_location: 0,
         drop_reason: 0,
     };
-    submit(&meta, pkt);
+    submit(cfg, &meta, pkt);
     Ok(())
 }
 
@@ -110,22 +161,24 @@ fn load_skb<C: EbpfContext>(ctx: &C, addr: u64, cfg: &Config) -> Option<Skb> {
     skb
 }
 
-/// The skb's device, if it lives in the traced network namespace.
+/// The ifindex of the skb's device, if the device lives in the traced
+/// network namespace.
 #[inline(always)]
-fn local_dev(cfg: &Config, skb: &Skb) -> Option<u32> {
-    let (ifindex, netns) = dev_identity(skb.dev, &cfg.offsets)?;
-    if netns != cfg.netns_ino {
+fn local_ifindex(cfg: &Config, addr: u64) -> Option<u32> {
+    let dev = dev_of(addr, &cfg.offsets)?;
+    if netns_of(dev, &cfg.offsets)? != cfg.netns_ino {
         return None;
     }
-    Some(ifindex)
+    ifindex_of(dev, &cfg.offsets)
 }
 
-/// `vxlan_rcv` entry (kprobe/fentry): outer headers still in place.
+/// `vxlan_rcv` entry (kprobe/fentry): outer headers still in place. Only
+/// vxlan packets get here; the namespace is the one test left.
 #[inline(always)]
 pub fn try_vxlan_rcv_encapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<(), ()> {
     let cfg = config();
+    local_ifindex(cfg, addr).ok_or(())?;
     let skb = load_skb(ctx, addr, cfg).ok_or(())?;
-    local_dev(cfg, &skb).ok_or(())?;
     let layer = Layer::from_ethertype(skb.protocol).ok_or(())?;
     let net = skb.network_header.ok_or(())?;
     let pkt = scratch(Slot::VxlanRcv).ok_or(())?;
@@ -139,13 +192,19 @@ pub fn try_vxlan_rcv_encapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<
 
 /// The decapsulated frame entering the stack on the vxlan device
 /// (`netif_receive_skb`): outer headers are recovered from the headroom.
+/// This hook sees every received packet of every device in every namespace,
+/// so the device is compared first: two reads for a foreign packet.
 #[inline(always)]
 pub fn try_vxlan_rcv_decapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<(), ()> {
     let cfg = config();
-    let skb = load_skb(ctx, addr, cfg).ok_or(())?;
-    if local_dev(cfg, &skb).ok_or(())? != cfg.vxlan_ifindex {
+    let o = &cfg.offsets;
+    let dev = dev_of(addr, o).ok_or(())?;
+    if ifindex_of(dev, o).ok_or(())? != cfg.vxlan_ifindex
+        || netns_of(dev, o).ok_or(())? != cfg.netns_ino
+    {
         return Ok(());
     }
+    let skb = load_skb(ctx, addr, cfg).ok_or(())?;
     let mac = skb.mac_header.ok_or(())?;
     let pkt = scratch(Slot::VxlanRcv).ok_or(())?;
     let r = parse_inner(&skb.bytes, Layer::Ethernet, mac, pkt);
@@ -175,27 +234,45 @@ fn vxlan_event(cfg: &Config, skb: &Skb, pkt: &PacketInfo) {
         drop_location: 0,
         drop_reason: 0,
     };
-    submit(&meta, pkt);
+    submit(cfg, &meta, pkt);
 }
 
 /// A freed-as-dropped skb: reported when it is this overlay's traffic in the
-/// traced namespace — encapsulated on our port anywhere, or an inner frame
-/// on the vxlan device.
+/// traced namespace — encapsulated on our port anywhere, an inner frame on
+/// the vxlan device, or a plain packet between pod-network addresses on any
+/// other device (e.g. a FORWARD drop of a pod's packet on cni0).
 #[inline(always)]
 pub fn try_drop<C: EbpfContext>(ctx: &C, addr: u64, location: u64, reason: u32) -> Result<(), ()> {
     let cfg = config();
+    // Not a drop at all: nothing to read.
+    if cfg.has_drop_reason != 0
+        && (reason == cfg.reason_consumed || reason == cfg.reason_not_dropped)
+    {
+        return Ok(());
+    }
+    let ifindex = local_ifindex(cfg, addr).ok_or(())?;
     let skb = load_skb(ctx, addr, cfg).ok_or(())?;
-    let ifindex = local_dev(cfg, &skb).ok_or(())?;
     let layer = Layer::from_ethertype(skb.protocol).ok_or(())?;
     let net = skb.network_header.ok_or(())?;
     let pkt = scratch(Slot::Drop).ok_or(())?;
     // On the vxlan device the skb is the inner frame (before encapsulation
-    // on the sender, after decapsulation on the receiver); anywhere else only
-    // encapsulated frames on our port are this overlay's traffic.
+    // on the sender, after decapsulation on the receiver); anywhere else it
+    // is either an encapsulated frame on our port or a plain packet.
     let r = if ifindex == cfg.vxlan_ifindex {
         parse_inner(&skb.bytes, layer, net, pkt)
     } else {
-        parse_underlay(&skb.bytes, layer, net, ports().ok_or(())?, pkt)
+        match parse_underlay(&skb.bytes, layer, net, ports().ok_or(())?, pkt) {
+            Err(ParseError::NotOverlay) => {
+                *pkt = PacketInfo::default();
+                let r = parse_inner(&skb.bytes, layer, net, pkt);
+                if r.is_err() || !in_overlay(&cfg.overlay, pkt) {
+                    return Ok(());
+                }
+                pkt.flags |= flags::POD_NETWORK;
+                r
+            }
+            other => other,
+        }
     };
     if !keep(cfg, r, pkt) {
         return Ok(());
@@ -212,19 +289,19 @@ pub fn try_drop<C: EbpfContext>(ctx: &C, addr: u64, location: u64, reason: u32) 
         drop_location: location,
         drop_reason: reason,
     };
-    submit(&meta, pkt);
+    submit(cfg, &meta, pkt);
     Ok(())
 }
 
 #[inline(always)]
 pub fn try_drop_tracepoint(ctx: &TracePointContext) -> Result<(), ()> {
     let o = &config().offsets;
-    let addr: u64 = unsafe { ctx.read_at(o.tp_kfree_skbaddr as usize) }.map_err(|_| ())?;
-    let location: u64 = unsafe { ctx.read_at(o.tp_kfree_location as usize) }.map_err(|_| ())?;
     let reason: u32 = if config().has_drop_reason != 0 {
         unsafe { ctx.read_at(o.tp_kfree_reason as usize) }.map_err(|_| ())?
     } else {
         0
     };
+    let addr: u64 = unsafe { ctx.read_at(o.tp_kfree_skbaddr as usize) }.map_err(|_| ())?;
+    let location: u64 = unsafe { ctx.read_at(o.tp_kfree_location as usize) }.map_err(|_| ())?;
     try_drop(ctx, addr, location, reason)
 }

@@ -19,6 +19,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, FEntryContext, ProbeContext, TcContext, TracePointContext},
 };
 use flannel_trace_common::Hop;
+use hooks::TcSide;
 
 // TC_ACT_UNSPEC (-1) is "continue with the next program/filter" for both
 // TCX (TCX_NEXT) and cls_bpf direct-action, so the tracer never decides the
@@ -27,25 +28,37 @@ const TC_NEXT: i32 = TC_ACT_UNSPEC;
 
 #[classifier]
 pub fn ft_ovl_egress(ctx: TcContext) -> i32 {
-    let _ = hooks::try_tc(&ctx, Hop::OverlayEgress);
+    let _ = hooks::try_tc(&ctx, Hop::OverlayEgress, TcSide::Overlay);
     TC_NEXT
 }
 
 #[classifier]
 pub fn ft_ovl_ingress(ctx: TcContext) -> i32 {
-    let _ = hooks::try_tc(&ctx, Hop::OverlayIngress);
+    let _ = hooks::try_tc(&ctx, Hop::OverlayIngress, TcSide::Overlay);
     TC_NEXT
 }
 
 #[classifier]
 pub fn ft_und_egress(ctx: TcContext) -> i32 {
-    let _ = hooks::try_tc(&ctx, Hop::UnderlayEgress);
+    let _ = hooks::try_tc(&ctx, Hop::UnderlayEgress, TcSide::Underlay);
     TC_NEXT
 }
 
 #[classifier]
 pub fn ft_und_ingress(ctx: TcContext) -> i32 {
-    let _ = hooks::try_tc(&ctx, Hop::UnderlayIngress);
+    let _ = hooks::try_tc(&ctx, Hop::UnderlayIngress, TcSide::Underlay);
+    TC_NEXT
+}
+
+#[classifier]
+pub fn ft_pod_ingress(ctx: TcContext) -> i32 {
+    let _ = hooks::try_tc(&ctx, Hop::PodIngress, TcSide::Pod);
+    TC_NEXT
+}
+
+#[classifier]
+pub fn ft_pod_egress(ctx: TcContext) -> i32 {
+    let _ = hooks::try_tc(&ctx, Hop::PodEgress, TcSide::Pod);
     TC_NEXT
 }
 

@@ -43,11 +43,11 @@ pub struct Skb {
     pub protocol: u16,
     pub mac_header: Option<usize>,
     pub network_header: Option<usize>,
-    /// `skb->dev`, 0 when the skb is not attached to a device.
-    pub dev: u64,
 }
 
 impl Skb {
+    /// The rest of the skb, read only once a hook knows the skb is of
+    /// interest (its device already checked).
     #[inline(always)]
     pub fn load(addr: u64, o: &KernelOffsets) -> Option<Skb> {
         let head: u64 = read(addr, o.skb_head)?;
@@ -57,7 +57,6 @@ impl Skb {
         let mac: u16 = read(addr, o.skb_mac_header)?;
         let net: u16 = read(addr, o.skb_network_header)?;
         let protocol: u16 = read(addr, o.skb_protocol)?;
-        let dev: u64 = read(addr, o.skb_dev).unwrap_or(0);
         if data < head {
             return None;
         }
@@ -77,19 +76,25 @@ impl Skb {
             protocol: u16::from_be(protocol),
             mac_header: hdr(mac),
             network_header: hdr(net),
-            dev,
         })
     }
 }
 
-/// `(ifindex, netns inode)` of a network device.
+/// `skb->dev`, `None` when the skb is on no device (or unreadable).
 #[inline(always)]
-pub fn dev_identity(dev: u64, o: &KernelOffsets) -> Option<(u32, u32)> {
-    if dev == 0 {
-        return None;
-    }
-    let ifindex: u32 = read(dev, o.dev_ifindex)?;
+pub fn dev_of(skb: u64, o: &KernelOffsets) -> Option<u64> {
+    let dev: u64 = read(skb, o.skb_dev)?;
+    if dev == 0 { None } else { Some(dev) }
+}
+
+#[inline(always)]
+pub fn ifindex_of(dev: u64, o: &KernelOffsets) -> Option<u32> {
+    read(dev, o.dev_ifindex)
+}
+
+/// Inode of the device's network namespace.
+#[inline(always)]
+pub fn netns_of(dev: u64, o: &KernelOffsets) -> Option<u32> {
     let net: u64 = read(dev, o.dev_nd_net)?;
-    let inum: u32 = read(net, o.net_ns_inum)?;
-    Some((ifindex, inum))
+    read(net, o.net_ns_inum)
 }

@@ -113,6 +113,30 @@ pub struct TraceArgs {
     #[arg(long, value_name = "NAME")]
     pub iface: Option<String>,
 
+    /// Pod-side device whose TC hooks are the pod-ingress and pod-egress
+    /// hops: where a pod's packet enters the node and where it leaves it
+    /// towards the receiving pod. Repeat for several. Default: cni0, else the
+    /// device of the route to this node's pod subnet; `none` traces
+    /// host-network traffic only (the path then starts and ends at the vxlan
+    /// device).
+    #[arg(long, value_name = "NAME")]
+    pub pod_dev: Vec<String>,
+
+    /// The overlay's pod network (e.g. 10.244.0.0/16; once per address
+    /// family). Default: flannel's /run/flannel/subnet.env, else the prefix
+    /// covering the routes through the vxlan device and this node's pod
+    /// subnet. Drops of packets between its addresses are reported on any
+    /// device.
+    #[arg(long, value_name = "CIDR")]
+    pub pod_cidr: Vec<crate::podnet::Cidr>,
+
+    /// Attach the underlay hops to --iface only. By default every other
+    /// device with an address (but loopback, the vxlan and the pod devices)
+    /// is watched too, so frames the routing table sends out of another NIC
+    /// are seen.
+    #[arg(long)]
+    pub only_iface: bool,
+
     /// Keep only frames with this VNI. Default: every VNI on the port, so
     /// that a peer sending with the wrong VNI still shows up.
     #[arg(long)]

@@ -62,6 +62,9 @@ pub struct Inner {
     pub tcp: Option<Tcp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp: Option<Icmp>,
+    /// Destination MAC of the inner Ethernet frame, where the hook saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst_mac: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fragment: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -147,6 +150,8 @@ impl Decoder {
                     seq: p.icmp_seq,
                 },
             ),
+            dst_mac: (p.flags & flags::HAS_INNER_MAC != 0)
+                .then(|| crate::identity::mac_string(&p.inner_dmac)),
             fragment: p.flags & flags::INNER_FRAGMENT != 0,
             truncated: p.flags & flags::TRUNCATED != 0,
         });

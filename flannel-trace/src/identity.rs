@@ -6,9 +6,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::probes::HookReport;
+use crate::{podnet::Cidr, probes::HookReport};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeIdentity {
     pub version: String,
     pub node: String,
@@ -48,6 +48,38 @@ pub struct NodeIdentity {
     /// node before then cannot have been seen by it.
     #[serde(default)]
     pub attached_wall_ns: i64,
+    /// Pod-side devices traced by the pod hops (cni0); empty when the node
+    /// has none, and its paths start and end at the vxlan device.
+    #[serde(default)]
+    pub pod_devs: Vec<String>,
+    /// This node's pod subnets (the routes on its pod devices).
+    #[serde(default)]
+    pub pod_subnets: Vec<Cidr>,
+    /// The overlay's pod networks the kernel filters compare with.
+    #[serde(default)]
+    pub pod_networks: Vec<Cidr>,
+    /// Where `pod_networks` came from: `--pod-cidr`, `subnet.env` or
+    /// `routes`.
+    #[serde(default)]
+    pub pod_network_source: String,
+    /// Addresses of the node itself inside the pod network (on the pod
+    /// devices and the vxlan device): traffic to them is the host's own.
+    #[serde(default)]
+    pub overlay_local_addrs: Vec<IpAddr>,
+    /// Every NIC the underlay hops are attached to, the main one first.
+    #[serde(default)]
+    pub underlay_devs: Vec<String>,
+    /// The route this node takes to each peer underlay address of its FDB.
+    #[serde(default)]
+    pub peer_routes: Vec<PeerRoute>,
+}
+
+/// Where this node's kernel sends frames for one peer's underlay address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRoute {
+    pub dst: IpAddr,
+    pub dev: Option<String>,
+    pub via: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,16 +118,34 @@ impl NodeIdentity {
         self.underlay_ips().any(|a| a == ip)
     }
 
-    /// Whether an inner address belongs to this node's pod subnet. flannel
-    /// gives each node a subnet (a /24 by default) whose network address is
-    /// on the vxlan device; the subnet length is not visible from the node,
-    /// so /24 (IPv4) and /64 (IPv6) are assumed.
+    /// Whether an inner address belongs to this node's pod subnet: the
+    /// routes on its pod device when it has one; otherwise (flannel gives
+    /// each node a subnet whose network address is on the vxlan device) a
+    /// /24 (IPv4) or /64 (IPv6) around the vxlan device's addresses.
     pub fn owns_overlay(&self, ip: IpAddr) -> bool {
-        routable(ip)
-            && self
-                .vtep_addrs
-                .iter()
-                .any(|v| routable(*v) && same_prefix(*v, ip))
+        if !routable(ip) {
+            return false;
+        }
+        if self.pod_subnets.iter().any(|c| c.contains(ip)) {
+            return true;
+        }
+        self.vtep_addrs
+            .iter()
+            .any(|v| routable(*v) && same_prefix(*v, ip))
+    }
+
+    /// Whether `ip` is a pod behind this node's pod device (not the node's
+    /// own address): its packets start or end at the pod hops.
+    pub fn is_pod(&self, ip: IpAddr) -> bool {
+        !self.pod_devs.is_empty()
+            && self.pod_subnets.iter().any(|c| c.contains(ip))
+            && !self.overlay_local_addrs.contains(&ip)
+            && !self.vtep_addrs.contains(&ip)
+    }
+
+    /// The route to `dst` recorded at start, if any.
+    pub fn route_to(&self, dst: IpAddr) -> Option<&PeerRoute> {
+        self.peer_routes.iter().find(|r| r.dst == dst)
     }
 }
 

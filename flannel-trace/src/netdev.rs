@@ -195,7 +195,6 @@ pub fn link_by_index(index: u32) -> Result<LinkInfo, NetdevError> {
 
 /// All interfaces of the network namespace. An interface whose description
 /// cannot be decoded at all (not even its name) is left out.
-#[cfg(test)]
 pub fn links() -> Result<Vec<LinkInfo>, NetdevError> {
     let request = RouteNetlinkMessage::GetLink(LinkMessage::default());
     let payloads = dump(request, libc::RTM_NEWLINK, "list the network interfaces")?;
@@ -390,7 +389,7 @@ fn get_link(
 
 /// The attributes following a `header_len`-byte family header, each decoded
 /// on its own; those the crate cannot decode are skipped (see module docs).
-fn attributes<'a, A>(
+pub(crate) fn attributes<'a, A>(
     payload: &'a [u8],
     header_len: usize,
     decode: impl Fn(&NlaBuffer<&'a [u8]>) -> Result<A, DecodeError>,
@@ -584,7 +583,7 @@ fn is_filter(payload: &[u8], index: u32, parent: u32) -> bool {
 /// What the kernel sent back for one request, minus the protocol messages
 /// (ack, NLMSG_DONE, ...) that framed it.
 #[derive(Debug, Default)]
-struct Reply {
+pub(crate) struct Reply {
     /// Message type and payload (after the netlink header), in arrival order.
     messages: Vec<(u16, Vec<u8>)>,
     /// NLM_F_DUMP_INTR: the table changed while the kernel was dumping it.
@@ -594,7 +593,7 @@ struct Reply {
 }
 
 impl Reply {
-    fn payloads(&self, kind: u16) -> impl Iterator<Item = &[u8]> {
+    pub(crate) fn payloads(&self, kind: u16) -> impl Iterator<Item = &[u8]> {
         self.messages
             .iter()
             .filter(move |(k, _)| *k == kind)
@@ -684,7 +683,11 @@ fn refused(what: &str, code: i32, flags: u16, tlvs: &[u8]) -> NetdevError {
 
 /// Sends one request and reads the reply up to its NLMSG_DONE (dumps) or ack
 /// (anything else, which must then set NLM_F_ACK in `flags`).
-fn exchange(request: RouteNetlinkMessage, flags: u16, what: &str) -> Result<Reply, NetdevError> {
+pub(crate) fn exchange(
+    request: RouteNetlinkMessage,
+    flags: u16,
+    what: &str,
+) -> Result<Reply, NetdevError> {
     let io_error = |error| NetdevError::Netlink {
         what: what.to_owned(),
         error,
@@ -720,7 +723,11 @@ fn exchange(request: RouteNetlinkMessage, flags: u16, what: &str) -> Result<Repl
 }
 
 /// Dumps a table and returns the payloads of the messages of type `kind`.
-fn dump(request: RouteNetlinkMessage, kind: u16, what: &str) -> Result<Vec<Vec<u8>>, NetdevError> {
+pub(crate) fn dump(
+    request: RouteNetlinkMessage,
+    kind: u16,
+    what: &str,
+) -> Result<Vec<Vec<u8>>, NetdevError> {
     let mut reply = exchange(request.clone(), NLM_F_DUMP, what)?;
     // An interrupted dump may have missed or repeated entries. Changes are
     // rare and brief, so another pass is consistent; failing would help no one.

@@ -51,6 +51,36 @@ pub fn start_text(s: &NodeIdentity) -> String {
         s.underlay_ifindex,
         s.local.map_or(String::new(), |ip| format!(", local {ip}"))
     );
+    let nets = s
+        .pod_networks
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let nets = if nets.is_empty() {
+        "unknown (no drops of plain pod traffic reported)".to_owned()
+    } else {
+        format!("{nets} (from {})", s.pod_network_source)
+    };
+    if s.pod_devs.is_empty() {
+        let _ = writeln!(
+            out,
+            "  pods: no pod device (host-network tracing: paths start and end at {}); pod network {nets}",
+            s.vxlan_dev
+        );
+    } else {
+        let subnets = s
+            .pod_subnets
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "  pods: behind {} (this node's subnet {subnets}); pod network {nets}",
+            s.pod_devs.join(", ")
+        );
+    }
     for h in &s.hooks {
         let _ = write!(out, "  {:<17} {:<15} {}", h.hop, h.backend, h.target);
         for (b, why) in &h.fallbacks {

@@ -639,6 +639,7 @@ mod tests {
             clock_offset_ns: 0,
             ring_size: 1 << 20,
             attached_wall_ns: 0,
+            ..Default::default()
         }
     }
 

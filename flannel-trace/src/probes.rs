@@ -78,7 +78,10 @@ pub struct HookReport {
 /// The interfaces the TC programs attach to.
 pub struct Devices<'a> {
     pub vxlan: (u32, &'a str),
-    pub underlay: (u32, &'a str),
+    /// The main underlay NIC first, then every other NIC watched.
+    pub underlay: Vec<(u32, &'a str)>,
+    /// Pod-side devices (cni0); empty for host-network tracing.
+    pub pods: Vec<(u32, &'a str)>,
 }
 
 /// The loaded object and its attachments. Dropping it detaches everything,
@@ -132,32 +135,19 @@ impl Probes {
     }
 
     fn attach_tc(&mut self, plan: &Plan, dev: &Devices<'_>) -> Result<(), ProbeError> {
-        let hooks = [
-            (
-                "overlay-egress",
-                "ft_ovl_egress",
-                dev.vxlan,
-                TcAttachType::Egress,
-            ),
-            (
-                "overlay-ingress",
-                "ft_ovl_ingress",
-                dev.vxlan,
-                TcAttachType::Ingress,
-            ),
-            (
-                "underlay-egress",
-                "ft_und_egress",
-                dev.underlay,
-                TcAttachType::Egress,
-            ),
-            (
-                "underlay-ingress",
-                "ft_und_ingress",
-                dev.underlay,
-                TcAttachType::Ingress,
-            ),
+        use TcAttachType::{Egress, Ingress};
+        let mut hooks: Vec<(&'static str, &'static str, (u32, &str), TcAttachType)> = vec![
+            ("overlay-egress", "ft_ovl_egress", dev.vxlan, Egress),
+            ("overlay-ingress", "ft_ovl_ingress", dev.vxlan, Ingress),
         ];
+        for &nic in &dev.underlay {
+            hooks.push(("underlay-egress", "ft_und_egress", nic, Egress));
+            hooks.push(("underlay-ingress", "ft_und_ingress", nic, Ingress));
+        }
+        for &pod in &dev.pods {
+            hooks.push(("pod-ingress", "ft_pod_ingress", pod, Ingress));
+            hooks.push(("pod-egress", "ft_pod_egress", pod, Egress));
+        }
         for (hop, name, (ifindex, ifname), dir) in hooks {
             let (backend, fallbacks) = self
                 .attach_one_tc(plan, name, ifindex, ifname, dir)
@@ -187,7 +177,10 @@ impl Probes {
         let log = plan.verifier_log.clone();
         let prog: &mut SchedClassifier =
             program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
-        prog.load().map_err(|e| describe(&e, log.as_ref()))?;
+        // One program serves every device of its hop: verified once.
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| describe(&e, log.as_ref()))?;
+        }
         let mut fallbacks = Vec::new();
         if plan.tc_mode != TcMode::Netlink {
             match prog.attach(

@@ -33,6 +33,9 @@ use crate::{
     wire::Message,
 };
 
+/// How often the ring buffer is drained when no wakeup came.
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
+
 /// Events held while the peer connection is being set up.
 const PENDING_CAP: usize = 200_000;
 
@@ -45,7 +48,8 @@ enum PeerNews {
 struct Sinks<'a> {
     json: bool,
     print_events: bool,
-    out: io::StdoutLock<'a>,
+    // Buffered: stdout alone is line-buffered, a write(2) per event.
+    out: io::BufWriter<io::StdoutLock<'a>>,
     recorder: Option<record::Writer>,
     /// --peer: our events go to a writer task once connected, through a
     /// bounded queue, so a slow listener never stalls the ring buffer.
@@ -79,7 +83,7 @@ pub async fn run(
         sinks: Sinks {
             json: args.json,
             print_events: !listening || args.events,
-            out: io::stdout().lock(),
+            out: io::BufWriter::with_capacity(1 << 16, io::stdout().lock()),
             recorder: None,
             to_peer: None,
             writer: None,
@@ -153,6 +157,10 @@ pub async fn run(
     );
     tokio::pin!(deadline);
     let mut report_tick = tokio::time::interval(args.report_every);
+    // The programs wake us only once a batch is waiting (see
+    // Config::wakeup_bytes); this tick collects what a quiet moment leaves.
+    let mut drain_tick = tokio::time::interval(DRAIN_EVERY);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (remote_tx, mut remote_rx) = mpsc::channel::<Result<Option<Message>, String>>(1024);
     let mut peer_open = false;
     let mut news_open = args.listen.is_some() || args.peer.is_some();
@@ -206,6 +214,10 @@ pub async fn run(
                 let mut guard = guard.context("waiting for eBPF log records")?;
                 guard.get_inner_mut().flush();
                 guard.clear_ready();
+            }
+            _ = drain_tick.tick() => {
+                s.drain(ring.get_mut()).await?;
+                s.sinks.out.flush().context("writing to stdout")?;
             }
             _ = report_tick.tick(), if listening => s.interim_report(probes)?,
             _ = term.recv() => break,

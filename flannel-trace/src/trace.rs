@@ -3,6 +3,12 @@
 
 use std::net::IpAddr;
 
+use crate::{
+    identity::PeerRoute,
+    netroute,
+    podnet::{self, Cidr},
+};
+
 use anyhow::{Context as _, anyhow};
 use flannel_trace_common::{
     Config, Ports,
@@ -29,8 +35,149 @@ const DEFAULT_PORT: u16 = 8472;
 struct Node {
     vxlan: netdev::LinkInfo,
     underlay: netdev::LinkInfo,
+    /// Other NICs the underlay hops watch too.
+    other_nics: Vec<netdev::LinkInfo>,
     port: u16,
     port_source: &'static str,
+    pods: PodSide,
+}
+
+/// Where the node's pods are.
+struct PodSide {
+    devs: Vec<netdev::LinkInfo>,
+    subnets: Vec<Cidr>,
+    networks: Vec<Cidr>,
+    local_addrs: Vec<IpAddr>,
+    /// Where `networks` came from, for the start banner.
+    source: &'static str,
+}
+
+/// At most this many other NICs get underlay hooks (each costs two TC
+/// programs); a node with more names its NICs with --iface/--only-iface.
+const MAX_OTHER_NICS: usize = 8;
+
+fn pod_side(args: &TraceArgs, vxlan: &netdev::LinkInfo) -> Result<PodSide, Fatal> {
+    let routes = netroute::routes().unwrap_or_else(|e| {
+        log::warn!("cannot read the routing table ({e}): pod network from --pod-cidr only");
+        Vec::new()
+    });
+    let env = std::fs::read_to_string(podnet::SUBNET_ENV)
+        .map(|t| podnet::parse_subnet_env(&t))
+        .unwrap_or_default();
+    let none = args.pod_dev.iter().any(|d| d == "none");
+    if none && args.pod_dev.len() > 1 {
+        return Err(Fatal::new(
+            Status::Usage,
+            anyhow!("--pod-dev none cannot be combined with device names"),
+        ));
+    }
+    let mut devs = Vec::new();
+    if none {
+    } else if !args.pod_dev.is_empty() {
+        for name in &args.pod_dev {
+            let l = netdev::link_by_name(name).fatal(Status::Device)?;
+            if l.index == vxlan.index {
+                return Err(Fatal::new(
+                    Status::Usage,
+                    anyhow!("--pod-dev {name} is the vxlan device; name the pods' bridge (cni0)"),
+                ));
+            }
+            devs.push(l);
+        }
+    } else if let Ok(l) = netdev::link_by_name("cni0") {
+        devs.push(l);
+    } else {
+        // flannel's own subnet for this node, and the device its route uses.
+        let dev = env.subnets.iter().find_map(|s| {
+            routes
+                .iter()
+                .find(|r| s.contains(r.dst) && r.oif.is_some_and(|o| o != vxlan.index))
+                .and_then(|r| netdev::link_by_index(r.oif?).ok())
+        });
+        devs.extend(dev);
+    }
+    let mut subnets: Vec<Cidr> = env.subnets.clone();
+    for r in &routes {
+        if r.oif.is_some_and(|o| devs.iter().any(|d| d.index == o))
+            && let Some(c) = Cidr::new(r.dst, r.prefix_len)
+            && c.len() > 0
+            && !subnets.contains(&c)
+        {
+            subnets.push(c);
+        }
+    }
+    let mut local_addrs = Vec::new();
+    for d in &devs {
+        local_addrs.extend(netdev::addresses(d.index).unwrap_or_default());
+    }
+    let (networks, source) = if !args.pod_cidr.is_empty() {
+        (args.pod_cidr.clone(), "--pod-cidr")
+    } else if !env.networks.is_empty() {
+        (env.networks.clone(), "subnet.env")
+    } else {
+        let mut known: Vec<Cidr> = subnets.clone();
+        for r in &routes {
+            if r.oif == Some(vxlan.index)
+                && let Some(c) = Cidr::new(r.dst, r.prefix_len)
+                && c.len() > 0
+            {
+                known.push(c);
+            }
+        }
+        for a in netdev::addresses(vxlan.index).unwrap_or_default() {
+            known.extend(Cidr::new(a, if a.is_ipv4() { 32 } else { 128 }));
+        }
+        (podnet::covering(&known), "routes")
+    };
+    let mut seen = [false; 2];
+    for n in &networks {
+        let f = usize::from(!n.addr().is_ipv4());
+        if std::mem::replace(&mut seen[f], true) {
+            return Err(Fatal::new(
+                Status::Usage,
+                anyhow!("one pod network per address family: {n} is a second one"),
+            ));
+        }
+    }
+    Ok(PodSide {
+        devs,
+        subnets,
+        networks,
+        local_addrs,
+        source,
+    })
+}
+
+/// Devices, besides the main underlay NIC, that could carry the overlay's
+/// frames: anything with an address that is not loopback, a vxlan device or
+/// a pod device.
+fn other_nics(
+    underlay: &netdev::LinkInfo,
+    vxlan: &netdev::LinkInfo,
+    pods: &[netdev::LinkInfo],
+) -> Vec<netdev::LinkInfo> {
+    let Ok(all) = netdev::links() else {
+        return Vec::new();
+    };
+    let mut out: Vec<netdev::LinkInfo> = all
+        .into_iter()
+        .filter(|l| {
+            l.index != underlay.index
+                && l.index != vxlan.index
+                && l.name != "lo"
+                && l.kind.as_deref() != Some("vxlan")
+                && !pods.iter().any(|p| p.index == l.index)
+                && netdev::addresses(l.index).is_ok_and(|a| !a.is_empty())
+        })
+        .collect();
+    if out.len() > MAX_OTHER_NICS {
+        log::warn!(
+            "{} other devices have addresses; watching the first {MAX_OTHER_NICS} (use --iface/--only-iface to choose)",
+            out.len()
+        );
+        out.truncate(MAX_OTHER_NICS);
+    }
+    out
 }
 
 fn resolve(args: &TraceArgs) -> Result<Node, Fatal> {
@@ -80,11 +227,19 @@ fn resolve(args: &TraceArgs) -> Result<Node, Fatal> {
             ),
         ));
     }
+    let pods = pod_side(args, &vxlan)?;
+    let other_nics = if args.only_iface {
+        Vec::new()
+    } else {
+        other_nics(&underlay, &vxlan, &pods.devs)
+    };
     Ok(Node {
         vxlan,
         underlay,
+        other_nics,
         port,
         port_source,
+        pods,
     })
 }
 
@@ -156,6 +311,25 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
     cfg.underlay_ifindex = node.underlay.index;
     cfg.has_drop_reason = u8::from(has_reason);
     cfg.offsets = offsets;
+    let reason_value = |name: &str| {
+        reasons
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(v, _)| *v)
+    };
+    if let Some(v) = reason_value("SKB_CONSUMED") {
+        cfg.reason_consumed = v;
+    }
+    if let Some(v) = reason_value("NOT_DROPPED_YET") {
+        cfg.reason_not_dropped = v;
+    }
+    cfg.wakeup_bytes = args.ring_size / 8;
+    for n in &node.pods.networks {
+        match n.addr() {
+            IpAddr::V4(a) => cfg.overlay.set_v4(a.octets(), n.len()),
+            IpAddr::V6(a) => cfg.overlay.set_v6(a.octets(), n.len()),
+        }
+    }
     if let Some(p) = args.proto {
         cfg.filter_proto = p.number();
     }
@@ -182,7 +356,16 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
     };
     let devices = Devices {
         vxlan: (node.vxlan.index, &node.vxlan.name),
-        underlay: (node.underlay.index, &node.underlay.name),
+        underlay: std::iter::once(&node.underlay)
+            .chain(&node.other_nics)
+            .map(|l| (l.index, l.name.as_str()))
+            .collect(),
+        pods: node
+            .pods
+            .devs
+            .iter()
+            .map(|l| (l.index, l.name.as_str()))
+            .collect(),
     };
     let mut ports = Ports::default();
     for p in std::iter::once(node.port).chain(args.port.iter().copied()) {
@@ -263,5 +446,34 @@ fn identity(
         clock_offset_ns: clock.offset_ns(),
         ring_size: args.ring_size,
         attached_wall_ns: Clock::now_wall_ns(),
+        pod_devs: node.pods.devs.iter().map(|l| l.name.clone()).collect(),
+        pod_subnets: node.pods.subnets.clone(),
+        pod_networks: node.pods.networks.clone(),
+        pod_network_source: node.pods.source.into(),
+        overlay_local_addrs: node.pods.local_addrs.clone(),
+        underlay_devs: std::iter::once(&node.underlay)
+            .chain(&node.other_nics)
+            .map(|l| l.name.clone())
+            .collect(),
+        peer_routes: peer_routes(node.vxlan.index),
     }
+}
+
+/// The route to every peer underlay address in the vxlan device's FDB.
+fn peer_routes(vxlan: u32) -> Vec<PeerRoute> {
+    let mut out: Vec<PeerRoute> = Vec::new();
+    for e in netdev::vxlan_fdb(vxlan).unwrap_or_default() {
+        let Some(dst) = e.dst else { continue };
+        if dst.is_unspecified() || out.iter().any(|r| r.dst == dst) {
+            continue;
+        }
+        if let Ok(Some(r)) = netroute::route_to(dst) {
+            out.push(PeerRoute {
+                dst,
+                dev: r.oif.and_then(netdev::ifname),
+                via: r.gateway,
+            });
+        }
+    }
+    out
 }

@@ -25,6 +25,14 @@ pub const UNDERLAY_IFACE: &str = "eth1";
 pub const VXLAN_IFACE: &str = "flannel.1";
 /// The CNI bridge holding the node's pod address.
 pub const POD_IFACE: &str = "cni0";
+/// The node's end of the pod's veth, a port of cni0.
+pub const POD_VETH: &str = "vethpod";
+/// A second NIC, for the two-NIC fault.
+pub const SECOND_IFACE: &str = "eth2";
+/// Fabric-side end of a second NIC: `ftw-<role>`.
+const SECOND_NIC_PREFIX: &str = "ftw-";
+/// The fabric's address in the second NICs' subnet.
+const SECOND_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 25, 2, 1);
 /// The bridge in the fabric namespace that switches between the nodes.
 pub const FABRIC_BRIDGE: &str = "br0";
 /// The fabric bridge's address, the nodes' default gateway.
@@ -46,6 +54,8 @@ pub struct NodeSpec {
     vni: u32,
     skip_fdb_to: Vec<char>,
     fabric_mtu: Option<u32>,
+    stale_mac_for: Vec<char>,
+    second_nic_to: Vec<char>,
 }
 
 impl Default for NodeSpec {
@@ -55,6 +65,8 @@ impl Default for NodeSpec {
             vni: DEFAULT_VNI,
             skip_fdb_to: Vec::new(),
             fabric_mtu: None,
+            stale_mac_for: Vec::new(),
+            second_nic_to: Vec::new(),
         }
     }
 }
@@ -90,6 +102,24 @@ impl NodeSpec {
         self.fabric_mtu = Some(mtu);
         self
     }
+
+    /// Keep an old VtepMAC for peer `role` in this node's neighbour and FDB
+    /// entries, as when the peer's flannel.1 was re-created with a new MAC
+    /// and this node's flanneld never heard of it: frames still reach the
+    /// peer, which drops them after decapsulation as not addressed to it.
+    pub fn stale_mac_for(mut self, role: char) -> Self {
+        self.stale_mac_for.push(role);
+        self
+    }
+
+    /// Give this node a second NIC (`eth2`) with a more specific route to
+    /// peer `role`'s underlay address through it. The NIC's other end is
+    /// not on the fabric bridge, so encapsulated frames that leave by it
+    /// never arrive: what a wrong route on a two-NIC node does.
+    pub fn second_nic_to(mut self, role: char) -> Self {
+        self.second_nic_to.push(role);
+        self
+    }
 }
 
 /// Collects node specs; [`LabBuilder::build`] creates the namespaces.
@@ -121,11 +151,16 @@ impl LabBuilder {
             "a lab has 1 to {MAX_NODES} nodes, not {count}"
         );
         for (index, spec) in self.specs.iter().enumerate() {
-            for &peer in &spec.skip_fdb_to {
+            let peers = spec
+                .skip_fdb_to
+                .iter()
+                .chain(&spec.stale_mac_for)
+                .chain(&spec.second_nic_to);
+            for &peer in peers {
                 let known = (0..count).map(role_of).any(|role| role == peer);
                 ensure!(
                     known && peer != role_of(index),
-                    "node {} skips the FDB entry toward {peer:?}, which is not a peer",
+                    "node {} has a fault toward {peer:?}, which is not a peer",
                     role_of(index)
                 );
             }
@@ -192,7 +227,11 @@ impl Lab {
     /// Names of all namespaces of this lab, fabric first.
     pub fn netns_names(&self) -> Vec<String> {
         std::iter::once(self.fabric.name())
-            .chain(self.nodes.iter().map(|node| node.name()))
+            .chain(
+                self.nodes
+                    .iter()
+                    .flat_map(|node| [node.name(), node.pod.name()]),
+            )
             .map(str::to_owned)
             .collect()
     }
@@ -201,11 +240,13 @@ impl Lab {
     pub fn cleanup(self) -> Result<()> {
         let Lab { fabric, nodes } = self;
         let mut errors = Vec::new();
-        for mut netns in nodes
-            .into_iter()
-            .map(|node| node.netns)
-            .chain(std::iter::once(fabric.netns))
-        {
+        let mut all = Vec::new();
+        for node in nodes {
+            all.push(node.pod.netns);
+            all.push(node.netns);
+        }
+        all.push(fabric.netns);
+        for mut netns in all {
             if let Err(e) = netns.delete() {
                 errors.push(format!("{e:#}"));
             }
@@ -287,6 +328,8 @@ impl Fabric {
             "link set lo up".to_owned(),
             format!("link add {FABRIC_BRIDGE} type bridge"),
             format!("addr add {FABRIC_GATEWAY}/{UNDERLAY_PREFIX_LEN} dev {FABRIC_BRIDGE}"),
+            // The second NICs' subnet, routed by the fabric.
+            format!("addr add {SECOND_GATEWAY}/{UNDERLAY_PREFIX_LEN} dev {FABRIC_BRIDGE}"),
             format!("link set {FABRIC_BRIDGE} up"),
         ];
         for step in &steps {
@@ -294,6 +337,7 @@ impl Fabric {
                 .ip(step)
                 .with_context(|| format!("setting up fabric netns {}", netns.name()))?;
         }
+        netns.set_sysctl("net/ipv4/ip_forward", "1")?;
         Ok(Fabric { netns })
     }
 }
@@ -309,9 +353,32 @@ impl Deref for Fabric {
 /// `tcp_connect` and the other namespace helpers.
 pub struct Node {
     netns: Netns,
+    pod: Pod,
     role: char,
     index: usize,
     spec: NodeSpec,
+}
+
+/// The pod behind a node's cni0: its own namespace with `eth0` on a veth
+/// whose other end is a port of cni0, as flannel's CNI plugin (bridge)
+/// sets one up. Dereferences to its [`Netns`].
+pub struct Pod {
+    netns: Netns,
+    ip: Ipv4Addr,
+}
+
+impl Pod {
+    /// The pod's address, 10.244.<i>.2.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+}
+
+impl Deref for Pod {
+    type Target = Netns;
+    fn deref(&self) -> &Netns {
+        &self.netns
+    }
 }
 
 impl Node {
@@ -319,8 +386,15 @@ impl Node {
         let role = role_of(index);
         let netns = Netns::create(format!("{stem}-{role}"))?;
         disable_ipv6(&netns)?;
+        let pod_netns = Netns::create(format!("{stem}-{role}pod"))?;
+        disable_ipv6(&pod_netns)?;
+        let pod = Pod {
+            netns: pod_netns,
+            ip: Ipv4Addr::new(10, 244, pod_octet(index), 2),
+        };
         let node = Node {
             netns,
+            pod,
             role,
             index,
             spec,
@@ -364,15 +438,56 @@ impl Node {
         self.ip(&format!("addr add {}/32 dev {VXLAN_IFACE}", self.vtep_ip()))?;
         self.ip(&format!("link set {VXLAN_IFACE} up"))?;
 
-        // cni0 is a bridge as on a real node, with flannel's MTU, but with
-        // no pod attached: it only has to own the pod address so traffic
-        // can be sourced from the pod network. (Without ports it has no
-        // carrier, so its /24 route shows "linkdown"; local delivery to
-        // 10.244.<i>.1 is unaffected. The dummy driver would avoid that but
-        // is not built into every kernel, this one included.)
+        // cni0 is a bridge as on a real node, with flannel's MTU, holding
+        // the node's gateway address of the pod subnet, and one pod behind
+        // it on a veth, as flannel's CNI (the bridge plugin) sets it up.
+        // The node forwards between cni0 and flannel.1: pod traffic to
+        // another node is routed, not bridged, exactly as in a cluster.
         self.ip(&format!("link add {POD_IFACE} mtu {VXLAN_MTU} type bridge"))?;
-        self.ip(&format!("addr add {}/24 dev {POD_IFACE}", self.pod_ip()))?;
+        self.ip(&format!("addr add {}/24 dev {POD_IFACE}", self.cni_ip()))?;
         self.ip(&format!("link set {POD_IFACE} up"))?;
+        self.ip(&format!(
+            "link add {POD_VETH} mtu {VXLAN_MTU} type veth peer name eth0 netns {}",
+            self.pod.name()
+        ))?;
+        self.ip(&format!("link set {POD_VETH} master {POD_IFACE}"))?;
+        self.ip(&format!("link set {POD_VETH} up"))?;
+        let pod = &self.pod.netns;
+        pod.ip("link set lo up")?;
+        pod.ip(&format!("addr add {}/24 dev eth0", self.pod.ip))?;
+        pod.ip("link set eth0 up")?;
+        pod.ip(&format!("route add default via {}", self.cni_ip()))?;
+        self.set_sysctl("net/ipv4/ip_forward", "1")?;
+        // A bridge with br_netfilter loaded would also pass the pod's
+        // bridged frames through iptables; flannel nodes usually have that,
+        // but the lab keeps the datapath the same on every host.
+        for family in ["iptables", "ip6tables", "arptables"] {
+            match self.write_sysctl(&format!("net/bridge/bridge-nf-call-{family}"), "0") {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                other => other.with_context(|| format!("turning off bridge-nf-call-{family}"))?,
+            }
+        }
+        if let Some(&peer) = self.spec.second_nic_to.first() {
+            // A second NIC on the same fabric, in a second subnet that the
+            // fabric routes (so the tracers' own TCP channel still works),
+            // with a more specific route to the peer through it. The
+            // scenario then lets the fabric drop VXLAN arriving from it: a
+            // second network whose security group lacks the VXLAN port.
+            let far = second_nic_port(self.role);
+            self.ip(&format!(
+                "link add {SECOND_IFACE} type veth peer name {far} netns {}",
+                fabric.name()
+            ))?;
+            fabric.ip(&format!("link set {far} master {FABRIC_BRIDGE}"))?;
+            fabric.ip(&format!("link set {far} up"))?;
+            self.ip(&format!(
+                "addr add {}/24 dev {SECOND_IFACE}",
+                second_nic_ip(self.index)
+            ))?;
+            self.ip(&format!("link set {SECOND_IFACE} up"))?;
+            let dst = underlay_ip(index_of(peer));
+            self.ip(&format!("route add {dst}/32 dev {SECOND_IFACE}"))?;
+        }
         Ok(())
     }
 
@@ -381,7 +496,12 @@ impl Node {
     /// for that address, and an FDB entry mapping the VTEP MAC to the peer's
     /// underlay IP.
     fn add_peer(&self, peer: &Node) -> Result<()> {
-        let (subnet, vtep, mac) = (peer.pod_subnet(), peer.vtep_ip(), peer.vtep_mac());
+        let (subnet, vtep) = (peer.pod_subnet(), peer.vtep_ip());
+        let mac = if self.spec.stale_mac_for.contains(&peer.role) {
+            stale_vtep_mac(peer.index)
+        } else {
+            peer.vtep_mac()
+        };
         self.ip(&format!(
             "route add {subnet}/24 via {vtep} dev {VXLAN_IFACE} onlink"
         ))?;
@@ -415,9 +535,25 @@ impl Node {
         self.pod_subnet()
     }
 
-    /// The "pod" address on cni0 (10.244.<i>.1).
-    pub fn pod_ip(&self) -> Ipv4Addr {
+    /// The node's own address on cni0 (10.244.<i>.1), the pods' gateway:
+    /// traffic from or to it is host-network traffic, not a pod's.
+    pub fn cni_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 244, pod_octet(self.index), 1)
+    }
+
+    /// The pod behind cni0.
+    pub fn pod(&self) -> &Pod {
+        &self.pod
+    }
+
+    /// The pod's address (10.244.<i>.2).
+    pub fn pod_ip(&self) -> Ipv4Addr {
+        self.pod.ip
+    }
+
+    /// The MAC this node's peers keep for it under the stale-VtepMAC fault.
+    pub fn stale_vtep_mac(&self) -> String {
+        stale_vtep_mac(self.index)
     }
 
     /// flannel.1's MAC, fixed per node so FDB and neighbour entries can be
@@ -461,6 +597,21 @@ fn role_of(index: usize) -> char {
     char::from(b'a' + index as u8)
 }
 
+/// Fabric-side name of a node's second NIC.
+pub fn second_nic_port(role: char) -> String {
+    format!("{SECOND_NIC_PREFIX}{role}")
+}
+
+fn index_of(role: char) -> usize {
+    (role as u8 - b'a') as usize
+}
+
+/// Address of the second NIC: 10.25.2.<host of the first>.
+fn second_nic_ip(index: usize) -> Ipv4Addr {
+    let [_, _, _, host] = underlay_ip(index).octets();
+    Ipv4Addr::new(10, 25, 2, host)
+}
+
 fn fabric_port(role: char) -> String {
     format!("{FABRIC_PORT_PREFIX}{role}")
 }
@@ -484,6 +635,11 @@ fn pod_octet(index: usize) -> u8 {
 /// Locally administered unicast MAC (0x0e: bit 1 set, bit 0 clear).
 fn vtep_mac(index: usize) -> String {
     format!("0e:f7:00:00:00:{:02x}", index + 1)
+}
+
+/// The "old" VtepMAC of a node, before its flannel.1 was re-created.
+fn stale_vtep_mac(index: usize) -> String {
+    format!("0e:f7:00:00:99:{:02x}", index + 1)
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@
 //! Layout of a lab with nodes `a` and `b`:
 //!
 //! ```text
+//!   netns ft-<pid>-<n>-apod                                                  netns ft-<pid>-<n>-bpod
+//!   eth0      10.244.1.2/24 (pod)                                            eth0      10.244.2.2/24
+//!      |  veth (vethpod, a port of cni0)                                        |
 //!   netns ft-<pid>-<n>-a                netns ft-<pid>-<n>-fabric            netns ft-<pid>-<n>-b
 //!   cni0      10.244.1.1/24 (bridge)                                         cni0      10.244.2.1/24
 //!   flannel.1 10.244.1.0/32 (vxlan)                                          flannel.1 10.244.2.0/32
@@ -35,14 +38,15 @@ mod traffic;
 pub use kernel::{Kernel, Offer, patience};
 pub use lab::{
     DEFAULT_VNI, DEFAULT_VXLAN_PORT, FABRIC_BRIDGE, FABRIC_GATEWAY, Fabric, Lab, LabBuilder, Node,
-    NodeSpec, POD_IFACE, UNDERLAY_IFACE, VXLAN_IFACE, VXLAN_MTU, with_lab,
+    NodeSpec, POD_IFACE, POD_VETH, Pod, SECOND_IFACE, UNDERLAY_IFACE, VXLAN_IFACE, VXLAN_MTU,
+    second_nic_port, with_lab,
 };
 pub use lines::{LineReader, wait_for_line};
 pub use link_stats::LinkStats;
 pub use netns::{Netns, list_netns, remove_stale_namespaces, root_veths};
 pub use nft::{
-    FABRIC_DROP_CHAIN, FT_TABLE, INPUT_DROP_CHAIN, fabric_drop_udp, input_drop_udp,
-    normalize_ruleset,
+    FABRIC_DROP_CHAIN, FT_TABLE, INPUT_DROP_CHAIN, bridge_port_drop_udp, fabric_drop_udp,
+    input_drop_udp, normalize_ruleset,
 };
 pub use preflight::{require_root, require_tools};
 pub use tracer::{Session, Tracer, run_tracer, tracer_bin};

@@ -33,6 +33,20 @@ pub fn fabric_drop_udp(src: Ipv4Addr, dst: Ipv4Addr, dport: u16) -> String {
     )
 }
 
+/// A fabric rule dropping UDP to `dport` that enters the bridge from one
+/// port: a second network (behind that port) whose security group lacks
+/// the VXLAN port.
+pub fn bridge_port_drop_udp(port: &str, dport: u16) -> String {
+    format!(
+        "table bridge {FT_TABLE} {{\n\
+         \tchain {FABRIC_DROP_CHAIN} {{\n\
+         \t\ttype filter hook forward priority 0; policy accept;\n\
+         \t\tiifname \"{port}\" udp dport {dport} counter drop\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
 /// A node-local firewall rule dropping incoming UDP to `dport` (the VXLAN
 /// port) before the vxlan socket sees it.
 pub fn input_drop_udp(dport: u16) -> String {

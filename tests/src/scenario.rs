@@ -13,7 +13,14 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{Lab, LabBuilder, Netns, NodeSpec, fabric_drop_udp, input_drop_udp, tracer_bin};
+use crate::{
+    Lab, LabBuilder, Netns, NodeSpec, bridge_port_drop_udp, fabric_drop_udp, input_drop_udp,
+    second_nic_port, tracer_bin,
+};
+
+/// A FORWARD chain whose policy is DROP, as `iptables -P FORWARD DROP`
+/// (Docker) leaves a node.
+pub const FORWARD_DROP_POLICY: &str = "table inet ft {\n\tchain forward {\n\t\ttype filter hook forward priority 0; policy drop;\n\t}\n}\n";
 
 pub const PORT: u16 = 8475;
 pub const TOKEN: &str = "lab-shared-secret";
@@ -34,10 +41,21 @@ pub enum Fault {
     MissingFdb,
     /// B's port on the fabric has MTU 1400: full-size frames are lost.
     Mtu,
+    /// B's FORWARD policy is DROP (what installing Docker does): pod
+    /// traffic arriving over the overlay never reaches B's pod.
+    ForwardDropReceiver,
+    /// A's FORWARD policy is DROP: A's pod's packets never enter flannel.1.
+    ForwardDropSender,
+    /// A keeps an old VtepMAC for B in its neighbour and FDB entries: B
+    /// decapsulates the frames and drops them as addressed to another host.
+    StaleVtepMac,
+    /// B has a second NIC with a more specific route to A through it, on a
+    /// network that drops UDP 8475: B's frames leave by the wrong NIC.
+    SecondNicRoute,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 11] = [
         Fault::None,
         Fault::UnderlayDrop,
         Fault::ReceiverFirewall,
@@ -45,6 +63,10 @@ impl Fault {
         Fault::VniMismatch,
         Fault::MissingFdb,
         Fault::Mtu,
+        Fault::ForwardDropReceiver,
+        Fault::ForwardDropSender,
+        Fault::StaleVtepMac,
+        Fault::SecondNicRoute,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +78,10 @@ impl Fault {
             Fault::VniMismatch => "vni-mismatch",
             Fault::MissingFdb => "missing-fdb",
             Fault::Mtu => "mtu",
+            Fault::ForwardDropReceiver => "forward-drop-receiver",
+            Fault::ForwardDropSender => "forward-drop-sender",
+            Fault::StaleVtepMac => "stale-vtep-mac",
+            Fault::SecondNicRoute => "second-nic-route",
         }
     }
 
@@ -74,6 +100,18 @@ impl Fault {
             Fault::VniMismatch => "node B's flannel.1 has VNI 2, node A's VNI 1",
             Fault::MissingFdb => "node A has no FDB entry for node B's VTEP MAC",
             Fault::Mtu => "node B's underlay port has MTU 1400: full-size frames do not fit",
+            Fault::ForwardDropReceiver => {
+                "node B's FORWARD policy is DROP (as after installing Docker): pod traffic never reaches B's pod"
+            }
+            Fault::ForwardDropSender => {
+                "node A's FORWARD policy is DROP: A's pod's packets never reach flannel.1"
+            }
+            Fault::StaleVtepMac => {
+                "node A still has node B's old VtepMAC in its neighbour and FDB entries"
+            }
+            Fault::SecondNicRoute => {
+                "node B routes node A's address through a second NIC, whose network drops UDP 8475"
+            }
         }
     }
 
@@ -84,6 +122,8 @@ impl Fault {
             Fault::VniMismatch => (NodeSpec::new(), NodeSpec::new().vni(2)),
             Fault::MissingFdb => (NodeSpec::new().skip_fdb_to('b'), NodeSpec::new()),
             Fault::Mtu => (NodeSpec::new(), NodeSpec::new().fabric_mtu(1400)),
+            Fault::StaleVtepMac => (NodeSpec::new().stale_mac_for('b'), NodeSpec::new()),
+            Fault::SecondNicRoute => (NodeSpec::new(), NodeSpec::new().second_nic_to('a')),
             _ => (NodeSpec::new(), NodeSpec::new()),
         };
         Lab::builder().node(a).node(b)
@@ -98,6 +138,11 @@ impl Fault {
                     .nft(&fabric_drop_udp(b.underlay_ip(), a.underlay_ip(), PORT))
             }
             Fault::ReceiverFirewall => b.nft(&input_drop_udp(PORT)),
+            Fault::ForwardDropReceiver => b.nft(FORWARD_DROP_POLICY),
+            Fault::ForwardDropSender => a.nft(FORWARD_DROP_POLICY),
+            Fault::SecondNicRoute => lab
+                .fabric()
+                .nft(&bridge_port_drop_udp(&second_nic_port('b'), PORT)),
             _ => Ok(()),
         }
     }
@@ -280,6 +325,19 @@ pub fn run_live(lab: &Lab, opts: &Live) -> Result<LiveRun> {
     // Traffic only once both tracers are attached and joined; then
     // full-size frames A -> B, so that an MTU problem shows.
     pa.wait_stderr("joined with", Duration::from_secs(30))?;
+    // Pod to pod, both ways, as in a cluster.
+    let _ = a.pod().exec(
+        &ping_args(&b.pod_ip().to_string(), 3)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let _ = b.pod().exec(
+        &ping_args(&a.pod_ip().to_string(), 3)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     let _ = a.exec(&[
         "ping",
         "-c",
@@ -297,4 +355,20 @@ pub fn run_live(lab: &Lab, opts: &Live) -> Result<LiveRun> {
     let rb = pb.wait(opts.duration + Duration::from_secs(40))?;
     let ra = pa.wait(Duration::from_secs(40))?;
     Ok(LiveRun { a: ra, b: rb })
+}
+
+fn ping_args(dst: &str, count: u32) -> Vec<String> {
+    [
+        "ping",
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        dst,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }

@@ -43,9 +43,29 @@ fn ping_crosses_the_overlay() -> Result<()> {
     with_lab(Lab::builder().nodes(2), |lab| {
         let (a, b) = (lab.node('a'), lab.node('b'));
         ensure_all_received(ping(a, b.vtep_ip())?, "a -> b flannel.1")?;
-        let pods = a.ping_from(a.pod_ip().into(), b.pod_ip().into(), PINGS, INTERVAL)?;
-        ensure_all_received(pods, "a pod -> b pod")?;
-        ensure_all_received(ping(b, a.pod_ip())?, "b -> a pod")
+        let pods = a.ping_from(a.cni_ip().into(), b.cni_ip().into(), PINGS, INTERVAL)?;
+        ensure_all_received(pods, "a cni0 -> b cni0")?;
+        ensure_all_received(ping(b, a.cni_ip())?, "b -> a cni0")
+    })
+}
+
+#[test]
+fn pod_to_pod_crosses_both_nodes_and_the_overlay() -> Result<()> {
+    preflight()?;
+    with_lab(Lab::builder().nodes(2), |lab| {
+        let (a, b) = (lab.node('a'), lab.node('b'));
+        let there = a.pod().ping(b.pod_ip().into(), PINGS, INTERVAL)?;
+        ensure_all_received(there, "pod a -> pod b")?;
+        let back = b.pod().ping(a.pod_ip().into(), PINGS, INTERVAL)?;
+        ensure_all_received(back, "pod b -> pod a")?;
+        // Routed by the nodes, not switched: the pod's packets went through
+        // cni0 into a's stack and out of flannel.1.
+        let tx = a.link_stats("flannel.1")?.tx_packets;
+        ensure!(
+            tx >= u64::from(PINGS),
+            "flannel.1 on a sent only {tx} packets"
+        );
+        Ok(())
     })
 }
 
@@ -55,7 +75,7 @@ fn tcp_crosses_the_overlay() -> Result<()> {
     with_lab(Lab::builder().nodes(2), |lab| {
         let (a, b) = (lab.node('a'), lab.node('b'));
         let listener = b.tcp_listen(ECHO_PORT)?;
-        let server = SocketAddr::from((b.pod_ip(), ECHO_PORT));
+        let server = SocketAddr::from((b.cni_ip(), ECHO_PORT));
         a.tcp_connect(server, TCP_TIMEOUT)?;
         let reply = a.tcp_echo(server, b"hello over vxlan", TCP_TIMEOUT)?;
         ensure!(reply == b"hello over vxlan", "echo came back as {reply:?}");
@@ -76,10 +96,10 @@ fn udp_crosses_the_overlay() -> Result<()> {
         let (a, b) = (lab.node('a'), lab.node('b'));
         // A socket keeps the namespace it was created in, so b's socket can
         // be read from this thread.
-        let server = SocketAddr::from((b.pod_ip(), 9999));
+        let server = SocketAddr::from((b.cni_ip(), 9999));
         let socket = b.in_thread(|| UdpSocket::bind(server))?;
         socket.set_read_timeout(Some(TCP_TIMEOUT))?;
-        let from = SocketAddr::from((a.pod_ip(), 7777));
+        let from = SocketAddr::from((a.cni_ip(), 7777));
         a.udp_send_from(from, server, b"datagram")?;
         let mut buf = [0u8; 64];
         let (n, peer) = socket.recv_from(&mut buf)?;
@@ -251,7 +271,7 @@ fn three_node_full_mesh() -> Result<()> {
         for from in lab.nodes() {
             for to in lab.nodes().iter().filter(|to| to.role() != from.role()) {
                 let what = format!("{} -> {}", from.role(), to.role());
-                ensure_all_received(ping(from, to.pod_ip())?, &what)?;
+                ensure_all_received(ping(from, to.cni_ip())?, &what)?;
             }
         }
         Ok(())

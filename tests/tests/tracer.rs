@@ -158,7 +158,7 @@ fn every_hop_reports_ping_and_tcp_with_inner_and_outer_tuples() -> Result<()> {
         let tracer = Tracer::start(a, &[])?;
         let ping = a.ping(IpAddr::V4(b.vtep_ip()), PINGS, INTERVAL)?;
         ensure!(ping.all_received(), "overlay ping failed: {ping:?}");
-        let dst = SocketAddr::new(IpAddr::V4(b.pod_ip()), 8080);
+        let dst = SocketAddr::new(IpAddr::V4(b.cni_ip()), 8080);
         a.tcp_connect(dst, Duration::from_secs(2))
             .context("TCP across the overlay")?;
         ensure!(
@@ -292,7 +292,7 @@ fn every_hop_reports_ping_and_tcp_with_inner_and_outer_tuples() -> Result<()> {
             s.dump()
         );
         ensure!(
-            syn[0]["inner"]["dport"] == 8080 && ip(&syn[0]["inner"]["dst"]) == Some(b.pod_ip()),
+            syn[0]["inner"]["dport"] == 8080 && ip(&syn[0]["inner"]["dst"]) == Some(b.cni_ip()),
             "{}",
             syn[0]
         );
@@ -713,10 +713,10 @@ fn inner_filters_and_port_override() -> Result<()> {
     with_lab(Lab::builder().nodes(2), |lab| {
         let (a, b) = (lab.node('a'), lab.node('b'));
         let listener = b.tcp_listen(8080)?;
-        let tracer = Tracer::start(a, &["--proto", "tcp", "--host", &b.pod_ip().to_string()])?;
+        let tracer = Tracer::start(a, &["--proto", "tcp", "--host", &b.cni_ip().to_string()])?;
         a.ping(IpAddr::V4(b.vtep_ip()), 2, INTERVAL)?;
         a.tcp_connect(
-            SocketAddr::new(IpAddr::V4(b.pod_ip()), 8080),
+            SocketAddr::new(IpAddr::V4(b.cni_ip()), 8080),
             Duration::from_secs(2),
         )?;
         listener.wait_for_connections(1, Duration::from_secs(2));
@@ -729,7 +729,7 @@ fn inner_filters_and_port_override() -> Result<()> {
         );
         for e in &s.events {
             ensure!(e["inner"]["proto"] == "tcp", "filtered out by --proto: {e}");
-            let pod = Some(b.pod_ip());
+            let pod = Some(b.cni_ip());
             ensure!(
                 ip(&e["inner"]["src"]) == pod || ip(&e["inner"]["dst"]) == pod,
                 "filtered out by --host: {e}"

@@ -31,7 +31,7 @@ const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// Bulk TCP from A's pod address to B's, MB/s.
 fn throughput(a: &Node, b: &Node, mb: u64) -> Result<f64> {
-    let dst = SocketAddr::new(b.pod_ip().into(), 5201);
+    let dst = SocketAddr::new(b.cni_ip().into(), 5201);
     let listener = b.in_thread(|| TcpListener::bind(dst))?;
     let sink = thread::spawn(move || -> std::io::Result<u64> {
         let (mut s, _) = listener.accept()?;

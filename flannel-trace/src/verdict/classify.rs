@@ -36,8 +36,10 @@ pub fn role(ev: &Event, me: &NodeIdentity, peer: &NodeIdentity) -> Option<Role> 
     };
     let _ = me;
     match ev.hop()? {
-        Hop::OverlayEgress | Hop::UnderlayEgress => to_peer(outer, inner).then_some(Role::Sent),
-        Hop::UnderlayIngress | Hop::VxlanRcv | Hop::OverlayIngress => {
+        Hop::PodIngress | Hop::OverlayEgress | Hop::UnderlayEgress => {
+            to_peer(outer, inner).then_some(Role::Sent)
+        }
+        Hop::UnderlayIngress | Hop::VxlanRcv | Hop::OverlayIngress | Hop::PodEgress => {
             from_peer(outer, inner).then_some(Role::Received)
         }
         Hop::Drop => {

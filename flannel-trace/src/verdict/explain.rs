@@ -69,10 +69,21 @@ pub fn config_findings(a: &NodeIdentity, b: &NodeIdentity) -> Vec<String> {
     out
 }
 
-/// The drop reason seen most often on `node` for this direction, summed
-/// over every flow, with its (first) location.
-fn main_drop<'f>(flows: &'f [Flow], node: &str) -> Option<(&'f str, Option<&'f str>, u64)> {
-    let mut by_reason: Vec<(&str, Option<&str>, u64)> = Vec::new();
+/// The drop seen most often on `node` for this direction (by reason),
+/// summed over every flow, with what the first of its kind says about
+/// where it happened.
+struct MainDrop<'f> {
+    reason: &'f str,
+    location: Option<&'f str>,
+    count: u64,
+    /// The freed skb was an encapsulated frame (on the UDP port), not the
+    /// inner packet.
+    encapsulated: bool,
+    iface: Option<&'f str>,
+}
+
+fn main_drop<'f>(flows: &'f [Flow], node: &str) -> Option<MainDrop<'f>> {
+    let mut by_reason: Vec<MainDrop<'f>> = Vec::new();
     for d in flows
         .iter()
         .flat_map(|f| &f.drops)
@@ -83,12 +94,86 @@ fn main_drop<'f>(flows: &'f [Flow], node: &str) -> Option<(&'f str, Option<&'f s
             .as_deref()
             .or(d.location.as_deref())
             .unwrap_or("unknown");
-        match by_reason.iter_mut().find(|(r, _, _)| *r == reason) {
-            Some(entry) => entry.2 += d.count,
-            None => by_reason.push((reason, d.location.as_deref(), d.count)),
+        match by_reason.iter_mut().find(|m| m.reason == reason) {
+            Some(m) => m.count += d.count,
+            None => by_reason.push(MainDrop {
+                reason,
+                location: d.location.as_deref(),
+                count: d.count,
+                encapsulated: d.encapsulated,
+                iface: d.iface.as_deref(),
+            }),
         }
     }
-    by_reason.into_iter().max_by_key(|(_, _, n)| *n)
+    by_reason.into_iter().max_by_key(|m| m.count)
+}
+
+fn why(d: &Option<MainDrop<'_>>, at: &str) -> String {
+    d.as_ref()
+        .map(|m| {
+            format!(
+                " ({} dropped: {}{})",
+                m.count,
+                m.reason,
+                m.location.map(|l| format!(" {at} {l}")).unwrap_or_default()
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn pod_networks(n: &NodeIdentity) -> String {
+    if n.pod_networks.is_empty() {
+        "the pod network".into()
+    } else {
+        n.pod_networks
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The fix for a drop of the inner packet inside a node, when the kernel's
+/// reason names one; `who` is the node that dropped.
+fn inner_drop_fix(m: &MainDrop<'_>, who: &NodeIdentity, other: &NodeIdentity) -> Option<String> {
+    let node = &who.node;
+    let dev = m.iface.unwrap_or("the receiving device");
+    Some(match m.reason {
+        "NETFILTER_DROP" if !m.encapsulated => format!(
+            "a FORWARD rule or policy on {node} drops pod traffic (installing Docker sets `iptables -P FORWARD DROP`): run `iptables -P FORWARD ACCEPT` on {node}, or accept the pod network in FORWARD (`iptables -I FORWARD -s {net} -j ACCEPT; iptables -I FORWARD -d {net} -j ACCEPT`), as flannel's documentation advises",
+            net = pod_networks(who)
+        ),
+        "IP_RPFILTER" => format!(
+            "reverse-path filtering on {node} drops the packets arriving on {dev}: `sysctl -w net.ipv4.conf.{dev}.rp_filter=2` (loose) or 0, and the same for `all`"
+        ),
+        "IP_NOROUTE" | "IP_INNOROUTES" | "IP_OUTNOROUTES" => format!(
+            "{node} has no route for these packets: check `ip route` on {node} for {}'s pod subnet (via {} onlink) and that flanneld runs",
+            other.node, who.vxlan_dev
+        ),
+        _ => return None,
+    })
+}
+
+/// What the receiver says about frames addressed to a MAC that is not its
+/// VTEP's: a peer still holds an old VtepMAC.
+fn stale_mac_fix(flows: &[Flow], si: &NodeIdentity, ri: &NodeIdentity) -> Option<(String, String)> {
+    let stale = flows.iter().flat_map(|f| &f.foreign_dst_macs).next()?;
+    let actual = ri.vxlan_mac.as_deref()?;
+    let vtep = ri
+        .vtep_addrs
+        .first()
+        .map_or_else(|| "<its VTEP address>".into(), |a| a.to_string());
+    let underlay = first_ip(ri);
+    let (sn, rn, dev) = (&si.node, &ri.node, &si.vxlan_dev);
+    Some((
+        format!(
+            "the decapsulated frames are addressed to MAC {stale}, but {rn}'s {} has VtepMAC {actual}: {sn}'s neighbour/FDB entries for {rn} carry a stale VtepMAC",
+            ri.vxlan_dev
+        ),
+        format!(
+            "on {sn}: `ip neigh replace {vtep} lladdr {actual} dev {dev} nud permanent`, `bridge fdb replace {actual} dev {dev} dst {underlay}` and `bridge fdb del {stale} dev {dev}` (or restart flanneld on {sn}, which rewrites them from {rn}'s VtepMAC annotation)"
+        ),
+    ))
 }
 
 /// The one-line verdict of a direction and the likely fix.
@@ -106,12 +191,41 @@ pub fn direction_sentence(
     let (si, ri) = (s.identity, r.identity);
     let (sn, rn) = (&si.node, &ri.node);
     let port = si.port;
-    let sum = |f: fn(&Flow) -> u64| flows.iter().map(f).sum::<u64>();
+    // A loss is told with the numbers of the flows that lost in that
+    // segment: the other flows' packets (probes, host traffic that
+    // passed) would only blur where these ones stopped.
+    let told: Vec<&Flow> = match segment {
+        Segment::Delivered | Segment::NoTraffic => flows.iter().collect(),
+        seg => flows.iter().filter(|f| f.segment == seg).collect(),
+    };
+    let sum = |f: fn(&Flow) -> u64| told.iter().map(|x| f(x)).sum::<u64>();
     let left = sum(|f| f.hops.underlay_egress);
     let reached = sum(|f| f.hops.underlay_ingress);
     let out_of = sum(|f| f.hops.overlay_ingress);
     let entered = sum(|f| f.hops.overlay_egress);
+    let from_pods = sum(|f| f.hops.pod_ingress);
+    let to_pods = sum(|f| f.hops.pod_egress);
+    let pod_start = told.iter().any(|f| f.path_start == "pod-ingress");
+    let pod_end = told.iter().any(|f| f.path_end == "pod-egress");
     let outer = outer_of(si, ri).unwrap_or_default();
+    let pod_dev = |n: &NodeIdentity| n.pod_devs.first().cloned().unwrap_or_else(|| "?".into());
+    // The sender's NICs other than its main one that frames left by.
+    let other_nic = flows
+        .iter()
+        .flat_map(|f| &f.egress_devs)
+        .filter(|(d, n)| **n > 0 && d.as_str() != si.underlay_dev)
+        .map(|(d, _)| d.clone())
+        .next();
+    let route_note = |dev: &str| {
+        let dst = ri.underlay_ips().next()?;
+        let r = si.route_to(dst)?;
+        (r.dev.as_deref() == Some(dev)).then(|| {
+            format!(
+                "the route to {dst} goes through {dev}{}",
+                r.via.map(|v| format!(" via {v}")).unwrap_or_default()
+            )
+        })
+    };
     let (sentence, fix) = match segment {
         Segment::NoTraffic => (
             format!("{sn}→{rn}: no traffic from {sn} to {rn} while tracing"),
@@ -128,10 +242,29 @@ pub fn direction_sentence(
                     }
                 })
                 .unwrap_or_default();
+            let to = if pod_end && told.iter().all(|f| f.path_end == "pod-egress") {
+                format!(" to {rn}'s pods ({})", pod_dev(ri))
+            } else if !pod_end {
+                format!(
+                    " out of {rn}'s {} (host-network traffic{}: the path ends there)",
+                    ri.vxlan_dev,
+                    if ri.pod_devs.is_empty() {
+                        ", no pod device traced"
+                    } else {
+                        ""
+                    }
+                )
+            } else {
+                String::new()
+            };
+            let via = other_nic
+                .as_ref()
+                .map(|d| format!(" by {d}"))
+                .unwrap_or_else(|| format!("'s {}", si.underlay_dev));
             (
                 format!(
-                    "{sn}→{rn}: {delivered}/{sent} delivered ({left} frames left {sn}'s {}, {reached} reached {rn}'s {}){lat}",
-                    si.underlay_dev, ri.underlay_dev
+                    "{sn}→{rn}: {delivered}/{sent} delivered{to} ({left} frames left {sn}{via}, {reached} reached {rn}'s {}){lat}",
+                    ri.underlay_dev
                 ),
                 None,
             )
@@ -156,24 +289,33 @@ pub fn direction_sentence(
                     si.vxlan_dev
                 );
             }
+            let left_by = match &other_nic {
+                Some(d) => {
+                    let route = route_note(d).map(|n| format!(": {n}")).unwrap_or_default();
+                    fix = format!(
+                        "{sn} sends its VXLAN frames for {} out of {d}, not {} (`ip route get {}` on {sn}): fix that route, or the network behind {d}; flanneld's --iface names the NIC flannel expects",
+                        first_ip(ri),
+                        si.underlay_dev,
+                        first_ip(ri)
+                    );
+                    format!("left {sn} by {d}, not {}{route}", si.underlay_dev)
+                }
+                None => format!("left {sn}'s {}", si.underlay_dev),
+            };
             (
                 format!(
-                    "{sn}→{rn}: {}/{left} frames left {sn}'s {} (outer {outer}), {reached} reached {rn}'s {}: lost in the underlay between the nodes",
-                    lost.underlay, si.underlay_dev, ri.underlay_dev
+                    "{sn}→{rn}: {}/{left} frames {left_by} (outer {outer}), {reached} reached {rn}'s {}: lost in the underlay between the nodes",
+                    lost.underlay, ri.underlay_dev
                 ),
                 Some(fix),
             )
         }
         Segment::SenderHost => {
-            let why = main_drop(flows, sn)
-                .map(|(reason, loc, n)| {
-                    format!(
-                        " ({n} dropped: {reason}{})",
-                        loc.map(|l| format!(" at {l}")).unwrap_or_default()
-                    )
-                })
-                .unwrap_or_default();
-            let fix = if let Some(mac) = &ri.vxlan_mac
+            let drop = main_drop(flows, sn);
+            let why = why(&drop, "at");
+            let fix = if let Some(f) = drop.as_ref().and_then(|m| inner_drop_fix(m, si, ri)) {
+                f
+            } else if let Some(mac) = &ri.vxlan_mac
                 && !si.fdb.iter().any(|e| e.mac.eq_ignore_ascii_case(mac))
             {
                 format!(
@@ -186,49 +328,57 @@ pub fn direction_sentence(
                     si.vxlan_dev
                 )
             };
-            (
+            let sentence = if pod_start && entered < from_pods {
+                format!(
+                    "{sn}→{rn}: {}/{from_pods} packets from {sn}'s pods entered {sn} ({}) but {entered} entered its {}: lost inside {sn}{why}",
+                    lost.sender_host,
+                    pod_dev(si),
+                    si.vxlan_dev
+                )
+            } else {
                 format!(
                     "{sn}→{rn}: {}/{entered} packets entered {sn}'s {} but {left} frames left {sn}'s {}: lost inside {sn}{why}",
                     lost.sender_host, si.vxlan_dev, si.underlay_dev
-                ),
-                Some(fix),
-            )
+                )
+            };
+            (sentence, Some(fix))
         }
         Segment::ReceiverHost => {
             let drop = main_drop(flows, rn);
-            let why = drop
-                .map(|(reason, loc, n)| {
-                    format!(
-                        " ({n} dropped: {reason}{})",
-                        loc.map(|l| format!(" in {l}")).unwrap_or_default()
-                    )
-                })
-                .unwrap_or_default();
-            let fix = match drop.map(|d| d.0) {
-                Some("NETFILTER_DROP") => format!(
-                    "a firewall rule on {rn} drops UDP {port}: allow it from {} (`nft list ruleset`, `iptables-save`)",
-                    first_ip(si)
-                ),
-                Some("NO_SOCKET") => match ri.device_port {
-                    Some(dp) if dp != port => format!(
-                        "nothing listens on UDP {port} on {rn}: its {} uses udp/{dp}; make both nodes use the same VXLAN port",
-                        ri.vxlan_dev
-                    ),
-                    _ => format!(
-                        "nothing listens on UDP {port} on {rn}: is its {} up and on that port?",
-                        ri.vxlan_dev
+            let why = why(&drop, "in");
+            let stale = stale_mac_fix(flows, si, ri);
+            let fix = match drop.as_ref() {
+                Some(m) if m.reason == "OTHERHOST" => match &stale {
+                    Some((_, fix)) => fix.clone(),
+                    None => format!(
+                        "{rn} drops the decapsulated frames as addressed to another host: check that {sn}'s neighbour and FDB entries for {rn} hold {rn}'s current VtepMAC"
                     ),
                 },
-                Some("VXLAN_VNI_NOT_FOUND") => format!(
-                    "VNI mismatch: {rn}'s {} has VNI {} while {sn} sends another",
-                    ri.vxlan_dev,
-                    ri.vni.map_or("?".into(), |v| v.to_string())
-                ),
-                Some("IP_RPFILTER") => format!(
-                    "reverse-path filtering on {rn} drops the frames: check rp_filter on {}",
-                    ri.underlay_dev
-                ),
-                Some(other) => format!("{rn} drops them with {other}"),
+                Some(m) if inner_drop_fix(m, ri, si).is_some() => {
+                    inner_drop_fix(m, ri, si).unwrap_or_default()
+                }
+                Some(m) => match m.reason {
+                    "NETFILTER_DROP" => format!(
+                        "a firewall rule on {rn} drops UDP {port}: allow it from {} (`nft list ruleset`, `iptables-save`)",
+                        first_ip(si)
+                    ),
+                    "NO_SOCKET" => match ri.device_port {
+                        Some(dp) if dp != port => format!(
+                            "nothing listens on UDP {port} on {rn}: its {} uses udp/{dp}; make both nodes use the same VXLAN port",
+                            ri.vxlan_dev
+                        ),
+                        _ => format!(
+                            "nothing listens on UDP {port} on {rn}: is its {} up and on that port?",
+                            ri.vxlan_dev
+                        ),
+                    },
+                    "VXLAN_VNI_NOT_FOUND" => format!(
+                        "VNI mismatch: {rn}'s {} has VNI {} while {sn} sends another",
+                        ri.vxlan_dev,
+                        ri.vni.map_or("?".into(), |v| v.to_string())
+                    ),
+                    other => format!("{rn} drops them with {other}"),
+                },
                 None if si.vni.is_some() && ri.vni.is_some() && si.vni != ri.vni => {
                     format!(
                         "VNI mismatch: {sn} uses VNI {}, {rn}'s {} has VNI {}",
@@ -237,18 +387,46 @@ pub fn direction_sentence(
                         ri.vni.unwrap_or(0)
                     )
                 }
+                None if stale.is_some() => stale.as_ref().map(|s| s.1.clone()).unwrap_or_default(),
+                None if pod_end && out_of > to_pods => format!(
+                    "no kernel drop was reported on {rn}: check its routes to its pods ({}) and its FORWARD rules",
+                    pod_dev(ri)
+                ),
                 None => format!(
                     "no kernel drop was reported on {rn}: check its {} device and its routes back to the pods",
                     ri.vxlan_dev
                 ),
             };
-            (
+            let mac_note = match (&stale, drop.as_ref().map(|m| m.reason)) {
+                (Some((note, _)), Some("OTHERHOST") | None) => format!("; {note}"),
+                _ => String::new(),
+            };
+            // Lost after decapsulation: on the way from the vxlan device to
+            // the pod, or thrown away by the stack at the end of the path.
+            let taken = sum(|f| f.delivered);
+            let after_decap = out_of > 0
+                && if pod_end {
+                    to_pods < out_of
+                } else {
+                    taken < out_of
+                };
+            let sentence = if after_decap {
+                let reached_end = if pod_end {
+                    format!("{to_pods} reached its pods ({})", pod_dev(ri))
+                } else {
+                    format!("{taken} were taken by its stack")
+                };
                 format!(
-                    "{sn}→{rn}: {reached} frames reached {rn}'s {} (outer {outer}), {out_of} came out of {rn}'s {}: lost inside {rn}{why}",
+                    "{sn}→{rn}: {reached} frames reached {rn}'s {} (outer {outer}), {out_of} came out of its {}, {reached_end}: lost inside {rn}{why}{mac_note}",
                     ri.underlay_dev, ri.vxlan_dev
-                ),
-                Some(fix),
-            )
+                )
+            } else {
+                format!(
+                    "{sn}→{rn}: {reached} frames reached {rn}'s {} (outer {outer}), {out_of} came out of {rn}'s {}: lost inside {rn}{why}{mac_note}",
+                    ri.underlay_dev, ri.vxlan_dev
+                )
+            };
+            (sentence, Some(fix))
         }
     };
     if certain || matches!(segment, Segment::Delivered | Segment::NoTraffic) {

@@ -12,14 +12,17 @@ mod explain;
 pub mod render;
 mod tally;
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{event::Event, identity::NodeIdentity};
 
-/// Version of the `join --json` / `verdict` document.
-pub const SCHEMA: u32 = 1;
+/// Version of the `join --json` / `verdict` document. 2: the pod hops
+/// (`pod_ingress`, `pod_egress`), a flow's path (`path_start`, `path_end`),
+/// `end_to_end_ms` measured over that path, and where frames left and what
+/// MAC they carried.
+pub const SCHEMA: u32 = 2;
 
 /// The offset between the two nodes' wall clocks, measured NTP-style over
 /// the peer channel: `peer_wall ≈ local_wall + offset_ns`, within `error_ns`.
@@ -63,11 +66,13 @@ impl Default for Options {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Segment {
-    /// Entered the tunnel on the sender, never left its underlay NIC.
+    /// Left the sender's pod (or entered its tunnel), never left its
+    /// underlay NIC.
     SenderHost,
     /// Left the sender's NIC, never reached the receiver's NIC.
     Underlay,
-    /// Reached the receiver's NIC, never came out of its vxlan device.
+    /// Reached the receiver's NIC, never reached its pod (or, for
+    /// host-network traffic, never came out of its vxlan device).
     ReceiverHost,
     /// Every frame arrived.
     Delivered,
@@ -122,11 +127,15 @@ impl Losses {
 /// Packets seen at each hop of one direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HopCounts {
+    #[serde(default)]
+    pub pod_ingress: u64,
     pub overlay_egress: u64,
     pub underlay_egress: u64,
     pub underlay_ingress: u64,
     pub vxlan_rcv: u64,
     pub overlay_ingress: u64,
+    #[serde(default)]
+    pub pod_egress: u64,
     pub sender_drops: u64,
     pub receiver_drops: u64,
 }
@@ -137,16 +146,24 @@ pub struct DropCount {
     pub reason: Option<String>,
     pub location: Option<String>,
     pub count: u64,
-    /// The packet had already come out of the overlay: a drop by the
+    /// The packet had already reached the end of its path: a drop by the
     /// receiving host's stack (e.g. no listening socket), not a network loss.
     pub after_delivery: bool,
+    /// The dropped skb was the encapsulated frame (an underlay drop on our
+    /// UDP port), not the inner packet.
+    #[serde(default)]
+    pub encapsulated: bool,
+    /// Device the skb was on when it was freed.
+    #[serde(default)]
+    pub iface: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     /// Median sender `underlay-egress` → receiver `underlay-ingress`, ms.
     pub underlay_ms: Option<f64>,
-    /// Median sender `overlay-egress` → receiver `overlay-ingress`, ms.
+    /// Median from the first to the last hop of the flow's path (pod to
+    /// pod where both are traced), ms.
     pub end_to_end_ms: Option<f64>,
     /// Bound on the error of the two cross-node figures above, ms; `None`
     /// when the clocks were not compared (recordings: wall clocks as is).
@@ -168,7 +185,19 @@ pub struct Flow {
     pub sport: Option<u16>,
     pub dport: Option<u16>,
     pub icmp_id: Option<u16>,
+    /// First and last hop of this flow's path: `pod-ingress`/`pod-egress`
+    /// where the address is a pod behind a traced pod device, else
+    /// `overlay-egress`/`overlay-ingress` (host-network traffic).
+    pub path_start: String,
+    pub path_end: String,
     pub hops: HopCounts,
+    /// Sender NICs the frames left by (underlay-egress), with counts.
+    #[serde(default)]
+    pub egress_devs: BTreeMap<String, u64>,
+    /// Inner destination MACs that arrived at the receiver but are not its
+    /// VTEP MAC (a peer's stale neighbour/FDB entry).
+    #[serde(default)]
+    pub foreign_dst_macs: Vec<String>,
     /// Distinct packets the sender put into the tunnel.
     pub sent: u64,
     pub delivered: u64,

@@ -76,9 +76,35 @@ fn flow(out: &mut String, f: &Flow, from: &str, to: &str) {
         "  flow {}: sent {}, delivered {} — {state}",
         f.key, f.sent, f.delivered
     );
+    let pod_in = if f.path_start == "pod-ingress" {
+        format!("pod-ingress {} ", h.pod_ingress)
+    } else {
+        String::new()
+    };
+    let pod_out = if f.path_end == "pod-egress" {
+        format!(" pod-egress {}", h.pod_egress)
+    } else {
+        String::new()
+    };
+    let nics = if f.egress_devs.len() > 1 || f.egress_devs.keys().any(|d| d.as_str() == "?") {
+        format!(
+            " (by {})",
+            f.egress_devs
+                .iter()
+                .map(|(d, n)| format!("{d} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        f.egress_devs
+            .keys()
+            .next()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    };
     let _ = writeln!(
         out,
-        "    {from}: overlay-egress {} underlay-egress {} drop {} | {to}: underlay-ingress {} vxlan-rcv {} overlay-ingress {} drop {}",
+        "    {from}: {pod_in}overlay-egress {} underlay-egress {}{nics} drop {} | {to}: underlay-ingress {} vxlan-rcv {} overlay-ingress {}{pod_out} drop {}",
         h.overlay_egress,
         h.underlay_egress,
         h.sender_drops,
@@ -90,13 +116,17 @@ fn flow(out: &mut String, f: &Flow, from: &str, to: &str) {
     for d in &f.drops {
         let _ = writeln!(
             out,
-            "    drop on {}: {} × {}{}{}",
+            "    drop on {}: {} × {}{}{}{}",
             d.node,
             d.count,
             d.reason.as_deref().unwrap_or("(no reason on this kernel)"),
             d.location
                 .as_deref()
                 .map(|l| format!(" in {l}"))
+                .unwrap_or_default(),
+            d.iface
+                .as_deref()
+                .map(|i| format!(" on {i}"))
                 .unwrap_or_default(),
             if d.after_delivery {
                 " (after delivery: the receiving host's stack, not the network)"

@@ -11,21 +11,55 @@ use flannel_trace_common::Hop;
 use super::{DropCount, Flow, HopCounts, Latency, Losses, NodeTrace, Options, Segment, classify};
 use crate::event::Event;
 
-/// Hops along the path, sender then receiver.
-const STAGES: [Hop; 5] = [
+/// Hops along the path, sender then receiver. A flow's own path is a
+/// range of them: it starts at `pod-ingress` only when its source is a pod
+/// behind the sender's traced pod device, and ends at `pod-egress` only
+/// when its destination is a pod behind the receiver's.
+const STAGES: [Hop; 7] = [
+    Hop::PodIngress,
     Hop::OverlayEgress,
     Hop::UnderlayEgress,
     Hop::UnderlayIngress,
     Hop::VxlanRcv,
     Hop::OverlayIngress,
+    Hop::PodEgress,
 ];
+const POD_INGRESS: usize = 0;
+const OVERLAY_EGRESS: usize = 1;
+const UNDERLAY_EGRESS: usize = 2;
+const UNDERLAY_INGRESS: usize = 3;
+const OVERLAY_INGRESS: usize = 5;
+const POD_EGRESS: usize = 6;
 /// The stage a transition leaves from decides the segment of a loss.
-const SEGMENT_AFTER: [Segment; 4] = [
+const SEGMENT_AFTER: [Segment; 6] = [
+    Segment::SenderHost,
     Segment::SenderHost,
     Segment::Underlay,
     Segment::ReceiverHost,
     Segment::ReceiverHost,
+    Segment::ReceiverHost,
 ];
+
+/// Drop reasons that mean the packet never got into the receiving host's
+/// stack proper even when it was seen at the last hop of a host-network
+/// path: thrown away as addressed to another host, by reverse-path
+/// filtering, for want of a route, or as a bad header. Such a drop is a
+/// loss, never "after delivery".
+const UNDELIVERED: [&str; 6] = [
+    "OTHERHOST",
+    "IP_RPFILTER",
+    "IP_NOROUTE",
+    "IP_INNOROUTES",
+    "IP_INADDRERRORS",
+    "IP_INHDR",
+];
+
+fn undelivered(ev: &Event) -> bool {
+    ev.drop
+        .as_ref()
+        .and_then(|d| d.reason.as_deref())
+        .is_some_and(|r| UNDELIVERED.contains(&r))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct FlowKey {
@@ -66,6 +100,8 @@ impl FlowKey {
 #[derive(Debug, Clone)]
 struct Item {
     fp: Option<String>,
+    iface: Option<String>,
+    dmac: Option<String>,
     /// Wall-clock time on the sender's clock.
     wall: i64,
     len: u32,
@@ -76,7 +112,7 @@ struct Item {
 
 #[derive(Default)]
 struct FlowObs<'a> {
-    stages: [Vec<Item>; 5],
+    stages: [Vec<Item>; 7],
     sender_drops: Vec<&'a Event>,
     receiver_drops: Vec<&'a Event>,
     seq_base: Option<u32>,
@@ -134,6 +170,8 @@ pub fn flows(
                 });
             f.stages[stage].push(Item {
                 fp: ev.fingerprint.clone(),
+                iface: ev.iface.clone(),
+                dmac: ev.inner.as_ref().and_then(|i| i.dst_mac.clone()),
                 wall: t,
                 len: ev.len,
                 range,
@@ -239,18 +277,31 @@ fn judge_flow(
 ) -> Flow {
     let st = &f.stages;
     let hops = HopCounts {
-        overlay_egress: st[0].len() as u64,
-        underlay_egress: st[1].len() as u64,
-        underlay_ingress: st[2].len() as u64,
-        vxlan_rcv: st[3].len() as u64,
-        overlay_ingress: st[4].len() as u64,
+        pod_ingress: st[POD_INGRESS].len() as u64,
+        overlay_egress: st[OVERLAY_EGRESS].len() as u64,
+        underlay_egress: st[UNDERLAY_EGRESS].len() as u64,
+        underlay_ingress: st[UNDERLAY_INGRESS].len() as u64,
+        vxlan_rcv: st[4].len() as u64,
+        overlay_ingress: st[OVERLAY_INGRESS].len() as u64,
+        pod_egress: st[POD_EGRESS].len() as u64,
         sender_drops: f.sender_drops.len() as u64,
         receiver_drops: f.receiver_drops.len() as u64,
     };
+    // This flow's path.
+    let path_first = if s.identity.is_pod(key.src) {
+        POD_INGRESS
+    } else {
+        OVERLAY_EGRESS
+    };
+    let path_last = if r.identity.is_pod(key.dst) {
+        POD_EGRESS
+    } else {
+        OVERLAY_INGRESS
+    };
     // A stage with no observation at all while a later one has some is a
     // hook that did not see this flow (e.g. a missing backend), not a loss.
-    let active: Vec<usize> = (0..STAGES.len())
-        .filter(|&k| !st[k].is_empty() || (k + 1..STAGES.len()).all(|j| st[j].is_empty()))
+    let active: Vec<usize> = (path_first..=path_last)
+        .filter(|&k| !st[k].is_empty() || (k + 1..=path_last).all(|j| st[j].is_empty()))
         .collect();
     let mut lost = Losses::default();
     let mut in_flight = 0;
@@ -281,14 +332,14 @@ fn judge_flow(
         let later_ranges = union(&later);
         // The next stage's observer must have been watching: from its
         // attachment until its end, less the time a frame may be in flight.
-        let (start, end) = if next >= 2 {
+        let (start, end) = if next >= UNDERLAY_INGRESS {
             (w.r_start, w.r_end)
         } else {
             (None, w.s_end)
         };
         for item in &st[k] {
             let ok = carried(item, &later, &mut budget, &later_ranges);
-            if k == 1 && ok {
+            if k == UNDERLAY_EGRESS && ok {
                 delivered_lens.push(item.len);
             }
             if ok {
@@ -300,7 +351,7 @@ fn judge_flow(
                 in_flight += 1;
                 continue;
             }
-            match SEGMENT_AFTER[k.min(3)] {
+            match SEGMENT_AFTER[k] {
                 Segment::SenderHost => lost.sender_host += 1,
                 Segment::Underlay => {
                     lost.underlay += 1;
@@ -310,22 +361,52 @@ fn judge_flow(
             }
         }
     }
-    let first = active.first().copied().unwrap_or(0);
-    let sent = if active.iter().any(|&k| k < 2) {
+    let first = active.first().copied().unwrap_or(path_first);
+    let sent = if active.iter().any(|&k| k <= UNDERLAY_EGRESS) {
         st[first].len() as u64
     } else {
         0
     };
-    let delivered = st[4].len() as u64;
+    let mut delivered = st[path_last].len() as u64;
+    // Seen at the last hop, then thrown away before the stack took it: not
+    // delivered (a frame for another MAC, a reverse-path filter drop...).
+    let mut undelivered_fps: HashMap<&str, u64> = HashMap::new();
+    for ev in f.receiver_drops.iter().filter(|ev| undelivered(ev)) {
+        if let Some(fp) = ev.fingerprint.as_deref() {
+            *undelivered_fps.entry(fp).or_default() += 1;
+        }
+    }
+    for item in &st[path_last] {
+        if let Some(n) = item
+            .fp
+            .as_deref()
+            .and_then(|fp| undelivered_fps.get_mut(fp))
+            && *n > 0
+        {
+            *n -= 1;
+            delivered -= 1;
+            lost.receiver_host += 1;
+        }
+    }
     let segment = lost.worst().unwrap_or(if sent == 0 && delivered == 0 {
         Segment::NoTraffic
     } else {
         Segment::Delivered
     });
 
-    let oi_fps: std::collections::HashSet<&str> =
-        st[4].iter().filter_map(|i| i.fp.as_deref()).collect();
-    let mut drops: BTreeMap<(String, Option<String>, Option<String>, bool), u64> = BTreeMap::new();
+    let end_fps: std::collections::HashSet<&str> = st[path_last]
+        .iter()
+        .filter_map(|i| i.fp.as_deref())
+        .collect();
+    type DropKey = (
+        String,
+        Option<String>,
+        Option<String>,
+        bool,
+        bool,
+        Option<String>,
+    );
+    let mut drops: BTreeMap<DropKey, u64> = BTreeMap::new();
     for (node, evs) in [(s, &f.sender_drops), (r, &f.receiver_drops)] {
         for ev in evs.iter() {
             let d = ev.drop.as_ref();
@@ -333,16 +414,19 @@ fn judge_flow(
                 .and_then(|d| d.location.as_deref())
                 .map(|l| l.split('+').next().unwrap_or(l).to_owned());
             let after = std::ptr::eq(node, r)
+                && !undelivered(ev)
                 && ev
                     .fingerprint
                     .as_deref()
-                    .is_some_and(|fp| oi_fps.contains(fp));
+                    .is_some_and(|fp| end_fps.contains(fp));
             *drops
                 .entry((
                     node.identity.node.clone(),
                     d.and_then(|d| d.reason.clone()),
                     loc,
                     after,
+                    ev.outer.is_some(),
+                    ev.iface.clone(),
                 ))
                 .or_default() += 1;
         }
@@ -350,28 +434,51 @@ fn judge_flow(
     let drops = drops
         .into_iter()
         .map(
-            |((node, reason, location, after_delivery), count)| DropCount {
+            |((node, reason, location, after_delivery, encapsulated, iface), count)| DropCount {
                 node,
                 reason,
                 location,
                 count,
                 after_delivery,
+                encapsulated,
+                iface,
             },
         )
         .collect();
+    let mut egress_devs: BTreeMap<String, u64> = BTreeMap::new();
+    for i in &st[UNDERLAY_EGRESS] {
+        *egress_devs
+            .entry(i.iface.clone().unwrap_or_else(|| "?".into()))
+            .or_default() += 1;
+    }
+    let own_mac = r.identity.vxlan_mac.as_deref().unwrap_or("");
+    let mut foreign_dst_macs: Vec<String> = Vec::new();
+    for i in st[UNDERLAY_INGRESS..=OVERLAY_INGRESS].iter().flatten() {
+        if let Some(m) = &i.dmac
+            && !own_mac.is_empty()
+            && !m.eq_ignore_ascii_case(own_mac)
+            && !foreign_dst_macs.contains(m)
+        {
+            foreign_dst_macs.push(m.clone());
+        }
+    }
 
-    let tcp_bytes = (f.seq_base.is_some())
-        .then(|| (ranges_len(&union(&st[first])), ranges_len(&union(&st[4]))));
+    let tcp_bytes = (f.seq_base.is_some()).then(|| {
+        (
+            ranges_len(&union(&st[first])),
+            ranges_len(&union(&st[path_last])),
+        )
+    });
     let ms = |v: Vec<f64>| median(v).map(|ns| ns / 1e6);
     let us = |v: Vec<f64>| median(v).map(|ns| ns / 1e3);
-    let underlay = delays(&st[1], &st[2]);
+    let underlay = delays(&st[UNDERLAY_EGRESS], &st[UNDERLAY_INGRESS]);
     let samples = underlay.len() as u64;
     let latency = Latency {
         underlay_ms: ms(underlay),
-        end_to_end_ms: ms(delays(&st[0], &st[4])),
+        end_to_end_ms: ms(delays(&st[first], &st[path_last])),
         error_ms: offset.map(|(_, e)| e as f64 / 1e6),
-        encap_us: us(delays(&st[0], &st[1])),
-        decap_us: us(delays(&st[2], &st[4])),
+        encap_us: us(delays(&st[OVERLAY_EGRESS], &st[UNDERLAY_EGRESS])),
+        decap_us: us(delays(&st[UNDERLAY_INGRESS], &st[OVERLAY_INGRESS])),
         samples,
     };
     Flow {
@@ -382,7 +489,11 @@ fn judge_flow(
         sport: key.sport,
         dport: key.dport,
         icmp_id: key.icmp_id,
+        path_start: STAGES[path_first].name().into(),
+        path_end: STAGES[path_last].name().into(),
         hops,
+        egress_devs,
+        foreign_dst_macs,
         sent,
         delivered,
         lost,

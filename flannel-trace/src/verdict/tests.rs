@@ -49,6 +49,7 @@ fn ident(
         clock_offset_ns: 0,
         ring_size: 4096,
         attached_wall_ns: 0,
+        ..Default::default()
     }
 }
 
@@ -145,6 +146,7 @@ fn ev(hop: &str, t_ms: u64, p: &Pkt) -> Event {
                 id: 7,
                 seq: p.seq,
             }),
+            dst_mac: None,
             fragment: false,
             truncated: false,
         }),
