@@ -71,9 +71,20 @@ pub struct Config {
     /// wait in the ring buffer (userspace also drains it on a short timer):
     /// one wakeup per event would cost the node an interrupt per packet.
     pub wakeup_bytes: u32,
-    pub _pad2: u32,
+    /// [`MODE_EVENTS`] or [`MODE_STATS`].
+    pub mode: u8,
+    /// In counters mode, inner addresses are counted per remote pod subnet
+    /// of this prefix length (flannel: a /24 per node by default).
+    pub peer_prefix_v4: u8,
+    pub peer_prefix_v6: u8,
+    pub _pad2: u8,
     pub offsets: KernelOffsets,
 }
+
+/// One event per packet and hop, to the ring buffer.
+pub const MODE_EVENTS: u8 = 0;
+/// Only per-CPU counters (see [`crate::stats`]); no events.
+pub const MODE_STATS: u8 = 1;
 
 /// "No such drop reason value."
 pub const NO_REASON: u32 = u32::MAX;
@@ -180,6 +191,9 @@ impl Config {
             reason_consumed: NO_REASON,
             reason_not_dropped: NO_REASON,
             wakeup_bytes: 0,
+            mode: MODE_EVENTS,
+            peer_prefix_v4: 24,
+            peer_prefix_v6: 64,
             _pad2: 0,
             offsets: KernelOffsets {
                 skb_head: 0,
@@ -255,9 +269,11 @@ pub enum Counter {
     /// A probe could not read a `struct sk_buff`: the kernel's layout is
     /// not what its BTF said. Also logged (rate-limited) through aya-log.
     ProbeRead = 2,
+    /// Counters mode: the counter map was full, a packet was not counted.
+    StatsFull = 3,
 }
 
-pub const COUNTER_SLOTS: u32 = 3;
+pub const COUNTER_SLOTS: u32 = 4;
 
 #[cfg(feature = "user")]
 mod user {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod event;
 pub mod fingerprint;
 pub mod parse;
+pub mod stats;
 
 pub use config::{Config, Counter, Ports};
 pub use event::{EventKind, Hop, PacketInfo, RawEvent, Tuple};

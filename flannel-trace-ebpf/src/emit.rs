@@ -4,10 +4,12 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use flannel_trace_common::{
-    Config, Counter, EventKind, Hop, PacketInfo, Ports, RawEvent, config::COUNTER_SLOTS,
+    Config, Counter, EventKind, Hop, PacketInfo, Ports, RawEvent,
+    config::COUNTER_SLOTS,
+    stats::{STAT_KEYS, StatKey, StatValue},
 };
 
 /// Default 4 MiB; userspace resizes it (`--ring-size`) before loading.
@@ -110,4 +112,31 @@ pub fn submit(cfg: &Config, meta: &Meta, pkt: &PacketInfo) {
         BPF_RB_NO_WAKEUP
     };
     entry.submit(flags as u64);
+}
+
+/// Counters mode: packets and bytes per (remote, hop, device[, reason]).
+#[map]
+static STATS: PerCpuHashMap<StatKey, StatValue> = PerCpuHashMap::with_max_entries(STAT_KEYS, 0);
+
+/// Count one packet of `len` bytes under `key` on this CPU.
+#[inline(always)]
+pub fn bump(key: &StatKey, len: u32) {
+    if let Some(v) = STATS.get_ptr_mut(key) {
+        // SAFETY: this CPU's own slot of the value; a lost increment under
+        // nesting only undercounts by one.
+        unsafe {
+            (*v).packets += 1;
+            (*v).bytes += len as u64;
+        }
+        return;
+    }
+    let first = StatValue {
+        packets: 1,
+        bytes: len as u64,
+    };
+    // From a program, an update writes this CPU's slot only (others start
+    // at zero), so racing with another CPU's first packet loses nothing.
+    if STATS.insert(key, &first, 0).is_err() {
+        count(Counter::StatsFull);
+    }
 }

@@ -10,16 +10,17 @@ use aya_ebpf::{
 use aya_log_ebpf::error;
 use flannel_trace_common::{
     Config, Counter, EventKind, Hop, PacketInfo,
-    config::ANY_VNI,
-    event::flags,
+    config::{ANY_VNI, MODE_STATS},
+    event::{AF_INET, flags},
     parse::{
         Bytes, Layer, ParseError, filter_matches, in_overlay, parse_inner, parse_underlay,
         prefilter, recover_outer,
     },
+    stats::{StatKey, drop_key, masked_v4, packet_key, towards_peer},
 };
 
 use crate::{
-    emit::{Meta, Slot, count, ports, scratch, submit},
+    emit::{Meta, Slot, bump, count, ports, scratch, submit},
     skb::{Skb, dev_of, ifindex_of, netns_of},
 };
 
@@ -116,6 +117,14 @@ pub fn try_tc(ctx: &TcContext, hop: Hop, side: TcSide) -> Result<(), ()> {
     if !maybe {
         return Ok(());
     }
+    // SAFETY: the context pointer is valid for the program's lifetime.
+    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
+    if cfg.mode == MODE_STATS
+        && let Some(key) = fast_key(cfg, &head, side, hop, ifindex)
+    {
+        bump(&key, ctx.len());
+        return Ok(());
+    }
     let bytes = TcBytes(ctx);
     let pkt = scratch(Slot::Tc).ok_or(())?;
     let r = match side {
@@ -125,8 +134,6 @@ pub fn try_tc(ctx: &TcContext, hop: Hop, side: TcSide) -> Result<(), ()> {
     if !keep(cfg, r, pkt) || (side == TcSide::Pod && !in_overlay(&cfg.overlay, pkt)) {
         return Ok(());
     }
-    // SAFETY: the context pointer is valid for the program's lifetime.
-    let ifindex = unsafe { (*(ctx.as_ptr() as *const __sk_buff)).ifindex };
     let meta = Meta {
         kind: EventKind::Packet,
         hop,
@@ -136,8 +143,75 @@ pub fn try_tc(ctx: &TcContext, hop: Hop, side: TcSide) -> Result<(), ()> {
         drop_location: 0,
         drop_reason: 0,
     };
-    submit(cfg, &meta, pkt);
+    report(cfg, &meta, pkt);
     Ok(())
+}
+
+/// An event, or in counters mode a count.
+#[inline(always)]
+fn report(cfg: &Config, meta: &Meta, pkt: &PacketInfo) {
+    if cfg.mode != MODE_STATS {
+        submit(cfg, meta, pkt);
+        return;
+    }
+    let key = match meta.kind {
+        EventKind::Drop => drop_key(pkt, meta.ifindex, meta.drop_reason),
+        EventKind::Packet => packet_key(
+            pkt,
+            meta.hop,
+            meta.ifindex,
+            cfg.peer_prefix_v4,
+            cfg.peer_prefix_v6,
+        ),
+    };
+    bump(&key, meta.skb_len);
+}
+
+/// Counters mode without parsing: an option-less IPv4 frame whose headers
+/// lie in the linear head gives its counter key from a few direct reads.
+/// Anything else (IPv6, IP options, VLAN, filters set) takes the parser.
+#[inline(always)]
+fn fast_key(
+    cfg: &Config,
+    head: &DirectBytes,
+    side: TcSide,
+    hop: Hop,
+    ifindex: u32,
+) -> Option<StatKey> {
+    if cfg.filter_proto != 0 || cfg.filter_family != 0 || cfg.vni != ANY_VNI {
+        return None;
+    }
+    if head.read::<2>(12)? != [0x08, 0x00] {
+        return None;
+    }
+    let out = towards_peer(hop);
+    let addr: [u8; 4] = match side {
+        TcSide::Underlay => {
+            // IPv4 without options (the prefilter checked UDP and the
+            // port), then the VXLAN flags byte.
+            let h: [u8; 20] = head.read(14)?;
+            let vx: [u8; 1] = head.read(14 + 20 + 8)?;
+            if h[0] != 0x45 || vx[0] & 0x08 == 0 {
+                return None;
+            }
+            let o = if out { 16 } else { 12 };
+            [h[o], h[o + 1], h[o + 2], h[o + 3]]
+        }
+        _ => head.read(if out { 30 } else { 26 })?,
+    };
+    let mut a = [0u8; 16];
+    a[..4].copy_from_slice(&addr);
+    if side != TcSide::Underlay {
+        a = masked_v4(a, cfg.peer_prefix_v4);
+    }
+    Some(StatKey {
+        addr: a,
+        reason: 0,
+        ifindex,
+        hop: hop as u8,
+        family: AF_INET,
+        _pad: [0; 2],
+    })
 }
 
 /// Read the skb, reporting a failure: it means the offsets taken from BTF
@@ -234,7 +308,7 @@ fn vxlan_event(cfg: &Config, skb: &Skb, pkt: &PacketInfo) {
         drop_location: 0,
         drop_reason: 0,
     };
-    submit(cfg, &meta, pkt);
+    report(cfg, &meta, pkt);
 }
 
 /// A freed-as-dropped skb: reported when it is this overlay's traffic in the
@@ -289,7 +363,7 @@ pub fn try_drop<C: EbpfContext>(ctx: &C, addr: u64, location: u64, reason: u32) 
         drop_location: location,
         drop_reason: reason,
     };
-    submit(cfg, &meta, pkt);
+    report(cfg, &meta, pkt);
     Ok(())
 }
 

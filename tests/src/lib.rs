@@ -31,6 +31,7 @@ mod link_stats;
 mod netns;
 mod nft;
 mod preflight;
+pub mod report;
 pub mod scenario;
 mod tracer;
 mod traffic;

@@ -318,7 +318,7 @@ fn namespaces_are_removed_when_a_test_panics() -> Result<()> {
     }));
     ensure!(outcome.is_err(), "the panic was swallowed");
     let names = names.into_inner().unwrap();
-    ensure!(names.len() == 3, "lab had namespaces {names:?}");
+    ensure!(names.len() == 5, "lab had namespaces {names:?}");
     let left: Vec<String> = list_netns()?
         .into_iter()
         .filter(|n| names.contains(n))

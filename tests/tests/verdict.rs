@@ -14,8 +14,12 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 use flannel_trace_tests::{
-    Lab, Node, require_root, require_tools,
-    scenario::{Fault, Live, PORT, Proc, TOKEN, run_live},
+    Lab, Node,
+    report::{
+        direction, drop_reasons, has_config, kernel_has_reason, scenario, segment, show, verdict,
+    },
+    require_root, require_tools,
+    scenario::{Fault, PORT, Proc, TOKEN},
     tracer_bin, with_lab,
 };
 use serde_json::Value;
@@ -29,85 +33,6 @@ fn serial() -> MutexGuard<'static, ()> {
 fn preflight() -> Result<()> {
     require_root()?;
     require_tools()
-}
-
-/// The `verdict` record the listener printed.
-fn verdict(stdout: &str) -> Result<Value> {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["type"] == "verdict")
-        .with_context(|| format!("no verdict in the listener's output:\n{stdout}"))
-}
-
-fn direction<'a>(v: &'a Value, from: &str) -> Result<&'a Value> {
-    v["directions"]
-        .as_array()
-        .and_then(|d| d.iter().find(|d| d["from"] == from))
-        .with_context(|| format!("no direction from {from}: {v}"))
-}
-
-fn drop_reasons(d: &Value) -> Vec<String> {
-    d["flows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|f| f["drops"].as_array().into_iter().flatten())
-        .filter(|x| x["after_delivery"] == false)
-        .filter_map(|x| x["reason"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// Does the running kernel have this drop reason? (Names come from BTF.)
-fn kernel_has_reason(name: &str) -> bool {
-    std::fs::read("/sys/kernel/btf/vmlinux")
-        .map(|b| {
-            b.windows(name.len() + 16)
-                .any(|w| w.starts_with(b"SKB_DROP_REASON_") && &w[16..] == name.as_bytes())
-        })
-        .unwrap_or(false)
-}
-
-fn scenario(fault: Fault) -> Result<Value> {
-    let mut out = None;
-    with_lab(fault.lab(), |lab| {
-        fault.apply(lab)?;
-        let run = run_live(lab, &Live::default())?;
-        ensure!(
-            run.a.status.success(),
-            "listener failed: {}\n{}",
-            run.a.status,
-            run.a.stderr
-        );
-        ensure!(
-            run.b.status.success(),
-            "peer failed: {}\n{}",
-            run.b.status,
-            run.b.stderr
-        );
-        let v = verdict(&run.a.stdout)?;
-        ensure!(v["schema"] == 1, "{v}");
-        out = Some(v);
-        Ok(())
-    })?;
-    out.context("no verdict")
-}
-
-/// Whether the verdict lists a configuration finding starting with `prefix`.
-fn has_config(v: &Value, prefix: &str) -> bool {
-    v["config"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c.as_str().unwrap_or_default().starts_with(prefix))
-}
-
-fn segment(d: &Value) -> &str {
-    d["segment"].as_str().unwrap_or_default()
-}
-
-fn show(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
 #[test]

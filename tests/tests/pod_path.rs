@@ -1,0 +1,236 @@
+//! The whole pod-to-pod path on the real kernel: a pod behind cni0 on each
+//! lab node, flannel-trace live on both, and the faults that only show
+//! beyond flannel.1 — a FORWARD policy of DROP on either node, a stale
+//! VtepMAC, a second NIC that the route prefers. Each verdict must name the
+//! node and segment where the pod's packets died, with the kernel's reason
+//! and the fix; host-network traffic keeps its verdict as before.
+
+use std::sync::{Mutex, MutexGuard};
+
+use anyhow::{Result, ensure};
+use flannel_trace_tests::{
+    report::{direction, drop_reasons, host_flows, pod_flows, scenario, segment, show},
+    require_root, require_tools,
+    scenario::Fault,
+};
+use serde_json::Value;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn preflight() -> Result<()> {
+    require_root()?;
+    require_tools()
+}
+
+fn text<'a>(d: &'a Value, key: &str) -> &'a str {
+    d[key].as_str().unwrap_or_default()
+}
+
+/// Every pod flow of the direction lost all it sent in `seg`.
+fn pod_flows_lost_in(d: &Value, seg: &str) -> Result<()> {
+    let flows = pod_flows(d);
+    ensure!(!flows.is_empty(), "no pod-to-pod flow: {}", show(d));
+    for f in flows {
+        ensure!(
+            f["segment"] == seg && f["delivered"] == 0 && f["sent"].as_u64() > Some(0),
+            "pod flow not lost in {seg}: {}",
+            show(f)
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn healthy_pods_are_delivered_with_equal_counts_at_all_seven_hops() -> Result<()> {
+    preflight()?;
+    let _g = serial();
+    let v = scenario(Fault::None)?;
+    for from in ["node-a", "node-b"] {
+        let d = direction(&v, from)?;
+        ensure!(segment(d) == "delivered", "{from}: {}", show(d));
+        let pods = pod_flows(d);
+        ensure!(!pods.is_empty(), "{from}: no pod flow: {}", show(d));
+        for f in pods {
+            let h = &f["hops"];
+            let n = h["pod_ingress"].as_u64().unwrap_or(0);
+            ensure!(n >= 3, "{from}: {}", show(f));
+            for hop in [
+                "overlay_egress",
+                "underlay_egress",
+                "underlay_ingress",
+                "vxlan_rcv",
+                "overlay_ingress",
+                "pod_egress",
+            ] {
+                ensure!(h[hop].as_u64() == Some(n), "{from}: {hop}: {}", show(f));
+            }
+            ensure!(f["delivered"].as_u64() == Some(n), "{}", show(f));
+        }
+        // Host-network traffic (the probes) is judged as before: its path
+        // ends at flannel.1 and it is delivered there.
+        let host = host_flows(d);
+        ensure!(!host.is_empty(), "{from}: no host-network flow");
+        for f in host {
+            ensure!(
+                f["segment"] == "delivered" && f["hops"]["pod_egress"] == 0,
+                "{}",
+                show(f)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn forward_drop_on_the_receiver_is_a_receiver_host_loss_with_the_fix() -> Result<()> {
+    preflight()?;
+    let _g = serial();
+    let v = scenario(Fault::ForwardDropReceiver)?;
+    let ab = direction(&v, "node-a")?;
+    ensure!(segment(ab) == "receiver-host", "{}", show(ab));
+    pod_flows_lost_in(ab, "receiver-host")?;
+    for f in pod_flows(ab) {
+        // Decapsulated, out of flannel.1, never to the pod.
+        ensure!(
+            f["hops"]["overlay_ingress"] == f["sent"] && f["hops"]["pod_egress"] == 0,
+            "{}",
+            show(f)
+        );
+    }
+    ensure!(
+        drop_reasons(ab).iter().any(|r| r == "NETFILTER_DROP"),
+        "{}",
+        show(ab)
+    );
+    let verdict = text(ab, "verdict");
+    ensure!(
+        verdict.contains("0 reached its pods (cni0): lost inside node-b"),
+        "{verdict}"
+    );
+    let fix = text(ab, "fix");
+    ensure!(
+        fix.contains("FORWARD") && fix.contains("iptables -P FORWARD ACCEPT"),
+        "{fix}"
+    );
+    // The probes between the nodes themselves are not forwarded: delivered.
+    for f in host_flows(ab) {
+        ensure!(f["segment"] == "delivered", "{}", show(f));
+    }
+    Ok(())
+}
+
+#[test]
+fn forward_drop_on_the_sender_is_a_sender_host_loss_on_cni0() -> Result<()> {
+    preflight()?;
+    let _g = serial();
+    let v = scenario(Fault::ForwardDropSender)?;
+    let ab = direction(&v, "node-a")?;
+    ensure!(segment(ab) == "sender-host", "{}", show(ab));
+    pod_flows_lost_in(ab, "sender-host")?;
+    for f in pod_flows(ab) {
+        ensure!(
+            f["hops"]["pod_ingress"].as_u64() > Some(0) && f["hops"]["overlay_egress"] == 0,
+            "{}",
+            show(f)
+        );
+        let on_cni0 = f["drops"].as_array().into_iter().flatten().any(|d| {
+            d["node"] == "node-a" && d["reason"] == "NETFILTER_DROP" && d["iface"] == "cni0"
+        });
+        ensure!(on_cni0, "the drop on cni0 must be reported: {}", show(f));
+    }
+    let verdict = text(ab, "verdict");
+    ensure!(
+        verdict.contains(
+            "packets from node-a's pods entered node-a (cni0) but 0 entered its flannel.1"
+        ),
+        "{verdict}"
+    );
+    ensure!(text(ab, "fix").contains("FORWARD"), "{}", text(ab, "fix"));
+    Ok(())
+}
+
+#[test]
+fn a_stale_vtep_mac_is_a_receiver_host_otherhost_loss_naming_both_macs() -> Result<()> {
+    preflight()?;
+    let _g = serial();
+    let v = scenario(Fault::StaleVtepMac)?;
+    let ab = direction(&v, "node-a")?;
+    ensure!(segment(ab) == "receiver-host", "{}", show(ab));
+    pod_flows_lost_in(ab, "receiver-host")?;
+    // Host-network frames to B's VTEP address die the same way: not
+    // "delivered" with a drop after delivery.
+    for f in host_flows(ab) {
+        ensure!(f["segment"] == "receiver-host", "{}", show(f));
+    }
+    ensure!(
+        drop_reasons(ab).iter().any(|r| r == "OTHERHOST"),
+        "{}",
+        show(ab)
+    );
+    let (stale, actual) = ("0e:f7:00:00:99:02", "0e:f7:00:00:00:02");
+    let verdict = text(ab, "verdict");
+    ensure!(
+        verdict.contains(stale) && verdict.contains(actual),
+        "{verdict}"
+    );
+    let fix = text(ab, "fix");
+    ensure!(
+        fix.starts_with("on node-a:") && fix.contains(&format!("lladdr {actual}")),
+        "{fix}"
+    );
+    ensure!(
+        segment(direction(&v, "node-b")?) == "delivered",
+        "B→A must be healthy"
+    );
+    Ok(())
+}
+
+#[test]
+fn frames_sent_out_of_a_second_nic_are_reported_with_the_route() -> Result<()> {
+    preflight()?;
+    let _g = serial();
+    let v = scenario(Fault::SecondNicRoute)?;
+    let ba = direction(&v, "node-b")?;
+    ensure!(segment(ba) == "underlay", "{}", show(ba));
+    for f in ba["flows"].as_array().into_iter().flatten() {
+        let devs = &f["egress_devs"];
+        ensure!(
+            devs["eth2"].as_u64() > Some(0) && devs.get("eth1").is_none(),
+            "frames must be seen leaving by eth2: {}",
+            show(f)
+        );
+    }
+    let verdict = text(ba, "verdict");
+    ensure!(
+        verdict
+            .contains("left node-b by eth2, not eth1: the route to 10.25.1.51 goes through eth2"),
+        "{verdict}"
+    );
+    ensure!(
+        text(ba, "fix").contains("ip route get 10.25.1.51"),
+        "{}",
+        text(ba, "fix")
+    );
+    ensure!(
+        segment(direction(&v, "node-a")?) == "delivered",
+        "A→B must be healthy"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_incident_with_pods_is_still_the_underlay() -> Result<()> {
+    preflight()?;
+    let _g = serial();
+    let v = scenario(Fault::UnderlayDrop)?;
+    let ba = direction(&v, "node-b")?;
+    ensure!(segment(ba) == "underlay", "{}", show(ba));
+    pod_flows_lost_in(ba, "underlay")?;
+    let ab = direction(&v, "node-a")?;
+    ensure!(segment(ab) == "delivered", "{}", show(ab));
+    Ok(())
+}
