@@ -73,11 +73,17 @@ pub struct Config {
     pub wakeup_bytes: u32,
     /// [`MODE_EVENTS`] or [`MODE_STATS`].
     pub mode: u8,
-    /// In counters mode, inner addresses are counted per remote pod subnet
-    /// of this prefix length (flannel: a /24 per node by default).
+    /// In counters mode, inner addresses are counted per remote address
+    /// masked to this prefix length: whole addresses by default, so that
+    /// userspace can tell a peer's pods from the peer itself.
     pub peer_prefix_v4: u8,
     pub peer_prefix_v6: u8,
     pub _pad2: u8,
+    /// `--sample N`: keep a packet when its sample hash (see
+    /// [`crate::fingerprint::sample_hash`]) has these bits clear, N - 1 for
+    /// a power of two N; 0 keeps everything.
+    pub sample_mask: u32,
+    pub _pad3: u32,
     pub offsets: KernelOffsets,
 }
 
@@ -192,9 +198,11 @@ impl Config {
             reason_not_dropped: NO_REASON,
             wakeup_bytes: 0,
             mode: MODE_EVENTS,
-            peer_prefix_v4: 24,
-            peer_prefix_v6: 64,
+            peer_prefix_v4: 32,
+            peer_prefix_v6: 128,
             _pad2: 0,
+            sample_mask: 0,
+            _pad3: 0,
             offsets: KernelOffsets {
                 skb_head: 0,
                 skb_data: 0,
@@ -219,7 +227,7 @@ impl Config {
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
 const _: () = assert!(core::mem::size_of::<Overlay>() == 48);
-const _: () = assert!(core::mem::size_of::<Config>() == 40 + 48 + 16 + 64);
+const _: () = assert!(core::mem::size_of::<Config>() == 40 + 48 + 24 + 64);
 
 /// The UDP destination ports that carry this overlay (host byte order; 0 =
 /// unused slot). Kept in a map rather than in [`Config`], because the live

@@ -64,3 +64,57 @@ pub fn fingerprint(p: &PacketInfo) -> Option<u64> {
     }
     Some(h.0)
 }
+
+/// High byte of the ICMP echo identifier of flannel-trace's own probes
+/// (`--probe`): the programs keep probes whatever `--sample` says, so that
+/// a sampled session still has its probes to judge by.
+pub const PROBE_ID_TAG: u16 = 0xf700;
+
+/// Whether the packet is one of flannel-trace's own probes (or a reply).
+#[inline(always)]
+pub fn is_probe(p: &PacketInfo) -> bool {
+    p.flags & flags::HAS_L4 != 0
+        && matches!(p.inner.proto, IPPROTO_ICMP | IPPROTO_ICMPV6)
+        && matches!(p.icmp_type, 0 | 8 | 128 | 129)
+        && p.icmp_id & 0xff00 == PROBE_ID_TAG
+}
+
+/// The hash `--sample` decides by, from fields the underlay never
+/// changes, so that both nodes keep the same packets. TCP is sampled by
+/// flow (ports, not sequence numbers): GSO and GRO cut a stream into
+/// different skbs on the two nodes, and only whole flows stay comparable.
+/// A cheap multiplicative mix of a few words: it runs in the kernel for
+/// every packet.
+#[inline(always)]
+pub fn sample_hash(p: &PacketInfo) -> u32 {
+    #[inline(always)]
+    fn mix(h: u32, w: u32) -> u32 {
+        (h ^ w).wrapping_mul(0x9e37_79b1)
+    }
+    #[inline(always)]
+    fn fold(a: &[u8; 16]) -> u32 {
+        let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+        w(0) ^ w(4) ^ w(8) ^ w(12)
+    }
+    let t = &p.inner;
+    let mut h = mix(0x811c_9dc5, fold(&t.src));
+    h = mix(h, fold(&t.dst));
+    h = mix(h, t.proto as u32);
+    let l4 = p.flags & flags::HAS_L4 != 0 && p.flags & flags::INNER_FRAGMENT == 0;
+    let ports = ((t.sport as u32) << 16) | t.dport as u32;
+    h = match t.proto {
+        IPPROTO_TCP if l4 => mix(h, ports),
+        IPPROTO_UDP if l4 => mix(mix(h, ports), p.ip_id),
+        IPPROTO_ICMP | IPPROTO_ICMPV6 if l4 => {
+            mix(h, ((p.icmp_id as u32) << 16) | p.icmp_seq as u32)
+        }
+        _ => mix(h, p.ip_id),
+    };
+    h ^ (h >> 16)
+}
+
+/// Whether `--sample` (as `mask`, N - 1) keeps the packet.
+#[inline(always)]
+pub fn sampled_in(p: &PacketInfo, mask: u32) -> bool {
+    mask == 0 || is_probe(p) || sample_hash(p) & mask == 0
+}

@@ -12,6 +12,7 @@ use flannel_trace_common::{
     Config, Counter, EventKind, Hop, PacketInfo,
     config::{ANY_VNI, MODE_STATS},
     event::{AF_INET, flags},
+    fingerprint::sampled_in,
     parse::{
         Bytes, Layer, ParseError, filter_matches, in_overlay, parse_inner, parse_underlay,
         prefilter, recover_outer,
@@ -77,7 +78,9 @@ fn keep(cfg: &Config, r: Result<(), ParseError>, pkt: &PacketInfo) -> bool {
         Ok(()) => {
             let vni_ok =
                 cfg.vni == ANY_VNI || pkt.flags & flags::HAS_OUTER == 0 || pkt.vni == cfg.vni;
-            vni_ok && filter_matches(cfg, pkt)
+            vni_ok
+                && filter_matches(cfg, pkt)
+                && (cfg.mode == MODE_STATS || sampled_in(pkt, cfg.sample_mask))
         }
         Err(e) => {
             if e.is_overlay_failure() {

@@ -137,6 +137,27 @@ pub struct TraceArgs {
     #[arg(long)]
     pub only_iface: bool,
 
+    /// Counters mode: no per-packet events, only in-kernel counters of
+    /// packets and bytes per peer, hop and device, and of drops per reason,
+    /// printed every --report-every. With --listen/--peer both nodes'
+    /// counters are joined into a verdict per direction. Cheap enough to
+    /// leave running for hours.
+    #[arg(long, conflicts_with_all = ["record", "events"])]
+    pub stats: bool,
+
+    /// Keep 1 in N packets (N a power of two up to 65536), chosen in the
+    /// kernel by a hash of the inner fields the underlay never changes, so
+    /// that two nodes sampling alike keep the same packets and the join
+    /// still matches them (TCP by whole flows). flannel-trace's own probes
+    /// are always kept. Verdicts scale counts and say so.
+    #[arg(long, value_name = "N", value_parser = parse_sample, conflicts_with = "stats")]
+    pub sample: Option<u32>,
+
+    /// Serve the counters (--stats) for Prometheus on ADDR (e.g.
+    /// 127.0.0.1:9475), at /metrics.
+    #[arg(long, value_name = "ADDR", requires = "stats")]
+    pub metrics: Option<SocketAddr>,
+
     /// Keep only frames with this VNI. Default: every VNI on the port, so
     /// that a peer sending with the wrong VNI still shows up.
     #[arg(long)]
@@ -223,7 +244,8 @@ pub struct TraceArgs {
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
     pub probe_interval: Duration,
 
-    /// In --listen mode, how often to print verdicts that changed.
+    /// In --listen mode, how often to print verdicts that changed; with
+    /// --stats, how often to print the counters.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub report_every: Duration,
 
@@ -308,6 +330,18 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+fn parse_sample(s: &str) -> Result<u32, String> {
+    let n: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number (--sample N keeps 1 in N packets)"))?;
+    if n == 0 || n > 65536 || !n.is_power_of_two() {
+        return Err(format!(
+            "--sample {n}: N must be a power of two from 1 to 65536"
+        ));
+    }
+    Ok(n)
+}
+
 fn parse_ring_size(s: &str) -> Result<u32, String> {
     let n: u32 = s
         .parse()
@@ -333,6 +367,16 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("3d").is_err());
         assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn sample_rates() {
+        assert_eq!(parse_sample("16"), Ok(16));
+        assert_eq!(parse_sample("1"), Ok(1));
+        assert!(parse_sample("0").is_err());
+        assert!(parse_sample("12").is_err());
+        assert!(parse_sample("131072").is_err());
+        assert!(Cli::try_parse_from(["flannel-trace", "--sample", "16", "--stats"]).is_err());
     }
 
     #[test]

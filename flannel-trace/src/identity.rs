@@ -72,6 +72,13 @@ pub struct NodeIdentity {
     /// The route this node takes to each peer underlay address of its FDB.
     #[serde(default)]
     pub peer_routes: Vec<PeerRoute>,
+    /// `--sample N` (1: every packet; 0 in recordings from before it
+    /// existed, which means the same).
+    #[serde(default)]
+    pub sample: u32,
+    /// Counters mode (`--stats`): no events are streamed.
+    #[serde(default)]
+    pub stats_mode: bool,
 }
 
 /// Where this node's kernel sends frames for one peer's underlay address.
@@ -141,6 +148,11 @@ impl NodeIdentity {
             && self.pod_subnets.iter().any(|c| c.contains(ip))
             && !self.overlay_local_addrs.contains(&ip)
             && !self.vtep_addrs.contains(&ip)
+    }
+
+    /// The sampling rate N (1 in N packets kept).
+    pub fn sample_rate(&self) -> u32 {
+        self.sample.max(1)
     }
 
     /// The route to `dst` recorded at start, if any.

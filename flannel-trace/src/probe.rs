@@ -22,7 +22,8 @@ pub enum ProbeError {
 
 /// The echo identifier of this process's probes.
 pub fn echo_id() -> u16 {
-    (std::process::id() & 0xffff) as u16
+    // Tagged so that the programs can keep probes under --sample.
+    flannel_trace_common::fingerprint::PROBE_ID_TAG | (std::process::id() & 0xff) as u16
 }
 
 fn checksum(data: &[u8]) -> u16 {

@@ -324,6 +324,10 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
         cfg.reason_not_dropped = v;
     }
     cfg.wakeup_bytes = args.ring_size / 8;
+    if args.stats {
+        cfg.mode = flannel_trace_common::config::MODE_STATS;
+    }
+    cfg.sample_mask = args.sample.unwrap_or(1) - 1;
     for n in &node.pods.networks {
         match n.addr() {
             IpAddr::V4(a) => cfg.overlay.set_v4(a.octets(), n.len()),
@@ -391,12 +395,16 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
             "/proc/kallsyms hides addresses (kernel.kptr_restrict): drop locations are shown as addresses"
         );
     }
-    let decoder = Decoder::new(clock, reasons, kallsyms);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the event loop")?;
-    let result = rt.block_on(session::run(&args, identity, decoder, &mut probes, ports));
+    let result = if args.stats {
+        rt.block_on(crate::counters::run(&args, identity, reasons, &mut probes))
+    } else {
+        let decoder = Decoder::new(clock, reasons, kallsyms);
+        rt.block_on(session::run(&args, identity, decoder, &mut probes, ports))
+    };
     drop(probes);
     result
 }
@@ -456,6 +464,8 @@ fn identity(
             .map(|l| l.name.clone())
             .collect(),
         peer_routes: peer_routes(node.vxlan.index),
+        sample: args.sample.unwrap_or(1),
+        stats_mode: args.stats,
     }
 }
 

@@ -51,6 +51,12 @@ pub enum Message {
         t2: i64,
         t3: i64,
     },
+    /// Counters mode: one node's counters at one moment.
+    Stats(crate::counters::Snapshot),
+    /// Counters mode: the joined verdict of both directions.
+    StatsVerdict {
+        directions: Vec<crate::counters::CounterVerdict>,
+    },
     /// Orderly end of the stream.
     Bye,
 }
@@ -68,6 +74,8 @@ impl Message {
             Message::Refused { .. } => "refused",
             Message::ClockPing { .. } => "clock_ping",
             Message::ClockPong { .. } => "clock_pong",
+            Message::Stats(_) => "stats",
+            Message::StatsVerdict { .. } => "stats_verdict",
             Message::Bye => "bye",
         }
     }

@@ -47,10 +47,15 @@ pub fn kernel_has_reason(name: &str) -> bool {
 }
 
 pub fn scenario(fault: Fault) -> Result<Value> {
+    scenario_with(fault, &Live::default())
+}
+
+/// [`scenario`] with other options of the live run.
+pub fn scenario_with(fault: Fault, live: &Live) -> Result<Value> {
     let mut out = None;
     with_lab(fault.lab(), |lab| {
         fault.apply(lab)?;
-        let run = run_live(lab, &Live::default())?;
+        let run = run_live(lab, live)?;
         ensure!(
             run.a.status.success(),
             "listener failed: {}\n{}",

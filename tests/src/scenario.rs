@@ -275,6 +275,10 @@ pub struct Live {
     /// How long the peer (B) traces; the listener (A) ends when B does.
     pub duration: Duration,
     pub token_b: String,
+    /// More options for both tracers (e.g. `--sample 16`).
+    pub extra: Vec<String>,
+    /// Pings from each pod to the other (default 3).
+    pub pod_pings: u32,
 }
 
 impl Default for Live {
@@ -283,6 +287,8 @@ impl Default for Live {
             json: true,
             duration: Duration::from_secs(5),
             token_b: TOKEN.into(),
+            extra: Vec::new(),
+            pod_pings: 3,
         }
     }
 }
@@ -305,10 +311,11 @@ pub fn run_live(lab: &Lab, opts: &Live) -> Result<LiveRun> {
     if opts.json {
         a_args.push("--json");
     }
+    a_args.extend(opts.extra.iter().map(String::as_str));
     let mut pa = Proc::spawn(a, &a_args)?;
     pa.wait_stderr("waiting for a peer", Duration::from_secs(30))?;
     let dur = format!("{}ms", opts.duration.as_millis());
-    let b_args = [
+    let mut b_args = vec![
         "--name",
         "node-b",
         "--port",
@@ -321,23 +328,14 @@ pub fn run_live(lab: &Lab, opts: &Live) -> Result<LiveRun> {
         "--duration",
         &dur,
     ];
+    b_args.extend(opts.extra.iter().map(String::as_str));
     let pb = Proc::spawn(b, &b_args)?;
     // Traffic only once both tracers are attached and joined; then
     // full-size frames A -> B, so that an MTU problem shows.
     pa.wait_stderr("joined with", Duration::from_secs(30))?;
     // Pod to pod, both ways, as in a cluster.
-    let _ = a.pod().exec(
-        &ping_args(&b.pod_ip().to_string(), 3)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
-    let _ = b.pod().exec(
-        &ping_args(&a.pod_ip().to_string(), 3)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    pod_ping(a, b, opts.pod_pings);
+    pod_ping(b, a, opts.pod_pings);
     let _ = a.exec(&[
         "ping",
         "-c",
@@ -357,18 +355,11 @@ pub fn run_live(lab: &Lab, opts: &Live) -> Result<LiveRun> {
     Ok(LiveRun { a: ra, b: rb })
 }
 
-fn ping_args(dst: &str, count: u32) -> Vec<String> {
-    [
-        "ping",
-        "-c",
-        &count.to_string(),
-        "-i",
-        "0.2",
-        "-W",
-        "1",
-        dst,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+/// Pings from `from`'s pod to `to`'s pod; losses are what the tracers are
+/// there to explain, so the exit status is not checked.
+pub fn pod_ping(from: &crate::Node, to: &crate::Node, count: u32) {
+    let (n, dst) = (count.to_string(), to.pod_ip().to_string());
+    let _ = from
+        .pod()
+        .exec(&["ping", "-c", &n, "-i", "0.01", "-W", "1", &dst]);
 }

@@ -62,6 +62,10 @@ impl Default for Options {
     }
 }
 
+fn one() -> u32 {
+    1
+}
+
 /// Where a frame was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -177,6 +181,10 @@ pub struct Latency {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Flow {
+    /// Counts of this flow are its kept packets times this (`--sample`);
+    /// 1 when not sampled.
+    #[serde(default = "one")]
+    pub sample: u32,
     /// e.g. `tcp 10.244.1.1:40000 > 10.244.2.1:8080`, `icmp 10.244.1.0 > 10.244.2.0 id 7`.
     pub key: String,
     pub proto: String,
@@ -218,6 +226,10 @@ pub struct Flow {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Direction {
+    /// `--sample N` of the two nodes (1: every packet): the counts are
+    /// estimates, N times the packets kept.
+    #[serde(default = "one")]
+    pub sample: u32,
     pub from: String,
     pub to: String,
     /// Outer addresses and port, e.g. `10.25.1.55→10.25.1.51 udp/8475`.
@@ -316,7 +328,17 @@ pub fn judge(
         }
         uncertain.extend(n.gaps.iter().map(|g| format!("{}: {g}", n.identity.node)));
     }
-    let config = explain::config_findings(a.identity, b.identity);
+    let mut config = explain::config_findings(a.identity, b.identity);
+    let (ra, rb) = (a.identity.sample_rate(), b.identity.sample_rate());
+    if ra != rb {
+        config.push(format!(
+            "sampling differs: {} keeps 1 in {ra} packets, {} 1 in {rb}; run both with the same --sample",
+            a.identity.node, b.identity.node
+        ));
+        uncertain.push(format!(
+            "the nodes sample differently (1 in {ra} and 1 in {rb}): packets kept by one may be missing from the other"
+        ));
+    }
     let directions = [(0usize, 1usize), (1, 0)]
         .into_iter()
         .map(|(s, r)| {
@@ -373,10 +395,21 @@ fn direction(
         None => Segment::Delivered,
     };
     // Losses are only the network's when both tracers saw everything.
-    let certain = s.lost == 0 && r.lost == 0 && s.gaps.is_empty() && r.gaps.is_empty();
-    let (verdict, fix) =
+    let sample = s.identity.sample_rate().max(r.identity.sample_rate());
+    let certain = s.lost == 0
+        && r.lost == 0
+        && s.gaps.is_empty()
+        && r.gaps.is_empty()
+        && s.identity.sample_rate() == r.identity.sample_rate();
+    let (mut verdict, fix) =
         explain::direction_sentence(s, r, segment, &flows, &lost, sent, delivered, certain);
+    if sample > 1 {
+        verdict.push_str(&format!(
+            " [sampled 1 in {sample}: counts are estimates, {sample} × the packets kept; probes counted as sent]"
+        ));
+    }
     Direction {
+        sample,
         from: s.identity.node.clone(),
         to: r.identity.node.clone(),
         outer: explain::outer_of(s.identity, r.identity),

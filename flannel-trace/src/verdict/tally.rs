@@ -431,7 +431,7 @@ fn judge_flow(
                 .or_default() += 1;
         }
     }
-    let drops = drops
+    let drops: Vec<DropCount> = drops
         .into_iter()
         .map(
             |((node, reason, location, after_delivery, encapsulated, iface), count)| DropCount {
@@ -481,7 +481,43 @@ fn judge_flow(
         decap_us: us(delays(&st[UNDERLAY_INGRESS], &st[OVERLAY_INGRESS])),
         samples,
     };
+    // Sampled flows stand for N times as many packets; the tool's own
+    // probes are never sampled out, so they count as they are.
+    let probe = key
+        .icmp_id
+        .is_some_and(|id| id & 0xff00 == flannel_trace_common::fingerprint::PROBE_ID_TAG);
+    let scale = if probe {
+        1
+    } else {
+        u64::from(s.identity.sample_rate().max(r.identity.sample_rate()))
+    };
+    let hops = HopCounts {
+        pod_ingress: hops.pod_ingress * scale,
+        overlay_egress: hops.overlay_egress * scale,
+        underlay_egress: hops.underlay_egress * scale,
+        underlay_ingress: hops.underlay_ingress * scale,
+        vxlan_rcv: hops.vxlan_rcv * scale,
+        overlay_ingress: hops.overlay_ingress * scale,
+        pod_egress: hops.pod_egress * scale,
+        sender_drops: hops.sender_drops * scale,
+        receiver_drops: hops.receiver_drops * scale,
+    };
+    let lost = Losses {
+        sender_host: lost.sender_host * scale,
+        underlay: lost.underlay * scale,
+        receiver_host: lost.receiver_host * scale,
+    };
+    let drops: Vec<DropCount> = drops
+        .into_iter()
+        .map(|d| DropCount {
+            count: d.count * scale,
+            ..d
+        })
+        .collect();
+    let (sent, delivered, in_flight) = (sent * scale, delivered * scale, in_flight * scale);
+    let tcp_bytes = tcp_bytes.map(|(a, b)| (a * scale, b * scale));
     Flow {
+        sample: scale as u32,
         key: key.label(),
         proto: key.proto.clone(),
         src: key.src,

@@ -1,0 +1,289 @@
+//! The counters-mode session: read the counters every interval, print
+//! them, serve them, and with a peer join both nodes' counters into a
+//! verdict per direction.
+
+use std::{
+    collections::HashMap,
+    io::{self, Write as _},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
+use flannel_trace_common::{
+    Counter,
+    stats::{StatKey, StatValue},
+};
+use tokio::{net::TcpListener, signal::unix::SignalKind, sync::mpsc};
+
+use super::{Reader, Snapshot, join, metrics, table};
+use crate::{
+    cli::TraceArgs,
+    exit::{Fatal, OrFatal as _, Status},
+    identity::NodeIdentity,
+    peer::{self, ChannelTx},
+    probes::Probes,
+    wire::Message,
+};
+
+/// The live peer, once joined.
+struct Peer {
+    local: NodeIdentity,
+    remote: NodeIdentity,
+    /// Listener: the peer's first and latest counters.
+    remote_base: Option<Snapshot>,
+    remote_now: Option<Snapshot>,
+    /// Our counters when the peer joined.
+    local_base: Snapshot,
+    /// Peer side: where our counters go.
+    tx: Option<ChannelTx>,
+}
+
+pub async fn run(
+    args: &TraceArgs,
+    identity: NodeIdentity,
+    reasons: HashMap<u32, String>,
+    probes: &mut Probes,
+) -> Result<(), Fatal> {
+    let ebpf = probes.ebpf_mut();
+    let stats_map = ebpf
+        .take_map("STATS")
+        .ok_or_else(|| anyhow!("map STATS missing from the eBPF object"))?;
+    let stats: PerCpuHashMap<MapData, StatKey, StatValue> =
+        PerCpuHashMap::try_from(stats_map).context("opening the STATS map")?;
+    let mut reader = Reader::new(reasons);
+    let node = identity.node.clone();
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let read = |reader: &mut Reader, probes: &mut Probes| -> Snapshot {
+        let uncounted = uncounted(probes).unwrap_or(0);
+        reader.read(&stats, &node, uncounted)
+    };
+
+    let metrics = Arc::new(Mutex::new(metrics::Metrics::new()));
+    if let Some(addr) = args.metrics {
+        let l = metrics::bind(addr)
+            .await
+            .with_context(|| format!("serving metrics on {addr}"))
+            .fatal(Status::Failure)?;
+        eprintln!("flannel-trace: Prometheus metrics on http://{addr}/metrics");
+        tokio::spawn(metrics::serve(l, metrics.clone()));
+    }
+
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&Message::Start(identity.clone())).context("encoding JSON")?
+        )
+        .context("writing to stdout")?;
+    } else {
+        eprint!("{}", crate::output::start_text(&identity));
+        eprintln!(
+            "  counters mode: one table every {:?} (Ctrl-C to stop)",
+            args.report_every
+        );
+    }
+    out.flush().context("writing to stdout")?;
+
+    // The peer channel, set up in the background.
+    let (peer_tx, mut peer_rx) = mpsc::channel::<Result<(NodeIdentity, peer::Channel), String>>(1);
+    let token = args.token.clone().unwrap_or_default();
+    if let Some(addr) = args.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listening on {addr}"))
+            .fatal(Status::Failure)?;
+        eprintln!("flannel-trace: waiting for a peer on {addr}");
+        let id = identity.clone();
+        tokio::spawn(async move {
+            let r = peer::listen(listener, &token, &id, None)
+                .await
+                .map(|(h, c)| (h.remote, c))
+                .map_err(|e| e.to_string());
+            let _ = peer_tx.send(r).await;
+        });
+    } else if let Some(addr) = args.peer {
+        let (id, wait) = (identity.clone(), args.peer_wait);
+        tokio::spawn(async move {
+            let r = peer::connect(addr, &token, &id, wait)
+                .await
+                .map(|(h, c)| (h.remote, c))
+                .map_err(|e| e.to_string());
+            let _ = peer_tx.send(r).await;
+        });
+    } else {
+        drop(peer_tx);
+    }
+    let (remote_tx, mut remote_rx) = mpsc::channel::<Message>(64);
+
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate())
+        .context("installing a SIGTERM handler")?;
+    let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
+        .context("installing a SIGINT handler")?;
+    let deadline = tokio::time::sleep(
+        args.duration
+            .unwrap_or(Duration::from_secs(10 * 365 * 24 * 3600)),
+    );
+    tokio::pin!(deadline);
+    let mut tick = tokio::time::interval(args.report_every);
+    tick.tick().await;
+    let start = read(&mut reader, probes);
+    let mut last = start.clone();
+    let mut last_at = Instant::now();
+    let mut peer: Option<Peer> = None;
+    let mut peer_pending = args.listen.is_some() || args.peer.is_some();
+    let listening = args.listen.is_some();
+    loop {
+        tokio::select! {
+            joined = peer_rx.recv(), if peer_pending => {
+                peer_pending = false;
+                match joined {
+                    Some(Ok((remote, channel))) => {
+                        eprintln!("flannel-trace: joined with {} ({})", remote.node, channel.peer_addr());
+                        let (tx, mut rx) = channel.split();
+                        let fwd = remote_tx.clone();
+                        tokio::spawn(async move {
+                            while let Ok(Some(m)) = rx.recv().await {
+                                if fwd.send(m).await.is_err() {
+                                    break;
+                                }
+                            }
+                        });
+                        let local_base = read(&mut reader, probes);
+                        let mut p = Peer { local: identity.clone(), remote, remote_base: None, remote_now: None, local_base, tx: (!listening).then_some(tx) };
+                        if let Some(tx) = p.tx.as_mut() {
+                            let _ = tx.send(&Message::Stats(p.local_base.clone())).await;
+                        }
+                        peer = Some(p);
+                    }
+                    Some(Err(e)) => {
+                        return Err(Fatal::new(Status::Failure, anyhow!("live join failed: {e}")));
+                    }
+                    None => {}
+                }
+            }
+            m = remote_rx.recv() => {
+                match (m, peer.as_mut()) {
+                    (Some(Message::Stats(s)), Some(p)) => {
+                        if p.remote_base.is_none() {
+                            p.remote_base = Some(s.clone());
+                        }
+                        p.remote_now = Some(s);
+                    }
+                    (Some(Message::Event(_)), Some(p)) => {
+                        return Err(Fatal::new(Status::Usage, anyhow!(
+                            "{} streams per-packet events: run both nodes with --stats, or neither", p.remote.node
+                        )));
+                    }
+                    (Some(Message::Bye), _) if listening => break,
+                    _ => {}
+                }
+            }
+            _ = tick.tick() => {
+                let now = read(&mut reader, probes);
+                let secs = last_at.elapsed().as_secs_f64();
+                report(&mut out, args.json, &now.since(&last), &now.since(&start), secs, peer.as_ref(), &now)?;
+                metrics.lock().unwrap_or_else(|p| p.into_inner()).update(&now);
+                if let Some(tx) = peer.as_mut().and_then(|p| p.tx.as_mut())
+                    && let Err(e) = tx.send(&Message::Stats(now.clone())).await
+                {
+                    eprintln!("flannel-trace: sending counters to the listener failed: {e}");
+                    if let Some(p) = peer.as_mut() { p.tx = None; }
+                }
+                last = now;
+                last_at = Instant::now();
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = &mut deadline => break,
+        }
+    }
+    let now = read(&mut reader, probes);
+    if let Some(tx) = peer.as_mut().and_then(|p| p.tx.as_mut()) {
+        let _ = tx.send(&Message::Stats(now.clone())).await;
+        let _ = tx.send(&Message::Bye).await;
+    }
+    if listening && let Some(p) = peer.as_mut() {
+        // The peer's last counters, if it is still sending.
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(Some(m)) = tokio::time::timeout_at(until, remote_rx.recv()).await {
+            match m {
+                Message::Stats(s) => p.remote_now = Some(s),
+                Message::Bye => break,
+                _ => {}
+            }
+        }
+    }
+    let secs = last_at.elapsed().as_secs_f64();
+    if !args.json {
+        eprintln!("flannel-trace: final counters");
+    }
+    report(
+        &mut out,
+        args.json,
+        &now.since(&last),
+        &now.since(&start),
+        secs,
+        peer.as_ref(),
+        &now,
+    )?;
+    if listening && peer.is_none() {
+        return Err(Fatal::new(
+            Status::Failure,
+            anyhow!("no peer joined: nothing to join"),
+        ));
+    }
+    Ok(())
+}
+
+/// Print one interval: the table (or a JSON line) and, with a peer, the
+/// joined verdict since the join.
+fn report(
+    out: &mut impl io::Write,
+    json: bool,
+    delta: &Snapshot,
+    total: &Snapshot,
+    secs: f64,
+    peer: Option<&Peer>,
+    now: &Snapshot,
+) -> Result<(), Fatal> {
+    let verdicts = peer.and_then(|p| {
+        let (rb, rn) = (p.remote_base.as_ref()?, p.remote_now.as_ref()?);
+        let local = now.since(&p.local_base);
+        let remote = rn.since(rb);
+        Some(vec![
+            join::direction(&p.local, &local, &p.remote, &remote),
+            join::direction(&p.remote, &remote, &p.local, &local),
+        ])
+    });
+    if json {
+        let line =
+            serde_json::to_string(&Message::Stats(total.clone())).context("encoding JSON")?;
+        writeln!(out, "{line}").context("writing to stdout")?;
+        if let Some(v) = verdicts {
+            let line = serde_json::to_string(&Message::StatsVerdict { directions: v })
+                .context("encoding JSON")?;
+            writeln!(out, "{line}").context("writing to stdout")?;
+        }
+    } else {
+        write!(out, "{}", table::text(delta, total, secs)).context("writing to stdout")?;
+        for v in verdicts.into_iter().flatten() {
+            writeln!(out, "{}", v.verdict).context("writing to stdout")?;
+            if let Some(f) = &v.fix {
+                writeln!(out, "  fix: {f}").context("writing to stdout")?;
+            }
+        }
+    }
+    out.flush().context("writing to stdout")?;
+    Ok(())
+}
+
+fn uncounted(probes: &mut Probes) -> anyhow::Result<u64> {
+    let map = probes
+        .ebpf_mut()
+        .map("COUNTERS")
+        .ok_or_else(|| anyhow!("map COUNTERS missing"))?;
+    let arr = PerCpuArray::<_, u64>::try_from(map)?;
+    Ok(arr.get(&(Counter::StatsFull as u32), 0)?.iter().sum())
+}
