@@ -291,18 +291,25 @@ pub fn parse_inner<B: Bytes + ?Sized>(
     out: &mut PacketInfo,
 ) -> Result<(), ParseError> {
     let (ip, _, dmac) = parse_l3(b, layer, off)?;
+    fill_inner(b, &ip, dmac, out);
+    Ok(())
+}
+
+/// Record `ip` (already parsed) as the inner packet, with its L4 header.
+#[inline(always)]
+fn fill_inner<B: Bytes + ?Sized>(b: &B, ip: &Ip, dmac: Option<[u8; 6]>, out: &mut PacketInfo) {
     if let Some(mac) = dmac {
         out.inner_dmac = mac;
         out.flags |= flags::HAS_INNER_MAC;
     }
-    out.inner = tuple(&ip);
+    out.inner = tuple(ip);
     out.inner_len = ip.total_len;
     out.ip_hlen = (ip.l4 - ip.l3) as u16;
     out.ip_id = ip.id;
     out.flags |= flags::HAS_INNER;
     if ip.later_fragment {
         out.flags |= flags::INNER_FRAGMENT;
-        return Ok(());
+        return;
     }
     // A missing L4 header is reported with what was read, and flagged.
     if parse_l4(b, ip.proto, ip.l4, out).is_none() {
@@ -310,7 +317,70 @@ pub fn parse_inner<B: Bytes + ?Sized>(
     } else {
         out.flags |= flags::HAS_L4;
     }
-    Ok(())
+}
+
+/// What a dropped skb turned out to be (see [`parse_dropped`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// VXLAN on one of the overlay's ports: outer and inner headers read.
+    Encapsulated,
+    /// Not encapsulated: the packet itself was read as the inner packet
+    /// (on the vxlan device that is what it is; elsewhere the caller
+    /// decides whether it belongs to the pod network).
+    Plain,
+}
+
+/// Parse a dropped skb from its network header, reading the IP header
+/// once: either it is VXLAN on one of `ports` (and `on_vxlan` is false:
+/// on the vxlan device every skb is an inner frame), or the packet is
+/// taken as an inner one. One parse instead of a try-and-retry keeps the
+/// drop program small for the verifier, which walks every path of it.
+#[inline(always)]
+pub fn parse_dropped<B: Bytes + ?Sized>(
+    b: &B,
+    layer: Layer,
+    off: usize,
+    ports: &Ports,
+    on_vxlan: bool,
+    out: &mut PacketInfo,
+) -> Result<Dropped, ParseError> {
+    let (ip, vlan, dmac) = parse_l3(b, layer, off)?;
+    if !on_vxlan
+        && ip.proto == IPPROTO_UDP
+        && !ip.later_fragment
+        && let Some(udp) = b.read::<UDP_HLEN>(ip.l4)
+        && ports.contains(be16([udp[2], udp[3]]))
+    {
+        encapsulated(b, &ip, vlan, udp, ports, out)?;
+        return Ok(Dropped::Encapsulated);
+    }
+    fill_inner(b, &ip, dmac, out);
+    Ok(Dropped::Plain)
+}
+
+/// The outer headers of a VXLAN frame whose IP header is `ip` and UDP
+/// header `udp`, then its inner frame.
+#[inline(always)]
+fn encapsulated<B: Bytes + ?Sized>(
+    b: &B,
+    ip: &Ip,
+    vlan: Option<u16>,
+    udp: [u8; UDP_HLEN],
+    _ports: &Ports,
+    out: &mut PacketInfo,
+) -> Result<(), ParseError> {
+    out.outer = tuple(ip);
+    out.outer.sport = be16([udp[0], udp[1]]);
+    out.outer.dport = be16([udp[2], udp[3]]);
+    out.outer_len = ip.total_len;
+    if let Some(v) = vlan {
+        out.vlan = v;
+        out.flags |= flags::OUTER_VLAN;
+    }
+    let vx_off = ip.l4 + UDP_HLEN;
+    out.vni = parse_vxlan(b, vx_off)?;
+    out.flags |= flags::HAS_OUTER;
+    parse_inner(b, Layer::Ethernet, vx_off + VXLAN_HLEN, out)
 }
 
 #[inline(always)]
@@ -358,22 +428,10 @@ pub fn parse_underlay<B: Bytes + ?Sized>(
         return Err(ParseError::NotOverlay);
     }
     let udp: [u8; UDP_HLEN] = b.read(ip.l4).ok_or(ParseError::NotOverlay)?;
-    let dport = be16([udp[2], udp[3]]);
-    if !ports.contains(dport) {
+    if !ports.contains(be16([udp[2], udp[3]])) {
         return Err(ParseError::NotOverlay);
     }
-    out.outer = tuple(&ip);
-    out.outer.sport = be16([udp[0], udp[1]]);
-    out.outer.dport = dport;
-    out.outer_len = ip.total_len;
-    if let Some(v) = vlan {
-        out.vlan = v;
-        out.flags |= flags::OUTER_VLAN;
-    }
-    let vx_off = ip.l4 + UDP_HLEN;
-    out.vni = parse_vxlan(b, vx_off)?;
-    out.flags |= flags::HAS_OUTER;
-    parse_inner(b, Layer::Ethernet, vx_off + VXLAN_HLEN, out)
+    encapsulated(b, &ip, vlan, udp, ports, out)
 }
 
 /// The VNI of the VXLAN header at `off`, if the header is valid.

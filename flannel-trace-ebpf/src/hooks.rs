@@ -14,8 +14,8 @@ use flannel_trace_common::{
     event::{AF_INET, flags},
     fingerprint::sampled_in,
     parse::{
-        Bytes, Layer, ParseError, filter_matches, in_overlay, parse_inner, parse_underlay,
-        prefilter, recover_outer,
+        Bytes, Dropped, Layer, ParseError, filter_matches, in_overlay, parse_dropped, parse_inner,
+        parse_underlay, prefilter, recover_outer,
     },
     stats::{StatKey, drop_key, masked_v4, packet_key, towards_peer},
 };
@@ -334,22 +334,19 @@ pub fn try_drop<C: EbpfContext>(ctx: &C, addr: u64, location: u64, reason: u32) 
     let pkt = scratch(Slot::Drop).ok_or(())?;
     // On the vxlan device the skb is the inner frame (before encapsulation
     // on the sender, after decapsulation on the receiver); anywhere else it
-    // is either an encapsulated frame on our port or a plain packet.
-    let r = if ifindex == cfg.vxlan_ifindex {
-        parse_inner(&skb.bytes, layer, net, pkt)
-    } else {
-        match parse_underlay(&skb.bytes, layer, net, ports().ok_or(())?, pkt) {
-            Err(ParseError::NotOverlay) => {
-                *pkt = PacketInfo::default();
-                let r = parse_inner(&skb.bytes, layer, net, pkt);
-                if r.is_err() || !in_overlay(&cfg.overlay, pkt) {
-                    return Ok(());
-                }
-                pkt.flags |= flags::POD_NETWORK;
-                r
+    // is either an encapsulated frame on our port or a plain packet, which
+    // is ours only between pod-network addresses.
+    let on_vxlan = ifindex == cfg.vxlan_ifindex;
+    let r = match parse_dropped(&skb.bytes, layer, net, ports().ok_or(())?, on_vxlan, pkt) {
+        Ok(Dropped::Plain) if !on_vxlan => {
+            if !in_overlay(&cfg.overlay, pkt) {
+                return Ok(());
             }
-            other => other,
+            pkt.flags |= flags::POD_NETWORK;
+            Ok(())
         }
+        Ok(_) => Ok(()),
+        Err(e) => Err(e),
     };
     if !keep(cfg, r, pkt) {
         return Ok(());

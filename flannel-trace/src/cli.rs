@@ -15,17 +15,23 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// and outer 5-tuple, and every kernel drop of such a packet with the
 /// kernel's drop reason. The hops:
 ///
+/// pod-ingress: TC ingress on the pod device (cni0), a pod's packet enters the node.
+///
 /// overlay-egress: TC egress on the vxlan device, the inner frame enters the tunnel.
 ///
-/// underlay-egress: TC egress on the underlay NIC, the encapsulated frame leaves.
+/// underlay-egress: TC egress on the underlay NIC (and every other NIC), the
+/// encapsulated frame leaves.
 ///
-/// underlay-ingress: TC ingress on the underlay NIC, an encapsulated frame arrives.
+/// underlay-ingress: TC ingress on the underlay NIC (and every other NIC), an
+/// encapsulated frame arrives.
 ///
 /// vxlan-rcv: the vxlan receive path (decapsulation).
 ///
 /// overlay-ingress: TC ingress on the vxlan device, the decapsulated inner frame.
 ///
-/// drop: skb:kfree_skb of this overlay's packets, with reason and location.
+/// pod-egress: TC egress on the pod device, the packet leaves towards the receiving pod.
+///
+/// drop: skb:kfree_skb of this overlay's packets on any device, with reason and location.
 ///
 /// Only the network namespace flannel-trace runs in is traced. It needs root
 /// (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN) and a kernel with BTF. It leaves

@@ -110,6 +110,15 @@ impl<'de> Deserialize<'de> for Cidr {
     }
 }
 
+/// Link-local and multicast addresses (and routes to them) belong to one
+/// link, never to the pod network.
+pub fn link_scope(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local() || a.is_multicast() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_unicast_link_local() || a.is_multicast(),
+    }
+}
+
 /// The smallest prefix per address family covering every given prefix:
 /// the overlay network as far as one node's routes reveal it.
 pub fn covering(cidrs: &[Cidr]) -> Vec<Cidr> {

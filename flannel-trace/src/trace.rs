@@ -99,6 +99,7 @@ fn pod_side(args: &TraceArgs, vxlan: &netdev::LinkInfo) -> Result<PodSide, Fatal
     let mut subnets: Vec<Cidr> = env.subnets.clone();
     for r in &routes {
         if r.oif.is_some_and(|o| devs.iter().any(|d| d.index == o))
+            && !podnet::link_scope(r.dst)
             && let Some(c) = Cidr::new(r.dst, r.prefix_len)
             && c.len() > 0
             && !subnets.contains(&c)
@@ -108,7 +109,12 @@ fn pod_side(args: &TraceArgs, vxlan: &netdev::LinkInfo) -> Result<PodSide, Fatal
     }
     let mut local_addrs = Vec::new();
     for d in &devs {
-        local_addrs.extend(netdev::addresses(d.index).unwrap_or_default());
+        local_addrs.extend(
+            netdev::addresses(d.index)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|a| !podnet::link_scope(*a)),
+        );
     }
     let (networks, source) = if !args.pod_cidr.is_empty() {
         (args.pod_cidr.clone(), "--pod-cidr")
@@ -118,13 +124,18 @@ fn pod_side(args: &TraceArgs, vxlan: &netdev::LinkInfo) -> Result<PodSide, Fatal
         let mut known: Vec<Cidr> = subnets.clone();
         for r in &routes {
             if r.oif == Some(vxlan.index)
+                && !podnet::link_scope(r.dst)
                 && let Some(c) = Cidr::new(r.dst, r.prefix_len)
                 && c.len() > 0
             {
                 known.push(c);
             }
         }
-        for a in netdev::addresses(vxlan.index).unwrap_or_default() {
+        for a in netdev::addresses(vxlan.index)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| !podnet::link_scope(*a))
+        {
             known.extend(Cidr::new(a, if a.is_ipv4() { 32 } else { 128 }));
         }
         (podnet::covering(&known), "routes")
@@ -167,7 +178,10 @@ fn other_nics(
                 && l.name != "lo"
                 && l.kind.as_deref() != Some("vxlan")
                 && !pods.iter().any(|p| p.index == l.index)
-                && netdev::addresses(l.index).is_ok_and(|a| !a.is_empty())
+                // Every device has an IPv6 link-local address; only a
+                // routable one makes it a NIC the overlay could leave by.
+                && netdev::addresses(l.index)
+                    .is_ok_and(|a| a.iter().any(|a| !podnet::link_scope(*a)))
         })
         .collect();
     if out.len() > MAX_OTHER_NICS {
