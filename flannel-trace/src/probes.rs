@@ -114,12 +114,65 @@ impl Probes {
             created_qdiscs: Vec::new(),
         };
         probes.set_ports(ports)?;
+        probes.preload(plan, dev, cfg.has_drop_reason != 0);
         probes.attach_tc(plan, dev)?;
         probes.attach_vxlan_rcv(plan)?;
         if let Some(choice) = plan.drop {
             probes.attach_drop(plan, choice, cfg.has_drop_reason != 0)?;
         }
         Ok(probes)
+    }
+
+    /// Verify, in parallel, the programs the plan will most likely attach.
+    /// The kernel runs the verifier in the loading thread and privileged
+    /// loads take no common lock, so the TC programs and the drop program
+    /// (the slowest to verify) no longer queue behind each other. A program
+    /// that fails here is left unloaded, and its hook's usual path loads it
+    /// again and reports the error.
+    fn preload(&mut self, plan: &Plan, dev: &Devices<'_>, has_reason: bool) {
+        use aya::programs::Program as P;
+        let mut tc: Vec<&str> = vec![
+            "ft_ovl_egress",
+            "ft_ovl_ingress",
+            "ft_und_egress",
+            "ft_und_ingress",
+        ];
+        if !dev.pods.is_empty() {
+            tc.extend(["ft_pod_ingress", "ft_pod_egress"]);
+        }
+        let drop_tp = match plan.drop {
+            Some(DropBackendChoice::Auto | DropBackendChoice::TpBtf) => Some(if has_reason {
+                "ft_drop_tpbtf"
+            } else {
+                "ft_drop_tpbtf_noreason"
+            }),
+            _ => None,
+        };
+        let Ok(btf) = AyaBtf::from_sys_fs() else {
+            return;
+        };
+        let btf = &btf;
+        std::thread::scope(|scope| {
+            for (name, prog) in self.ebpf_mut().programs_mut() {
+                match prog {
+                    P::SchedClassifier(p) if tc.contains(&name) => {
+                        scope.spawn(move || {
+                            if let Err(e) = p.load() {
+                                log::debug!("preloading {name}: {e}");
+                            }
+                        });
+                    }
+                    P::BtfTracePoint(p) if drop_tp == Some(name) => {
+                        scope.spawn(move || {
+                            if let Err(e) = p.load("kfree_skb", btf) {
+                                log::debug!("preloading {name}: {e}");
+                            }
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        });
     }
 
     /// Replace the set of overlay ports the programs match, live.
@@ -376,8 +429,10 @@ impl Probes {
     fn tp_btf(&mut self, name: &'static str, tp: &str, plan: &Plan) -> Result<(), String> {
         let btf = AyaBtf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
         let prog: &mut BtfTracePoint = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
-        prog.load(tp, &btf)
-            .map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        if prog.fd().is_err() {
+            prog.load(tp, &btf)
+                .map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        }
         prog.attach().map_err(|e| describe(&e, None))?;
         Ok(())
     }

@@ -25,6 +25,8 @@ pub const FORWARD_DROP_POLICY: &str = "table inet ft {\n\tchain forward {\n\t\tt
 pub const PORT: u16 = 8475;
 pub const TOKEN: &str = "lab-shared-secret";
 const LISTEN_PORT: u16 = 7800;
+/// The receiving pod's TCP echo port in live runs.
+pub const POD_TCP_PORT: u16 = 8080;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -336,6 +338,15 @@ pub fn run_live(lab: &Lab, opts: &Live) -> Result<LiveRun> {
     // Pod to pod, both ways, as in a cluster.
     pod_ping(a, b, opts.pod_pings);
     pod_ping(b, a, opts.pod_pings);
+    // And a TCP exchange pod A -> pod B (what `curl` would do); its
+    // failure under a fault is what the tracers explain.
+    let server = std::net::SocketAddr::from((b.pod_ip(), POD_TCP_PORT));
+    if let Ok(listener) = b.pod().tcp_listen(POD_TCP_PORT) {
+        let _ = a
+            .pod()
+            .tcp_echo(server, b"pod to pod over vxlan", Duration::from_secs(2));
+        drop(listener);
+    }
     let _ = a.exec(&[
         "ping",
         "-c",
