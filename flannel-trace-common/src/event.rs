@@ -169,6 +169,16 @@ pub mod flags {
     /// A plain (not encapsulated) packet of the pod network, seen by the
     /// drop hook outside the vxlan device.
     pub const POD_NETWORK: u32 = 1 << 9;
+    /// A frame to the overlay's UDP port that could not be decoded (cut UDP
+    /// header, lengths that do not add up, bad VXLAN header): `outer` holds
+    /// what was read (addresses, ports), `vni` and `inner` are not valid.
+    pub const UNDECODABLE: u32 = 1 << 10;
+    /// The inner frame is ARP (`inner.src`/`dst`: sender and target
+    /// protocol address, `icmp_type`: the ARP opcode).
+    pub const INNER_ARP: u32 = 1 << 11;
+    /// The underlay frame carried two VLAN tags: `vlan` is the outer one,
+    /// `inner_vlan` the inner one.
+    pub const QINQ: u32 = 1 << 12;
 }
 
 /// What the parser extracted from one frame.
@@ -202,7 +212,9 @@ pub struct PacketInfo {
     /// [`flags::HAS_INNER_MAC`] is set: on the receiver, a MAC that is not
     /// its VTEP's means a peer kept a stale VtepMAC.
     pub inner_dmac: [u8; 6],
-    pub _pad2: [u8; 6],
+    /// The second VLAN tag of a QinQ underlay frame ([`flags::QINQ`]).
+    pub inner_vlan: u16,
+    pub _pad2: [u8; 4],
 }
 
 /// One ring-buffer record.

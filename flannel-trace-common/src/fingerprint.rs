@@ -37,6 +37,11 @@ pub fn fingerprint(p: &PacketInfo) -> Option<u64> {
     h.bytes(&t.src[..alen]);
     h.bytes(&t.dst[..alen]);
     h.bytes(&p.ip_id.to_be_bytes());
+    if p.flags & flags::INNER_ARP != 0 {
+        h.bytes(b"arp");
+        h.bytes(&[p.icmp_type]);
+        return Some(h.0);
+    }
     if p.flags & flags::INNER_FRAGMENT != 0 {
         h.bytes(b"frag");
         return Some(h.0);

@@ -74,6 +74,9 @@ const ETH_P_IP: u16 = u16::from_be(EtherType::Ipv4 as u16);
 const ETH_P_IPV6: u16 = u16::from_be(EtherType::Ipv6 as u16);
 const ETH_P_8021Q: u16 = u16::from_be(EtherType::Ieee8021q as u16);
 const ETH_P_8021AD: u16 = u16::from_be(EtherType::Ieee8021ad as u16);
+const ETH_P_ARP: u16 = u16::from_be(EtherType::Arp as u16);
+/// ARP for IPv4 over Ethernet: header, two MACs, two IPv4 addresses.
+const ARP_LEN: usize = 28;
 pub const IPPROTO_ICMP: u8 = IpProto::Icmp as u8;
 pub const IPPROTO_TCP: u8 = IpProto::Tcp as u8;
 pub const IPPROTO_UDP: u8 = IpProto::Udp as u8;
@@ -179,6 +182,12 @@ fn parse_ipv4<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
     src[..4].copy_from_slice(&h[12..16]);
     dst[..4].copy_from_slice(&h[16..20]);
     let frag = be16([h[6], h[7]]);
+    let total_len = be16([h[2], h[3]]);
+    // A total length shorter than the header is a broken packet; 0 is left
+    // alone (IPv4 BIG TCP super-packets carry 0 and the skb's length).
+    if total_len != 0 && (total_len as usize) < ihl {
+        return Err(ParseError::BadIp);
+    }
     Ok(Ip {
         l3: off,
         family: AF_INET,
@@ -186,7 +195,7 @@ fn parse_ipv4<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
         src,
         dst,
         l4: off + ihl,
-        total_len: be16([h[2], h[3]]),
+        total_len,
         id: be16([h[4], h[5]]) as u32,
         later_fragment: frag & 0x1fff != 0,
     })
@@ -290,8 +299,47 @@ pub fn parse_inner<B: Bytes + ?Sized>(
     off: usize,
     out: &mut PacketInfo,
 ) -> Result<(), ParseError> {
+    if layer == Layer::Ethernet {
+        let l2 = parse_eth(b, off)?;
+        if l2.ethertype == ETH_P_ARP {
+            return parse_arp(b, l2.l3, l2.dmac, out);
+        }
+    }
     let (ip, _, dmac) = parse_l3(b, layer, off)?;
     fill_inner(b, &ip, dmac, out);
+    Ok(())
+}
+
+/// An inner ARP packet (IPv4 over Ethernet only; anything else is not
+/// this overlay's business): a missing neighbour answer is exactly what an
+/// SRE looks for on an overlay.
+#[inline(always)]
+fn parse_arp<B: Bytes + ?Sized>(
+    b: &B,
+    off: usize,
+    dmac: [u8; 6],
+    out: &mut PacketInfo,
+) -> Result<(), ParseError> {
+    let a: [u8; ARP_LEN] = b.read(off).ok_or(ParseError::Short)?;
+    if be16([a[0], a[1]]) != 1 || be16([a[2], a[3]]) != ETH_P_IP || a[4] != 6 || a[5] != 4 {
+        return Err(ParseError::NotIp);
+    }
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    src[..4].copy_from_slice(&a[14..18]);
+    dst[..4].copy_from_slice(&a[24..28]);
+    out.inner = Tuple {
+        src,
+        dst,
+        sport: 0,
+        dport: 0,
+        family: AF_INET,
+        proto: 0,
+        _pad: [0; 2],
+    };
+    out.icmp_type = be16([a[6], a[7]]) as u8;
+    out.inner_dmac = dmac;
+    out.flags |= flags::HAS_INNER | flags::INNER_ARP | flags::HAS_INNER_MAC | flags::HAS_L4;
     Ok(())
 }
 
@@ -328,6 +376,9 @@ pub enum Dropped {
     /// (on the vxlan device that is what it is; elsewhere the caller
     /// decides whether it belongs to the pod network).
     Plain,
+    /// To one of the overlay's ports, but not decodable as VXLAN: only the
+    /// outer addresses and ports are valid ([`flags::UNDECODABLE`]).
+    Undecodable,
 }
 
 /// Parse a dropped skb from its network header, reading the IP header
@@ -348,34 +399,53 @@ pub fn parse_dropped<B: Bytes + ?Sized>(
     if !on_vxlan
         && ip.proto == IPPROTO_UDP
         && !ip.later_fragment
-        && let Some(udp) = b.read::<UDP_HLEN>(ip.l4)
-        && ports.contains(be16([udp[2], udp[3]]))
+        && let Some(p) = b.read::<4>(ip.l4)
+        && ports.contains(be16([p[2], p[3]]))
     {
-        encapsulated(b, &ip, vlan, udp, ports, out)?;
-        return Ok(Dropped::Encapsulated);
+        // The kernel drops what it cannot decode either: report it with
+        // what could be read, rather than not at all.
+        return Ok(match encapsulated(b, &ip, vlan, p, out) {
+            Ok(()) => Dropped::Encapsulated,
+            Err(_) => {
+                out.flags &= !(flags::HAS_OUTER | flags::HAS_INNER | flags::HAS_L4);
+                out.flags |= flags::UNDECODABLE;
+                Dropped::Undecodable
+            }
+        });
     }
     fill_inner(b, &ip, dmac, out);
     Ok(Dropped::Plain)
 }
 
-/// The outer headers of a VXLAN frame whose IP header is `ip` and UDP
-/// header `udp`, then its inner frame.
+/// The outer headers of a VXLAN frame whose IP header is `ip` and whose
+/// UDP ports are `ports` (the header's first four bytes), then its inner
+/// frame. The outer tuple is filled first, so that a caller that reports
+/// an undecodable frame still has its addresses and ports.
 #[inline(always)]
 fn encapsulated<B: Bytes + ?Sized>(
     b: &B,
     ip: &Ip,
     vlan: Option<u16>,
-    udp: [u8; UDP_HLEN],
-    _ports: &Ports,
+    ports: [u8; 4],
     out: &mut PacketInfo,
 ) -> Result<(), ParseError> {
     out.outer = tuple(ip);
-    out.outer.sport = be16([udp[0], udp[1]]);
-    out.outer.dport = be16([udp[2], udp[3]]);
+    out.outer.sport = be16([ports[0], ports[1]]);
+    out.outer.dport = be16([ports[2], ports[3]]);
     out.outer_len = ip.total_len;
     if let Some(v) = vlan {
         out.vlan = v;
         out.flags |= flags::OUTER_VLAN;
+    }
+    // Our port, so every failure from here on is the overlay's and counted.
+    let udp: [u8; UDP_HLEN] = b.read(ip.l4).ok_or(ParseError::Short)?;
+    let udp_len = be16([udp[4], udp[5]]) as usize;
+    let need = UDP_HLEN + VXLAN_HLEN + ETH_HLEN;
+    // Lengths must hold a VXLAN frame: the UDP length, and the IP length
+    // when it is set (0: a super-packet, whose length is the skb's).
+    let ip_room = ip.total_len as usize;
+    if udp_len < need || (ip_room != 0 && ip.l3 + ip_room < ip.l4 + udp_len) {
+        return Err(ParseError::Short);
     }
     let vx_off = ip.l4 + UDP_HLEN;
     out.vni = parse_vxlan(b, vx_off)?;
@@ -427,11 +497,11 @@ pub fn parse_underlay<B: Bytes + ?Sized>(
     if ip.proto != IPPROTO_UDP || ip.later_fragment {
         return Err(ParseError::NotOverlay);
     }
-    let udp: [u8; UDP_HLEN] = b.read(ip.l4).ok_or(ParseError::NotOverlay)?;
-    if !ports.contains(be16([udp[2], udp[3]])) {
+    let p: [u8; 4] = b.read(ip.l4).ok_or(ParseError::NotOverlay)?;
+    if !ports.contains(be16([p[2], p[3]])) {
         return Err(ParseError::NotOverlay);
     }
-    encapsulated(b, &ip, vlan, udp, ports, out)
+    encapsulated(b, &ip, vlan, p, out)
 }
 
 /// The VNI of the VXLAN header at `off`, if the header is valid.

@@ -72,8 +72,12 @@ impl Bytes for DirectBytes {
     }
 }
 
+/// Whether a parsed packet is reported. A frame of the overlay that could
+/// not be decoded is counted (`unparsed`) where `count` says so: at the
+/// hooks a frame passes once per node (underlay ingress or egress, and the
+/// tunnel's entry), not again at every later hop.
 #[inline(always)]
-fn keep(cfg: &Config, r: Result<(), ParseError>, pkt: &PacketInfo) -> bool {
+fn keep(cfg: &Config, r: Result<(), ParseError>, pkt: &PacketInfo, count_failure: bool) -> bool {
     match r {
         Ok(()) => {
             let vni_ok =
@@ -83,7 +87,7 @@ fn keep(cfg: &Config, r: Result<(), ParseError>, pkt: &PacketInfo) -> bool {
                 && (cfg.mode == MODE_STATS || sampled_in(pkt, cfg.sample_mask))
         }
         Err(e) => {
-            if e.is_overlay_failure() {
+            if count_failure && e.is_overlay_failure() {
                 count(Counter::Unparsed);
             }
             false
@@ -134,8 +138,12 @@ pub fn try_tc(ctx: &TcContext, hop: Hop, side: TcSide) -> Result<(), ()> {
         TcSide::Underlay => parse_underlay(&bytes, Layer::Ethernet, 0, ports, pkt),
         _ => parse_inner(&bytes, Layer::Ethernet, 0, pkt),
     };
-    if !keep(cfg, r, pkt) || (side == TcSide::Pod && !in_overlay(&cfg.overlay, pkt)) {
+    let once = side == TcSide::Underlay || hop == Hop::OverlayEgress;
+    if !keep(cfg, r, pkt, once) || (side == TcSide::Pod && !in_overlay(&cfg.overlay, pkt)) {
         return Ok(());
+    }
+    if side == TcSide::Underlay {
+        outer_vlan_from_metadata(ctx, pkt);
     }
     let meta = Meta {
         kind: EventKind::Packet,
@@ -148,6 +156,27 @@ pub fn try_tc(ctx: &TcContext, hop: Hop, side: TcSide) -> Result<(), ()> {
     };
     report(cfg, &meta, pkt);
     Ok(())
+}
+
+/// The kernel moves a frame's (outer) VLAN tag into skb metadata before TC
+/// runs, so the parser only sees what is left in the bytes: the inner tag
+/// of QinQ, or nothing.
+#[inline(always)]
+fn outer_vlan_from_metadata(ctx: &TcContext, pkt: &mut PacketInfo) {
+    // SAFETY: the context pointer is valid for the program's lifetime.
+    let (present, tci) = unsafe {
+        let skb = ctx.as_ptr() as *const __sk_buff;
+        ((*skb).vlan_present, (*skb).vlan_tci)
+    };
+    if present == 0 {
+        return;
+    }
+    if pkt.flags & flags::OUTER_VLAN != 0 {
+        pkt.inner_vlan = pkt.vlan;
+        pkt.flags |= flags::QINQ;
+    }
+    pkt.vlan = (tci & 0x0fff) as u16;
+    pkt.flags |= flags::OUTER_VLAN;
 }
 
 /// An event, or in counters mode a count.
@@ -260,7 +289,7 @@ pub fn try_vxlan_rcv_encapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<
     let net = skb.network_header.ok_or(())?;
     let pkt = scratch(Slot::VxlanRcv).ok_or(())?;
     let r = parse_underlay(&skb.bytes, layer, net, ports().ok_or(())?, pkt);
-    if !keep(cfg, r, pkt) {
+    if !keep(cfg, r, pkt, false) {
         return Ok(());
     }
     vxlan_event(cfg, &skb, pkt);
@@ -286,7 +315,7 @@ pub fn try_vxlan_rcv_decapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<
     let pkt = scratch(Slot::VxlanRcv).ok_or(())?;
     let r = parse_inner(&skb.bytes, Layer::Ethernet, mac, pkt);
     recover_outer(&skb.bytes, mac, ports().ok_or(())?, pkt);
-    if !keep(cfg, r, pkt) {
+    if !keep(cfg, r, pkt, false) {
         return Ok(());
     }
     vxlan_event(cfg, &skb, pkt);
@@ -348,7 +377,7 @@ pub fn try_drop<C: EbpfContext>(ctx: &C, addr: u64, location: u64, reason: u32) 
         Ok(_) => Ok(()),
         Err(e) => Err(e),
     };
-    if !keep(cfg, r, pkt) {
+    if !keep(cfg, r, pkt, false) {
         return Ok(());
     }
     if cfg.has_drop_reason != 0 {

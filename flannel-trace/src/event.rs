@@ -28,6 +28,13 @@ pub struct Event {
     pub vni: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
+    /// The second tag of a QinQ underlay frame (`vlan` is the outer one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan_inner: Option<u16>,
+    /// A frame to the overlay's UDP port that could not be decoded: `outer`
+    /// holds what could be read; there is no `vni` nor `inner`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub undecodable: bool,
     /// Outer headers recovered from the buffer after decapsulation.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub outer_recovered: bool,
@@ -62,6 +69,10 @@ pub struct Inner {
     pub tcp: Option<Tcp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub icmp: Option<Icmp>,
+    /// ARP (IPv4 over Ethernet): `src`/`dst` are the sender and target
+    /// protocol addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arp: Option<Arp>,
     /// Destination MAC of the inner Ethernet frame, where the hook saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dst_mac: Option<String>,
@@ -88,6 +99,12 @@ pub struct Icmp {
     pub code: u8,
     pub id: u16,
     pub seq: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Arp {
+    /// `request`, `reply`, or `op N`.
+    pub op: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,25 +148,40 @@ impl Decoder {
         let hop = raw.hop()?;
         let p = &raw.pkt;
         let has_outer = p.flags & flags::HAS_OUTER != 0;
+        let undecodable = p.flags & flags::UNDECODABLE != 0;
+        let is_arp = p.flags & flags::INNER_ARP != 0;
         let inner = (p.flags & flags::HAS_INNER != 0).then(|| Inner {
-            endpoints: endpoints(&p.inner, p.flags & flags::HAS_L4 != 0),
+            endpoints: if is_arp {
+                Endpoints {
+                    proto: "arp".into(),
+                    ..endpoints(&p.inner, false)
+                }
+            } else {
+                endpoints(&p.inner, p.flags & flags::HAS_L4 != 0)
+            },
             ip_id: p.ip_id,
             ip_len: p.inner_len,
-            tcp: (p.inner.proto == 6 && p.flags & flags::HAS_L4 != 0).then(|| Tcp {
+            tcp: (!is_arp && p.inner.proto == 6 && p.flags & flags::HAS_L4 != 0).then(|| Tcp {
                 seq: p.tcp_seq,
                 ack: p.tcp_ack,
                 flags: tcp_flags(p.tcp_flags),
                 payload_len: u32::from(p.inner_len)
                     .saturating_sub(u32::from(p.ip_hlen) + u32::from(p.tcp_hlen)),
             }),
-            icmp: (matches!(p.inner.proto, 1 | 58) && p.flags & flags::HAS_L4 != 0).then_some(
-                Icmp {
+            arp: is_arp.then(|| Arp {
+                op: match p.icmp_type {
+                    1 => "request".into(),
+                    2 => "reply".into(),
+                    n => format!("op {n}"),
+                },
+            }),
+            icmp: (!is_arp && matches!(p.inner.proto, 1 | 58) && p.flags & flags::HAS_L4 != 0)
+                .then_some(Icmp {
                     ty: p.icmp_type,
                     code: p.icmp_code,
                     id: p.icmp_id,
                     seq: p.icmp_seq,
-                },
-            ),
+                }),
             dst_mac: (p.flags & flags::HAS_INNER_MAC != 0)
                 .then(|| crate::identity::mac_string(&p.inner_dmac)),
             fragment: p.flags & flags::INNER_FRAGMENT != 0,
@@ -176,9 +208,11 @@ impl Decoder {
             ifindex: raw.ifindex,
             iface: self.ifname(raw.ifindex),
             len: raw.skb_len,
-            outer: has_outer.then(|| endpoints(&p.outer, true)),
+            outer: (has_outer || undecodable).then(|| endpoints(&p.outer, true)),
             vni: has_outer.then_some(p.vni),
             vlan: (p.flags & flags::OUTER_VLAN != 0).then_some(p.vlan),
+            vlan_inner: (p.flags & flags::QINQ != 0).then_some(p.inner_vlan),
+            undecodable,
             outer_recovered: p.flags & flags::OUTER_FROM_HEADROOM != 0,
             inner,
             fingerprint: fingerprint(p).map(|f| format!("{f:016x}")),

@@ -123,9 +123,20 @@ pub fn event_text(e: &Event, clock_offset_ns: i64) -> String {
         if let Some(v) = e.vlan {
             let _ = write!(s, " vlan {v}");
         }
+        if let Some(v) = e.vlan_inner {
+            let _ = write!(s, " inner-vlan {v}");
+        }
         s.push_str(" |");
     }
     match &e.inner {
+        Some(i) if i.arp.is_some() => {
+            let (src, dst) = (i.endpoints.src, i.endpoints.dst);
+            let _ = match i.arp.as_ref().map_or("", |a| a.op.as_str()) {
+                "reply" => write!(s, " arp reply {src} is-at (to {dst})"),
+                "request" => write!(s, " arp request who-has {dst} tell {src}"),
+                op => write!(s, " arp {op} {src} > {dst}"),
+            };
+        }
         Some(i) => {
             let _ = write!(s, " {}", endpoints_text(&i.endpoints));
             if let Some(t) = &i.tcp {
@@ -144,6 +155,9 @@ pub fn event_text(e: &Event, clock_offset_ns: i64) -> String {
             if i.truncated {
                 s.push_str(" (truncated)");
             }
+        }
+        None if e.undecodable => {
+            s.push_str(" (undecodable VXLAN frame: cut or inconsistent headers)")
         }
         None => s.push_str(" (inner frame not decoded)"),
     }

@@ -123,6 +123,8 @@ fn ev(hop: &str, t_ms: u64, p: &Pkt) -> Event {
         }),
         vni: outer.map(|_| 1),
         vlan: None,
+        vlan_inner: None,
+        undecodable: false,
         outer_recovered: false,
         inner: Some(Inner {
             endpoints: Endpoints {
@@ -146,6 +148,7 @@ fn ev(hop: &str, t_ms: u64, p: &Pkt) -> Event {
                 id: 7,
                 seq: p.seq,
             }),
+            arp: None,
             dst_mac: None,
             fragment: false,
             truncated: false,
