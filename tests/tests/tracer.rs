@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 use aya::programs::{SchedClassifier, TcAttachType, loaded_programs};
 use flannel_trace_tests::{
-    Kernel, Lab, Session, Tracer, VXLAN_IFACE, input_drop_udp, patience, require_root,
+    Kernel, Lab, Session, Tracer, VXLAN_IFACE, POD_IFACE, input_drop_udp, patience, require_root,
     require_tools, run_tracer, with_lab,
 };
 use serde_json::Value;
@@ -76,10 +76,14 @@ fn tc_state(node: &flannel_trace_tests::Netns, iface: &str) -> Result<(usize, bo
     Ok((tcx, qdiscs.contains("clsact")))
 }
 
-/// Our netlink TC filters (`ft_*` programs) on a node's eth1 and flannel.1.
+/// The devices the tracer hooks on a lab node: the underlay NIC, the vxlan
+/// device and the pods' bridge.
+const HOOKED: [&str; 3] = ["eth1", VXLAN_IFACE, POD_IFACE];
+
+/// Our netlink TC filters (`ft_*` programs) on a node's hooked devices.
 fn our_filters(node: &flannel_trace_tests::Netns) -> Result<Vec<String>> {
     let mut found = Vec::new();
-    for iface in ["eth1", VXLAN_IFACE] {
+    for iface in HOOKED {
         for dir in ["ingress", "egress"] {
             let out = node.exec(&["tc", "filter", "show", "dev", iface, dir])?;
             let text = String::from_utf8_lossy(&out.stdout);
@@ -98,7 +102,7 @@ fn our_filters(node: &flannel_trace_tests::Netns) -> Result<Vec<String>> {
 
 fn assert_clean(lab: &Lab) -> Result<()> {
     for node in lab.nodes() {
-        for iface in ["eth1", VXLAN_IFACE] {
+        for iface in HOOKED {
             let (tcx, clsact) = tc_state(node, iface)?;
             ensure!(
                 tcx == 0,
@@ -640,8 +644,8 @@ fn nothing_is_left_after_sigterm_or_sigkill() -> Result<()> {
             );
         } else {
             ensure!(
-                our_filters(a)?.len() == 4,
-                "expected our 4 netlink filters while tracing: {:?}",
+                our_filters(a)?.len() == 6,
+                "expected our 6 netlink filters while tracing: {:?}",
                 our_filters(a)?
             );
         }
@@ -665,11 +669,11 @@ fn nothing_is_left_after_sigterm_or_sigkill() -> Result<()> {
         // then free everything.
         let left = our_filters(a)?;
         ensure!(
-            left.len() == 4,
-            "after SIGKILL on {} expected our 4 filters left behind, found {left:?}",
+            left.len() == 6,
+            "after SIGKILL on {} expected our 6 filters left behind, found {left:?}",
             k.release
         );
-        for iface in ["eth1", VXLAN_IFACE] {
+        for iface in HOOKED {
             a.run(&["tc", "qdisc", "del", "dev", iface, "clsact"])?;
         }
         assert_clean(lab)
