@@ -255,12 +255,12 @@ fn parse_ipv6<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
     })
 }
 
+/// An IP header with what came before it: the first VLAN tag and the
+/// destination MAC, when the frame started at Ethernet.
+type L3 = (Ip, Option<u16>, Option<[u8; 6]>);
+
 #[inline(always)]
-fn parse_l3<B: Bytes + ?Sized>(
-    b: &B,
-    layer: Layer,
-    off: usize,
-) -> Result<(Ip, Option<u16>, Option<[u8; 6]>), ParseError> {
+fn parse_l3<B: Bytes + ?Sized>(b: &B, layer: Layer, off: usize) -> Result<L3, ParseError> {
     let (ethertype, l3, vlan, dmac) = match layer {
         Layer::Ethernet => {
             let l2 = parse_eth(b, off)?;

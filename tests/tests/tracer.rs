@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 use aya::programs::{SchedClassifier, TcAttachType, loaded_programs};
 use flannel_trace_tests::{
-    Kernel, Lab, Session, Tracer, VXLAN_IFACE, POD_IFACE, input_drop_udp, patience, require_root,
+    Kernel, Lab, POD_IFACE, Session, Tracer, VXLAN_IFACE, input_drop_udp, patience, require_root,
     require_tools, run_tracer, with_lab,
 };
 use serde_json::Value;

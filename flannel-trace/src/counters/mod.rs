@@ -50,38 +50,34 @@ pub struct Snapshot {
     pub uncounted: u64,
 }
 
+impl Row {
+    /// What identifies the counter.
+    fn key(&self) -> RowKey<'_> {
+        (
+            self.hop.as_str(),
+            self.iface.as_deref(),
+            self.remote,
+            self.reason.as_deref(),
+        )
+    }
+}
+
+type RowKey<'a> = (&'a str, Option<&'a str>, Option<IpAddr>, Option<&'a str>);
+
 impl Snapshot {
     /// What changed since `base` (counters only grow; a row new since then
     /// counts from zero).
     pub fn since(&self, base: &Snapshot) -> Snapshot {
-        let before: HashMap<(&str, Option<&str>, Option<IpAddr>, Option<&str>), (u64, u64)> = base
+        let before: HashMap<RowKey<'_>, (u64, u64)> = base
             .rows
             .iter()
-            .map(|r| {
-                (
-                    (
-                        r.hop.as_str(),
-                        r.iface.as_deref(),
-                        r.remote,
-                        r.reason.as_deref(),
-                    ),
-                    (r.packets, r.bytes),
-                )
-            })
+            .map(|r| (r.key(), (r.packets, r.bytes)))
             .collect();
         let rows = self
             .rows
             .iter()
             .map(|r| {
-                let (p, b) = before
-                    .get(&(
-                        r.hop.as_str(),
-                        r.iface.as_deref(),
-                        r.remote,
-                        r.reason.as_deref(),
-                    ))
-                    .copied()
-                    .unwrap_or((0, 0));
+                let (p, b) = before.get(&r.key()).copied().unwrap_or((0, 0));
                 Row {
                     packets: r.packets.saturating_sub(p),
                     bytes: r.bytes.saturating_sub(b),

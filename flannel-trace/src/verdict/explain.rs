@@ -140,7 +140,7 @@ fn inner_drop_fix(m: &MainDrop<'_>, who: &NodeIdentity, other: &NodeIdentity) ->
     let dev = m.iface.unwrap_or("the receiving device");
     Some(match m.reason {
         "NETFILTER_DROP" if !m.encapsulated => format!(
-            "a FORWARD rule or policy on {node} drops pod traffic (installing Docker sets `iptables -P FORWARD DROP`): run `iptables -P FORWARD ACCEPT` on {node}, or accept the pod network in FORWARD (`iptables -I FORWARD -s {net} -j ACCEPT; iptables -I FORWARD -d {net} -j ACCEPT`), as flannel's documentation advises",
+            "a FORWARD rule or policy on {node} drops pod traffic (installing Docker sets `iptables -P FORWARD DROP`): run `iptables -P FORWARD ACCEPT` on {node}, or accept the pod network in FORWARD (`iptables -I FORWARD -s {net} -j ACCEPT; iptables -I FORWARD -d {net} -j ACCEPT`), as flannel's documentation advises; a conntrack INVALID rule drops with the same reason (`iptables-save | grep -i invalid`)",
             net = pod_networks(who)
         ),
         "IP_RPFILTER" => format!(
