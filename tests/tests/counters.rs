@@ -66,7 +66,7 @@ fn counters_count_every_hop_per_peer_without_events() -> Result<()> {
                 "4s",
             ],
         )?;
-        std::thread::sleep(Duration::from_millis(1500));
+        p.wait_stderr("counting (counters mode)", Duration::from_secs(60))?;
         pod_ping(a, b, 20);
         let run = p.wait(Duration::from_secs(30))?;
         ensure!(run.status.success(), "{}\n{}", run.status, run.stderr);

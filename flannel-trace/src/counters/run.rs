@@ -79,11 +79,12 @@ pub async fn run(
         .context("writing to stdout")?;
     } else {
         eprint!("{}", crate::output::start_text(&identity));
-        eprintln!(
-            "  counters mode: one table every {:?} (Ctrl-C to stop)",
-            args.report_every
-        );
     }
+    // Also in --json mode: the line tells a script the hooks are attached.
+    eprintln!(
+        "flannel-trace: counting (counters mode), a report every {:?}; Ctrl-C to stop",
+        args.report_every
+    );
     out.flush().context("writing to stdout")?;
 
     // The peer channel, set up in the background.
