@@ -53,7 +53,7 @@ fn counters_count_every_hop_per_peer_without_events() -> Result<()> {
     with_lab(Lab::builder().nodes(2), |lab| {
         let (a, b) = (lab.node('a'), lab.node('b'));
         let port = PORT.to_string();
-        let p = Proc::spawn(
+        let mut p = Proc::spawn(
             a,
             &[
                 "--port",
