@@ -49,6 +49,6 @@ pub use nft::{
     FABRIC_DROP_CHAIN, FT_TABLE, INPUT_DROP_CHAIN, bridge_port_drop_udp, fabric_drop_udp,
     input_drop_udp, normalize_ruleset,
 };
-pub use preflight::{require_root, require_tools};
+pub use preflight::{preflight, require_root, require_tools, serial};
 pub use tracer::{Session, Tracer, run_tracer, tracer_bin};
 pub use traffic::{Listener, PingResult, parse_ping_summary};

@@ -124,3 +124,18 @@ mod tests {
         dir
     }
 }
+
+/// Root and the lab's tools, in one call at the top of every lab test.
+pub fn preflight() -> Result<()> {
+    require_root()?;
+    require_tools()
+}
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held by the tests of one binary that must not overlap (those whose
+/// listeners share a port or that time one another's programs); a test
+/// that panicked does not poison it for the next.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}

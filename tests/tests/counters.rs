@@ -5,28 +5,16 @@
 use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    sync::{Mutex, MutexGuard},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, ensure};
 use flannel_trace_tests::{
-    Lab, require_root, require_tools,
+    Lab, preflight,
     scenario::{Fault, PORT, Proc, TOKEN, pod_ping},
-    with_lab,
+    serial, with_lab,
 };
 use serde_json::Value;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn preflight() -> Result<()> {
-    require_root()?;
-    require_tools()
-}
 
 fn records<'a>(stdout: &'a str, ty: &'a str) -> impl Iterator<Item = Value> + 'a {
     stdout

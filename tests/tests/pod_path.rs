@@ -5,26 +5,14 @@
 //! node and segment where the pod's packets died, with the kernel's reason
 //! and the fix; host-network traffic keeps its verdict as before.
 
-use std::sync::{Mutex, MutexGuard};
-
 use anyhow::{Result, ensure};
 use flannel_trace_tests::{
+    preflight,
     report::{direction, drop_reasons, host_flows, pod_flows, scenario, segment, show},
-    require_root, require_tools,
     scenario::Fault,
+    serial,
 };
 use serde_json::Value;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn preflight() -> Result<()> {
-    require_root()?;
-    require_tools()
-}
 
 fn text<'a>(d: &'a Value, key: &str) -> &'a str {
     d[key].as_str().unwrap_or_default()

@@ -5,15 +5,10 @@
 
 use anyhow::{Result, ensure};
 use flannel_trace_tests::{
+    preflight,
     report::{direction, pod_flows, scenario_with, segment, show},
-    require_root, require_tools,
     scenario::{Fault, Live},
 };
-
-fn preflight() -> Result<()> {
-    require_root()?;
-    require_tools()
-}
 
 fn sampled(n: u32, pings: u32) -> Live {
     Live {
