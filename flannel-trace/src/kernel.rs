@@ -93,13 +93,21 @@ pub fn netns_inode() -> Result<u32, KernelError> {
         .map_err(|_| KernelError::Netns(io::Error::other("inode does not fit 32 bits")))
 }
 
-/// Refuse early, with a useful message, rather than fail on the first
-/// bpf() call with a bare EPERM.
-pub fn check_privileges() -> Result<(), KernelError> {
-    const CAP_NET_ADMIN: u32 = 12;
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
+/// The capabilities flannel-trace checks for at start, with their numbers
+/// (`linux/capability.h`) and whether CAP_SYS_ADMIN stands in for them (it
+/// does for the two that were split out of it in Linux 5.8). One list for
+/// the check and for `--print-capabilities`, which deploy/ manifests and
+/// their test read, so the two cannot drift apart.
+pub const CAPABILITIES: [(&str, u32, bool); 3] = [
+    ("CAP_BPF", 39, true),
+    ("CAP_NET_ADMIN", 12, false),
+    ("CAP_PERFMON", 38, true),
+];
+
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// The capabilities of [`CAPABILITIES`] this process lacks (effective set).
+pub fn missing_capabilities() -> Vec<&'static str> {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let eff = status
         .lines()
@@ -107,16 +115,17 @@ pub fn check_privileges() -> Result<(), KernelError> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
     let has = |cap: u32| eff & (1u64 << cap) != 0;
-    let mut missing = Vec::new();
-    if !has(CAP_NET_ADMIN) {
-        missing.push("CAP_NET_ADMIN");
-    }
-    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_BPF");
-    }
-    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_PERFMON");
-    }
+    CAPABILITIES
+        .iter()
+        .filter(|(_, bit, sys_admin_ok)| !(has(*bit) || (*sys_admin_ok && has(CAP_SYS_ADMIN))))
+        .map(|(name, _, _)| *name)
+        .collect()
+}
+
+/// Refuse early, with a useful message, rather than fail on the first
+/// bpf() call with a bare EPERM.
+pub fn check_privileges() -> Result<(), KernelError> {
+    let missing = missing_capabilities();
     if missing.is_empty() {
         Ok(())
     } else {

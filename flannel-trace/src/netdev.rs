@@ -390,7 +390,7 @@ fn get_link(
 
 /// The attributes following a `header_len`-byte family header, each decoded
 /// on its own; those the crate cannot decode are skipped (see module docs).
-fn attributes<'a, A>(
+pub(crate) fn attributes<'a, A>(
     payload: &'a [u8],
     header_len: usize,
     decode: impl Fn(&NlaBuffer<&'a [u8]>) -> Result<A, DecodeError>,
@@ -720,7 +720,7 @@ fn exchange(request: RouteNetlinkMessage, flags: u16, what: &str) -> Result<Repl
 }
 
 /// Dumps a table and returns the payloads of the messages of type `kind`.
-fn dump(request: RouteNetlinkMessage, kind: u16, what: &str) -> Result<Vec<Vec<u8>>, NetdevError> {
+pub(crate) fn dump(request: RouteNetlinkMessage, kind: u16, what: &str) -> Result<Vec<Vec<u8>>, NetdevError> {
     let mut reply = exchange(request.clone(), NLM_F_DUMP, what)?;
     // An interrupted dump may have missed or repeated entries. Changes are
     // rare and brief, so another pass is consistent; failing would help no one.

@@ -259,6 +259,8 @@ fn identity(
                 dst: e.dst,
             })
             .collect(),
+        neighbours: crate::check::live::neighbours_of(node.vxlan.index),
+        overlay_routes: crate::check::live::routes_via(node.vxlan.index),
         hooks: probes.hooks.clone(),
         clock_offset_ns: clock.offset_ns(),
         ring_size: args.ring_size,
