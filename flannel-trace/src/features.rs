@@ -78,7 +78,7 @@ pub fn long_version() -> String {
     });
     let fentry = from_btf(&fentry);
     let kprobes = kprobes();
-    let privileges = match kernel::missing_capabilities().as_slice() {
+    let privileges = match kernel::missing_capabilities(false).as_slice() {
         [] => Found::Yes("this process may load and attach the programs".into()),
         missing => Found::No(format!("missing {}: run as root", missing.join(", "))),
     };
@@ -125,7 +125,7 @@ fn fentry(btf: &Btf) -> Found {
         };
         return Found::No(why.into());
     }
-    if !kernel::missing_capabilities().is_empty() {
+    if !kernel::missing_capabilities(false).is_empty() {
         return Found::Unknown("needs root".into());
     }
     let Ok(dir) = tracefs::ensure() else {

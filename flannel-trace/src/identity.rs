@@ -39,14 +39,6 @@ pub struct NodeIdentity {
     pub vni: Option<u32>,
     /// FDB of the vxlan device: peer VTEP MAC → peer underlay address.
     pub fdb: Vec<FdbPeer>,
-    /// Neighbour entries of the vxlan device (peer VTEP address → MAC), for
-    /// `check`'s stale-neighbour finding; absent from older versions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub neighbours: Option<Vec<NeighbourPeer>>,
-    /// Prefixes routed through the vxlan device (`10.244.2.0/24`), for
-    /// `check`'s missing-route finding; absent from older versions.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub overlay_routes: Option<Vec<String>>,
     pub hooks: Vec<HookReport>,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC at start, in ns: converts event
     /// `ts_mono_ns` to wall-clock time on this node.
@@ -62,13 +54,6 @@ pub struct NodeIdentity {
 pub struct FdbPeer {
     pub mac: String,
     pub dst: Option<IpAddr>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NeighbourPeer {
-    pub ip: IpAddr,
-    /// None for an unresolved entry.
-    pub mac: Option<String>,
 }
 
 pub fn mac_string(mac: &[u8; 6]) -> String {

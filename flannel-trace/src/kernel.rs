@@ -18,7 +18,7 @@ pub enum KernelError {
     #[error("cannot read the network namespace of this process (/proc/self/ns/net): {0}")]
     Netns(io::Error),
     #[error(
-        "flannel-trace needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (missing: {0}); run it with sudo"
+        "flannel-trace needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, and CAP_NET_RAW for --probe (missing: {0}); run it with sudo"
     )]
     Privilege(String),
 }
@@ -93,21 +93,52 @@ pub fn netns_inode() -> Result<u32, KernelError> {
         .map_err(|_| KernelError::Netns(io::Error::other("inode does not fit 32 bits")))
 }
 
-/// The capabilities flannel-trace checks for at start, with their numbers
-/// (`linux/capability.h`) and whether CAP_SYS_ADMIN stands in for them (it
-/// does for the two that were split out of it in Linux 5.8). One list for
-/// the check and for `--print-capabilities`, which deploy/ manifests and
-/// their test read, so the two cannot drift apart.
-pub const CAPABILITIES: [(&str, u32, bool); 3] = [
-    ("CAP_BPF", 39, true),
-    ("CAP_NET_ADMIN", 12, false),
-    ("CAP_PERFMON", 38, true),
+/// A capability flannel-trace checks for at start.
+pub struct Capability {
+    pub name: &'static str,
+    /// Its number (`linux/capability.h`).
+    pub bit: u32,
+    /// CAP_SYS_ADMIN stands in for the two split out of it in Linux 5.8.
+    pub sys_admin_ok: bool,
+    /// The option that needs it, if only one does.
+    pub only_with: Option<&'static str>,
+}
+
+/// One list for the check at start and for `--print-capabilities`, which
+/// the deploy/ manifests' test reads, so that the two cannot drift apart.
+pub const CAPABILITIES: [Capability; 4] = [
+    Capability {
+        name: "CAP_BPF",
+        bit: 39,
+        sys_admin_ok: true,
+        only_with: None,
+    },
+    Capability {
+        name: "CAP_NET_ADMIN",
+        bit: 12,
+        sys_admin_ok: false,
+        only_with: None,
+    },
+    // The raw ICMP socket of the probes.
+    Capability {
+        name: "CAP_NET_RAW",
+        bit: 13,
+        sys_admin_ok: false,
+        only_with: Some("--probe"),
+    },
+    Capability {
+        name: "CAP_PERFMON",
+        bit: 38,
+        sys_admin_ok: true,
+        only_with: None,
+    },
 ];
 
 const CAP_SYS_ADMIN: u32 = 21;
 
-/// The capabilities of [`CAPABILITIES`] this process lacks (effective set).
-pub fn missing_capabilities() -> Vec<&'static str> {
+/// The capabilities of [`CAPABILITIES`] this process lacks (effective set),
+/// counting those of `--probe` only when it is given.
+pub fn missing_capabilities(probe: bool) -> Vec<&'static str> {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let eff = status
         .lines()
@@ -117,15 +148,16 @@ pub fn missing_capabilities() -> Vec<&'static str> {
     let has = |cap: u32| eff & (1u64 << cap) != 0;
     CAPABILITIES
         .iter()
-        .filter(|(_, bit, sys_admin_ok)| !(has(*bit) || (*sys_admin_ok && has(CAP_SYS_ADMIN))))
-        .map(|(name, _, _)| *name)
+        .filter(|c| probe || c.only_with.is_none())
+        .filter(|c| !(has(c.bit) || (c.sys_admin_ok && has(CAP_SYS_ADMIN))))
+        .map(|c| c.name)
         .collect()
 }
 
 /// Refuse early, with a useful message, rather than fail on the first
 /// bpf() call with a bare EPERM.
-pub fn check_privileges() -> Result<(), KernelError> {
-    let missing = missing_capabilities();
+pub fn check_privileges(probe: bool) -> Result<(), KernelError> {
+    let missing = missing_capabilities(probe);
     if missing.is_empty() {
         Ok(())
     } else {

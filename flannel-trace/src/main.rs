@@ -30,8 +30,11 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = parse();
     if cli.print_capabilities {
-        for (name, _, _) in kernel::CAPABILITIES {
-            println!("{name}");
+        for c in kernel::CAPABILITIES {
+            match c.only_with {
+                None => println!("{}", c.name),
+                Some(opt) => println!("{} {opt}", c.name),
+            }
         }
         return ExitCode::SUCCESS;
     }

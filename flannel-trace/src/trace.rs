@@ -111,7 +111,7 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
             anyhow!("--probe needs a peer (--listen/--peer) or an address (--probe-to)"),
         ));
     }
-    kernel::check_privileges().fatal(Status::Privilege)?;
+    kernel::check_privileges(args.probe).fatal(Status::Privilege)?;
     let node = resolve(&args)?;
     let btf = Btf::vmlinux().fatal(Status::Unsupported)?;
     let mut offsets = kernel::offsets(&btf)
@@ -259,8 +259,6 @@ fn identity(
                 dst: e.dst,
             })
             .collect(),
-        neighbours: crate::check::live::neighbours_of(node.vxlan.index),
-        overlay_routes: crate::check::live::routes_via(node.vxlan.index),
         hooks: probes.hooks.clone(),
         clock_offset_ns: clock.offset_ns(),
         ring_size: args.ring_size,

@@ -1,44 +1,27 @@
 //! `check` for a live join (`--listen`/`--peer`) and `join`: the peer's
 //! identity stands in for its node-list entry (its vxlan MAC for VtepMAC,
 //! its vxlan `local` for public-ip, its VTEP address for the pod subnet),
-//! and this node's identity for its device. Only the findings the verdict
-//! does not already make itself are returned.
+//! and this node's identity for its device. An identity carries the FDB but
+//! not the neighbour and route tables: those are read from the kernel for
+//! the node this process runs on (the listener, in a live join), and not
+//! judged for the other. Only the findings the verdict does not already
+//! make itself are returned.
 
 use std::net::IpAddr;
 
 use super::{
     compare,
-    model::{ClusterNode, Device, Kind, Neighbour, Route, mac_text, parse_mac},
+    model::{ClusterNode, Device, Kind, parse_mac},
     tables,
 };
-use crate::{
-    identity::{NeighbourPeer, NodeIdentity},
-    netdev::FdbEntry,
-};
+use crate::{identity::NodeIdentity, netdev::FdbEntry};
 
-/// Neighbour entries of the vxlan device, for this node's identity; None
-/// when they cannot be read (then nothing is judged from them).
-pub fn neighbours_of(ifindex: u32) -> Option<Vec<NeighbourPeer>> {
-    let n = tables::neighbours(ifindex).ok()?;
-    Some(
-        n.into_iter()
-            .map(|e| NeighbourPeer {
-                ip: e.ip,
-                mac: e.mac.as_ref().map(mac_text),
-            })
-            .collect(),
-    )
-}
-
-/// Prefixes of the main table routed through the vxlan device.
-pub fn routes_via(ifindex: u32) -> Option<Vec<String>> {
-    let r = tables::routes().ok()?;
-    Some(
-        r.into_iter()
-            .filter(|r| r.oif == Some(ifindex))
-            .map(|r| r.dst.to_string())
-            .collect(),
-    )
+/// Whether `x` is the node this process runs on (same network namespace
+/// and the vxlan device is there): then its neighbour and route tables can
+/// be read from the kernel, which an identity does not carry.
+fn is_here(x: &NodeIdentity) -> bool {
+    crate::kernel::netns_inode().ok() == Some(x.netns_inode)
+        && crate::netdev::link_by_index(x.vxlan_ifindex).is_ok_and(|l| l.name == x.vxlan_dev)
 }
 
 fn as_node(y: &NodeIdentity) -> ClusterNode {
@@ -61,7 +44,7 @@ fn as_node(y: &NodeIdentity) -> ClusterNode {
 }
 
 fn as_device(x: &NodeIdentity) -> Device {
-    Device {
+    let mut dev = Device {
         name: x.vxlan_dev.clone(),
         ifindex: x.vxlan_ifindex,
         mac: x.vxlan_mac.as_deref().and_then(parse_mac),
@@ -79,25 +62,14 @@ fn as_device(x: &NodeIdentity) -> Device {
                 })
             })
             .collect(),
-        neighbours: x.neighbours.as_ref().map(|n| {
-            n.iter()
-                .map(|e| Neighbour {
-                    ip: e.ip,
-                    mac: e.mac.as_deref().and_then(parse_mac),
-                })
-                .collect()
-        }),
-        routes: x.overlay_routes.as_ref().map(|r| {
-            r.iter()
-                .filter_map(|s| s.parse().ok())
-                .map(|dst| Route {
-                    dst,
-                    gateway: None,
-                    oif: Some(x.vxlan_ifindex),
-                })
-                .collect()
-        }),
+        neighbours: None,
+        routes: None,
+    };
+    if is_here(x) {
+        dev.neighbours = tables::neighbours(x.vxlan_ifindex).ok();
+        dev.routes = tables::routes().ok();
     }
+    dev
 }
 
 /// Findings about `x`'s entries for peer `y`, as config lines of a verdict.

@@ -45,8 +45,6 @@ fn ident(
             mac: peer_mac.into(),
             dst: Some(ip(peer_ip)),
         }],
-        neighbours: None,
-        overlay_routes: None,
         hooks: vec![],
         clock_offset_ns: 0,
         ring_size: 4096,
