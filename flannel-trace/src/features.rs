@@ -132,7 +132,11 @@ fn fentry(btf: &Btf) -> Found {
         return Found::Unknown("tracefs cannot be mounted".into());
     };
     match fs::read_to_string(dir.join("available_filter_functions")) {
-        Ok(list) if list.lines().any(|l| l.split_whitespace().next() == Some("vxlan_rcv")) => {
+        Ok(list)
+            if list
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some("vxlan_rcv")) =>
+        {
             Found::Yes("vxlan_rcv is ftrace-able; the load at start decides".into())
         }
         Ok(_) => Found::No("vxlan_rcv is not ftrace-able".into()),

@@ -720,7 +720,11 @@ fn exchange(request: RouteNetlinkMessage, flags: u16, what: &str) -> Result<Repl
 }
 
 /// Dumps a table and returns the payloads of the messages of type `kind`.
-pub(crate) fn dump(request: RouteNetlinkMessage, kind: u16, what: &str) -> Result<Vec<Vec<u8>>, NetdevError> {
+pub(crate) fn dump(
+    request: RouteNetlinkMessage,
+    kind: u16,
+    what: &str,
+) -> Result<Vec<Vec<u8>>, NetdevError> {
     let mut reply = exchange(request.clone(), NLM_F_DUMP, what)?;
     // An interrupted dump may have missed or repeated entries. Changes are
     // rare and brief, so another pass is consistent; failing would help no one.

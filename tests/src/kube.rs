@@ -82,7 +82,11 @@ pub fn set_vtep_mac(doc: &mut Value, name: &str, mac: &str) -> Result<()> {
         .and_then(|items| items.iter_mut().find(|i| i["metadata"]["name"] == name))
         .with_context(|| format!("no node {name} in the list"))?;
     let key = "flannel.alpha.coreos.com/backend-data";
-    let data: Value = serde_json::from_str(item["metadata"]["annotations"][key].as_str().unwrap_or("{}"))?;
+    let data: Value = serde_json::from_str(
+        item["metadata"]["annotations"][key]
+            .as_str()
+            .unwrap_or("{}"),
+    )?;
     let data = json!({"VNI": data["VNI"], "VtepMAC": mac});
     item["metadata"]["annotations"][key] = Value::String(data.to_string());
     Ok(())

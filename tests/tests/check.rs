@@ -184,10 +184,24 @@ fn a_stale_fdb_entry_is_found_and_its_fix_works() -> Result<()> {
         // still mapped to the peer's underlay address.
         let dst = b.underlay_ip().to_string();
         a.run(&[
-            "bridge", "fdb", "del", &b.vtep_mac(), "dev", VXLAN_IFACE, "dst", &dst,
+            "bridge",
+            "fdb",
+            "del",
+            &b.vtep_mac(),
+            "dev",
+            VXLAN_IFACE,
+            "dst",
+            &dst,
         ])?;
         a.run(&[
-            "bridge", "fdb", "append", OLD_MAC, "dev", VXLAN_IFACE, "dst", &dst,
+            "bridge",
+            "fdb",
+            "append",
+            OLD_MAC,
+            "dev",
+            VXLAN_IFACE,
+            "dst",
+            &dst,
         ])?;
         let report = expect_findings(a, &doc, &[], &[("fdb-mac", "node-b")])?;
         let f = &report["findings"][0];
@@ -212,7 +226,14 @@ fn a_missing_fdb_entry_is_found() -> Result<()> {
         let doc = kubectl_get_nodes(lab)?;
         let dst = b.underlay_ip().to_string();
         a.run(&[
-            "bridge", "fdb", "del", &b.vtep_mac(), "dev", VXLAN_IFACE, "dst", &dst,
+            "bridge",
+            "fdb",
+            "del",
+            &b.vtep_mac(),
+            "dev",
+            VXLAN_IFACE,
+            "dst",
+            &dst,
         ])?;
         let report = expect_findings(a, &doc, &[], &[("missing-fdb", "node-b")])?;
         apply_fix(a, &report)?;
@@ -237,8 +258,13 @@ fn a_wrong_vtep_mac_annotation_is_found_on_both_nodes() -> Result<()> {
         )?;
         // …and node-b's own annotation disagrees with its device.
         let report = expect_findings(b, &doc, &[], &[("self-vtep-mac", "node-b")])?;
-        let msg = report["findings"][0]["message"].as_str().unwrap_or_default();
-        ensure!(msg.contains(OLD_MAC) && msg.contains(&b.vtep_mac()), "{msg}");
+        let msg = report["findings"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
+        ensure!(
+            msg.contains(OLD_MAC) && msg.contains(&b.vtep_mac()),
+            "{msg}"
+        );
         Ok(())
     })
 }
@@ -252,7 +278,15 @@ fn a_stale_neighbour_entry_is_found_and_its_fix_works() -> Result<()> {
         let doc = kubectl_get_nodes(lab)?;
         let vtep = b.vtep_ip().to_string();
         a.run(&[
-            "ip", "neigh", "replace", &vtep, "lladdr", OLD_MAC, "dev", VXLAN_IFACE, "nud",
+            "ip",
+            "neigh",
+            "replace",
+            &vtep,
+            "lladdr",
+            OLD_MAC,
+            "dev",
+            VXLAN_IFACE,
+            "nud",
             "permanent",
         ])?;
         let report = expect_findings(a, &doc, &[], &[("stale-neighbour", "node-b")])?;
@@ -323,10 +357,22 @@ fn bad_input_exits_2_with_a_clear_message() -> Result<()> {
         Ok(child.wait_with_output()?)
     };
     let cases: [(&[&str], &str, &str); 4] = [
-        (&["/nonexistent/nodes.json"], "", "cannot read the node list"),
+        (
+            &["/nonexistent/nodes.json"],
+            "",
+            "cannot read the node list",
+        ),
         (&["-"], "{\"kind\": ", "stdin is not JSON"),
-        (&["-"], r#"{"kind":"PodList","items":[]}"#, "its kind is PodList"),
-        (&["-"], r#"{"kind":"List","items":[{"kind":"Pod","metadata":{"name":"p"}}]}"#, "item 0 is a Pod"),
+        (
+            &["-"],
+            r#"{"kind":"PodList","items":[]}"#,
+            "its kind is PodList",
+        ),
+        (
+            &["-"],
+            r#"{"kind":"List","items":[{"kind":"Pod","metadata":{"name":"p"}}]}"#,
+            "item 0 is a Pod",
+        ),
     ];
     for (args, stdin, want) in cases {
         let out = run(args, stdin)?;
@@ -365,7 +411,11 @@ fn the_node_list_on_stdin_works_like_a_file() -> Result<()> {
             .write_all(&serde_json::to_vec(&doc)?)?;
         let out = child.wait_with_output()?;
         let text = String::from_utf8_lossy(&out.stdout);
-        ensure!(out.status.code() == Some(1), "status {}: {text}", out.status);
+        ensure!(
+            out.status.code() == Some(1),
+            "status {}: {text}",
+            out.status
+        );
         let lines: Vec<&str> = text.lines().collect();
         ensure!(lines.len() == 2, "a header and one finding line: {text}");
         if !(lines[1].starts_with("node-b: no route to node-b's pod subnet")
@@ -385,7 +435,15 @@ fn a_live_join_reports_the_listeners_stale_neighbour_in_the_verdict_config() -> 
         let (a, b) = (lab.node('a'), lab.node('b'));
         let vtep = b.vtep_ip().to_string();
         a.run(&[
-            "ip", "neigh", "replace", &vtep, "lladdr", OLD_MAC, "dev", VXLAN_IFACE, "nud",
+            "ip",
+            "neigh",
+            "replace",
+            &vtep,
+            "lladdr",
+            OLD_MAC,
+            "dev",
+            VXLAN_IFACE,
+            "nud",
             "permanent",
         ])?;
         let run = run_live(lab, &Live::default())?;
@@ -404,7 +462,9 @@ fn a_live_join_reports_the_listeners_stale_neighbour_in_the_verdict_config() -> 
             .filter_map(Value::as_str)
             .collect();
         eprintln!("verdict config: {config:#?}");
-        let want = format!("node-a: the neighbour entry on flannel.1 for node-b's VTEP address {vtep} has MAC {OLD_MAC}");
+        let want = format!(
+            "node-a: the neighbour entry on flannel.1 for node-b's VTEP address {vtep} has MAC {OLD_MAC}"
+        );
         ensure!(
             config.iter().any(|c| c.starts_with(&want)),
             "config {config:?} lacks `{want}`"

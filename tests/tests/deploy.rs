@@ -41,7 +41,10 @@ fn manifests() -> Result<Vec<PathBuf>> {
         .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
         .collect();
     files.sort();
-    ensure!(files.len() >= 2, "deploy/ has the namespace and the pod: {files:?}");
+    ensure!(
+        files.len() >= 2,
+        "deploy/ has the namespace and the pod: {files:?}"
+    );
     Ok(files)
 }
 
@@ -55,7 +58,11 @@ fn documents(venv: &Path, file: &Path) -> Result<Vec<Value>> {
         .arg(file)
         .output()
         .context("starting the venv's python")?;
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
@@ -111,14 +118,27 @@ fn the_pod_gets_exactly_the_capabilities_the_tool_checks_for() -> Result<()> {
         "{ns}"
     );
     let pod = &documents(&venv, &root().join("deploy/pod.yaml"))?[0];
-    ensure!(pod["metadata"]["namespace"] == ns["metadata"]["name"], "pod outside the namespace");
+    ensure!(
+        pod["metadata"]["namespace"] == ns["metadata"]["name"],
+        "pod outside the namespace"
+    );
     let spec = &pod["spec"];
-    ensure!(spec["hostNetwork"] == true && spec["hostPID"] == true, "{spec}");
+    ensure!(
+        spec["hostNetwork"] == true && spec["hostPID"] == true,
+        "{spec}"
+    );
     ensure!(spec["nodeName"].is_string(), "the pod is pinned to a node");
     let c = &spec["containers"][0];
-    let args: Vec<&str> = c["args"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
 
-    let out = Command::new(tracer_bin()).arg("--print-capabilities").output()?;
+    let out = Command::new(tracer_bin())
+        .arg("--print-capabilities")
+        .output()?;
     ensure!(out.status.success(), "--print-capabilities: {}", out.status);
     let text = String::from_utf8_lossy(&out.stdout);
     // Lines are `CAP_X` or `CAP_X --option` (needed only with that option).
@@ -136,15 +156,35 @@ fn the_pod_gets_exactly_the_capabilities_the_tool_checks_for() -> Result<()> {
     want.sort();
     ensure!(!want.is_empty(), "no capabilities printed");
     let caps = &c["securityContext"]["capabilities"];
-    let mut added: Vec<String> = caps["add"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+    let mut added: Vec<String> = caps["add"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
     added.sort();
-    ensure!(added == want, "the pod adds {added:?}, flannel-trace checks for {want:?} (args {args:?})");
-    ensure!(caps["drop"] == serde_json::json!(["ALL"]), "every other capability is dropped: {caps}");
+    ensure!(
+        added == want,
+        "the pod adds {added:?}, flannel-trace checks for {want:?} (args {args:?})"
+    );
+    ensure!(
+        caps["drop"] == serde_json::json!(["ALL"]),
+        "every other capability is dropped: {caps}"
+    );
 
-    let mounts: Vec<&str> = c["volumeMounts"].as_array().into_iter().flatten().filter_map(|m| m["mountPath"].as_str()).collect();
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["mountPath"].as_str())
+        .collect();
     for path in ["/sys/kernel/btf", "/sys/fs/bpf", "/sys/kernel/tracing"] {
         ensure!(mounts.contains(&path), "{path} is not mounted: {mounts:?}");
-        let from_host = spec["volumes"].as_array().into_iter().flatten().any(|v| v["hostPath"]["path"] == path);
+        let from_host = spec["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| v["hostPath"]["path"] == path);
         ensure!(from_host, "{path} is not a hostPath volume");
     }
     Ok(())

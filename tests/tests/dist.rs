@@ -31,7 +31,10 @@ fn static_bin() -> Result<PathBuf> {
 
 /// Whether an ELF file asks for a dynamic loader (has PT_INTERP).
 fn has_interpreter(data: &[u8]) -> Result<bool> {
-    ensure!(data.starts_with(b"\x7fELF\x02\x01"), "not a 64-bit little-endian ELF");
+    ensure!(
+        data.starts_with(b"\x7fELF\x02\x01"),
+        "not a 64-bit little-endian ELF"
+    );
     let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
     let phoff = u64::from_le_bytes(data[0x20..0x28].try_into()?) as usize;
     let (size, count) = (u16_at(0x36), u16_at(0x38));
@@ -91,22 +94,40 @@ fn the_static_binary_runs_in_an_empty_root() -> Result<()> {
 
     let out = chroot(&root.0, &["--version"])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(out.status.success(), "--version: {}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "--version: {}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
     let version = format!("flannel-trace {}", env!("CARGO_PKG_VERSION"));
     ensure!(text.starts_with(&version), "{text}");
     // No /sys in the empty root: the feature list says so rather than fail.
-    ensure!(text.contains("BTF           no (no /sys/kernel/btf/vmlinux"), "{text}");
+    ensure!(
+        text.contains("BTF           no (no /sys/kernel/btf/vmlinux"),
+        "{text}"
+    );
 
     let out = chroot(&root.0, &["--help"])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(out.status.success() && text.contains("Usage: flannel-trace"), "{text}");
-    ensure!(text.contains("check") && text.contains("--listen"), "{text}");
+    ensure!(
+        out.status.success() && text.contains("Usage: flannel-trace"),
+        "{text}"
+    );
+    ensure!(
+        text.contains("check") && text.contains("--listen"),
+        "{text}"
+    );
 
     // A run that needs the kernel fails with its documented status, not a
     // loader error: no /proc here, so no capabilities are visible (3).
     let out = chroot(&root.0, &["--duration", "1s"])?;
     let err = String::from_utf8_lossy(&out.stderr);
-    ensure!(out.status.code() == Some(3) && err.contains("needs root"), "{}: {err}", out.status);
+    ensure!(
+        out.status.code() == Some(3) && err.contains("needs root"),
+        "{}: {err}",
+        out.status
+    );
     Ok(())
 }
 
@@ -115,15 +136,28 @@ fn every_shipped_file_matches_its_sum() -> Result<()> {
     let dir = dist_dir();
     let sums = fs::read_to_string(dir.join("SHA256SUMS"))
         .context("no target/dist/SHA256SUMS: run `cargo xtask dist`")?;
-    let names: Vec<&str> = sums.lines().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    let names: Vec<&str> = sums
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
     ensure!(names.contains(&"flannel-trace-x86_64"), "{sums}");
     let out = Command::new("sha256sum")
         .args(["--check", "--strict", "SHA256SUMS"])
         .current_dir(&dir)
         .output()
         .context("starting sha256sum")?;
-    ensure!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-    for page in ["man/flannel-trace.1", "man/flannel-trace-check.1", "completions/flannel-trace.bash", "completions/_flannel-trace", "completions/flannel-trace.fish"] {
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for page in [
+        "man/flannel-trace.1",
+        "man/flannel-trace-check.1",
+        "completions/flannel-trace.bash",
+        "completions/_flannel-trace",
+        "completions/flannel-trace.fish",
+    ] {
         ensure!(dir.join(page).is_file(), "target/dist/{page} is missing");
     }
     Ok(())

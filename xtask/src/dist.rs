@@ -102,8 +102,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 /// needed (the musl C runtime objects ship with the Rust target).
 fn build_static(target: &str) -> anyhow::Result<()> {
     let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(setup::workspace_root())
-        .args(["build", "--release", "-p", "flannel-trace", "--target", target]);
+    cmd.current_dir(setup::workspace_root()).args([
+        "build",
+        "--release",
+        "-p",
+        "flannel-trace",
+        "--target",
+        target,
+    ]);
     if !target.starts_with(env::consts::ARCH) {
         let var = format!(
             "CARGO_TARGET_{}_LINKER",
@@ -157,7 +163,8 @@ fn write_sums(dir: &Path) -> anyhow::Result<()> {
 pub fn write_man(dir: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let cmd = cli::Cli::command();
-    clap_mangen::generate_to(cmd, dir).with_context(|| format!("writing man pages to {}", dir.display()))
+    clap_mangen::generate_to(cmd, dir)
+        .with_context(|| format!("writing man pages to {}", dir.display()))
 }
 
 pub fn write_completions(dir: &Path) -> anyhow::Result<()> {
@@ -182,7 +189,10 @@ mod tests {
         write_completions(&dir.join("completions")).unwrap();
         let read = |p: &str| fs::read_to_string(dir.join(p)).unwrap();
         let main = read("man/flannel-trace.1");
-        assert!(main.contains("\\-\\-listen"), "the main page documents --listen");
+        assert!(
+            main.contains("\\-\\-listen"),
+            "the main page documents --listen"
+        );
         let check = read("man/flannel-trace-check.1");
         assert!(check.contains("NODES_JSON"), "{check}");
         for f in [

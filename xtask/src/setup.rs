@@ -300,7 +300,10 @@ fn kube_validate() -> anyhow::Result<()> {
 
 fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
     if !have("apt-get") {
-        bail!("missing {} and no apt-get here: install it with your package manager", pkgs.join(", "));
+        bail!(
+            "missing {} and no apt-get here: install it with your package manager",
+            pkgs.join(", ")
+        );
     }
     run_cmd(Command::new("apt-get").arg("update").arg("-q"))
         .context("apt-get update (needs root and the Debian mirrors)")?;

@@ -99,7 +99,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         .args(&opts.args);
     it.env("FLANNEL_TRACE_BIN", setup::release_binary());
     // The chroot test runs the static binary of `cargo xtask dist`.
-    it.env("FLANNEL_TRACE_STATIC_BIN", crate::dist::static_binary(true)?);
+    it.env(
+        "FLANNEL_TRACE_STATIC_BIN",
+        crate::dist::static_binary(true)?,
+    );
     it.env("FLANNEL_TRACE_KUBE_VENV", setup::kube_venv());
     status(it, "integration tests", &mut tally)?;
     // One closing line over every test binary.

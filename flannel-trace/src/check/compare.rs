@@ -268,7 +268,8 @@ fn neighbour(
             name,
             format!(
                 "the neighbour entry on {d} for {name}'s VTEP address {vtep} has MAC {}, {name}'s VtepMAC is {m}",
-                e.mac.map_or_else(|| "none (unresolved)".into(), |x| mac_text(&x))
+                e.mac
+                    .map_or_else(|| "none (unresolved)".into(), |x| mac_text(&x))
             ),
             fix,
         )),
@@ -290,7 +291,12 @@ fn route(n: &ClusterNode, dev: &Device, routes: &[Route]) -> Option<Finding> {
         (None, None) => return None,
     };
     let what = n.pod_cidr.map_or_else(
-        || format!("{name}'s VTEP address {}", n.vtep_ip.expect("matched above")),
+        || {
+            format!(
+                "{name}'s VTEP address {}",
+                n.vtep_ip.expect("matched above")
+            )
+        },
         |c| format!("{name}'s pod subnet {c}"),
     );
     let fix = match (n.pod_cidr, n.vtep_ip) {
@@ -425,8 +431,15 @@ mod tests {
         dev.fdb[0].mac = OLD;
         let f = findings(&cluster(), Some(0), &dev, Expect::default());
         assert_eq!(kinds(&f), vec![Kind::FdbMac]);
-        assert!(f[0].message.contains("0e:a1:00:00:00:99"), "{}", f[0].message);
-        assert!(f[0].fix.contains("bridge fdb append 0e:a1:00:00:00:02 dev flannel.1 dst 10.25.1.55"));
+        assert!(
+            f[0].message.contains("0e:a1:00:00:00:99"),
+            "{}",
+            f[0].message
+        );
+        assert!(
+            f[0].fix
+                .contains("bridge fdb append 0e:a1:00:00:00:02 dev flannel.1 dst 10.25.1.55")
+        );
     }
 
     #[test]
@@ -440,7 +453,10 @@ mod tests {
             kinds(&f),
             vec![Kind::MissingFdb, Kind::MissingNeighbour, Kind::MissingRoute]
         );
-        assert!(f[2].fix.contains("ip route replace 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink"));
+        assert!(
+            f[2].fix
+                .contains("ip route replace 10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink")
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ impl Cidr {
                 u32::from(a) & m == u32::from(b) & m
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
-                let m = u128::MAX.checked_shl(128 - u32::from(self.len)).unwrap_or(0);
+                let m = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
                 u128::from(a) & m == u128::from(b) & m
             }
             _ => false,

@@ -154,7 +154,10 @@ mod tests {
 
     #[test]
     fn a_broken_annotation_is_kept_as_the_nodes_problem() {
-        let doc = ONE.replace(r#"\"VtepMAC\":\"0e:a1:00:00:00:02\""#, r#"\"VtepMAC\":\"zz\""#);
+        let doc = ONE.replace(
+            r#"\"VtepMAC\":\"0e:a1:00:00:00:02\""#,
+            r#"\"VtepMAC\":\"zz\""#,
+        );
         let n = &parse("t", &doc).unwrap()[0];
         assert_eq!(n.vtep_mac, None);
         assert!(n.backend_data_error.as_deref().unwrap().contains("zz"));

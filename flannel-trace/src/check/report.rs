@@ -10,7 +10,8 @@ fn device_line(dev: &Device) -> String {
         dev.name,
         dev.vni.map_or_else(|| "?".into(), |v| v.to_string()),
         dev.port.unwrap_or(KERNEL_DEFAULT_PORT),
-        dev.local.map_or_else(|| "unset".into(), |ip| ip.to_string()),
+        dev.local
+            .map_or_else(|| "unset".into(), |ip| ip.to_string()),
         dev.mac.as_ref().map_or_else(|| "?".into(), mac_text),
     )
 }
