@@ -40,7 +40,14 @@ fn main() -> ExitCode {
     }
     let result = match cli.cmd {
         Some(cli::Cmd::Join(args)) => join::run(args),
-        Some(cli::Cmd::Check(args)) => check::run(args),
+        Some(cli::Cmd::Check(a)) => check::run(check::Request {
+            nodes: a.nodes,
+            vxlan_dev: a.vxlan_dev,
+            name: a.name,
+            port: a.port,
+            vni: a.vni,
+            json: a.json,
+        }),
         None => trace::run(cli.trace),
     };
     match result {

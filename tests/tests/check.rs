@@ -461,7 +461,6 @@ fn a_live_join_reports_the_listeners_stale_neighbour_in_the_verdict_config() -> 
             .flatten()
             .filter_map(Value::as_str)
             .collect();
-        eprintln!("verdict config: {config:#?}");
         let want = format!(
             "node-a: the neighbour entry on flannel.1 for node-b's VTEP address {vtep} has MAC {OLD_MAC}"
         );

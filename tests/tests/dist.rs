@@ -48,8 +48,8 @@ fn has_interpreter(data: &[u8]) -> Result<bool> {
 struct EmptyRoot(PathBuf);
 
 impl EmptyRoot {
-    fn new() -> Result<EmptyRoot> {
-        let dir = std::env::temp_dir().join(format!("ft-chroot-{}", std::process::id()));
+    fn new(tag: &str) -> Result<EmptyRoot> {
+        let dir = std::env::temp_dir().join(format!("ft-chroot-{}-{tag}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(EmptyRoot(dir))
@@ -63,6 +63,10 @@ impl Drop for EmptyRoot {
 }
 
 fn chroot(root: &Path, args: &[&str]) -> Result<Output> {
+    chroot_run(root, &["/flannel-trace"], args)
+}
+
+fn chroot_run(root: &Path, program: &[&str], args: &[&str]) -> Result<Output> {
     // Looked up here: the child's environment is emptied, PATH included.
     let chroot = ["/usr/sbin/chroot", "/usr/bin/chroot", "/sbin/chroot"]
         .into_iter()
@@ -70,7 +74,7 @@ fn chroot(root: &Path, args: &[&str]) -> Result<Output> {
         .context("no chroot (coreutils) on this host")?;
     Command::new(chroot)
         .arg(root)
-        .arg("/flannel-trace")
+        .args(program)
         .args(args)
         .env_clear()
         .output()
@@ -87,7 +91,7 @@ fn the_static_binary_runs_in_an_empty_root() -> Result<()> {
         "{} asks for a dynamic loader",
         bin.display()
     );
-    let root = EmptyRoot::new()?;
+    let root = EmptyRoot::new("x86_64")?;
     fs::copy(&bin, root.0.join("flannel-trace"))?;
     let entries: Vec<_> = fs::read_dir(&root.0)?.collect::<Result<_, _>>()?;
     ensure!(entries.len() == 1, "the root holds only the binary");
@@ -131,6 +135,53 @@ fn the_static_binary_runs_in_an_empty_root() -> Result<()> {
     Ok(())
 }
 
+/// The aarch64 binary under qemu's user-mode emulator (static itself,
+/// installed by `cargo xtask setup`), in an empty root holding only the two.
+#[test]
+fn the_aarch64_binary_runs_under_emulation_in_an_empty_root() -> Result<()> {
+    require_root()?;
+    let bin = dist_dir().join("flannel-trace-aarch64");
+    ensure!(
+        bin.is_file(),
+        "{} does not exist: run `cargo xtask dist`",
+        bin.display()
+    );
+    let data = fs::read(&bin)?;
+    // e_machine 183 is EM_AARCH64.
+    ensure!(
+        data.get(0x12..0x14) == Some(&[183, 0][..]),
+        "not an aarch64 ELF"
+    );
+    ensure!(
+        !has_interpreter(&data)?,
+        "{} asks for a dynamic loader",
+        bin.display()
+    );
+    let qemu = ["/usr/bin/qemu-aarch64-static", "/usr/bin/qemu-aarch64"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .context("no qemu-aarch64-static: run `cargo xtask setup` (Debian qemu-user-static)")?;
+    let root = EmptyRoot::new("aarch64")?;
+    fs::copy(&bin, root.0.join("flannel-trace"))?;
+    fs::copy(qemu, root.0.join("qemu"))?;
+    let out = chroot_run(&root.0, &["/qemu", "/flannel-trace"], &["--version"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = format!("flannel-trace {}", env!("CARGO_PKG_VERSION"));
+    ensure!(
+        out.status.success() && text.starts_with(&version),
+        "{}: {text}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = chroot_run(&root.0, &["/qemu", "/flannel-trace"], &["check", "--help"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && text.contains("NODES_JSON"),
+        "{text}"
+    );
+    Ok(())
+}
+
 #[test]
 fn every_shipped_file_matches_its_sum() -> Result<()> {
     let dir = dist_dir();
@@ -140,7 +191,10 @@ fn every_shipped_file_matches_its_sum() -> Result<()> {
         .lines()
         .filter_map(|l| l.split_whitespace().nth(1))
         .collect();
-    ensure!(names.contains(&"flannel-trace-x86_64"), "{sums}");
+    ensure!(
+        names.contains(&"flannel-trace-x86_64") && names.contains(&"flannel-trace-aarch64"),
+        "{sums}"
+    );
     let out = Command::new("sha256sum")
         .args(["--check", "--strict", "SHA256SUMS"])
         .current_dir(&dir)

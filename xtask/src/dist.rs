@@ -42,6 +42,13 @@ pub struct Options {
     arch: Vec<String>,
 }
 
+impl Options {
+    /// Every architecture.
+    pub fn all() -> Options {
+        Options { arch: Vec::new() }
+    }
+}
+
 pub fn dist_dir() -> PathBuf {
     setup::workspace_root().join("target/dist")
 }

@@ -14,11 +14,14 @@ use anyhow::{Context as _, anyhow, bail};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Commands the tests and the demo run, and the Debian packages that carry them.
-const SYSTEM_TOOLS: [(&str, &str); 4] = [
+const SYSTEM_TOOLS: [(&str, &str); 5] = [
     ("ip", "iproute2"),
     ("bridge", "iproute2"),
     ("nft", "nftables"),
     ("ping", "iputils-ping"),
+    // Runs the aarch64 dist binary in the dist test (a static emulator,
+    // so that it works inside an empty chroot too).
+    ("qemu-aarch64-static", "qemu-user-static"),
 ];
 
 pub fn workspace_root() -> PathBuf {

@@ -17,18 +17,28 @@ mod tables;
 use std::{
     fs,
     io::{self, Read as _},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use anyhow::anyhow;
 
-use crate::{
-    cli::CheckArgs,
-    exit::{Fatal, OrFatal as _, Status},
-};
+use crate::exit::{Fatal, OrFatal as _, Status};
 use model::{ClusterNode, Device, Expect};
 
-pub fn run(args: CheckArgs) -> Result<(), Fatal> {
+/// What to check (from `flannel-trace check`'s arguments).
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// `kubectl get nodes -o json` output; `-` for stdin.
+    pub nodes: PathBuf,
+    pub vxlan_dev: String,
+    /// This node's name in the list.
+    pub name: Option<String>,
+    pub port: Option<u16>,
+    pub vni: Option<u32>,
+    pub json: bool,
+}
+
+pub fn run(args: Request) -> Result<(), Fatal> {
     let (source, text) = read_input(&args.nodes).fatal(Status::Usage)?;
     let nodes = nodes::parse(&source, &text).fatal(Status::Usage)?;
     let dev = device::read(&args.vxlan_dev)?;
