@@ -164,11 +164,19 @@ fn backend(n: &ClusterNode) -> Vec<Finding> {
             )];
         }
     }
-    if let Some(e) = &n.backend_data_error {
+    let problem = match (&n.backend_data_error, n.vtep_mac) {
+        (Some(e), _) => Some(format!("cannot be read: {e}")),
+        (None, None) => Some("is missing".to_owned()),
+        (None, Some(_)) => None,
+    };
+    if let Some(problem) = problem {
         return vec![finding(
             Kind::BadBackendData,
             &n.name,
-            format!("node {}'s backend-data cannot be read: {e}", n.name),
+            format!(
+                "node {}'s flannel.alpha.coreos.com/backend-data {problem}",
+                n.name
+            ),
             format!("restart flanneld on {} so that it rewrites it", n.name),
         )];
     }
@@ -510,6 +518,15 @@ mod tests {
         let f = findings(&nodes, Some(0), &healthy(), Expect::default());
         assert_eq!(kinds(&f), vec![Kind::BackendType, Kind::NotFlannel]);
         assert!(f[0].message.contains("host-gw"));
+    }
+
+    #[test]
+    fn a_node_without_backend_data_is_named_not_skipped() {
+        let mut nodes = cluster();
+        nodes[1].vtep_mac = None;
+        let f = findings(&nodes, Some(0), &healthy(), Expect::default());
+        assert_eq!(kinds(&f), vec![Kind::BadBackendData]);
+        assert!(f[0].message.contains("is missing"), "{}", f[0].message);
     }
 
     #[test]
