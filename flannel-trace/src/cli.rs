@@ -64,6 +64,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 pub struct Cli {
     #[command(subcommand)]
     pub cmd: Option<Cmd>,
+    /// Print the capabilities checked for at start, one a line, and exit
+    /// (for a container's securityContext).
+    #[arg(long)]
+    pub print_capabilities: bool,
     #[command(flatten)]
     pub trace: TraceArgs,
 }
@@ -85,6 +89,40 @@ Examples:
 pub enum Cmd {
     /// Join two recordings (made with --record on two nodes) into a verdict.
     Join(JoinArgs),
+    /// Compare `kubectl get nodes -o json` with this node's vxlan device.
+    ///
+    /// Reports, one line each with its fix: a node whose public-ip has no FDB
+    /// entry, an FDB entry or neighbour whose MAC is not that node's
+    /// VtepMAC, a missing route to a node's podCIDR, a node whose backend is
+    /// not vxlan, this node's own annotations disagreeing with its device,
+    /// and a device port or VNI other than --port/--vni. Exit status: 0 all
+    /// agree; 1 a finding stands (or the device could not be read); 2 bad
+    /// input (unreadable file, not JSON, not a NodeList); 4 no such vxlan
+    /// device.
+    Check(CheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Output of `kubectl get nodes -o json`: a file, or `-` for stdin.
+    #[arg(value_name = "NODES_JSON")]
+    pub nodes: PathBuf,
+    /// The vxlan device of the overlay.
+    #[arg(long, value_name = "NAME", default_value = "flannel.1")]
+    pub vxlan_dev: String,
+    /// This node's name in the node list. Default: the hostname, else the
+    /// node whose public-ip is an address of this host.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// The VXLAN port the cluster uses; a device with another is a finding.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+    /// The VNI the cluster uses; a device with another is a finding.
+    #[arg(long)]
+    pub vni: Option<u32>,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -18,7 +18,7 @@ pub enum KernelError {
     #[error("cannot read the network namespace of this process (/proc/self/ns/net): {0}")]
     Netns(io::Error),
     #[error(
-        "flannel-trace needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN (missing: {0}); run it with sudo"
+        "flannel-trace needs root, or the capabilities CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN, and CAP_NET_RAW for --probe (missing: {0}); run it with sudo"
     )]
     Privilege(String),
 }
@@ -93,13 +93,52 @@ pub fn netns_inode() -> Result<u32, KernelError> {
         .map_err(|_| KernelError::Netns(io::Error::other("inode does not fit 32 bits")))
 }
 
-/// Refuse early, with a useful message, rather than fail on the first
-/// bpf() call with a bare EPERM.
-pub fn check_privileges() -> Result<(), KernelError> {
-    const CAP_NET_ADMIN: u32 = 12;
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
+/// A capability flannel-trace checks for at start.
+pub struct Capability {
+    pub name: &'static str,
+    /// Its number (`linux/capability.h`).
+    pub bit: u32,
+    /// CAP_SYS_ADMIN stands in for the two split out of it in Linux 5.8.
+    pub sys_admin_ok: bool,
+    /// The option that needs it, if only one does.
+    pub only_with: Option<&'static str>,
+}
+
+/// One list for the check at start and for `--print-capabilities`, which
+/// the deploy/ manifests' test reads, so that the two cannot drift apart.
+pub const CAPABILITIES: [Capability; 4] = [
+    Capability {
+        name: "CAP_BPF",
+        bit: 39,
+        sys_admin_ok: true,
+        only_with: None,
+    },
+    Capability {
+        name: "CAP_NET_ADMIN",
+        bit: 12,
+        sys_admin_ok: false,
+        only_with: None,
+    },
+    // The raw ICMP socket of the probes.
+    Capability {
+        name: "CAP_NET_RAW",
+        bit: 13,
+        sys_admin_ok: false,
+        only_with: Some("--probe"),
+    },
+    Capability {
+        name: "CAP_PERFMON",
+        bit: 38,
+        sys_admin_ok: true,
+        only_with: None,
+    },
+];
+
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// The capabilities of [`CAPABILITIES`] this process lacks (effective set),
+/// counting those of `--probe` only when it is given.
+pub fn missing_capabilities(probe: bool) -> Vec<&'static str> {
     let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
     let eff = status
         .lines()
@@ -107,16 +146,18 @@ pub fn check_privileges() -> Result<(), KernelError> {
         .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
         .unwrap_or(0);
     let has = |cap: u32| eff & (1u64 << cap) != 0;
-    let mut missing = Vec::new();
-    if !has(CAP_NET_ADMIN) {
-        missing.push("CAP_NET_ADMIN");
-    }
-    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_BPF");
-    }
-    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
-        missing.push("CAP_PERFMON");
-    }
+    CAPABILITIES
+        .iter()
+        .filter(|c| probe || c.only_with.is_none())
+        .filter(|c| !(has(c.bit) || (c.sys_admin_ok && has(CAP_SYS_ADMIN))))
+        .map(|c| c.name)
+        .collect()
+}
+
+/// Refuse early, with a useful message, rather than fail on the first
+/// bpf() call with a bare EPERM.
+pub fn check_privileges(probe: bool) -> Result<(), KernelError> {
+    let missing = missing_capabilities(probe);
     if missing.is_empty() {
         Ok(())
     } else {

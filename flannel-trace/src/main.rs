@@ -1,13 +1,15 @@
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 
 mod btf;
+mod check;
 mod cli;
 mod clock;
 mod counters;
 mod event;
 mod exit;
+mod features;
 mod identity;
 mod join;
 mod kallsyms;
@@ -29,9 +31,26 @@ mod wire;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
-    let cli = cli::Cli::parse();
+    let cli = parse();
+    if cli.print_capabilities {
+        for c in kernel::CAPABILITIES {
+            match c.only_with {
+                None => println!("{}", c.name),
+                Some(opt) => println!("{} {opt}", c.name),
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     let result = match cli.cmd {
         Some(cli::Cmd::Join(args)) => join::run(args),
+        Some(cli::Cmd::Check(a)) => check::run(check::Request {
+            nodes: a.nodes,
+            vxlan_dev: a.vxlan_dev,
+            name: a.name,
+            port: a.port,
+            vni: a.vni,
+            json: a.json,
+        }),
         None => trace::run(cli.trace),
     };
     match result {
@@ -41,4 +60,16 @@ fn main() -> ExitCode {
             fatal.exit_code()
         }
     }
+}
+
+/// Parses the command line; only `--version` pays for looking at the kernel
+/// (`-V` prints the bare version).
+fn parse() -> cli::Cli {
+    let mut cmd = cli::Cli::command();
+    if std::env::args_os().skip(1).any(|a| a == "--version") {
+        // Computed once per process that prints it and exits.
+        cmd = cmd.long_version(&*Box::leak(features::long_version().into_boxed_str()));
+    }
+    let matches = cmd.get_matches();
+    cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }

@@ -280,7 +280,7 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
             anyhow!("--probe needs a peer (--listen/--peer) or an address (--probe-to)"),
         ));
     }
-    kernel::check_privileges().fatal(Status::Privilege)?;
+    kernel::check_privileges(args.probe).fatal(Status::Privilege)?;
     let node = resolve(&args)?;
     let btf = Btf::vmlinux().fatal(Status::Unsupported)?;
     let mut offsets = kernel::offsets(&btf)

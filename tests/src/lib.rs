@@ -25,6 +25,7 @@
 
 mod command;
 mod kernel;
+pub mod kube;
 mod lab;
 mod lines;
 mod link_stats;

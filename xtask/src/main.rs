@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod dist;
 mod setup;
 mod test;
 mod vm;
@@ -21,6 +22,8 @@ enum Cmd {
     Setup,
     /// Set up, then build the release binary (target/release/flannel-trace).
     Build,
+    /// Set up, build static x86_64 and aarch64 binaries (musl), SHA-256 sums, man pages and completions in target/dist.
+    Dist(dist::Options),
     /// Set up, build, run the unit tests, then (as root) the netns integration tests.
     Test(test::Options),
     /// Set up, build, and run the lab demo: two flannel nodes in network namespaces.
@@ -38,6 +41,7 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             setup::build_release()
         }
+        Cmd::Dist(opts) => dist::run(opts),
         Cmd::Test(opts) => test::run(opts),
         Cmd::Demo(opts) => demo::run(opts),
         Cmd::Bench(opts) => bench::run(opts),

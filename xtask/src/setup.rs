@@ -14,11 +14,14 @@ use anyhow::{Context as _, anyhow, bail};
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Commands the tests and the demo run, and the Debian packages that carry them.
-const SYSTEM_TOOLS: [(&str, &str); 4] = [
+const SYSTEM_TOOLS: [(&str, &str); 5] = [
     ("ip", "iproute2"),
     ("bridge", "iproute2"),
     ("nft", "nftables"),
     ("ping", "iputils-ping"),
+    // Runs the aarch64 dist binary in the dist test (a static emulator,
+    // so that it works inside an empty chroot too).
+    ("qemu-aarch64-static", "qemu-user-static"),
 ];
 
 pub fn workspace_root() -> PathBuf {
@@ -33,6 +36,8 @@ pub fn run() -> anyhow::Result<()> {
     let nightly = ebpf_toolchain()?;
     nightly_toolchain(&nightly).context("set-up step `eBPF toolchain` failed")?;
     bpf_linker(&nightly).context("set-up step `bpf-linker` failed")?;
+    dist_targets().context("set-up step `musl targets` failed")?;
+    kube_validate().context("set-up step `kubernetes-validate` failed")?;
     Ok(())
 }
 
@@ -215,6 +220,103 @@ fn bpf_linker(nightly: &str) -> anyhow::Result<()> {
     .context("cargo install bpf-linker (needs crates.io and a C compiler)")?;
     fs::write(&stamp, stamp_want).with_context(|| format!("writing {}", stamp.display()))?;
     Ok(())
+}
+
+/// The Rust targets of `cargo xtask dist` for the workspace's own toolchain
+/// (rust-toolchain.toml). Their rust-std carries musl's C runtime and libc,
+/// and the toolchain carries lld, so no musl-tools or cross gcc is needed.
+fn dist_targets() -> anyhow::Result<()> {
+    let out = Command::new("rustc")
+        .current_dir(workspace_root())
+        .args(["--print", "sysroot"])
+        .output()
+        .context("running rustc --print sysroot")?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let missing: Vec<&str> = crate::dist::TARGETS
+        .iter()
+        .map(|(_, t)| *t)
+        .filter(|t| !sysroot.join("lib/rustlib").join(t).join("lib").is_dir())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: adding Rust targets {}", missing.join(" "));
+    run_cmd(
+        Command::new("rustup")
+            .current_dir(workspace_root())
+            .args(["target", "add"])
+            .args(&missing)
+            .env_remove("RUSTUP_TOOLCHAIN"),
+    )
+    .with_context(|| format!("rustup target add {}", missing.join(" ")))
+}
+
+/// The offline Kubernetes schema validator the deploy/ test uses.
+const KUBE_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+pub fn kube_venv() -> PathBuf {
+    workspace_root().join("target/kube-validate")
+}
+
+/// kubernetes-validate (PyPI, with the API schemas of 1.25–1.37 inside) in a
+/// virtualenv under target/, so that neither the system Python nor a
+/// network at test time is involved.
+fn kube_validate() -> anyhow::Result<()> {
+    let venv = kube_venv();
+    let bin = venv.join("bin/kubernetes-validate");
+    let version = KUBE_VALIDATE.rsplit('=').next().unwrap_or_default();
+    let current = Command::new(&bin)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(version))
+        .unwrap_or(false);
+    if current {
+        return Ok(());
+    }
+    if !have("python3") {
+        eprintln!("setup: installing python3 with apt-get");
+        apt_install(&["python3", "python3-venv"])?;
+    }
+    eprintln!("setup: installing {KUBE_VALIDATE} in {}", venv.display());
+    let make = || {
+        Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if !make() {
+        // Debian's python3 keeps venv (ensurepip) in a package of its own.
+        apt_install(&["python3-venv"])?;
+        if !make() {
+            bail!("python3 -m venv {} failed", venv.display());
+        }
+    }
+    run_cmd(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(KUBE_VALIDATE),
+    )
+    .context("pip install kubernetes-validate (needs PyPI)")
+}
+
+fn apt_install(pkgs: &[&str]) -> anyhow::Result<()> {
+    if !have("apt-get") {
+        bail!(
+            "missing {} and no apt-get here: install it with your package manager",
+            pkgs.join(", ")
+        );
+    }
+    run_cmd(Command::new("apt-get").arg("update").arg("-q"))
+        .context("apt-get update (needs root and the Debian mirrors)")?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(pkgs)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .with_context(|| format!("apt-get install {}", pkgs.join(" ")))
 }
 
 pub fn build_release() -> anyhow::Result<()> {

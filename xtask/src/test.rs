@@ -98,6 +98,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     it.args(["test", "-p", "flannel-trace-tests", "--"])
         .args(&opts.args);
     it.env("FLANNEL_TRACE_BIN", setup::release_binary());
+    // The dist tests run both static binaries of `cargo xtask dist` in an
+    // empty chroot.
+    crate::dist::run(crate::dist::Options::all())?;
+    it.env(
+        "FLANNEL_TRACE_STATIC_BIN",
+        crate::dist::static_binary(false)?,
+    );
+    it.env("FLANNEL_TRACE_KUBE_VENV", setup::kube_venv());
     status(it, "integration tests", &mut tally)?;
     // One closing line over every test binary.
     println!("{} passed, {} failed", tally.passed, tally.failed);

@@ -56,6 +56,9 @@ pub fn config_findings(a: &NodeIdentity, b: &NodeIdentity) -> Vec<String> {
                 }
             }
         }
+        // What `flannel-trace check` finds from the node list, checked here
+        // against the peer's own identity.
+        out.extend(crate::check::live::peer_findings(x, y));
     }
     if let (Some(va), Some(vb)) = (a.vni, b.vni)
         && va != vb

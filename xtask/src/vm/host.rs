@@ -121,7 +121,7 @@ pub fn is_static(path: &Path) -> anyhow::Result<bool> {
 
 /// The binaries that go into every guest.
 pub struct Artifacts {
-    /// target/release/flannel-trace.
+    /// target/dist/flannel-trace-x86_64 (static, musl).
     pub tracer: PathBuf,
     /// The `tracer` integration test binary of flannel-trace-tests.
     pub tests: PathBuf,
@@ -130,16 +130,11 @@ pub struct Artifacts {
 /// Sets up, builds the release binary and the integration test binary (in
 /// release mode: smaller, and quicker under emulation), and returns both.
 pub fn artifacts(build: bool) -> anyhow::Result<Artifacts> {
-    if build {
-        setup::run()?;
-        setup::build_release()?;
-    }
-    let tracer = setup::release_binary();
-    if !tracer.is_file() {
-        bail!(
-            "{} does not exist: run `cargo xtask build` (or leave out --no-build)",
-            tracer.display()
-        );
+    // The static musl binary of `cargo xtask dist`, as an SRE would copy it
+    // to a node: the guests then also prove it needs nothing from the host.
+    let tracer = crate::dist::static_binary(build)?;
+    if !is_static(&tracer)? {
+        bail!("{} is not statically linked", tracer.display());
     }
     let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(setup::workspace_root()).args([

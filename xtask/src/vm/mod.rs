@@ -7,7 +7,7 @@
 //! and powers off; the host parses the console log into a per-kernel
 //! verdict, `target/vm/matrix.json` and a Markdown table for README.md.
 
-mod host;
+pub(crate) mod host;
 mod initramfs;
 mod kernel;
 mod qemu;
