@@ -13,12 +13,16 @@ use anyhow::{Context as _, anyhow, bail};
 /// bpf-linker release that supports the LLVM of the pinned nightly.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Commands the tests and the demo run, and the Debian packages that carry them.
-const SYSTEM_TOOLS: [(&str, &str); 4] = [
+/// Commands the tests, the demo and the bench run, and the Debian packages
+/// that carry them. tcpdump is the bench's reference observer; the bench's
+/// loads are its own generators and it reads bpf_stats through aya, so it
+/// needs neither iperf3 nor bpftool.
+const SYSTEM_TOOLS: [(&str, &str); 5] = [
     ("ip", "iproute2"),
     ("bridge", "iproute2"),
     ("nft", "nftables"),
     ("ping", "iputils-ping"),
+    ("tcpdump", "tcpdump"),
 ];
 
 pub fn workspace_root() -> PathBuf {
