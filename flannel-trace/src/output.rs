@@ -1,6 +1,6 @@
 //! Text and JSON renderings of the session: start banner, events, summary.
 
-use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
+use std::{collections::BTreeMap, fmt::Write as _, io, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -91,75 +91,106 @@ pub fn start_text(s: &NodeIdentity) -> String {
     out
 }
 
-fn endpoints_text(e: &Endpoints) -> String {
+/// `proto src:sport > dst:dport` (IPv6 bracketed when ports follow), or
+/// `proto src > dst` without ports.
+fn write_endpoints(out: &mut impl io::Write, e: &Endpoints) -> io::Result<()> {
     match (e.sport, e.dport) {
-        (Some(sp), Some(dp)) => format!(
-            "{} {}:{sp} > {}:{dp}",
-            e.proto,
-            bracket(e.src),
-            bracket(e.dst)
-        ),
-        _ => format!("{} {} > {}", e.proto, e.src, e.dst),
+        (Some(sp), Some(dp)) => {
+            write!(out, "{} ", e.proto)?;
+            write_bracketed(out, e.src)?;
+            write!(out, ":{sp} > ")?;
+            write_bracketed(out, e.dst)?;
+            write!(out, ":{dp}")
+        }
+        _ => write!(out, "{} {} > {}", e.proto, e.src, e.dst),
     }
 }
 
-fn bracket(ip: IpAddr) -> String {
+fn write_bracketed(out: &mut impl io::Write, ip: IpAddr) -> io::Result<()> {
     if ip.is_ipv6() {
-        format!("[{ip}]")
+        write!(out, "[{ip}]")
     } else {
-        ip.to_string()
+        write!(out, "{ip}")
     }
 }
 
+/// One event as a line of text (without the newline). The session writes
+/// [`write_event_text`]; this owning form is for everyone else.
+#[allow(dead_code)]
 pub fn event_text(e: &Event, clock_offset_ns: i64) -> String {
-    let mut s = format!(
-        "{} {:<16} {:<10}",
-        clock::time_of_day(e.ts_mono_ns as i64 + clock_offset_ns),
+    let mut out = Vec::with_capacity(192);
+    write_event_text(&mut out, e, clock_offset_ns).expect("writing to a Vec");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`event_text`] straight into the output buffer (no newline): the
+/// per-event path of a session builds no intermediate strings.
+pub fn write_event_text(s: &mut impl io::Write, e: &Event, clock_offset_ns: i64) -> io::Result<()> {
+    let mut tod = [0u8; 15];
+    s.write_all(clock::time_of_day_bytes(
+        e.ts_mono_ns as i64 + clock_offset_ns,
+        &mut tod,
+    ))?;
+    write!(
+        s,
+        " {:<16} {:<10}",
         e.hop,
         e.iface.as_deref().unwrap_or("?")
-    );
+    )?;
     if let Some(o) = &e.outer {
-        let _ = write!(s, " {} vni {}", endpoints_text(o), e.vni.unwrap_or(0));
+        s.write_all(b" ")?;
+        write_endpoints(s, o)?;
+        write!(s, " vni {}", e.vni.unwrap_or(0))?;
         if let Some(v) = e.vlan {
-            let _ = write!(s, " vlan {v}");
+            write!(s, " vlan {v}")?;
         }
-        s.push_str(" |");
+        s.write_all(b" |")?;
     }
     match &e.inner {
         Some(i) => {
-            let _ = write!(s, " {}", endpoints_text(&i.endpoints));
+            s.write_all(b" ")?;
+            write_endpoints(s, &i.endpoints)?;
             if let Some(t) = &i.tcp {
-                let _ = write!(s, " [{}] seq {} ack {}", t.flags, t.seq, t.ack);
+                write!(s, " [{}] seq {} ack {}", t.flags, t.seq, t.ack)?;
             }
             if let Some(c) = &i.icmp {
-                let _ = write!(
+                write!(
                     s,
                     " type {} code {} id {} seq {}",
                     c.ty, c.code, c.id, c.seq
-                );
+                )?;
             }
             if i.fragment {
-                s.push_str(" fragment");
+                s.write_all(b" fragment")?;
             }
             if i.truncated {
-                s.push_str(" (truncated)");
+                s.write_all(b" (truncated)")?;
             }
         }
-        None => s.push_str(" (inner frame not decoded)"),
+        None => s.write_all(b" (inner frame not decoded)")?,
     }
-    let _ = write!(s, " len {}", e.len);
+    write!(s, " len {}", e.len)?;
     if let Some(d) = &e.drop {
-        let _ = write!(
+        write!(
             s,
             " | DROP {} at {}",
             d.reason.as_deref().unwrap_or("(no reason on this kernel)"),
             d.location.as_deref().unwrap_or(&d.location_addr)
-        );
+        )?;
     }
     if let Some(fp) = &e.fingerprint {
-        let _ = write!(s, " fp {fp}");
+        write!(s, " fp {fp}")?;
     }
-    s
+    Ok(())
+}
+
+/// An event as the `--json` stream carries it: the same object as
+/// `Message::Event`, serialised from a borrow, so printing an event does
+/// not copy it.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventRecord<'a> {
+    Event(&'a Event),
 }
 
 pub fn summary_text(s: &Summary) -> String {
@@ -199,4 +230,68 @@ pub fn summary_text(s: &Summary) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Message;
+
+    fn sample() -> Event {
+        let ep = |a: &str, b: &str, proto: &str, ports: bool| Endpoints {
+            src: a.parse().unwrap(),
+            dst: b.parse().unwrap(),
+            proto: proto.into(),
+            sport: ports.then_some(49839),
+            dport: ports.then_some(8475),
+        };
+        Event {
+            time: "2026-12-01T09:15:30.643302000Z".into(),
+            ts_mono_ns: 1_000_000,
+            hop: "underlay-ingress".into(),
+            ifindex: 2,
+            iface: Some("eth1".into()),
+            len: 148,
+            outer: Some(ep("10.25.1.51", "10.25.1.55", "udp", true)),
+            vni: Some(1),
+            vlan: None,
+            outer_recovered: false,
+            inner: Some(crate::event::Inner {
+                endpoints: ep("fd00::1", "fd00::2", "icmpv6", false),
+                ip_id: 7,
+                ip_len: 64,
+                tcp: None,
+                icmp: Some(crate::event::Icmp {
+                    ty: 128,
+                    code: 0,
+                    id: 1106,
+                    seq: 1,
+                }),
+                dst_mac: None,
+                fragment: false,
+                truncated: false,
+            }),
+            fingerprint: Some("6953c514e9ff7c04".into()),
+            drop: None,
+        }
+    }
+
+    #[test]
+    fn the_borrowed_record_is_the_message() {
+        let ev = sample();
+        assert_eq!(
+            serde_json::to_string(&EventRecord::Event(&ev)).unwrap(),
+            serde_json::to_string(&Message::Event(ev.clone())).unwrap()
+        );
+    }
+
+    #[test]
+    fn text_line() {
+        let line = event_text(&sample(), 9 * 3_600_000_000_000);
+        assert_eq!(
+            line,
+            "09:00:00.001000 underlay-ingress eth1       udp 10.25.1.51:49839 > 10.25.1.55:8475 vni 1 | \
+             icmpv6 fd00::1 > fd00::2 type 128 code 0 id 1106 seq 1 len 148 fp 6953c514e9ff7c04"
+        );
+    }
 }
