@@ -7,6 +7,7 @@
 
 mod bpf_stats;
 mod configs;
+mod decode;
 mod figures;
 mod load;
 mod observer;
@@ -32,8 +33,8 @@ use crate::setup;
 
 #[derive(Args)]
 pub struct Options {
-    /// About 3 minutes instead of about 12: the same 5 rounds with shorter
-    /// loads, and `join` on 1 M-event recordings only.
+    /// About 3 minutes instead of about 13: the same 5 rounds with shorter
+    /// loads, and `join` on 300 k-event recordings instead of 1 M and 10 M.
     #[arg(long)]
     quick: bool,
     /// Rounds of the side-by-side comparison (default 5).
@@ -74,7 +75,7 @@ impl Plan {
                 tcp: s(0.7),
                 rr: s(0.4),
                 cost: s(2.0),
-                join_sizes: vec![1_000_000],
+                join_sizes: vec![300_000],
                 join_cap: 6 << 30,
                 join_limit: s(60.0),
             }
@@ -133,6 +134,8 @@ pub fn run(opts: Options) -> Result<()> {
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir)?;
     let began = Instant::now();
+    progress("userspace decode micro-benchmark (cargo bench, divan)");
+    let decoding = decode::run().map_err(|e| format!("{e:#}"));
     let mut results = None;
     let outcome = with_lab(Lab::builder().nodes(2), |lab| {
         let attach = phases::attach_detach(lab, &plan, &dir)?;
@@ -164,6 +167,7 @@ pub fn run(opts: Options) -> Result<()> {
         rec: &rec,
         live: &live,
         joins: &joins,
+        decoding: &decoding,
         wall: began.elapsed(),
     });
     println!("{text}");

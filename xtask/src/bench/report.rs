@@ -5,6 +5,7 @@ use std::{collections::HashMap, fmt::Write as _, process::Command, time::Duratio
 use super::{
     Plan,
     configs::{self, Config, Modes},
+    decode::Rate,
     figures::change,
     load::UDP_PAYLOAD,
     observer::TCPDUMP_IFACES,
@@ -23,6 +24,7 @@ pub struct Inputs<'a> {
     pub rec: &'a Recorded,
     pub live: &'a Live,
     pub joins: &'a [JoinRun],
+    pub decoding: &'a Result<Vec<Rate>, String>,
     pub wall: Duration,
 }
 
@@ -206,6 +208,31 @@ pub fn render(i: &Inputs) -> String {
         s,
         "\nCPU is utime + stime from /proc/<pid>/stat over the flood; events are the tracer's own summary count."
     );
+
+    let _ = writeln!(
+        s,
+        "\n## Userspace decoding (micro-benchmark, one core)\n\n\
+         `cargo bench -p flannel-trace --bench decode`: a batch of 1024 ring-buffer records \
+         (encapsulated UDP at the NIC and after decapsulation, inner TCP, a drop) decoded into events, \
+         counted into the summary and written as text or JSON lines into a 64 KiB buffered sink, \
+         as the session does. The fastest sample is the least disturbed by the other engineers' builds.\n"
+    );
+    match i.decoding {
+        Ok(rates) => {
+            let mut t = Table::new(&["benchmark", "events/s, fastest sample", "events/s, median"]);
+            for r in rates {
+                t.row(vec![
+                    r.name.clone(),
+                    format!("{:.2} M", r.fastest / 1e6),
+                    format!("{:.2} M", r.median / 1e6),
+                ]);
+            }
+            s.push_str(&t.render());
+        }
+        Err(e) => {
+            let _ = writeln!(s, "not measured: {e}");
+        }
+    }
 
     let _ = writeln!(
         s,
