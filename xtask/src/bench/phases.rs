@@ -107,7 +107,13 @@ pub fn record(lab: &Lab, plan: &Plan, dir: &Path) -> Result<Recorded> {
     let rr = load::request_response(a, b, Duration::from_millis(300));
     let stopped = configs::stop_all(vec![ta, tb])?;
     udp?;
-    rr?;
+    // The ping-pong only adds TCP events to the recordings; its failure
+    // costs nothing measured here.
+    if let Err(e) = rr {
+        progress(&format!(
+            "  request/response during the recording failed: {e:#}"
+        ));
+    }
     let bytes = [
         fs::metadata(&paths[0])?.len(),
         fs::metadata(&paths[1])?.len(),

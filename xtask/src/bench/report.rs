@@ -106,13 +106,16 @@ pub fn render(i: &Inputs) -> String {
             t.row(row);
             continue;
         };
-        let loss = if c.is_tracer() {
+        let mut loss = if c.is_tracer() {
             format!("{} / {} lost", f.events, f.lost)
         } else if c == Config::NoTracer {
             "–".into()
         } else {
             format!("{} dropped by kernel", f.lost)
         };
+        if f.failures > 0 {
+            loss.push_str(&format!(" ({} loads failed)", f.failures));
+        }
         t.row(vec![
             c.label().into(),
             f.udp_kpps.show(1),
