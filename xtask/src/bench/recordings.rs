@@ -229,14 +229,23 @@ pub fn join(a: &Path, b: &Path, cap_bytes: u64, limit: Duration) -> Result<Join>
     }
     let (ok, note) = match status {
         Some(s) if s.success() => (true, String::new()),
-        Some(s) => (
-            false,
-            format!(
-                "failed ({s}) under the {} GiB cap: {}",
-                cap_bytes >> 30,
-                err.lines().last().unwrap_or("").trim()
-            ),
-        ),
+        Some(s) => {
+            // The allocator's own message names the failed allocation;
+            // the backtrace hint after it says nothing.
+            let why = err
+                .lines()
+                .find(|l| l.contains("memory allocation") || l.contains("error"))
+                .or_else(|| err.lines().rfind(|l| !l.trim_start().starts_with("note:")))
+                .unwrap_or("")
+                .trim();
+            (
+                false,
+                format!(
+                    "failed after {secs:.0} s ({s}) under the {} GiB cap: {why}",
+                    cap_bytes >> 30
+                ),
+            )
+        }
         None => (
             false,
             format!("killed after the {} s limit", limit.as_secs()),
