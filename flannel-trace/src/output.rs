@@ -94,24 +94,57 @@ pub fn start_text(s: &NodeIdentity) -> String {
 /// `proto src:sport > dst:dport` (IPv6 bracketed when ports follow), or
 /// `proto src > dst` without ports.
 fn write_endpoints(out: &mut impl io::Write, e: &Endpoints) -> io::Result<()> {
+    out.write_all(e.proto.as_bytes())?;
+    out.write_all(b" ")?;
     match (e.sport, e.dport) {
         (Some(sp), Some(dp)) => {
-            write!(out, "{} ", e.proto)?;
-            write_bracketed(out, e.src)?;
-            write!(out, ":{sp} > ")?;
-            write_bracketed(out, e.dst)?;
-            write!(out, ":{dp}")
+            write_ip(out, e.src, true)?;
+            out.write_all(b":")?;
+            write_u64(out, sp.into())?;
+            out.write_all(b" > ")?;
+            write_ip(out, e.dst, true)?;
+            out.write_all(b":")?;
+            write_u64(out, dp.into())
         }
-        _ => write!(out, "{} {} > {}", e.proto, e.src, e.dst),
+        _ => {
+            write_ip(out, e.src, false)?;
+            out.write_all(b" > ")?;
+            write_ip(out, e.dst, false)
+        }
     }
 }
 
-fn write_bracketed(out: &mut impl io::Write, ip: IpAddr) -> io::Result<()> {
-    if ip.is_ipv6() {
-        write!(out, "[{ip}]")
-    } else {
-        write!(out, "{ip}")
+/// An address as `Display` writes it, IPv6 in brackets when `bracket`;
+/// IPv4 by hand, the common case on an overlay.
+fn write_ip(out: &mut impl io::Write, ip: IpAddr, bracket: bool) -> io::Result<()> {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b".")?;
+                }
+                write_u64(out, octet.into())?;
+            }
+            Ok(())
+        }
+        IpAddr::V6(v6) if bracket => write!(out, "[{v6}]"),
+        IpAddr::V6(v6) => write!(out, "{v6}"),
     }
+}
+
+/// Decimal digits without the formatter.
+fn write_u64(out: &mut impl io::Write, mut v: u64) -> io::Result<()> {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.write_all(&buf[at..])
 }
 
 /// One event as a line of text (without the newline). The session writes
@@ -131,16 +164,15 @@ pub fn write_event_text(s: &mut impl io::Write, e: &Event, clock_offset_ns: i64)
         e.ts_mono_ns as i64 + clock_offset_ns,
         &mut tod,
     ))?;
-    write!(
-        s,
-        " {:<16} {:<10}",
-        e.hop,
-        e.iface.as_deref().unwrap_or("?")
-    )?;
+    s.write_all(b" ")?;
+    write_padded(s, &e.hop, 16)?;
+    s.write_all(b" ")?;
+    write_padded(s, e.iface.as_deref().unwrap_or("?"), 10)?;
     if let Some(o) = &e.outer {
         s.write_all(b" ")?;
         write_endpoints(s, o)?;
-        write!(s, " vni {}", e.vni.unwrap_or(0))?;
+        s.write_all(b" vni ")?;
+        write_u64(s, e.vni.unwrap_or(0).into())?;
         if let Some(v) = e.vlan {
             write!(s, " vlan {v}")?;
         }
@@ -169,7 +201,8 @@ pub fn write_event_text(s: &mut impl io::Write, e: &Event, clock_offset_ns: i64)
         }
         None => s.write_all(b" (inner frame not decoded)")?,
     }
-    write!(s, " len {}", e.len)?;
+    s.write_all(b" len ")?;
+    write_u64(s, e.len.into())?;
     if let Some(d) = &e.drop {
         write!(
             s,
@@ -179,9 +212,18 @@ pub fn write_event_text(s: &mut impl io::Write, e: &Event, clock_offset_ns: i64)
         )?;
     }
     if let Some(fp) = &e.fingerprint {
-        write!(s, " fp {fp}")?;
+        s.write_all(b" fp ")?;
+        s.write_all(fp.as_bytes())?;
     }
     Ok(())
+}
+
+/// `{:<width}` without the formatter (per event, twice).
+fn write_padded(out: &mut impl io::Write, text: &str, width: usize) -> io::Result<()> {
+    const SPACES: &[u8; 16] = b"                ";
+    out.write_all(text.as_bytes())?;
+    let pad = width.saturating_sub(text.chars().count());
+    out.write_all(&SPACES[..pad.min(SPACES.len())])
 }
 
 /// An event as the `--json` stream carries it: the same object as
@@ -283,6 +325,26 @@ mod tests {
             serde_json::to_string(&EventRecord::Event(&ev)).unwrap(),
             serde_json::to_string(&Message::Event(ev.clone())).unwrap()
         );
+    }
+
+    #[test]
+    fn hand_written_numbers_and_addresses_match_display() {
+        let mut out = Vec::new();
+        for v in [0u64, 7, 10, 65535, u64::MAX] {
+            out.clear();
+            write_u64(&mut out, v).unwrap();
+            assert_eq!(out, v.to_string().as_bytes());
+        }
+        for (ip, bracket, want) in [
+            ("0.0.0.0", true, "0.0.0.0"),
+            ("10.244.1.255", false, "10.244.1.255"),
+            ("fd00::1", true, "[fd00::1]"),
+            ("fd00::1", false, "fd00::1"),
+        ] {
+            out.clear();
+            write_ip(&mut out, ip.parse().unwrap(), bracket).unwrap();
+            assert_eq!(String::from_utf8_lossy(&out), want);
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::setup;
 
 #[derive(Args)]
 pub struct Options {
-    /// About 3 minutes instead of about 13: the same 5 rounds with shorter
+    /// About 3 minutes instead of about 10: the same 5 rounds with shorter
     /// loads, and `join` on 300 k-event recordings instead of 1 M and 10 M.
     #[arg(long)]
     quick: bool,
