@@ -67,17 +67,65 @@ pub fn rfc3339(unix_ns: i64) -> String {
     )
 }
 
-/// `HH:MM:SS.micros` (UTC), for text output.
+/// `HH:MM:SS.micros` (UTC), for text output. The session writes
+/// [`time_of_day_bytes`]; this owning form is for everyone else.
+#[allow(dead_code)]
 pub fn time_of_day(unix_ns: i64) -> String {
+    let mut b = [0u8; 15];
+    String::from_utf8_lossy(time_of_day_bytes(unix_ns, &mut b)).into_owned()
+}
+
+/// [`time_of_day`] into a stack buffer: the text output writes it once per
+/// event, and the formatting machinery costs more than the digits.
+pub fn time_of_day_bytes(unix_ns: i64, b: &mut [u8; 15]) -> &[u8] {
     let secs = unix_ns.div_euclid(1_000_000_000);
     let micros = unix_ns.rem_euclid(1_000_000_000) / 1000;
     let sod = secs.rem_euclid(86_400);
-    format!(
-        "{:02}:{:02}:{:02}.{micros:06}",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
+    digits(&mut b[0..2], sod / 3600);
+    b[2] = b':';
+    digits(&mut b[3..5], sod / 60 % 60);
+    b[5] = b':';
+    digits(&mut b[6..8], sod % 60);
+    b[8] = b'.';
+    digits(&mut b[9..15], micros);
+    &b[..]
+}
+
+/// `v` as exactly `out.len()` decimal digits, zero-padded (`v` fits).
+fn digits(out: &mut [u8], mut v: i64) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+/// [`rfc3339`] for a stream of timestamps close together, as a trace's
+/// events are: the date and time of day change once a second, so that part
+/// is formatted once a second and only the nanoseconds per event.
+#[derive(Debug, Default)]
+pub struct Rfc3339Cache {
+    second: Option<i64>,
+    /// `YYYY-MM-DDTHH:MM:SS.` of `second`.
+    prefix: String,
+}
+
+impl Rfc3339Cache {
+    pub fn format(&mut self, unix_ns: i64) -> String {
+        let secs = unix_ns.div_euclid(1_000_000_000);
+        if self.second != Some(secs) {
+            let mut full = rfc3339(unix_ns);
+            full.truncate(full.len() - 10);
+            self.prefix = full;
+            self.second = Some(secs);
+        }
+        let mut nanos = [0u8; 9];
+        digits(&mut nanos, unix_ns.rem_euclid(1_000_000_000));
+        let mut out = String::with_capacity(self.prefix.len() + 10);
+        out.push_str(&self.prefix);
+        out.push_str(std::str::from_utf8(&nanos).expect("ASCII digits"));
+        out.push('Z');
+        out
+    }
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
@@ -110,6 +158,17 @@ mod tests {
             rfc3339(951_782_400 * 1_000_000_000),
             "2000-02-29T00:00:00.000000000Z"
         );
+    }
+
+    #[test]
+    fn the_cached_formats_equal_the_plain_ones() {
+        let mut cache = Rfc3339Cache::default();
+        let t = 1_629_894_896_500_000_000i64;
+        for ns in [t, t + 1, t + 999_999_999, t + 1_000_000_000, 7, -1] {
+            assert_eq!(cache.format(ns), rfc3339(ns));
+        }
+        let mut b = [0u8; 15];
+        assert_eq!(time_of_day_bytes(t + 7_000, &mut b), b"12:34:56.500007");
     }
 
     #[test]

@@ -124,6 +124,7 @@ pub struct Decoder {
     pub reasons: HashMap<u32, String>,
     pub kallsyms: Kallsyms,
     ifnames: HashMap<u32, Option<String>>,
+    times: crate::clock::Rfc3339Cache,
 }
 
 impl Decoder {
@@ -133,6 +134,7 @@ impl Decoder {
             reasons,
             kallsyms,
             ifnames: HashMap::new(),
+            times: Default::default(),
         }
     }
 
@@ -202,7 +204,7 @@ impl Decoder {
             location_addr: format!("{:#x}", raw.drop_location),
         });
         Ok(Event {
-            time: crate::clock::rfc3339(self.clock.wall_ns(raw.ts_ns)),
+            time: self.times.format(self.clock.wall_ns(raw.ts_ns)),
             ts_mono_ns: raw.ts_ns,
             hop: hop.name().into(),
             ifindex: raw.ifindex,
@@ -215,7 +217,7 @@ impl Decoder {
             undecodable,
             outer_recovered: p.flags & flags::OUTER_FROM_HEADROOM != 0,
             inner,
-            fingerprint: fingerprint(p).map(|f| format!("{f:016x}")),
+            fingerprint: fingerprint(p).map(hex16),
             drop,
         })
     }
@@ -283,16 +285,25 @@ pub fn tcp_flags(f: u8) -> String {
         (0x40, "ECE"),
         (0x80, "CWR"),
     ];
-    let v: Vec<&str> = NAMES
-        .iter()
-        .filter(|(b, _)| f & b != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    if v.is_empty() {
-        "-".into()
-    } else {
-        v.join("|")
+    // Once per TCP event: built in place, no intermediate list.
+    let mut s = String::with_capacity(8);
+    for (_, name) in NAMES.iter().filter(|(b, _)| f & b != 0) {
+        if !s.is_empty() {
+            s.push('|');
+        }
+        s.push_str(name);
     }
+    if s.is_empty() {
+        s.push('-');
+    }
+    s
+}
+
+/// `{:016x}` of a fingerprint without the formatting machinery (per event).
+fn hex16(v: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b: [u8; 16] = std::array::from_fn(|i| HEX[((v >> (60 - 4 * i)) & 0xf) as usize]);
+    String::from_utf8_lossy(&b).into_owned()
 }
 
 #[cfg(test)]
@@ -352,6 +363,16 @@ mod tests {
     #[test]
     fn tcp_flag_names() {
         assert_eq!(tcp_flags(0x12), "SYN|ACK");
+        assert_eq!(tcp_flags(0x19), "ACK|FIN|PSH");
         assert_eq!(tcp_flags(0), "-");
+    }
+
+    #[test]
+    fn hand_made_hex_matches_the_formatter() {
+        for v in [0, 1, 0x6953_c514_e9ff_7c04, u64::MAX] {
+            assert_eq!(hex16(v), format!("{v:016x}"));
+        }
+        let mac = [0x0e, 0xf7, 0, 0xa0, 0x0b, 0xff];
+        assert_eq!(crate::identity::mac_string(&mac), "0e:f7:00:a0:0b:ff");
     }
 }

@@ -1,6 +1,6 @@
 //! Text and JSON renderings of the session: start banner, events, summary.
 
-use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
+use std::{collections::BTreeMap, fmt::Write as _, io, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -91,89 +91,162 @@ pub fn start_text(s: &NodeIdentity) -> String {
     out
 }
 
-fn endpoints_text(e: &Endpoints) -> String {
+/// `proto src:sport > dst:dport` (IPv6 bracketed when ports follow), or
+/// `proto src > dst` without ports.
+fn write_endpoints(out: &mut impl io::Write, e: &Endpoints) -> io::Result<()> {
+    out.write_all(e.proto.as_bytes())?;
+    out.write_all(b" ")?;
     match (e.sport, e.dport) {
-        (Some(sp), Some(dp)) => format!(
-            "{} {}:{sp} > {}:{dp}",
-            e.proto,
-            bracket(e.src),
-            bracket(e.dst)
-        ),
-        _ => format!("{} {} > {}", e.proto, e.src, e.dst),
+        (Some(sp), Some(dp)) => {
+            write_ip(out, e.src, true)?;
+            out.write_all(b":")?;
+            write_u64(out, sp.into())?;
+            out.write_all(b" > ")?;
+            write_ip(out, e.dst, true)?;
+            out.write_all(b":")?;
+            write_u64(out, dp.into())
+        }
+        _ => {
+            write_ip(out, e.src, false)?;
+            out.write_all(b" > ")?;
+            write_ip(out, e.dst, false)
+        }
     }
 }
 
-fn bracket(ip: IpAddr) -> String {
-    if ip.is_ipv6() {
-        format!("[{ip}]")
-    } else {
-        ip.to_string()
+/// An address as `Display` writes it, IPv6 in brackets when `bracket`;
+/// IPv4 by hand, the common case on an overlay.
+fn write_ip(out: &mut impl io::Write, ip: IpAddr, bracket: bool) -> io::Result<()> {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b".")?;
+                }
+                write_u64(out, octet.into())?;
+            }
+            Ok(())
+        }
+        IpAddr::V6(v6) if bracket => write!(out, "[{v6}]"),
+        IpAddr::V6(v6) => write!(out, "{v6}"),
     }
 }
 
+/// Decimal digits without the formatter.
+fn write_u64(out: &mut impl io::Write, mut v: u64) -> io::Result<()> {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.write_all(&buf[at..])
+}
+
+/// One event as a line of text (without the newline). The session writes
+/// [`write_event_text`]; this owning form is for everyone else.
+#[allow(dead_code)]
 pub fn event_text(e: &Event, clock_offset_ns: i64) -> String {
-    let mut s = format!(
-        "{} {:<16} {:<10}",
-        clock::time_of_day(e.ts_mono_ns as i64 + clock_offset_ns),
-        e.hop,
-        e.iface.as_deref().unwrap_or("?")
-    );
+    let mut out = Vec::with_capacity(192);
+    write_event_text(&mut out, e, clock_offset_ns).expect("writing to a Vec");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// [`event_text`] straight into the output buffer (no newline): the
+/// per-event path of a session builds no intermediate strings.
+pub fn write_event_text(s: &mut impl io::Write, e: &Event, clock_offset_ns: i64) -> io::Result<()> {
+    let mut tod = [0u8; 15];
+    s.write_all(clock::time_of_day_bytes(
+        e.ts_mono_ns as i64 + clock_offset_ns,
+        &mut tod,
+    ))?;
+    s.write_all(b" ")?;
+    write_padded(s, &e.hop, 16)?;
+    s.write_all(b" ")?;
+    write_padded(s, e.iface.as_deref().unwrap_or("?"), 10)?;
     if let Some(o) = &e.outer {
-        let _ = write!(s, " {} vni {}", endpoints_text(o), e.vni.unwrap_or(0));
+        s.write_all(b" ")?;
+        write_endpoints(s, o)?;
+        s.write_all(b" vni ")?;
+        write_u64(s, e.vni.unwrap_or(0).into())?;
         if let Some(v) = e.vlan {
-            let _ = write!(s, " vlan {v}");
+            write!(s, " vlan {v}")?;
         }
         if let Some(v) = e.vlan_inner {
-            let _ = write!(s, " inner-vlan {v}");
+            write!(s, " inner-vlan {v}")?;
         }
-        s.push_str(" |");
+        s.write_all(b" |")?;
     }
     match &e.inner {
         Some(i) if i.arp.is_some() => {
             let (src, dst) = (i.endpoints.src, i.endpoints.dst);
-            let _ = match i.arp.as_ref().map_or("", |a| a.op.as_str()) {
-                "reply" => write!(s, " arp reply {src} is-at (to {dst})"),
-                "request" => write!(s, " arp request who-has {dst} tell {src}"),
-                op => write!(s, " arp {op} {src} > {dst}"),
-            };
+            match i.arp.as_ref().map_or("", |a| a.op.as_str()) {
+                "reply" => write!(s, " arp reply {src} is-at (to {dst})")?,
+                "request" => write!(s, " arp request who-has {dst} tell {src}")?,
+                op => write!(s, " arp {op} {src} > {dst}")?,
+            }
         }
         Some(i) => {
-            let _ = write!(s, " {}", endpoints_text(&i.endpoints));
+            s.write_all(b" ")?;
+            write_endpoints(s, &i.endpoints)?;
             if let Some(t) = &i.tcp {
-                let _ = write!(s, " [{}] seq {} ack {}", t.flags, t.seq, t.ack);
+                write!(s, " [{}] seq {} ack {}", t.flags, t.seq, t.ack)?;
             }
             if let Some(c) = &i.icmp {
-                let _ = write!(
+                write!(
                     s,
                     " type {} code {} id {} seq {}",
                     c.ty, c.code, c.id, c.seq
-                );
+                )?;
             }
             if i.fragment {
-                s.push_str(" fragment");
+                s.write_all(b" fragment")?;
             }
             if i.truncated {
-                s.push_str(" (truncated)");
+                s.write_all(b" (truncated)")?;
             }
         }
         None if e.undecodable => {
-            s.push_str(" (undecodable VXLAN frame: cut or inconsistent headers)")
+            s.write_all(b" (undecodable VXLAN frame: cut or inconsistent headers)")?
         }
-        None => s.push_str(" (inner frame not decoded)"),
+        None => s.write_all(b" (inner frame not decoded)")?,
     }
-    let _ = write!(s, " len {}", e.len);
+    s.write_all(b" len ")?;
+    write_u64(s, e.len.into())?;
     if let Some(d) = &e.drop {
-        let _ = write!(
+        write!(
             s,
             " | DROP {} at {}",
             d.reason.as_deref().unwrap_or("(no reason on this kernel)"),
             d.location.as_deref().unwrap_or(&d.location_addr)
-        );
+        )?;
     }
     if let Some(fp) = &e.fingerprint {
-        let _ = write!(s, " fp {fp}");
+        s.write_all(b" fp ")?;
+        s.write_all(fp.as_bytes())?;
     }
-    s
+    Ok(())
+}
+
+/// `{:<width}` without the formatter (per event, twice).
+fn write_padded(out: &mut impl io::Write, text: &str, width: usize) -> io::Result<()> {
+    const SPACES: &[u8; 16] = b"                ";
+    out.write_all(text.as_bytes())?;
+    let pad = width.saturating_sub(text.chars().count());
+    out.write_all(&SPACES[..pad.min(SPACES.len())])
+}
+
+/// An event as the `--json` stream carries it: the same object as
+/// `Message::Event`, serialised from a borrow, so printing an event does
+/// not copy it.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventRecord<'a> {
+    Event(&'a Event),
 }
 
 pub fn summary_text(s: &Summary) -> String {
@@ -213,4 +286,91 @@ pub fn summary_text(s: &Summary) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Message;
+
+    fn sample() -> Event {
+        let ep = |a: &str, b: &str, proto: &str, ports: bool| Endpoints {
+            src: a.parse().unwrap(),
+            dst: b.parse().unwrap(),
+            proto: proto.into(),
+            sport: ports.then_some(49839),
+            dport: ports.then_some(8475),
+        };
+        Event {
+            time: "2026-12-01T09:15:30.643302000Z".into(),
+            ts_mono_ns: 1_000_000,
+            hop: "underlay-ingress".into(),
+            ifindex: 2,
+            iface: Some("eth1".into()),
+            len: 148,
+            outer: Some(ep("10.25.1.51", "10.25.1.55", "udp", true)),
+            vni: Some(1),
+            vlan: None,
+            vlan_inner: None,
+            undecodable: false,
+            outer_recovered: false,
+            inner: Some(crate::event::Inner {
+                endpoints: ep("fd00::1", "fd00::2", "icmpv6", false),
+                ip_id: 7,
+                ip_len: 64,
+                tcp: None,
+                icmp: Some(crate::event::Icmp {
+                    ty: 128,
+                    code: 0,
+                    id: 1106,
+                    seq: 1,
+                }),
+                arp: None,
+                dst_mac: None,
+                fragment: false,
+                truncated: false,
+            }),
+            fingerprint: Some("6953c514e9ff7c04".into()),
+            drop: None,
+        }
+    }
+
+    #[test]
+    fn the_borrowed_record_is_the_message() {
+        let ev = sample();
+        assert_eq!(
+            serde_json::to_string(&EventRecord::Event(&ev)).unwrap(),
+            serde_json::to_string(&Message::Event(ev.clone())).unwrap()
+        );
+    }
+
+    #[test]
+    fn hand_written_numbers_and_addresses_match_display() {
+        let mut out = Vec::new();
+        for v in [0u64, 7, 10, 65535, u64::MAX] {
+            out.clear();
+            write_u64(&mut out, v).unwrap();
+            assert_eq!(out, v.to_string().as_bytes());
+        }
+        for (ip, bracket, want) in [
+            ("0.0.0.0", true, "0.0.0.0"),
+            ("10.244.1.255", false, "10.244.1.255"),
+            ("fd00::1", true, "[fd00::1]"),
+            ("fd00::1", false, "fd00::1"),
+        ] {
+            out.clear();
+            write_ip(&mut out, ip.parse().unwrap(), bracket).unwrap();
+            assert_eq!(String::from_utf8_lossy(&out), want);
+        }
+    }
+
+    #[test]
+    fn text_line() {
+        let line = event_text(&sample(), 9 * 3_600_000_000_000);
+        assert_eq!(
+            line,
+            "09:00:00.001000 underlay-ingress eth1       udp 10.25.1.51:49839 > 10.25.1.55:8475 vni 1 | \
+             icmpv6 fd00::1 > fd00::2 type 128 code 0 id 1106 seq 1 len 148 fp 6953c514e9ff7c04"
+        );
+    }
 }

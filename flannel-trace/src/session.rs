@@ -90,7 +90,9 @@ pub async fn run(
             unsent: 0,
             pending: Vec::new(),
             pending_dropped: 0,
-            peer_failed: false,
+            // Events are held for a listener only with --peer; without one,
+            // holding them would only grow memory (up to PENDING_CAP).
+            peer_failed: args.peer.is_none(),
             joiner: listening.then(|| Joiner::new(identity.clone(), args.max_events)),
         },
     };
@@ -169,8 +171,12 @@ pub async fn run(
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard: tokio::io::unix::AsyncFdReadyMutGuard<'_, RingBuf<MapData>> = guard.context("waiting for events")?;
-                s.drain(guard.get_inner_mut()).await?;
+                // Readiness is cleared before draining, not after: a wakeup
+                // that comes while we drain then marks the fd ready again,
+                // instead of being wiped out and leaving the rest of the
+                // batch to the next tick.
                 guard.clear_ready();
+                s.drain(guard.get_inner_mut()).await?;
                 s.sinks.out.flush().context("writing to stdout")?;
             }
             news = &mut news_rx, if news_open => {
@@ -443,6 +449,9 @@ impl Session<'_> {
     }
 
     async fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<(), Fatal> {
+        // The whole batch is copied out first (168 bytes a record), so the
+        // ring's space is handed back to the programs before the slower
+        // decoding and output.
         let mut batch = Vec::new();
         while let Some(item) = ring.next() {
             batch.push(RawEvent::from_bytes(&item));
@@ -470,27 +479,42 @@ impl Session<'_> {
             return Ok(());
         }
         self.summary.events += 1;
-        *self.summary.per_hop.entry(ev.hop.clone()).or_default() += 1;
+        // Keys are cloned only the first time a hop or reason is seen.
+        bump(&mut self.summary.per_hop, &ev.hop);
         if let Some(d) = &ev.drop {
             let key = d
                 .reason
-                .clone()
-                .or_else(|| d.location.clone())
-                .unwrap_or_else(|| d.location_addr.clone());
-            *self.summary.drops_by_reason.entry(key).or_default() += 1;
+                .as_ref()
+                .or(d.location.as_ref())
+                .unwrap_or(&d.location_addr);
+            bump(&mut self.summary.drops_by_reason, key);
         }
         if self.sinks.print_events {
-            let text = if self.sinks.json {
-                serde_json::to_string(&Message::Event(ev.clone())).context("encoding event")?
+            // Straight into the 64 KiB buffer: no per-event String, no copy
+            // of the event.
+            let out = &mut self.sinks.out;
+            if self.sinks.json {
+                serde_json::to_writer(&mut *out, &output::EventRecord::Event(&ev))
+                    .context("encoding event")?;
             } else {
-                output::event_text(&ev, self.decoder.clock.offset_ns())
-            };
-            self.line(&text)?;
+                output::write_event_text(out, &ev, self.decoder.clock.offset_ns())
+                    .context("writing to stdout")?;
+            }
+            out.write_all(b"\n").context("writing to stdout")?;
         }
-        if let Some(r) = self.sinks.recorder.as_mut() {
-            r.write(&Message::Event(ev.clone()))
-                .fatal(Status::Failure)?;
-        }
+        let ev = match self.sinks.recorder.as_mut() {
+            Some(r) => {
+                // The writer takes a message; wrap the event and take it
+                // back out rather than copying it.
+                let msg = Message::Event(ev);
+                r.write(&msg).fatal(Status::Failure)?;
+                let Message::Event(ev) = msg else {
+                    unreachable!("built as an event just above")
+                };
+                ev
+            }
+            None => ev,
+        };
         if let Some(j) = self.sinks.joiner.as_mut() {
             j.push_local(ev);
         } else if self.sinks.to_peer.is_some() {
@@ -590,6 +614,16 @@ impl Session<'_> {
         }
         self.sinks.out.flush().context("writing to stdout")?;
         Ok(())
+    }
+}
+
+/// Counts one more under `key`, allocating the key only when it is new.
+pub(crate) fn bump(map: &mut std::collections::BTreeMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_owned(), 1);
+        }
     }
 }
 

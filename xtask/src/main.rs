@@ -2,6 +2,12 @@
 
 use clap::{Parser, Subcommand};
 
+// The pod-network prefix type that flannel-trace's clap definition (compiled
+// into `dist` for the man pages) parses `--pod-cidr` into.
+#[allow(dead_code, reason = "only the type the clap definition names is used")]
+#[path = "../../flannel-trace/src/podnet.rs"]
+mod podnet;
+
 mod bench;
 mod demo;
 mod dist;
@@ -28,7 +34,7 @@ enum Cmd {
     Test(test::Options),
     /// Set up, build, and run the lab demo: two flannel nodes in network namespaces.
     Demo(demo::Options),
-    /// Set up, build, and print overhead figures measured in the lab.
+    /// Set up, build, and measure overhead in the lab side by side with tcpdump: prints tables, writes BENCHMARKS.md (--quick: ~3 min).
     Bench(bench::Options),
     /// Boot Debian kernels (5.10, 6.1, 6.12, 7.x) under qemu and run the attach probes and integration tests in each.
     VmTest(vm::Options),

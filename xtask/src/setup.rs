@@ -13,8 +13,11 @@ use anyhow::{Context as _, anyhow, bail};
 /// bpf-linker release that supports the LLVM of the pinned nightly.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-/// Commands the tests and the demo run, and the Debian packages that carry them.
-const SYSTEM_TOOLS: [(&str, &str); 5] = [
+/// Commands the tests, the demo and the bench run, and the Debian packages
+/// that carry them. tcpdump is the bench's reference observer; the bench's
+/// loads are its own generators and it reads bpf_stats through aya, so it
+/// needs neither iperf3 nor bpftool.
+const SYSTEM_TOOLS: [(&str, &str); 6] = [
     ("ip", "iproute2"),
     ("bridge", "iproute2"),
     ("nft", "nftables"),
@@ -22,6 +25,7 @@ const SYSTEM_TOOLS: [(&str, &str); 5] = [
     // Runs the aarch64 dist binary in the dist test (a static emulator,
     // so that it works inside an empty chroot too).
     ("qemu-aarch64-static", "qemu-user-static"),
+    ("tcpdump", "tcpdump"),
 ];
 
 pub fn workspace_root() -> PathBuf {
