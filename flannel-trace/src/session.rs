@@ -104,6 +104,11 @@ pub async fn run(
             .await
             .with_context(|| format!("listening on {addr}"))
             .fatal(Status::Failure)?;
+        if addr.ip().is_unspecified() {
+            eprintln!(
+                "flannel-trace: warning: --listen {addr} accepts connections on every address of this node, overlay and pod-facing ones included; prefer this node's underlay address"
+            );
+        }
         eprintln!("flannel-trace: waiting for a peer on {addr}");
         let id = identity.clone();
         tokio::spawn(async move {

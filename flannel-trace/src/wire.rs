@@ -26,16 +26,8 @@ pub enum Message {
     Summary(Summary),
     /// A joined verdict (live `--listen` mode and `join`).
     Verdict(Report),
-    /// Peer channel: the listener's challenge.
-    Challenge {
-        version: u32,
-        nonce: String,
-    },
-    /// Peer channel: HMAC-SHA256(token, nonce) from the connecting side.
-    Auth {
-        mac: String,
-    },
-    /// Peer channel: the listener refuses (wrong token, version).
+    /// Peer channel, after the handshake: one side gives up on the other
+    /// (identity or clock exchange failed).
     Refused {
         reason: String,
     },
@@ -63,8 +55,6 @@ impl Message {
             Message::Event(_) => "event",
             Message::Summary(_) => "summary",
             Message::Verdict(_) => "verdict",
-            Message::Challenge { .. } => "challenge",
-            Message::Auth { .. } => "auth",
             Message::Refused { .. } => "refused",
             Message::ClockPing { .. } => "clock_ping",
             Message::ClockPong { .. } => "clock_pong",
@@ -120,30 +110,9 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Message>, FrameError> {
     Ok(Some(serde_json::from_slice(&payload)?))
 }
 
-/// CRC-32 (IEEE 802.3, reflected), table built at compile time.
+/// CRC-32 (IEEE 802.3, reflected), as zlib and Ethernet compute it.
 pub fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    };
-    !data.iter().fold(!0u32, |c, &b| {
-        TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
-    })
+    crc32fast::hash(data)
 }
 
 #[cfg(test)]
