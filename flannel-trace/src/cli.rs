@@ -43,7 +43,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Exit status: 0 success; 1 runtime failure; 2 usage error; 3 not enough
 /// privilege; 4 device not found or not a vxlan device; 5 kernel lacks a
-/// required feature.
+/// required feature; 6 a live join did not happen (the session is recorded:
+/// the command to join it later is printed).
 #[derive(Debug, Parser)]
 #[command(
     name = "flannel-trace",

@@ -10,6 +10,10 @@ pub enum Status {
     Privilege = 3,
     Device = 4,
     Unsupported = 5,
+    /// A live join (`--listen`/`--peer`) was requested and did not happen,
+    /// or ended before this node's last events reached the listener: the
+    /// session is in its recording, to be joined offline.
+    NoJoin = 6,
 }
 
 /// An error on its way to `main`, with the status it exits with.

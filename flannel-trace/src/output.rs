@@ -30,6 +30,15 @@ pub struct Summary {
     /// its BTF says); such packets are missing from the probe hooks.
     #[serde(default)]
     pub probe_read_errors: u64,
+    /// Events the tracer saw but could not send to the listener in time
+    /// (the peer link was slower than the node's event rate). Not counted
+    /// in `lost`: the ring buffer did not lose them, the link did.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub peer_unsent: u64,
+    /// Events seen before the peer joined that did not fit the bounded
+    /// hold-back queue (memory bound), so never reached the listener.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub pending_dropped: u64,
     /// False when the tracer lost events: counts are then lower bounds.
     pub complete: bool,
 }
@@ -169,4 +178,8 @@ pub fn summary_text(s: &Summary) -> String {
         );
     }
     out
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

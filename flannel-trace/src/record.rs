@@ -57,6 +57,48 @@ pub enum RecordError {
     },
 }
 
+/// Where a live session is recorded when `--record` is not given:
+/// `$FLANNEL_TRACE_RECORD_DIR`, else `/var/tmp/flannel-trace` (kept across
+/// reboots, unlike /tmp on many systems), created readable by root only,
+/// since recordings hold the overlay's addresses and flows.
+pub const DEFAULT_DIR: &str = "/var/tmp/flannel-trace";
+
+pub fn default_path(node: &str) -> Result<PathBuf, RecordError> {
+    let dir = std::env::var_os("FLANNEL_TRACE_RECORD_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
+    let create = |source| RecordError::Create {
+        path: dir.clone(),
+        source,
+    };
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(create)?;
+    }
+    let safe: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // 2026-12-01T09:15:30.123456789Z → 20261201T091530Z
+    let stamp: String = crate::clock::rfc3339(crate::clock::Clock::now_wall_ns())
+        .chars()
+        .take(19)
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect();
+    let name = format!("{safe}-{stamp}Z-{}.rec", std::process::id());
+    Ok(dir.join(name))
+}
+
 pub struct Writer {
     path: PathBuf,
     out: BufWriter<File>,

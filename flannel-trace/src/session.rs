@@ -56,6 +56,13 @@ struct Sinks<'a> {
     pending: Vec<Event>,
     pending_dropped: u64,
     peer_failed: bool,
+    /// Why the live join did not happen (or ended before our last events
+    /// reached the listener): the session then exits with
+    /// [`Status::NoJoin`] and says how to join the recordings later.
+    join_missing: Option<String>,
+    /// Where this session is recorded (`--record`, or the default path
+    /// whenever a live join is requested).
+    record_path: Option<std::path::PathBuf>,
     /// --listen: the join.
     joiner: Option<Joiner>,
 }
@@ -87,12 +94,29 @@ pub async fn run(
             pending: Vec::new(),
             pending_dropped: 0,
             peer_failed: false,
+            join_missing: None,
+            record_path: None,
             joiner: listening.then(|| Joiner::new(identity.clone(), args.max_events)),
         },
     };
-    if let Some(path) = &args.record {
+    // Nothing lost: a live join is always also recorded, so that a join
+    // that does not happen can be done offline later.
+    let live = args.listen.is_some() || args.peer.is_some();
+    let record_path = match (&args.record, live) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => Some(record::default_path(&identity.node).fatal(Status::Failure)?),
+        (None, false) => None,
+    };
+    if let Some(path) = &record_path {
         s.sinks.recorder = Some(record::Writer::create(path, &identity).fatal(Status::Failure)?);
+        if args.record.is_none() {
+            eprintln!(
+                "flannel-trace: recording this session to {} (for `flannel-trace join` if the live join fails)",
+                path.display()
+            );
+        }
     }
+    s.sinks.record_path = record_path;
     s.emit_start(&identity)?;
 
     // The peer channel is set up in the background: the ring buffer must be
@@ -178,10 +202,9 @@ pub async fn run(
                         peer_open = s.joined(h, channel, &remote_tx, args, probes).await?;
                     }
                     Ok(PeerNews::Failed(e)) => {
-                        if listening {
-                            return Err(Fatal::new(Status::Failure, anyhow!("no peer joined: {e}")));
-                        }
-                        eprintln!("flannel-trace: could not reach the listener: {e}; tracing locally only");
+                        let what = if listening { "no peer joined" } else { "could not join the listener" };
+                        eprintln!("flannel-trace: {what}: {e}; tracing locally only");
+                        s.sinks.join_missing = Some(format!("{what}: {e}"));
                         s.sinks.peer_failed = true;
                         s.sinks.pending.clear();
                     }
@@ -401,6 +424,7 @@ impl Session<'_> {
                 eprintln!("flannel-trace: the listener went away; tracing locally only");
                 self.sinks.to_peer = None;
                 self.sinks.peer_failed = true;
+                self.sinks.join_missing = Some("the listener went away before the end".into());
             }
         }
     }
@@ -541,10 +565,11 @@ impl Session<'_> {
             r.finish(&summary).fatal(Status::Failure)?;
         }
         if let Some(tx) = self.sinks.to_peer.take() {
-            // The listener counts what we could not send as lost by us.
+            // The listener marks what we could not send, with its cause.
             let mut s = summary.clone();
-            s.lost += self.sinks.unsent;
-            s.complete &= self.sinks.unsent == 0;
+            s.peer_unsent = self.sinks.unsent;
+            s.pending_dropped = self.sinks.pending_dropped;
+            s.complete &= self.sinks.unsent == 0 && self.sinks.pending_dropped == 0;
             if self.sinks.unsent > 0 {
                 eprintln!(
                     "flannel-trace: {} events could not be sent to the listener in time",
@@ -561,6 +586,8 @@ impl Session<'_> {
                     .is_err()
             {
                 eprintln!("flannel-trace: the listener did not take our last events within 5 s");
+                self.sinks.join_missing =
+                    Some("the listener did not take our last events within 5 s".into());
             }
         }
         if self.sinks.joiner.is_some() {
@@ -578,11 +605,30 @@ impl Session<'_> {
             match j.report(summary.lost, Some(summary.end_wall_ns), true) {
                 Some(report) if self.sinks.json => self.json(&Message::Verdict(report))?,
                 Some(report) => self.line(&render::text(&report))?,
-                None => eprintln!("flannel-trace: no peer joined: nothing to join"),
+                None => {
+                    self.sinks
+                        .join_missing
+                        .get_or_insert_with(|| "no peer joined before the end".into());
+                }
             }
         }
         self.sinks.out.flush().context("writing to stdout")?;
-        Ok(())
+        match (self.sinks.join_missing.take(), &self.sinks.record_path) {
+            (None, _) => Ok(()),
+            (Some(why), Some(path)) => Err(Fatal::new(
+                Status::NoJoin,
+                anyhow!(
+                    "the live join did not happen ({why}); this node's session is recorded in {p}. \
+                     When the other node has stopped, join the two recordings with:\n  \
+                     flannel-trace join {p} <the other node's recording>",
+                    p = path.display()
+                ),
+            )),
+            (Some(why), None) => Err(Fatal::new(
+                Status::NoJoin,
+                anyhow!("the live join did not happen ({why})"),
+            )),
+        }
     }
 }
 

@@ -28,6 +28,7 @@ mod link_stats;
 mod netns;
 mod nft;
 mod preflight;
+mod recordings;
 pub mod scenario;
 mod tracer;
 mod traffic;
@@ -45,5 +46,6 @@ pub use nft::{
     normalize_ruleset,
 };
 pub use preflight::{require_root, require_tools};
+pub use recordings::recording_dir;
 pub use tracer::{Session, Tracer, run_tracer, tracer_bin};
 pub use traffic::{Listener, PingResult, parse_ping_summary};
