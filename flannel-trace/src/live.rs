@@ -63,18 +63,7 @@ impl Joiner {
             remote_gaps.push("the peer sent no summary".into());
         }
         if let Some(s) = self.remote_summary.as_ref() {
-            if s.peer_unsent > 0 {
-                remote_gaps.push(format!(
-                    "{} events could not be sent over the peer link in time (the link was slower than the node's event rate): packets it saw may be counted as lost",
-                    s.peer_unsent
-                ));
-            }
-            if s.pending_dropped > 0 {
-                remote_gaps.push(format!(
-                    "{} events from before the join did not fit the peer's hold-back queue (memory bound) and were not sent",
-                    s.pending_dropped
-                ));
-            }
+            remote_gaps.extend(s.gaps());
         }
         if let Some(n) = self
             .remote_summary

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(fatal) => {
-            eprintln!("flannel-trace: {:#}", fatal.error);
+            eprintln!("flannel-trace: {}", exit::render(&fatal.error));
             fatal.exit_code()
         }
     }

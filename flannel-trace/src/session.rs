@@ -245,6 +245,14 @@ pub async fn run(
     s.drain(ring.get_mut()).await?;
     s.summary.duration_s = began.elapsed().as_secs_f64();
     s.summary.end_wall_ns = Clock::now_wall_ns();
+    let step = Clock::sample().offset_ns() - s.decoder.clock.offset_ns();
+    if step.abs() > output::CLOCK_STEP_NOTED {
+        s.summary.clock_step_ns = step;
+        eprintln!(
+            "flannel-trace: the wall clock stepped by {:+.3} s during the session: the verdict is marked uncertain",
+            step as f64 / 1e9
+        );
+    }
     s.finish(probes, &mut remote_rx, peer_open).await
 }
 
@@ -601,7 +609,8 @@ impl Session<'_> {
                     }
                 }
             }
-            let j = self.sinks.joiner.as_ref().expect("checked");
+            let j = self.sinks.joiner.as_mut().expect("checked");
+            j.local_gaps.extend(summary.gaps());
             match j.report(summary.lost, Some(summary.end_wall_ns), true) {
                 Some(report) if self.sinks.json => self.json(&Message::Verdict(report))?,
                 Some(report) => self.line(&render::text(&report))?,

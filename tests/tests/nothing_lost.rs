@@ -134,6 +134,26 @@ fn a_peer_that_cannot_join_records_exits_6_and_says_how_to_join_later() -> Resul
             probes_delivered,
             "B's probes must show up in the offline join: {v}"
         );
+
+        // The same node twice, as the same file or as a copy: refused.
+        let copy = b_rec.with_extension("copy.rec");
+        std::fs::copy(&b_rec, &copy)?;
+        for other in [&b_rec, &copy] {
+            let out = Command::new(tracer_bin())
+                .arg("join")
+                .arg(&b_rec)
+                .arg(other)
+                .output()?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            ensure!(
+                out.status.code() == Some(2),
+                "join of node-b with itself must exit 2: {:?} {stderr}",
+                out.status
+            );
+            ensure!(stderr.contains("same recording"), "{stderr}");
+            ensure!(out.stdout.is_empty(), "no verdict for a node with itself");
+        }
+        let _ = std::fs::remove_file(&copy);
         let _ = std::fs::remove_file(&a_rec);
         let _ = std::fs::remove_file(&b_rec);
         Ok(())
