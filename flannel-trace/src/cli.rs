@@ -80,6 +80,10 @@ Examples:
 pub enum Cmd {
     /// Join two recordings (made with --record on two nodes) into a verdict.
     Join(JoinArgs),
+    /// Remove what killed flannel-trace runs left in this network namespace
+    /// (netlink TC filters named ft_*, empty clsact qdiscs the tool created),
+    /// and say what was removed. Every run does this by itself at start.
+    Cleanup,
 }
 
 #[derive(Debug, Args)]

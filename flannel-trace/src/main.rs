@@ -11,6 +11,7 @@ mod identity;
 mod join;
 mod kallsyms;
 mod kernel;
+mod leftovers;
 mod live;
 mod netdev;
 mod output;
@@ -29,6 +30,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.cmd {
         Some(cli::Cmd::Join(args)) => join::run(args),
+        Some(cli::Cmd::Cleanup) => leftovers::cleanup_command(),
         None => trace::run(cli.trace),
     };
     match result {

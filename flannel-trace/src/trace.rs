@@ -152,6 +152,7 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
     let mut cfg = Config::zeroed();
     cfg.vni = args.vni.unwrap_or(ANY_VNI);
     cfg.netns_ino = kernel::netns_inode().fatal(Status::Failure)?;
+    crate::leftovers::sweep_at_start(cfg.netns_ino);
     cfg.vxlan_ifindex = node.vxlan.index;
     cfg.underlay_ifindex = node.underlay.index;
     cfg.has_drop_reason = u8::from(has_reason);

@@ -23,6 +23,7 @@
 mod command;
 mod kernel;
 mod lab;
+pub mod leftovers;
 mod lines;
 mod link_stats;
 mod netns;
