@@ -5,6 +5,7 @@ use clap::Parser as _;
 mod btf;
 mod cli;
 mod clock;
+mod codec;
 mod event;
 mod exit;
 mod identity;

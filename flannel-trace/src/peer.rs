@@ -237,6 +237,8 @@ pub struct ChannelRx {
     /// Decrypted bytes, not yet a whole frame.
     plain: BytesMut,
     scratch: Vec<u8>,
+    /// Frames to messages, event batches included.
+    frames: wire::Decoder,
 }
 
 impl fmt::Debug for ChannelTx {
@@ -291,6 +293,7 @@ impl Channel {
                 raw: BytesMut::with_capacity(READ_BUFFER),
                 plain: BytesMut::with_capacity(READ_BUFFER),
                 scratch: vec![0; RECORD_MAX],
+                frames: wire::Decoder::default(),
             },
         })
     }
@@ -362,8 +365,10 @@ impl ChannelRx {
             // it, and records are only decrypted while less than one whole
             // frame is buffered, so the buffers stay within a small multiple
             // of MAX_FRAME whatever the peer sends.
-            if let Some(msg) =
-                wire::decode(&mut self.plain).map_err(|source| PeerError::Frame { peer, source })?
+            if let Some(msg) = self
+                .frames
+                .decode(&mut self.plain)
+                .map_err(|source| PeerError::Frame { peer, source })?
             {
                 return Ok(Some(msg));
             }

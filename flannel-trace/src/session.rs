@@ -20,6 +20,7 @@ use tokio::{
 use crate::{
     cli::TraceArgs,
     clock::Clock,
+    codec,
     event::{Decoder, Event, is_real_drop},
     exit::{Fatal, OrFatal as _, Status},
     identity::NodeIdentity,
@@ -30,7 +31,7 @@ use crate::{
     probes::Probes,
     record,
     verdict::render,
-    wire::Message,
+    wire::{self, Message},
 };
 
 /// Events held while the peer connection is being set up.
@@ -76,6 +77,7 @@ pub async fn run(
 ) -> Result<(), Fatal> {
     let listening = args.listen.is_some();
     let mut s = Session {
+        codec_ctx: codec::Context::of(&identity),
         ports,
         decoder,
         summary: Summary {
@@ -260,13 +262,46 @@ pub async fn run(
 const PEER_QUEUE: usize = 65_536;
 
 /// The task that writes to the listener; ends when the queue closes or the
-/// connection fails.
-fn spawn_writer(mut tx: ChannelTx) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
+/// connection fails. It takes whatever is queued at once (up to a batch of
+/// events) and sends it as one encrypted write: events go in the compact
+/// encoding, other messages in JSON, in queue order.
+fn spawn_writer(
+    mut tx: ChannelTx,
+    ctx: codec::Context,
+) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
     let (q_tx, mut q_rx) = mpsc::channel::<Message>(PEER_QUEUE);
     let handle = tokio::spawn(async move {
-        while let Some(m) = q_rx.recv().await {
-            let bye = matches!(m, Message::Bye);
-            if let Err(e) = tx.send(&m).await {
+        let mut events: Vec<Event> = Vec::with_capacity(codec::MAX_BATCH);
+        let mut out: Vec<u8> = Vec::new();
+        while let Some(first) = q_rx.recv().await {
+            out.clear();
+            let mut bye = false;
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                match m {
+                    Message::Event(ev) => events.push(ev),
+                    other => {
+                        if !events.is_empty() {
+                            wire::encode_events(&ctx, &events, &mut out);
+                            events.clear();
+                        }
+                        bye = matches!(other, Message::Bye);
+                        match wire::encode(&other) {
+                            Ok(frame) => out.extend_from_slice(&frame),
+                            Err(e) => log::warn!("not sent to the listener: {e}"),
+                        }
+                    }
+                }
+                if bye || events.len() >= codec::MAX_BATCH {
+                    break;
+                }
+                next = q_rx.try_recv().ok();
+            }
+            if !events.is_empty() {
+                wire::encode_events(&ctx, &events, &mut out);
+                events.clear();
+            }
+            if let Err(e) = tx.send_frames(&out).await {
                 eprintln!("flannel-trace: sending to the listener failed: {e}");
                 break;
             }
@@ -305,6 +340,8 @@ fn register_ring(ring: RingBuf<MapData>) -> anyhow::Result<AsyncFd<RingBuf<MapDa
 }
 
 struct Session<'a> {
+    /// This node's identity as the compact event encoding needs it.
+    codec_ctx: codec::Context,
     /// The overlay ports the programs match.
     ports: Ports,
     decoder: Decoder,
@@ -401,7 +438,7 @@ impl Session<'_> {
                 }
             });
         } else {
-            let (q, handle) = spawn_writer(tx);
+            let (q, handle) = spawn_writer(tx, self.codec_ctx.clone());
             self.sinks.to_peer = Some(q);
             self.sinks.writer = Some(handle);
             drop(rx);
@@ -427,7 +464,16 @@ impl Session<'_> {
         };
         match tx.try_send(m) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.sinks.unsent += 1,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.sinks.unsent == 0 {
+                    // Degrade explicitly: the live stream thins out, the
+                    // local recording keeps everything, the verdict says so.
+                    eprintln!(
+                        "flannel-trace: the peer link cannot keep up with this node's event rate: events are being left out of the live stream (the local recording keeps them all; the verdict will be marked uncertain, with the count)"
+                    );
+                }
+                self.sinks.unsent += 1;
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 eprintln!("flannel-trace: the listener went away; tracing locally only");
                 self.sinks.to_peer = None;
@@ -476,6 +522,9 @@ impl Session<'_> {
             let ev = raw.and_then(|r| self.decoder.decode(&r));
             self.handle(ev).await?;
         }
+        if let Some(r) = self.sinks.recorder.as_mut() {
+            r.flush_events().fatal(Status::Failure)?;
+        }
         Ok(())
     }
 
@@ -513,8 +562,7 @@ impl Session<'_> {
             self.line(&text)?;
         }
         if let Some(r) = self.sinks.recorder.as_mut() {
-            r.write(&Message::Event(ev.clone()))
-                .fatal(Status::Failure)?;
+            r.write_event(ev.clone()).fatal(Status::Failure)?;
         }
         if let Some(j) = self.sinks.joiner.as_mut() {
             j.push_local(ev);
