@@ -118,9 +118,10 @@ pub struct TraceArgs {
     #[arg(long, value_name = "NAME")]
     pub iface: Option<String>,
 
-    /// Keep only frames with this VNI. Default: every VNI on the port, so
-    /// that a peer sending with the wrong VNI still shows up.
-    #[arg(long)]
+    /// Keep only frames with this VNI (0 to 16777215, 24 bits). Default:
+    /// every VNI on the port, so that a peer sending with the wrong VNI
+    /// still shows up.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(..=0xFF_FFFF))]
     pub vni: Option<u32>,
 
     /// Keep only packets whose inner source or destination is this address.
@@ -332,6 +333,15 @@ mod tests {
         assert_eq!(ok.trace.port, vec![8475]);
         let two = Cli::try_parse_from(["flannel-trace", "--port", "8475,8472"]).unwrap();
         assert_eq!(two.trace.port, vec![8475, 8472]);
+    }
+
+    #[test]
+    fn a_vni_beyond_24_bits_is_refused() {
+        let err = Cli::try_parse_from(["flannel-trace", "--vni", "16777216"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(err.exit_code(), 2);
+        let ok = Cli::try_parse_from(["flannel-trace", "--vni", "16777215"]).unwrap();
+        assert_eq!(ok.trace.vni, Some(16_777_215));
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct LinkInfo {
     /// Administratively up (IFF_UP, what `ip link set up` sets); the carrier
     /// may still be down.
     pub up: bool,
+    /// IFF_LOOPBACK: `lo`, never an underlay.
+    pub loopback: bool,
     /// Set for vxlan devices only.
     pub vxlan: Option<VxlanInfo>,
 }
@@ -523,6 +525,7 @@ fn decode_link(payload: &[u8]) -> Result<LinkInfo, DecodeError> {
         mac: None,
         link: None,
         up: header.flags.contains(LinkFlags::Up),
+        loopback: header.flags.contains(LinkFlags::Loopback),
         vxlan: None,
     };
     let decode = |nla: &NlaBuffer<&[u8]>| LinkAttribute::parse_with_param(nla, family);
@@ -1020,6 +1023,7 @@ mod tests {
                 mac: Some([0xf6, 0xe2, 0xde, 0x4c, 0x26, 0x16]),
                 link: None,
                 up: true,
+                loopback: false,
                 vxlan: Some(flannel_vxlan()),
             }
         );

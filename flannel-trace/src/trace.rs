@@ -80,12 +80,49 @@ fn resolve(args: &TraceArgs) -> Result<Node, Fatal> {
             ),
         ));
     }
+    plausible_underlay(&underlay, &vxlan)?;
     Ok(Node {
         vxlan,
         underlay,
         port,
         port_source,
     })
+}
+
+/// Refuses what cannot be an underlay (loopback: VXLAN frames between nodes
+/// never pass it; another vxlan device), and warns about what probably is
+/// not one (no address, down): the verdict would otherwise blame "0 reached
+/// node-b's lo" on the network.
+fn plausible_underlay(u: &netdev::LinkInfo, vxlan: &netdev::LinkInfo) -> Result<(), Fatal> {
+    let refuse = |why: String| {
+        Err(Fatal::new(
+            Status::Device,
+            anyhow!(
+                "{} cannot be the underlay of {}: {why}; name the NIC that carries the VXLAN traffic between the nodes with --iface (default: the vxlan device's link device, else the default-route device)",
+                u.name,
+                vxlan.name
+            ),
+        ))
+    };
+    if u.loopback {
+        return refuse("it is a loopback device".into());
+    }
+    if u.vxlan.is_some() {
+        return refuse("it is itself a vxlan device".into());
+    }
+    if !u.up {
+        eprintln!(
+            "flannel-trace: warning: the underlay {} is down: no VXLAN frame can pass it",
+            u.name
+        );
+    }
+    if netdev::addresses(u.index).is_ok_and(|a| a.is_empty()) {
+        eprintln!(
+            "flannel-trace: warning: the underlay {} has no address: unless it is a bridge port carrying the node's traffic, VXLAN frames do not pass it (check --iface)",
+            u.name
+        );
+    }
+    Ok(())
 }
 
 fn hostname() -> String {
