@@ -391,23 +391,42 @@ impl ChannelRx {
 
     /// Decrypt one whole record off `raw` into `plain`, if there is one.
     fn open_record(&mut self) -> Result<bool, PeerError> {
-        if self.raw.len() < 2 {
-            return Ok(false);
-        }
-        let len = usize::from(u16::from_be_bytes([self.raw[0], self.raw[1]]));
-        if self.raw.len() < 2 + len {
-            self.raw.reserve(2 + len - self.raw.len());
-            return Ok(false);
-        }
-        let n = self
-            .cipher
-            .read_message(self.nonce, &self.raw[2..2 + len], &mut self.scratch)
-            .map_err(|_| PeerError::Integrity { peer: self.peer })?;
-        self.nonce += 1;
-        self.raw.advance(2 + len);
-        self.plain.extend_from_slice(&self.scratch[..n]);
-        Ok(true)
+        open_record(
+            &self.cipher,
+            &mut self.nonce,
+            &mut self.raw,
+            &mut self.plain,
+            &mut self.scratch,
+            self.peer,
+        )
     }
+}
+
+/// `[u16 length][ciphertext]` off the front of `raw`, decrypted onto
+/// `plain`; `Ok(false)` when the record is not whole yet.
+fn open_record(
+    cipher: &StatelessTransportState,
+    nonce: &mut u64,
+    raw: &mut BytesMut,
+    plain: &mut BytesMut,
+    scratch: &mut [u8],
+    peer: SocketAddr,
+) -> Result<bool, PeerError> {
+    if raw.len() < 2 {
+        return Ok(false);
+    }
+    let len = usize::from(u16::from_be_bytes([raw[0], raw[1]]));
+    if raw.len() < 2 + len {
+        raw.reserve(2 + len - raw.len());
+        return Ok(false);
+    }
+    let n = cipher
+        .read_message(*nonce, &raw[2..2 + len], scratch)
+        .map_err(|_| PeerError::Integrity { peer })?;
+    *nonce += 1;
+    raw.advance(2 + len);
+    plain.extend_from_slice(&scratch[..n]);
+    Ok(true)
 }
 
 /// The outcome of a handshake.
@@ -661,31 +680,54 @@ async fn respond(
         .read_exact(&mut hello_bytes)
         .await
         .map_err(|e| fail(format!("no hello ({e})")))?;
-    if hello_bytes[..6] != MAGIC[..] {
+    check_hello(&hello_bytes, addr)?;
+    progress.store(HELLO, Ordering::Relaxed);
+    let msg1 = read_handshake_message(stream)
+        .await
+        .map_err(|e| fail(format!("bad first handshake message ({e})")))?;
+    let (out, transport) = answer(key, &msg1, addr)?;
+    stream.write_all(&out).await.map_err(io_err)?;
+    Ok(transport)
+}
+
+/// The 8-byte hello: our magic and our protocol version.
+fn check_hello(hello: &[u8], addr: SocketAddr) -> Result<(), PeerError> {
+    let fail = |reason: String| PeerError::Handshake { peer: addr, reason };
+    if hello.len() != 8 || hello[..6] != MAGIC[..] {
         return Err(fail("not a flannel-trace peer (bad hello)".into()));
     }
-    let version = u16::from_be_bytes([hello_bytes[6], hello_bytes[7]]);
+    let version = u16::from_be_bytes([hello[6], hello[7]]);
     if version != PROTOCOL_VERSION {
         return Err(fail(format!(
             "it speaks peer protocol version {version}, this node {PROTOCOL_VERSION}: run the same flannel-trace version on both nodes"
         )));
     }
-    progress.store(HELLO, Ordering::Relaxed);
-    let msg1 = read_handshake_message(stream)
-        .await
-        .map_err(|e| fail(format!("bad first handshake message ({e})")))?;
+    Ok(())
+}
+
+/// The responder's answer to the first handshake message: the reply to
+/// send and the transport keys, or "bad token".
+fn answer(
+    key: &[u8; 32],
+    msg1: &[u8],
+    addr: SocketAddr,
+) -> Result<(Vec<u8>, StatelessTransportState), PeerError> {
     let mut hs = noise(key)?.build_responder().map_err(PeerError::Noise)?;
     let mut buf = [0u8; HANDSHAKE_MAX];
-    hs.read_message(&msg1, &mut buf).map_err(|_| {
-        fail("bad token (its handshake does not decrypt under this node's token)".into())
-    })?;
+    hs.read_message(msg1, &mut buf)
+        .map_err(|_| PeerError::Handshake {
+            peer: addr,
+            reason: "bad token (its handshake does not decrypt under this node's token)".into(),
+        })?;
     let n = hs.write_message(&[], &mut buf).map_err(PeerError::Noise)?;
     let mut out = Vec::with_capacity(3 + n);
     out.push(0);
     out.extend_from_slice(&(n as u16).to_be_bytes());
     out.extend_from_slice(&buf[..n]);
-    stream.write_all(&out).await.map_err(io_err)?;
-    hs.into_stateless_transport_mode().map_err(PeerError::Noise)
+    let transport = hs
+        .into_stateless_transport_mode()
+        .map_err(PeerError::Noise)?;
+    Ok((out, transport))
 }
 
 /// The initiator's half of the Noise handshake.
@@ -717,12 +759,22 @@ async fn initiate(
             peer: addr,
             reason: format!("bad handshake reply ({e})"),
         })?;
-    match status[0] {
+    finish_initiator(hs, status[0], &body, addr)
+}
+
+/// The initiator's reading of the listener's reply (status, body).
+fn finish_initiator(
+    mut hs: snow::HandshakeState,
+    status: u8,
+    body: &[u8],
+    addr: SocketAddr,
+) -> Result<StatelessTransportState, PeerError> {
+    match status {
         0 => {}
         1 => {
             return Err(PeerError::Refused {
                 peer: addr,
-                reason: String::from_utf8_lossy(&body).into_owned(),
+                reason: String::from_utf8_lossy(body).into_owned(),
             });
         }
         other => {
@@ -732,9 +784,76 @@ async fn initiate(
             });
         }
     }
-    hs.read_message(&body, &mut buf)
+    let mut buf = [0u8; HANDSHAKE_MAX];
+    hs.read_message(body, &mut buf)
         .map_err(|_| PeerError::ListenerNotAuthenticated { peer: addr })?;
     hs.into_stateless_transport_mode().map_err(PeerError::Noise)
+}
+
+/// The hello bytes, for the fuzz corpus.
+#[cfg(test)]
+pub fn hello_for_fuzz() -> [u8; 8] {
+    hello()
+}
+
+/// Fuzz entry: the handshake and record layer on untrusted bytes, never
+/// a panic. The first byte picks what the rest is: a connecting node's
+/// hello and first message (listener side), a listener's reply (peer
+/// side), or the record stream after a real handshake.
+pub fn fuzz(data: &[u8]) {
+    let key = psk("fuzz");
+    let addr = SocketAddr::from(([127, 0, 0, 1], 9));
+    let Some((mode, rest)) = data.split_first() else {
+        return;
+    };
+    let initiator = || noise(&key).and_then(|b| b.build_initiator().map_err(PeerError::Noise));
+    match mode % 3 {
+        0 => {
+            let (hello, msg1) = rest.split_at(rest.len().min(8));
+            if check_hello(hello, addr).is_ok() {
+                let _ = answer(&key, msg1, addr);
+            }
+        }
+        1 => {
+            let Ok(mut hs) = initiator() else { return };
+            let mut buf = [0u8; HANDSHAKE_MAX];
+            if hs.write_message(&[], &mut buf).is_err() {
+                return;
+            }
+            if let Some((status, body)) = rest.split_first() {
+                let _ = finish_initiator(hs, *status, body, addr);
+            }
+        }
+        _ => {
+            // A genuine transport state, so that the record layer runs as
+            // it does after a real handshake (a fuzzed record never passes
+            // the AEAD tag: this exercises the length handling).
+            let Ok(mut init) = initiator() else { return };
+            let mut m1 = [0u8; HANDSHAKE_MAX];
+            let Ok(n) = init.write_message(&[], &mut m1) else {
+                return;
+            };
+            let Ok((reply, _listener)) = answer(&key, &m1[..n], addr) else {
+                return;
+            };
+            let Ok(cipher) = finish_initiator(init, reply[0], &reply[3..], addr) else {
+                return;
+            };
+            let (mut raw, mut plain) = (BytesMut::from(rest), BytesMut::new());
+            let (mut nonce, mut scratch) = (0u64, vec![0u8; RECORD_MAX]);
+            let mut frames = wire::Decoder::default();
+            while let Ok(true) = open_record(
+                &cipher,
+                &mut nonce,
+                &mut raw,
+                &mut plain,
+                &mut scratch,
+                addr,
+            ) {
+                while let Ok(Some(_)) = frames.decode(&mut plain) {}
+            }
+        }
+    }
 }
 
 /// A TCP connection to `addr`, retrying until `deadline` (always one try).

@@ -204,7 +204,7 @@ pub fn read(path: &Path) -> Result<Recording, RecordError> {
     parse(path, &data)
 }
 
-fn parse(path: &Path, data: &[u8]) -> Result<Recording, RecordError> {
+pub(crate) fn parse(path: &Path, data: &[u8]) -> Result<Recording, RecordError> {
     let p = || path.to_path_buf();
     if data.len() < MAGIC.len() || data[..6] != MAGIC[..6] || data[7] != b'\n' {
         return Err(RecordError::Magic { path: p() });

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod fuzz;
 mod setup;
 mod test;
 mod vm;
@@ -27,6 +28,8 @@ enum Cmd {
     Demo(demo::Options),
     /// Set up, build, and print overhead figures measured in the lab.
     Bench(bench::Options),
+    /// Set up, then run every cargo-fuzz target in fuzz/ for a short while.
+    Fuzz(fuzz::Options),
     /// Boot Debian kernels (5.10, 6.1, 6.12, 7.x) under qemu and run the attach probes and integration tests in each.
     VmTest(vm::Options),
 }
@@ -41,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test(opts) => test::run(opts),
         Cmd::Demo(opts) => demo::run(opts),
         Cmd::Bench(opts) => bench::run(opts),
+        Cmd::Fuzz(opts) => fuzz::run(opts),
         Cmd::VmTest(opts) => vm::run(opts),
     }
 }
