@@ -205,7 +205,7 @@ mod tests {
         let mut stream = crate::wire::encode(&Message::Start(id.clone()))
             .unwrap()
             .to_vec();
-        crate::wire::encode_events(&ctx, &[ev.clone()], &mut stream);
+        crate::wire::encode_events(&ctx, std::slice::from_ref(&ev), &mut stream);
         stream.extend_from_slice(&crate::wire::encode(&Message::Bye).unwrap());
         write("frames", "start-events-bye", &stream);
 

@@ -267,4 +267,92 @@ mod tests {
             r.uncertain
         );
     }
+
+    /// Not a check: prints the rate of `join` (read both recordings, judge)
+    /// on two recordings of 1 M events in all, its bytes per event on disk
+    /// and the process's peak memory (`cargo xtask bench`).
+    #[test]
+    #[ignore = "benchmark: run with --ignored --nocapture"]
+    fn bench_join_events_per_second() {
+        use std::time::Instant;
+
+        use crate::{event::Event, record::Writer};
+
+        let packets = 200_000u64;
+        let (ia, ib) = (identity("node-a"), identity("node-b"));
+        let ev = |id: &crate::identity::NodeIdentity,
+                  hop: &str,
+                  ts: u64,
+                  i: u64,
+                  outer: bool|
+         -> Event {
+            let mut v = serde_json::json!({
+                "time": "", "ts_mono_ns": ts, "hop": hop, "ifindex": id.underlay_ifindex,
+                "iface": id.underlay_dev, "len": 98,
+                "inner": {"src": "10.244.1.0", "dst": "10.244.2.0", "proto": "icmp",
+                          "ip_id": i as u32, "ip_len": 84,
+                          "icmp": {"type": 8, "code": 0, "id": 7, "seq": i as u16}},
+                "fingerprint": format!("{:016x}", 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i + 1)),
+            });
+            if outer {
+                v["outer"] = serde_json::json!({"src": "10.25.1.51", "dst": "10.25.1.55", "proto": "udp", "sport": 50000, "dport": 8472});
+                v["vni"] = 1.into();
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let dir = std::env::temp_dir();
+        let (pa, pb) = (
+            dir.join(format!("ft-bench-a-{}.rec", std::process::id())),
+            dir.join(format!("ft-bench-b-{}.rec", std::process::id())),
+        );
+        let mut wa = Writer::create(&pa, &ia).unwrap();
+        let mut wb = Writer::create(&pb, &ib).unwrap();
+        for i in 0..packets {
+            let t = 1_000_000_000 + i * 50_000;
+            wa.write_event(ev(&ia, "overlay-egress", t, i, false))
+                .unwrap();
+            wa.write_event(ev(&ia, "underlay-egress", t + 1_000, i, true))
+                .unwrap();
+            wb.write_event(ev(&ib, "underlay-ingress", t + 100_000, i, true))
+                .unwrap();
+            wb.write_event(ev(&ib, "vxlan-rcv", t + 101_000, i, true))
+                .unwrap();
+            wb.write_event(ev(&ib, "overlay-ingress", t + 102_000, i, false))
+                .unwrap();
+        }
+        let end = |start: i64| Summary {
+            start_wall_ns: start,
+            end_wall_ns: start + 20_000_000_000,
+            complete: true,
+            ..Summary::default()
+        };
+        wa.finish(&end(ia.attached_wall_ns)).unwrap();
+        wb.finish(&end(ib.attached_wall_ns)).unwrap();
+        let events = packets * 5;
+        let bytes = std::fs::metadata(&pa).unwrap().len() + std::fs::metadata(&pb).unwrap().len();
+
+        let started = Instant::now();
+        let (a, b) = (record::read(&pa).unwrap(), record::read(&pb).unwrap());
+        let read = started.elapsed();
+        let report = verdict::judge(&trace(&a), &trace(&b), None, Options::default());
+        let total = started.elapsed();
+        let hwm = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM"))
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        println!(
+            "join: {events} events, {:.1} bytes/event on disk; read {:.2} M events/s, read+judge {:.2} M events/s ({:.2} s); {hwm}",
+            bytes as f64 / events as f64,
+            events as f64 / read.as_secs_f64() / 1e6,
+            events as f64 / total.as_secs_f64() / 1e6,
+            total.as_secs_f64()
+        );
+        assert_eq!(report.directions.len(), 2);
+        let _ = std::fs::remove_file(&pa);
+        let _ = std::fs::remove_file(&pb);
+    }
 }

@@ -1650,6 +1650,64 @@ mod tests {
         assert_eq!(psk("S3cret"), psk("S3cret"));
     }
 
+    /// Not a check: prints the sustained rate of the live channel (events
+    /// batched and encrypted as the peer's writer does, over loopback TCP,
+    /// decoded on the other side) for `cargo xtask bench`.
+    #[tokio::test]
+    #[ignore = "benchmark: run with --ignored --nocapture"]
+    async fn bench_live_channel_events_per_second() {
+        let (_, a, _, b) = pair().await;
+        let (_, mut rx) = a.split();
+        let (mut tx, _) = b.split();
+        let id = identity("node-b");
+        let ctx = crate::codec::Context::of(&id);
+        let ev: crate::event::Event = serde_json::from_value(serde_json::json!({
+            "time": crate::clock::rfc3339(5 + id.clock_offset_ns), "ts_mono_ns": 5,
+            "hop": "underlay-egress", "ifindex": id.underlay_ifindex, "iface": id.underlay_dev,
+            "len": 1514,
+            "outer": {"src": "192.0.2.1", "dst": "192.0.2.2", "proto": "udp", "sport": 40000, "dport": 8472},
+            "vni": 1,
+            "inner": {"src": "10.244.1.5", "dst": "10.244.2.9", "proto": "tcp", "sport": 43210, "dport": 8080,
+                      "ip_id": 4242, "ip_len": 1450,
+                      "tcp": {"seq": 1000, "ack": 77, "flags": "ACK|PSH", "payload_len": 1398}},
+            "fingerprint": "0123456789abcdef",
+        }))
+        .unwrap();
+        let batch = vec![ev; crate::codec::MAX_BATCH];
+        let batches = 4_000usize;
+        let started = Instant::now();
+        let sender = async {
+            let mut out = Vec::new();
+            for _ in 0..batches {
+                out.clear();
+                wire::encode_events(&ctx, &batch, &mut out);
+                tx.send_frames(&out).await.unwrap();
+            }
+            tx.send(&Message::Bye).await.unwrap();
+            out.len()
+        };
+        let receiver = async {
+            let mut n = 0usize;
+            // The stream's context (node-b's identity) came with the handshake.
+            loop {
+                match rx.recv().await.unwrap() {
+                    Some(Message::Event(_)) => n += 1,
+                    Some(Message::Bye) | None => return n,
+                    Some(_) => {}
+                }
+            }
+        };
+        let (frame_len, got) = tokio::join!(sender, receiver);
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(got, batches * batch.len());
+        println!(
+            "live channel: {:.2} M events/s sustained over loopback ({} events, {:.1} bytes/event on the wire before encryption)",
+            got as f64 / secs / 1e6,
+            got,
+            frame_len as f64 / batch.len() as f64
+        );
+    }
+
     #[test]
     fn estimate_bounds_the_offset_even_on_asymmetric_paths() {
         let theta = 1_234_567_890i64; // the peer is ahead by this much

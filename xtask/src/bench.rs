@@ -76,9 +76,45 @@ fn program_costs() -> Vec<(String, u64, f64)> {
         .collect()
 }
 
+/// Userspace figures, from the benchmarks among the unit tests (ignored
+/// in normal runs): the compact codec, the live channel, `join`.
+fn userspace() -> Result<()> {
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "test",
+            "--release",
+            "-q",
+            "-p",
+            "flannel-trace",
+            "--lib",
+            "bench_",
+            "--",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .current_dir(setup::workspace_root())
+        .output()
+        .context("running the userspace benchmarks")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in text.lines().filter(|l| {
+        l.starts_with("codec:") || l.starts_with("live channel:") || l.starts_with("join:")
+    }) {
+        println!("{line}");
+    }
+    if !out.status.success() {
+        anyhow::bail!(
+            "userspace benchmarks failed:\n{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
 pub fn run(opts: Options) -> Result<()> {
     setup::run()?;
     setup::build_release()?;
+    userspace()?;
     require_root()?;
     require_tools()?;
     let before = fs::read_to_string(STATS).unwrap_or_else(|_| "0".into());

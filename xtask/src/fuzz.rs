@@ -75,7 +75,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             .lines()
             .filter_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
             .filter_map(|v| v.trim().parse::<u64>().ok())
-            .last();
+            .next_back();
         match (out.status.success(), runs) {
             (true, Some(n)) => println!(
                 "fuzz: {t}: {n} executions in {} s, no finding",
