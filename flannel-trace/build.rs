@@ -25,6 +25,14 @@ use cargo_metadata::{Message, diagnostic::DiagnosticLevel};
 const PACKAGE: &str = "flannel-trace-ebpf";
 
 fn main() -> anyhow::Result<()> {
+    // The fuzz targets (fuzz/) exercise userspace decoders only: they get an
+    // empty object instead of a nested eBPF build under sanitizer flags.
+    println!("cargo:rerun-if-env-changed=FLANNEL_TRACE_NO_EBPF");
+    if std::env::var_os("FLANNEL_TRACE_NO_EBPF").is_some() {
+        let out = std::env::var("OUT_DIR").context("OUT_DIR")?;
+        fs::write(Path::new(&out).join("flannel-trace"), b"")?;
+        return Ok(());
+    }
     let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()

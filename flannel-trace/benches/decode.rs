@@ -18,6 +18,8 @@ mod check;
 mod cli;
 #[path = "../src/clock.rs"]
 mod clock;
+#[path = "../src/codec.rs"]
+mod codec;
 #[path = "../src/counters/mod.rs"]
 mod counters;
 #[path = "../src/event.rs"]
@@ -34,6 +36,8 @@ mod join;
 mod kallsyms;
 #[path = "../src/kernel.rs"]
 mod kernel;
+#[path = "../src/leftovers.rs"]
+mod leftovers;
 #[path = "../src/live.rs"]
 mod live;
 #[path = "../src/netdev.rs"]

@@ -49,7 +49,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Exit status: 0 success; 1 runtime failure; 2 usage error; 3 not enough
 /// privilege; 4 device not found or not a vxlan device; 5 kernel lacks a
-/// required feature.
+/// required feature; 6 a live join did not happen (the session is recorded:
+/// the command to join it later is printed).
 #[derive(Debug, Parser)]
 #[command(
     name = "flannel-trace",
@@ -89,6 +90,10 @@ Examples:
 pub enum Cmd {
     /// Join two recordings (made with --record on two nodes) into a verdict.
     Join(JoinArgs),
+    /// Remove what killed flannel-trace runs left in this network namespace
+    /// (netlink TC filters named ft_*, empty clsact qdiscs the tool created),
+    /// and say what was removed. Every run does this by itself at start.
+    Cleanup,
     /// Compare `kubectl get nodes -o json` with this node's vxlan device.
     ///
     /// Reports, one line each with its fix: a node whose public-ip has no FDB
@@ -202,9 +207,10 @@ pub struct TraceArgs {
     #[arg(long, value_name = "ADDR", requires = "stats")]
     pub metrics: Option<SocketAddr>,
 
-    /// Keep only frames with this VNI. Default: every VNI on the port, so
-    /// that a peer sending with the wrong VNI still shows up.
-    #[arg(long)]
+    /// Keep only frames with this VNI (0 to 16777215, 24 bits). Default:
+    /// every VNI on the port, so that a peer sending with the wrong VNI
+    /// still shows up.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(..=0xFF_FFFF))]
     pub vni: Option<u32>,
 
     /// Keep only packets whose inner source or destination is this address.
@@ -439,6 +445,15 @@ mod tests {
         assert_eq!(ok.trace.port, vec![8475]);
         let two = Cli::try_parse_from(["flannel-trace", "--port", "8475,8472"]).unwrap();
         assert_eq!(two.trace.port, vec![8475, 8472]);
+    }
+
+    #[test]
+    fn a_vni_beyond_24_bits_is_refused() {
+        let err = Cli::try_parse_from(["flannel-trace", "--vni", "16777216"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+        assert_eq!(err.exit_code(), 2);
+        let ok = Cli::try_parse_from(["flannel-trace", "--vni", "16777215"]).unwrap();
+        assert_eq!(ok.trace.vni, Some(16_777_215));
     }
 
     #[test]

@@ -10,6 +10,10 @@ pub enum Status {
     Privilege = 3,
     Device = 4,
     Unsupported = 5,
+    /// A live join (`--listen`/`--peer`) was requested and did not happen,
+    /// or ended before this node's last events reached the listener: the
+    /// session is in its recording, to be joined offline.
+    NoJoin = 6,
 }
 
 /// An error on its way to `main`, with the status it exits with.
@@ -49,5 +53,44 @@ pub trait OrFatal<T> {
 impl<T, E: Into<anyhow::Error>> OrFatal<T> for Result<T, E> {
     fn fatal(self, status: Status) -> Result<T, Fatal> {
         self.map_err(|e| Fatal::new(status, e))
+    }
+}
+
+/// The error and its causes on one line, each cause once. Many of our
+/// errors (thiserror with `{source}` in the message *and* the field as the
+/// source) already say their cause, so printing the chain with `{:#}`
+/// repeated it ("…: missing field `time`: missing field `time`"); a cause
+/// whose text is already in the line is left out.
+pub fn render(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_are_printed_once() {
+        let json = serde_json::from_str::<crate::event::Event>("{}").unwrap_err();
+        let frame = crate::wire::FrameError::Json(json);
+        let err = crate::record::RecordError::Corrupt {
+            path: "a.rec".into(),
+            offset: 8,
+            source: frame,
+        };
+        let line = render(&anyhow::Error::new(err));
+        assert_eq!(line.matches("missing field").count(), 1, "{line}");
+        assert!(line.starts_with("a.rec is corrupt at byte 8"), "{line}");
+        // A context that does not repeat its cause still shows it.
+        let e = anyhow::anyhow!("disk full").context("writing a.rec");
+        assert_eq!(render(&e), "writing a.rec: disk full");
     }
 }

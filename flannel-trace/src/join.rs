@@ -1,14 +1,143 @@
 //! `flannel-trace join A.rec B.rec`: the verdict from two recordings.
 
+use std::path::Path;
+
 use anyhow::Context as _;
+use thiserror::Error;
 
 use crate::{
     cli::JoinArgs,
+    clock,
     exit::{Fatal, OrFatal as _, Status},
     record::{self, Recording},
     verdict::{self, NodeTrace, Options, render},
     wire::Message,
 };
+
+/// Two recordings that cannot be joined.
+#[derive(Debug, Error)]
+pub enum JoinError {
+    #[error(
+        "{a} and {b} are the same recording (node {node}, attached at {at}): join needs one recording from each of the two nodes"
+    )]
+    SameRecording {
+        a: String,
+        b: String,
+        node: String,
+        at: String,
+    },
+    #[error(
+        "{a} and {b} both come from node {node} (same network namespace {netns} and underlay address {addr}): join needs one recording from each of the two nodes"
+    )]
+    SameNode {
+        a: String,
+        b: String,
+        node: String,
+        netns: u32,
+        addr: String,
+    },
+}
+
+impl JoinError {
+    pub fn status(&self) -> Status {
+        Status::Usage
+    }
+}
+
+/// Less than this share of the shorter recording in common, and the join
+/// says so: most of what one node saw cannot be checked against the other.
+const MIN_OVERLAP: f64 = 0.5;
+
+/// The same node twice (a copy, or two sessions of one node) would be
+/// joined into a verdict about traffic between a node and itself, with
+/// invented findings (its own VTEP MAC "missing" from its FDB).
+pub fn refuse_same_node(a: &Recording, b: &Recording) -> Result<(), JoinError> {
+    let (ia, ib) = (&a.identity, &b.identity);
+    let names = || (a.path.display().to_string(), b.path.display().to_string());
+    let same_file = match (a.path.canonicalize(), b.path.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    };
+    if same_file
+        || (ia.node == ib.node
+            && ia.netns_inode == ib.netns_inode
+            && ia.attached_wall_ns == ib.attached_wall_ns
+            && ia.clock_offset_ns == ib.clock_offset_ns)
+    {
+        let (a, b) = names();
+        return Err(JoinError::SameRecording {
+            a,
+            b,
+            node: ia.node.clone(),
+            at: clock::rfc3339(ia.attached_wall_ns),
+        });
+    }
+    let shared = ia
+        .underlay_ips()
+        .find(|ip| ib.underlay_ips().any(|o| o == *ip));
+    if let Some(addr) = shared
+        && ia.netns_inode == ib.netns_inode
+        && ia.kernel == ib.kernel
+    {
+        let (a, b) = names();
+        return Err(JoinError::SameNode {
+            a,
+            b,
+            node: ia.node.clone(),
+            netns: ia.netns_inode,
+            addr: addr.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Wall-clock span a recording observed: from attach to its summary's end,
+/// or to its last event when it was cut short.
+fn span(r: &Recording) -> (i64, i64) {
+    let start = r.summary.as_ref().map_or(r.identity.attached_wall_ns, |s| {
+        s.start_wall_ns.max(r.identity.attached_wall_ns)
+    });
+    let end = r
+        .summary
+        .as_ref()
+        .map(|s| s.end_wall_ns)
+        .unwrap_or_else(|| {
+            r.events.last().map_or(start, |e| {
+                (e.ts_mono_ns as i64).saturating_add(r.identity.clock_offset_ns)
+            })
+        });
+    (start, end.max(start))
+}
+
+/// Why the two recordings' times make the verdict uncertain, if they do.
+pub fn overlap_gap(a: &Recording, b: &Recording) -> Option<String> {
+    let ((sa, ea), (sb, eb)) = (span(a), span(b));
+    let common = ea.min(eb) - sa.max(sb);
+    let secs = |ns: i64| ns as f64 / 1e9;
+    let show = |s: i64, e: i64| format!("{}–{}", clock::time_of_day(s), clock::time_of_day(e));
+    if common <= 0 {
+        return Some(format!(
+            "the recordings do not overlap in time ({} {}, {} {}, UTC): what one node sent cannot be checked against the other (or their wall clocks differ by that much)",
+            a.identity.node,
+            show(sa, ea),
+            b.identity.node,
+            show(sb, eb)
+        ));
+    }
+    let shorter = (ea - sa).min(eb - sb).max(1);
+    let share = common as f64 / shorter as f64;
+    (share < MIN_OVERLAP).then(|| {
+        format!(
+            "the recordings overlap for only {:.1} s ({:.0} % of the shorter one, {} {}, {} {}, UTC): packets outside the overlap are not judged",
+            secs(common),
+            share * 100.0,
+            a.identity.node,
+            show(sa, ea),
+            b.identity.node,
+            show(sb, eb)
+        )
+    })
+}
 
 fn trace(r: &Recording) -> NodeTrace<'_> {
     let mut gaps = Vec::new();
@@ -17,6 +146,9 @@ fn trace(r: &Recording) -> NodeTrace<'_> {
             "{} has no summary: the tracer was stopped abruptly",
             r.path.display()
         ));
+    }
+    if let Some(s) = &r.summary {
+        gaps.extend(s.gaps());
     }
     NodeTrace {
         identity: &r.identity,
@@ -27,14 +159,24 @@ fn trace(r: &Recording) -> NodeTrace<'_> {
     }
 }
 
+fn read(path: &Path) -> Result<Recording, Fatal> {
+    record::read(path).fatal(Status::Failure)
+}
+
 pub fn run(args: JoinArgs) -> Result<(), Fatal> {
-    let a = record::read(&args.files[0]).fatal(Status::Failure)?;
-    let b = record::read(&args.files[1]).fatal(Status::Failure)?;
+    let a = read(&args.files[0])?;
+    let b = read(&args.files[1])?;
+    refuse_same_node(&a, &b).map_err(|e| Fatal::new(e.status(), e))?;
     let opts = Options {
         grace_ns: args.grace.as_nanos() as i64,
     };
-    // Recordings carry each node's own wall clock; they are not compared.
-    let report = verdict::judge(&trace(&a), &trace(&b), None, opts);
+    let (mut ta, tb) = (trace(&a), trace(&b));
+    // Recordings carry each node's own wall clock; they are not compared,
+    // but one that does not overlap the other says so.
+    if let Some(gap) = overlap_gap(&a, &b) {
+        ta.gaps.push(gap);
+    }
+    let report = verdict::judge(&ta, &tb, None, opts);
     if args.json {
         println!(
             "{}",
@@ -45,4 +187,172 @@ pub fn run(args: JoinArgs) -> Result<(), Fatal> {
         print!("{}", render::text(&report));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::output::Summary;
+    use crate::verdict::test_identity as identity;
+
+    const S: i64 = 1_000_000_000;
+
+    fn rec(name: &str, path: &str, from: i64, to: i64) -> Recording {
+        let mut id = identity(name);
+        id.attached_wall_ns = from;
+        Recording {
+            path: PathBuf::from(path),
+            identity: id,
+            events: Vec::new(),
+            summary: Some(Summary {
+                start_wall_ns: from,
+                end_wall_ns: to,
+                complete: true,
+                ..Summary::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn the_same_recording_or_node_twice_is_refused() {
+        let a = rec("node-a", "a.rec", 100 * S, 160 * S);
+        let copy = rec("node-a", "copy-of-a.rec", 100 * S, 160 * S);
+        let e = refuse_same_node(&a, &copy).unwrap_err();
+        assert!(matches!(e, JoinError::SameRecording { .. }), "{e}");
+        assert!(e.to_string().contains("same recording"), "{e}");
+        assert_eq!(e.status(), Status::Usage);
+
+        // Another session of the same node.
+        let later = rec("node-a", "a2.rec", 200 * S, 260 * S);
+        let e = refuse_same_node(&a, &later).unwrap_err();
+        assert!(matches!(e, JoinError::SameNode { .. }), "{e}");
+        assert!(e.to_string().contains("one recording from each"), "{e}");
+
+        let b = rec("node-b", "b.rec", 100 * S, 160 * S);
+        refuse_same_node(&a, &b).unwrap();
+    }
+
+    #[test]
+    fn recordings_that_do_not_or_barely_overlap_are_marked() {
+        let a = rec("node-a", "a.rec", 100 * S, 160 * S);
+        let b = rec("node-b", "b.rec", 100 * S, 160 * S);
+        assert_eq!(overlap_gap(&a, &b), None);
+        let apart = rec("node-b", "b.rec", 300 * S, 360 * S);
+        let gap = overlap_gap(&a, &apart).unwrap();
+        assert!(gap.contains("do not overlap"), "{gap}");
+        let barely = rec("node-b", "b.rec", 150 * S, 210 * S);
+        let gap = overlap_gap(&a, &barely).unwrap();
+        assert!(gap.contains("only 10.0 s"), "{gap}");
+
+        // Through the verdict: every direction uncertain, with the reason.
+        let (mut ta, tb) = (trace(&a), trace(&apart));
+        ta.gaps.extend(overlap_gap(&a, &apart));
+        let r = verdict::judge(&ta, &tb, None, Options::default());
+        assert!(r.directions.iter().all(|d| !d.certain));
+        assert!(r.uncertain.iter().any(|u| u.contains("do not overlap")));
+    }
+
+    #[test]
+    fn a_clock_step_in_a_recording_makes_the_verdict_uncertain() {
+        let mut a = rec("node-a", "a.rec", 100 * S, 160 * S);
+        a.summary.as_mut().unwrap().clock_step_ns = 3 * S;
+        let b = rec("node-b", "b.rec", 100 * S, 160 * S);
+        let r = verdict::judge(&trace(&a), &trace(&b), None, Options::default());
+        assert!(r.directions.iter().all(|d| !d.certain));
+        assert!(
+            r.uncertain.iter().any(|u| u.contains("wall clock stepped")),
+            "{:?}",
+            r.uncertain
+        );
+    }
+
+    /// Not a check: prints the rate of `join` (read both recordings, judge)
+    /// on two recordings of 1 M events in all, its bytes per event on disk
+    /// and the process's peak memory (`cargo xtask bench`).
+    #[test]
+    #[ignore = "benchmark: run with --ignored --nocapture"]
+    fn bench_join_events_per_second() {
+        use std::time::Instant;
+
+        use crate::{event::Event, record::Writer};
+
+        let packets = 200_000u64;
+        let (ia, ib) = (identity("node-a"), identity("node-b"));
+        let ev = |id: &crate::identity::NodeIdentity,
+                  hop: &str,
+                  ts: u64,
+                  i: u64,
+                  outer: bool|
+         -> Event {
+            let mut v = serde_json::json!({
+                "time": "", "ts_mono_ns": ts, "hop": hop, "ifindex": id.underlay_ifindex,
+                "iface": id.underlay_dev, "len": 98,
+                "inner": {"src": "10.244.1.0", "dst": "10.244.2.0", "proto": "icmp",
+                          "ip_id": i as u32, "ip_len": 84,
+                          "icmp": {"type": 8, "code": 0, "id": 7, "seq": i as u16}},
+                "fingerprint": format!("{:016x}", 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i + 1)),
+            });
+            if outer {
+                v["outer"] = serde_json::json!({"src": "10.25.1.51", "dst": "10.25.1.55", "proto": "udp", "sport": 50000, "dport": 8472});
+                v["vni"] = 1.into();
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let dir = std::env::temp_dir();
+        let (pa, pb) = (
+            dir.join(format!("ft-bench-a-{}.rec", std::process::id())),
+            dir.join(format!("ft-bench-b-{}.rec", std::process::id())),
+        );
+        let mut wa = Writer::create(&pa, &ia).unwrap();
+        let mut wb = Writer::create(&pb, &ib).unwrap();
+        for i in 0..packets {
+            let t = 1_000_000_000 + i * 50_000;
+            wa.write_event(ev(&ia, "overlay-egress", t, i, false))
+                .unwrap();
+            wa.write_event(ev(&ia, "underlay-egress", t + 1_000, i, true))
+                .unwrap();
+            wb.write_event(ev(&ib, "underlay-ingress", t + 100_000, i, true))
+                .unwrap();
+            wb.write_event(ev(&ib, "vxlan-rcv", t + 101_000, i, true))
+                .unwrap();
+            wb.write_event(ev(&ib, "overlay-ingress", t + 102_000, i, false))
+                .unwrap();
+        }
+        let end = |start: i64| Summary {
+            start_wall_ns: start,
+            end_wall_ns: start + 20_000_000_000,
+            complete: true,
+            ..Summary::default()
+        };
+        wa.finish(&end(ia.attached_wall_ns)).unwrap();
+        wb.finish(&end(ib.attached_wall_ns)).unwrap();
+        let events = packets * 5;
+        let bytes = std::fs::metadata(&pa).unwrap().len() + std::fs::metadata(&pb).unwrap().len();
+
+        let started = Instant::now();
+        let (a, b) = (record::read(&pa).unwrap(), record::read(&pb).unwrap());
+        let read = started.elapsed();
+        let report = verdict::judge(&trace(&a), &trace(&b), None, Options::default());
+        let total = started.elapsed();
+        let hwm = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM"))
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        println!(
+            "join: {events} events, {:.1} bytes/event on disk; read {:.2} M events/s, read+judge {:.2} M events/s ({:.2} s); {hwm}",
+            bytes as f64 / events as f64,
+            events as f64 / read.as_secs_f64() / 1e6,
+            events as f64 / total.as_secs_f64() / 1e6,
+            total.as_secs_f64()
+        );
+        assert_eq!(report.directions.len(), 2);
+        let _ = std::fs::remove_file(&pa);
+        let _ = std::fs::remove_file(&pb);
+    }
 }

@@ -62,6 +62,9 @@ impl Joiner {
         if final_ && self.remote_summary.is_none() && remote_gaps.is_empty() {
             remote_gaps.push("the peer sent no summary".into());
         }
+        if let Some(s) = self.remote_summary.as_ref() {
+            remote_gaps.extend(s.gaps());
+        }
         if let Some(n) = self
             .remote_summary
             .as_ref()

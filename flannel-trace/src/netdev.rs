@@ -29,7 +29,7 @@ use netlink_packet_route::{
     link::{self, InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkHeader, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourHeader, NeighbourMessage},
     route::{RouteAttribute, RouteHeader, RouteLwEnCapType, RouteMessage, RouteType},
-    tc::{TcAttribute, TcHeader, TcMessage},
+    tc::{TcAttribute, TcFilterBpfOption, TcHeader, TcMessage, TcOption},
 };
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -66,6 +66,8 @@ pub struct LinkInfo {
     /// Administratively up (IFF_UP, what `ip link set up` sets); the carrier
     /// may still be down.
     pub up: bool,
+    /// IFF_LOOPBACK: `lo`, never an underlay.
+    pub loopback: bool,
     /// Set for vxlan devices only.
     pub vxlan: Option<VxlanInfo>,
 }
@@ -130,7 +132,7 @@ pub enum NetdevError {
 }
 
 impl NetdevError {
-    fn errno(&self) -> Option<i32> {
+    pub fn errno(&self) -> Option<i32> {
         match self {
             Self::Netlink { error, .. } => error.raw_os_error(),
             _ => None,
@@ -321,6 +323,116 @@ pub fn clsact_filter_count(index: u32, egress: bool) -> Result<usize, NetdevErro
         .count())
 }
 
+/// A tc filter at a clsact hook, as a filter dump describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcFilter {
+    pub index: u32,
+    pub egress: bool,
+    /// `tcm_info`: priority in the upper 16 bits, protocol in the lower.
+    pub info: u32,
+    pub handle: u32,
+    /// Classifier kind (`bpf`, `u32`, `flower`, ...).
+    pub kind: Option<String>,
+    /// For a `bpf` classifier: the name it was given (`TCA_BPF_NAME`).
+    pub bpf_name: Option<String>,
+}
+
+impl TcFilter {
+    pub fn priority(&self) -> u16 {
+        (self.info >> 16) as u16
+    }
+
+    pub fn hook(&self) -> &'static str {
+        if self.egress { "egress" } else { "ingress" }
+    }
+}
+
+/// The tc filters at the ingress or egress hook of the clsact qdisc of the
+/// interface (none when there is no clsact).
+pub fn clsact_filters(index: u32, egress: bool) -> Result<Vec<TcFilter>, NetdevError> {
+    let parent = if egress {
+        TC_H_MIN_EGRESS
+    } else {
+        TC_H_MIN_INGRESS
+    };
+    let mut request = TcMessage::default();
+    request.header.index = tc_ifindex(index)?;
+    request.header.parent = parent.into();
+    let hook = if egress { "egress" } else { "ingress" };
+    let what = format!("list the tc filters at {hook} of {}", iface(index));
+    let request = RouteNetlinkMessage::GetTrafficFilter(request);
+    let payloads = dump(request, libc::RTM_NEWTFILTER, &what)?;
+    Ok(payloads
+        .iter()
+        .filter(|p| is_filter(p, index, parent))
+        .filter_map(|p| decode_filter(p, index, egress))
+        .collect())
+}
+
+fn decode_filter(payload: &[u8], index: u32, egress: bool) -> Option<TcFilter> {
+    let header = TcHeader::parse(payload).ok()?;
+    let kind = attributes(payload, header.buffer_len(), |nla| {
+        TcAttribute::parse_with_param(nla, "")
+    })
+    .find_map(|a| match a {
+        TcAttribute::Kind(k) => Some(k),
+        _ => None,
+    });
+    // Options decode by kind; only a bpf classifier's name matters here.
+    let bpf_name = (kind.as_deref() == Some("bpf"))
+        .then(|| {
+            attributes(payload, header.buffer_len(), |nla| {
+                TcAttribute::parse_with_param(nla, "bpf")
+            })
+            .find_map(|a| match a {
+                TcAttribute::Options(options) => options.into_iter().find_map(|o| match o {
+                    TcOption::Bpf(TcFilterBpfOption::ProgName(name)) => Some(name),
+                    _ => None,
+                }),
+                _ => None,
+            })
+        })
+        .flatten();
+    Some(TcFilter {
+        index,
+        egress,
+        info: header.info,
+        handle: u32::from(header.handle),
+        kind,
+        bpf_name,
+    })
+}
+
+/// Deletes one tc filter, named by its hook, priority, protocol and handle.
+pub fn delete_filter(f: &TcFilter) -> Result<(), NetdevError> {
+    let mut request = TcMessage::default();
+    request.header.index = tc_ifindex(f.index)?;
+    request.header.parent = if f.egress {
+        TC_H_MIN_EGRESS
+    } else {
+        TC_H_MIN_INGRESS
+    }
+    .into();
+    request.header.handle = f.handle.into();
+    request.header.info = f.info;
+    if let Some(kind) = &f.kind {
+        request.attributes.push(TcAttribute::Kind(kind.clone()));
+    }
+    let what = format!(
+        "delete the tc filter pref {} handle {:#x} at {} of {}",
+        f.priority(),
+        f.handle,
+        f.hook(),
+        iface(f.index)
+    );
+    exchange(
+        RouteNetlinkMessage::DelTrafficFilter(request),
+        NLM_F_ACK,
+        &what,
+    )
+    .map(drop)
+}
+
 /// ifindex -> name with `if_indextoname`, cheap enough for every event; None if
 /// no interface has that index (any more).
 pub fn ifname(index: u32) -> Option<String> {
@@ -413,6 +525,7 @@ fn decode_link(payload: &[u8]) -> Result<LinkInfo, DecodeError> {
         mac: None,
         link: None,
         up: header.flags.contains(LinkFlags::Up),
+        loopback: header.flags.contains(LinkFlags::Loopback),
         vxlan: None,
     };
     let decode = |nla: &NlaBuffer<&[u8]>| LinkAttribute::parse_with_param(nla, family);
@@ -918,6 +1031,7 @@ mod tests {
                 mac: Some([0xf6, 0xe2, 0xde, 0x4c, 0x26, 0x16]),
                 link: None,
                 up: true,
+                loopback: false,
                 vxlan: Some(flannel_vxlan()),
             }
         );

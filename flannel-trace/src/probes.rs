@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use crate::{
     cli::{DropBackendChoice, TcMode, VxlanBackendChoice},
-    netdev,
+    leftovers, netdev,
 };
 
 /// The object built from flannel-trace-ebpf by build.rs.
@@ -85,11 +85,14 @@ pub struct Devices<'a> {
 }
 
 /// The loaded object and its attachments. Dropping it detaches everything,
-/// then removes any clsact qdisc this process created (never anyone else's).
+/// then removes a clsact qdisc flannel-trace created once nothing is
+/// attached to it any more (never anyone else's; see `leftovers`).
 pub struct Probes {
     ebpf: Option<Ebpf>,
     pub hooks: Vec<HookReport>,
-    created_qdiscs: Vec<(u32, String)>,
+    /// Devices with netlink filters of ours, and the netns they are in.
+    netlink_devices: Vec<(u32, String)>,
+    netns: u32,
 }
 
 impl Probes {
@@ -111,7 +114,8 @@ impl Probes {
         let mut probes = Probes {
             ebpf: Some(ebpf),
             hooks: Vec::new(),
-            created_qdiscs: Vec::new(),
+            netlink_devices: Vec::new(),
+            netns: cfg.netns_ino,
         };
         probes.set_ports(ports)?;
         probes.preload(plan, dev, cfg.has_drop_reason != 0);
@@ -255,21 +259,34 @@ impl Probes {
                 }
             }
         }
-        // Netlink: a clsact qdisc is needed; create it only if absent and
-        // remember that we did, so that exactly that one is removed later.
+        // Netlink: a clsact qdisc is needed; create it only if absent, and
+        // mark it as ours first (see `leftovers`), under the lock, so that a
+        // concurrent tracer's exit cannot remove it between the two steps.
+        let netns = self.netns;
+        let _lock = leftovers::lock().map_err(|e| e.to_string())?;
         let had_clsact = netdev::has_clsact(ifindex).map_err(|e| e.to_string())?;
         if !had_clsact {
-            tc::qdisc_add_clsact(ifindex)
-                .map_err(|e| format!("adding a clsact qdisc failed: {e}"))?;
-            self.created_qdiscs.push((ifindex, ifname.to_owned()));
+            leftovers::mark_created(netns, ifindex).map_err(|e| e.to_string())?;
+            if let Err(e) = tc::qdisc_add_clsact(ifindex) {
+                leftovers::unmark(netns, ifindex);
+                return Err(format!("adding a clsact qdisc failed: {e}"));
+            }
+        }
+        if !self.netlink_devices.iter().any(|(i, _)| *i == ifindex) {
+            self.netlink_devices.push((ifindex, ifname.to_owned()));
         }
         let prog: &mut SchedClassifier =
             program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+        // The handle is our PID: a later run tells a killed tracer's
+        // filters from a live one's by it.
         prog.attach(
             ifindex,
             TcAttach::Netlink {
                 parent: dir.into(),
-                options: NlOptions::default(),
+                options: NlOptions {
+                    handle: tc::TcHandle::from(leftovers::own_handle()),
+                    ..NlOptions::default()
+                },
             },
         )
         .map_err(|e| format!("netlink attach failed: {}", describe(&e, None)))?;
@@ -457,27 +474,29 @@ impl Probes {
 
 impl Drop for Probes {
     fn drop(&mut self) {
-        // Links and programs go with the object; only then is a qdisc we
-        // created empty again.
+        // Links and programs go with the object; only then may a qdisc we
+        // created be empty again. The last tracer out removes it, whichever
+        // tracer created it.
         drop(self.ebpf.take());
-        for (ifindex, ifname) in self.created_qdiscs.drain(..) {
-            let foreign = [false, true]
-                .into_iter()
-                // A count that fails is treated as foreign: never delete blind.
-                .map(|egress| {
-                    netdev::clsact_filter_count(ifindex, egress).unwrap_or(usize::MAX / 2)
-                })
-                .sum::<usize>();
-            if foreign > 0 {
-                log::warn!(
-                    "leaving the clsact qdisc on {ifname}: it now carries {foreign} filter(s) of another tool"
-                );
-                continue;
+        if self.netlink_devices.is_empty() {
+            return;
+        }
+        let _lock = match leftovers::lock() {
+            Ok(l) => l,
+            Err(e) => {
+                log::warn!("{e}: a clsact qdisc flannel-trace created may be left");
+                return;
             }
-            if let Err(e) = netdev::delete_clsact(ifindex) {
-                log::warn!(
+        };
+        for (ifindex, ifname) in self.netlink_devices.drain(..) {
+            match leftovers::remove_empty_clsact(self.netns, ifindex) {
+                Ok(true) => {
+                    log::info!("removed the clsact qdisc flannel-trace created on {ifname}")
+                }
+                Ok(false) => {}
+                Err(e) => log::warn!(
                     "could not remove the clsact qdisc flannel-trace created on {ifname}: {e}"
-                );
+                ),
             }
         }
     }

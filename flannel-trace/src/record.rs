@@ -1,11 +1,13 @@
 //! Recordings: a session written to a file, to be joined later with
 //! another node's (`flannel-trace join`).
 //!
-//! Format: the 8-byte magic `FTREC\x00\x01\n` (format version 1), then
-//! frames as on the peer channel (see `wire`): a `start` message with the
-//! node's identity and clock offset, `event` messages, and a closing
-//! `summary`. Every frame is length-prefixed and checksummed, so a cut or
-//! damaged file is detected, never misread.
+//! Format: the 8-byte magic `FTREC\x00\x02\n` (format version 2), then
+//! frames as on the peer channel (see `wire`): a `start` message (JSON)
+//! with the node's identity and clock offset, batches of events in the
+//! compact encoding of `codec` (about 60 bytes an event), and a closing
+//! `summary` (JSON). Every frame is length-prefixed and checksummed, so a
+//! cut or damaged file is detected, never misread. Format 1 (one JSON frame
+//! per event, ~350 bytes) is refused with a message naming it.
 
 use std::{
     fs::File,
@@ -17,13 +19,15 @@ use bytes::BytesMut;
 use thiserror::Error;
 
 use crate::{
+    codec::{self, MAX_BATCH},
     event::Event,
     identity::NodeIdentity,
     output::Summary,
     wire::{self, FrameError, Message},
 };
 
-pub const MAGIC: &[u8; 8] = b"FTREC\x00\x01\n";
+pub const MAGIC: &[u8; 8] = b"FTREC\x00\x02\n";
+pub const FORMAT: u8 = 2;
 
 #[derive(Debug, Error)]
 pub enum RecordError {
@@ -35,7 +39,10 @@ pub enum RecordError {
     Read { path: PathBuf, source: io::Error },
     #[error("{path} is not a flannel-trace recording (bad magic bytes)")]
     Magic { path: PathBuf },
-    #[error("{path} is a recording of format {version}; this flannel-trace reads format 1")]
+    #[error(
+        "{path} is a recording of format {version}{}; this flannel-trace reads format {FORMAT}: join it with the flannel-trace version that wrote it",
+        if *version == 1 { " (JSON frames, written before the compact encoding)" } else { " (written by a newer flannel-trace?)" }
+    )]
     Version { path: PathBuf, version: u8 },
     #[error(
         "{path} is truncated at byte {offset}: the last frame is incomplete (was the copy cut short?)"
@@ -57,9 +64,55 @@ pub enum RecordError {
     },
 }
 
+/// Where a live session is recorded when `--record` is not given:
+/// `$FLANNEL_TRACE_RECORD_DIR`, else `/var/tmp/flannel-trace` (kept across
+/// reboots, unlike /tmp on many systems), created readable by root only,
+/// since recordings hold the overlay's addresses and flows.
+pub const DEFAULT_DIR: &str = "/var/tmp/flannel-trace";
+
+pub fn default_path(node: &str) -> Result<PathBuf, RecordError> {
+    let dir = std::env::var_os("FLANNEL_TRACE_RECORD_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
+    let create = |source| RecordError::Create {
+        path: dir.clone(),
+        source,
+    };
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(create)?;
+    }
+    let safe: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // 2026-12-01T09:15:30.123456789Z → 20261201T091530Z
+    let stamp: String = crate::clock::rfc3339(crate::clock::Clock::now_wall_ns())
+        .chars()
+        .take(19)
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect();
+    let name = format!("{safe}-{stamp}Z-{}.rec", std::process::id());
+    Ok(dir.join(name))
+}
+
 pub struct Writer {
     path: PathBuf,
     out: BufWriter<File>,
+    ctx: codec::Context,
+    /// Events not yet written: they go out as one batch frame.
+    batch: Vec<Event>,
+    frame: Vec<u8>,
 }
 
 impl Writer {
@@ -71,6 +124,9 @@ impl Writer {
         let mut w = Writer {
             path: path.into(),
             out: BufWriter::new(file),
+            ctx: codec::Context::of(identity),
+            batch: Vec::with_capacity(MAX_BATCH),
+            frame: Vec::new(),
         };
         w.raw(MAGIC)?;
         w.write(&Message::Start(identity.clone()))?;
@@ -84,12 +140,39 @@ impl Writer {
         })
     }
 
+    /// A message in JSON (after the events before it).
     pub fn write(&mut self, msg: &Message) -> Result<(), RecordError> {
+        self.flush_events()?;
         let frame = wire::encode(msg).map_err(|e| RecordError::Write {
             path: self.path.clone(),
             source: io::Error::other(e),
         })?;
         self.raw(&frame)
+    }
+
+    /// An event, written with the next batch.
+    pub fn write_event(&mut self, ev: Event) -> Result<(), RecordError> {
+        self.batch.push(ev);
+        if self.batch.len() >= MAX_BATCH {
+            self.flush_events()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the pending events as one batch frame (into the file's
+    /// buffer): the session calls it after each ring-buffer drain, so a
+    /// killed tracer loses at most what the buffer held.
+    pub fn flush_events(&mut self) -> Result<(), RecordError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.frame.clear();
+        wire::encode_events(&self.ctx, &self.batch, &mut self.frame);
+        self.batch.clear();
+        let frame = std::mem::take(&mut self.frame);
+        let written = self.raw(&frame);
+        self.frame = frame;
+        written
     }
 
     pub fn finish(mut self, summary: &Summary) -> Result<(), RecordError> {
@@ -121,7 +204,7 @@ pub fn read(path: &Path) -> Result<Recording, RecordError> {
     parse(path, &data)
 }
 
-fn parse(path: &Path, data: &[u8]) -> Result<Recording, RecordError> {
+pub(crate) fn parse(path: &Path, data: &[u8]) -> Result<Recording, RecordError> {
     let p = || path.to_path_buf();
     if data.len() < MAGIC.len() || data[..6] != MAGIC[..6] || data[7] != b'\n' {
         return Err(RecordError::Magic { path: p() });
@@ -133,15 +216,16 @@ fn parse(path: &Path, data: &[u8]) -> Result<Recording, RecordError> {
         });
     }
     let mut buf = BytesMut::from(&data[MAGIC.len()..]);
+    let mut decoder = wire::Decoder::default();
     let mut identity = None;
     let mut events = Vec::new();
     let mut summary = None;
     loop {
         let offset = data.len() - buf.len();
-        if buf.is_empty() {
+        if buf.is_empty() && !decoder.has_queued() {
             break;
         }
-        let msg = match wire::decode(&mut buf) {
+        let msg = match decoder.decode(&mut buf) {
             Ok(Some(m)) => m,
             Ok(None) => return Err(RecordError::Truncated { path: p(), offset }),
             Err(source) => {
@@ -155,6 +239,13 @@ fn parse(path: &Path, data: &[u8]) -> Result<Recording, RecordError> {
         match (msg, &identity) {
             (Message::Start(id), None) => identity = Some(id),
             (_, None) => return Err(RecordError::NoStart { path: p() }),
+            (Message::Start(_), Some(_)) => {
+                return Err(RecordError::Unexpected {
+                    path: p(),
+                    offset,
+                    kind: "start",
+                });
+            }
             (Message::Event(e), Some(_)) => events.push(e),
             (Message::Summary(s), Some(_)) if summary.is_none() => summary = Some(s),
             (other, Some(_)) => {
@@ -182,9 +273,21 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         let path = std::env::temp_dir().join(format!("ftrec-test-{}.rec", std::process::id()));
-        let w = Writer::create(&path, &identity("node-a")).unwrap();
+        let id = identity("node-a");
+        let mut w = Writer::create(&path, &id).unwrap();
+        for i in 0..3u64 {
+            let ev: Event = serde_json::from_value(serde_json::json!({
+                "time": crate::clock::rfc3339(i as i64 + id.clock_offset_ns), "ts_mono_ns": i,
+                "hop": "underlay-egress", "ifindex": id.underlay_ifindex, "iface": id.underlay_dev,
+                "len": 100 + i,
+                "outer": {"src": "10.25.1.51", "dst": "10.25.1.55", "proto": "udp", "sport": 1, "dport": 8475},
+                "vni": 1, "fingerprint": "0123456789abcdef",
+            }))
+            .unwrap();
+            w.write_event(ev).unwrap();
+        }
         w.finish(&Summary {
-            events: 0,
+            events: 3,
             complete: true,
             ..Summary::default()
         })
@@ -202,6 +305,9 @@ mod tests {
         let r = parse(Path::new("x.rec"), &data).unwrap();
         assert_eq!(r.identity.node, "node-a");
         assert!(r.summary.is_some());
+        assert_eq!(r.events.len(), 3);
+        assert_eq!(r.events[2].len, 102);
+        assert_eq!(r.events[0].iface, Some(identity("node-a").underlay_dev));
     }
 
     #[test]
@@ -225,12 +331,18 @@ mod tests {
             parse(Path::new("x.rec"), b"hello world"),
             Err(RecordError::Magic { .. })
         ));
-        let mut v2 = data.clone();
-        v2[6] = 2;
-        assert!(matches!(
-            parse(Path::new("x.rec"), &v2),
-            Err(RecordError::Version { version: 2, .. })
-        ));
+        let mut v1 = data.clone();
+        v1[6] = 1;
+        let Err(e) = parse(Path::new("x.rec"), &v1) else {
+            panic!("format {} accepted", v1[6])
+        };
+        assert!(matches!(e, RecordError::Version { version: 1, .. }), "{e}");
+        assert!(e.to_string().contains("format 1 (JSON frames"), "{e}");
+        v1[6] = 3;
+        let Err(e) = parse(Path::new("x.rec"), &v1) else {
+            panic!("format {} accepted", v1[6])
+        };
+        assert!(e.to_string().contains("newer"), "{e}");
         let cut = data.len() - 3;
         assert!(matches!(
             parse(Path::new("x.rec"), &data[..cut]),

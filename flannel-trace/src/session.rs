@@ -20,6 +20,7 @@ use tokio::{
 use crate::{
     cli::TraceArgs,
     clock::Clock,
+    codec,
     event::{Decoder, Event, is_real_drop},
     exit::{Fatal, OrFatal as _, Status},
     identity::NodeIdentity,
@@ -30,7 +31,7 @@ use crate::{
     probes::Probes,
     record,
     verdict::render,
-    wire::Message,
+    wire::{self, Message},
 };
 
 /// How often the ring buffer is drained when no wakeup came.
@@ -60,6 +61,13 @@ struct Sinks<'a> {
     pending: Vec<Event>,
     pending_dropped: u64,
     peer_failed: bool,
+    /// Why the live join did not happen (or ended before our last events
+    /// reached the listener): the session then exits with
+    /// [`Status::NoJoin`] and says how to join the recordings later.
+    join_missing: Option<String>,
+    /// Where this session is recorded (`--record`, or the default path
+    /// whenever a live join is requested).
+    record_path: Option<std::path::PathBuf>,
     /// --listen: the join.
     joiner: Option<Joiner>,
 }
@@ -73,6 +81,7 @@ pub async fn run(
 ) -> Result<(), Fatal> {
     let listening = args.listen.is_some();
     let mut s = Session {
+        codec_ctx: codec::Context::of(&identity),
         ports,
         decoder,
         summary: Summary {
@@ -93,12 +102,29 @@ pub async fn run(
             // Events are held for a listener only with --peer; without one,
             // holding them would only grow memory (up to PENDING_CAP).
             peer_failed: args.peer.is_none(),
+            join_missing: None,
+            record_path: None,
             joiner: listening.then(|| Joiner::new(identity.clone(), args.max_events)),
         },
     };
-    if let Some(path) = &args.record {
+    // Nothing lost: a live join is always also recorded, so that a join
+    // that does not happen can be done offline later.
+    let live = args.listen.is_some() || args.peer.is_some();
+    let record_path = match (&args.record, live) {
+        (Some(p), _) => Some(p.clone()),
+        (None, true) => Some(record::default_path(&identity.node).fatal(Status::Failure)?),
+        (None, false) => None,
+    };
+    if let Some(path) = &record_path {
         s.sinks.recorder = Some(record::Writer::create(path, &identity).fatal(Status::Failure)?);
+        if args.record.is_none() {
+            eprintln!(
+                "flannel-trace: recording this session to {} (for `flannel-trace join` if the live join fails)",
+                path.display()
+            );
+        }
     }
+    s.sinks.record_path = record_path;
     s.emit_start(&identity)?;
 
     // The peer channel is set up in the background: the ring buffer must be
@@ -110,6 +136,11 @@ pub async fn run(
             .await
             .with_context(|| format!("listening on {addr}"))
             .fatal(Status::Failure)?;
+        if addr.ip().is_unspecified() {
+            eprintln!(
+                "flannel-trace: warning: --listen {addr} accepts connections on every address of this node, overlay and pod-facing ones included; prefer this node's underlay address"
+            );
+        }
         eprintln!("flannel-trace: waiting for a peer on {addr}");
         let id = identity.clone();
         tokio::spawn(async move {
@@ -187,10 +218,9 @@ pub async fn run(
                         peer_open = s.joined(h, channel, &remote_tx, args, probes).await?;
                     }
                     Ok(PeerNews::Failed(e)) => {
-                        if listening {
-                            return Err(Fatal::new(Status::Failure, anyhow!("no peer joined: {e}")));
-                        }
-                        eprintln!("flannel-trace: could not reach the listener: {e}; tracing locally only");
+                        let what = if listening { "no peer joined" } else { "could not join the listener" };
+                        eprintln!("flannel-trace: {what}: {e}; tracing locally only");
+                        s.sinks.join_missing = Some(format!("{what}: {e}"));
                         s.sinks.peer_failed = true;
                         s.sinks.pending.clear();
                     }
@@ -235,6 +265,14 @@ pub async fn run(
     s.drain(ring.get_mut()).await?;
     s.summary.duration_s = began.elapsed().as_secs_f64();
     s.summary.end_wall_ns = Clock::now_wall_ns();
+    let step = Clock::sample().offset_ns() - s.decoder.clock.offset_ns();
+    if step.abs() > output::CLOCK_STEP_NOTED {
+        s.summary.clock_step_ns = step;
+        eprintln!(
+            "flannel-trace: the wall clock stepped by {:+.3} s during the session: the verdict is marked uncertain",
+            step as f64 / 1e9
+        );
+    }
     s.finish(probes, &mut remote_rx, peer_open).await
 }
 
@@ -242,13 +280,46 @@ pub async fn run(
 const PEER_QUEUE: usize = 65_536;
 
 /// The task that writes to the listener; ends when the queue closes or the
-/// connection fails.
-fn spawn_writer(mut tx: ChannelTx) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
+/// connection fails. It takes whatever is queued at once (up to a batch of
+/// events) and sends it as one encrypted write: events go in the compact
+/// encoding, other messages in JSON, in queue order.
+fn spawn_writer(
+    mut tx: ChannelTx,
+    ctx: codec::Context,
+) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
     let (q_tx, mut q_rx) = mpsc::channel::<Message>(PEER_QUEUE);
     let handle = tokio::spawn(async move {
-        while let Some(m) = q_rx.recv().await {
-            let bye = matches!(m, Message::Bye);
-            if let Err(e) = tx.send(&m).await {
+        let mut events: Vec<Event> = Vec::with_capacity(codec::MAX_BATCH);
+        let mut out: Vec<u8> = Vec::new();
+        while let Some(first) = q_rx.recv().await {
+            out.clear();
+            let mut bye = false;
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                match m {
+                    Message::Event(ev) => events.push(ev),
+                    other => {
+                        if !events.is_empty() {
+                            wire::encode_events(&ctx, &events, &mut out);
+                            events.clear();
+                        }
+                        bye = matches!(other, Message::Bye);
+                        match wire::encode(&other) {
+                            Ok(frame) => out.extend_from_slice(&frame),
+                            Err(e) => log::warn!("not sent to the listener: {e}"),
+                        }
+                    }
+                }
+                if bye || events.len() >= codec::MAX_BATCH {
+                    break;
+                }
+                next = q_rx.try_recv().ok();
+            }
+            if !events.is_empty() {
+                wire::encode_events(&ctx, &events, &mut out);
+                events.clear();
+            }
+            if let Err(e) = tx.send_frames(&out).await {
                 eprintln!("flannel-trace: sending to the listener failed: {e}");
                 break;
             }
@@ -287,6 +358,8 @@ fn register_ring(ring: RingBuf<MapData>) -> anyhow::Result<AsyncFd<RingBuf<MapDa
 }
 
 struct Session<'a> {
+    /// This node's identity as the compact event encoding needs it.
+    codec_ctx: codec::Context,
     /// The overlay ports the programs match.
     ports: Ports,
     decoder: Decoder,
@@ -383,7 +456,7 @@ impl Session<'_> {
                 }
             });
         } else {
-            let (q, handle) = spawn_writer(tx);
+            let (q, handle) = spawn_writer(tx, self.codec_ctx.clone());
             self.sinks.to_peer = Some(q);
             self.sinks.writer = Some(handle);
             drop(rx);
@@ -409,11 +482,21 @@ impl Session<'_> {
         };
         match tx.try_send(m) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.sinks.unsent += 1,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.sinks.unsent == 0 {
+                    // Degrade explicitly: the live stream thins out, the
+                    // local recording keeps everything, the verdict says so.
+                    eprintln!(
+                        "flannel-trace: the peer link cannot keep up with this node's event rate: events are being left out of the live stream (the local recording keeps them all; the verdict will be marked uncertain, with the count)"
+                    );
+                }
+                self.sinks.unsent += 1;
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 eprintln!("flannel-trace: the listener went away; tracing locally only");
                 self.sinks.to_peer = None;
                 self.sinks.peer_failed = true;
+                self.sinks.join_missing = Some("the listener went away before the end".into());
             }
         }
     }
@@ -460,6 +543,9 @@ impl Session<'_> {
             let ev = raw.and_then(|r| self.decoder.decode(&r));
             self.handle(ev).await?;
         }
+        if let Some(r) = self.sinks.recorder.as_mut() {
+            r.flush_events().fatal(Status::Failure)?;
+        }
         Ok(())
     }
 
@@ -502,19 +588,10 @@ impl Session<'_> {
             }
             out.write_all(b"\n").context("writing to stdout")?;
         }
-        let ev = match self.sinks.recorder.as_mut() {
-            Some(r) => {
-                // The writer takes a message; wrap the event and take it
-                // back out rather than copying it.
-                let msg = Message::Event(ev);
-                r.write(&msg).fatal(Status::Failure)?;
-                let Message::Event(ev) = msg else {
-                    unreachable!("built as an event just above")
-                };
-                ev
-            }
-            None => ev,
-        };
+        if let Some(r) = self.sinks.recorder.as_mut() {
+            // Batched by the writer, which keeps what it is given.
+            r.write_event(ev.clone()).fatal(Status::Failure)?;
+        }
         if let Some(j) = self.sinks.joiner.as_mut() {
             j.push_local(ev);
         } else if self.sinks.to_peer.is_some() {
@@ -572,10 +649,11 @@ impl Session<'_> {
             r.finish(&summary).fatal(Status::Failure)?;
         }
         if let Some(tx) = self.sinks.to_peer.take() {
-            // The listener counts what we could not send as lost by us.
+            // The listener marks what we could not send, with its cause.
             let mut s = summary.clone();
-            s.lost += self.sinks.unsent;
-            s.complete &= self.sinks.unsent == 0;
+            s.peer_unsent = self.sinks.unsent;
+            s.pending_dropped = self.sinks.pending_dropped;
+            s.complete &= self.sinks.unsent == 0 && self.sinks.pending_dropped == 0;
             if self.sinks.unsent > 0 {
                 eprintln!(
                     "flannel-trace: {} events could not be sent to the listener in time",
@@ -592,6 +670,8 @@ impl Session<'_> {
                     .is_err()
             {
                 eprintln!("flannel-trace: the listener did not take our last events within 5 s");
+                self.sinks.join_missing =
+                    Some("the listener did not take our last events within 5 s".into());
             }
         }
         if self.sinks.joiner.is_some() {
@@ -605,15 +685,35 @@ impl Session<'_> {
                     }
                 }
             }
-            let j = self.sinks.joiner.as_ref().expect("checked");
+            let j = self.sinks.joiner.as_mut().expect("checked");
+            j.local_gaps.extend(summary.gaps());
             match j.report(summary.lost, Some(summary.end_wall_ns), true) {
                 Some(report) if self.sinks.json => self.json(&Message::Verdict(report))?,
                 Some(report) => self.line(&render::text(&report))?,
-                None => eprintln!("flannel-trace: no peer joined: nothing to join"),
+                None => {
+                    self.sinks
+                        .join_missing
+                        .get_or_insert_with(|| "no peer joined before the end".into());
+                }
             }
         }
         self.sinks.out.flush().context("writing to stdout")?;
-        Ok(())
+        match (self.sinks.join_missing.take(), &self.sinks.record_path) {
+            (None, _) => Ok(()),
+            (Some(why), Some(path)) => Err(Fatal::new(
+                Status::NoJoin,
+                anyhow!(
+                    "the live join did not happen ({why}); this node's session is recorded in {p}. \
+                     When the other node has stopped, join the two recordings with:\n  \
+                     flannel-trace join {p} <the other node's recording>",
+                    p = path.display()
+                ),
+            )),
+            (Some(why), None) => Err(Fatal::new(
+                Status::NoJoin,
+                anyhow!("the live join did not happen ({why})"),
+            )),
+        }
     }
 }
 

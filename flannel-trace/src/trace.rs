@@ -241,6 +241,7 @@ fn resolve(args: &TraceArgs) -> Result<Node, Fatal> {
             ),
         ));
     }
+    plausible_underlay(&underlay, &vxlan)?;
     let pods = pod_side(args, &vxlan)?;
     let other_nics = if args.only_iface {
         Vec::new()
@@ -255,6 +256,42 @@ fn resolve(args: &TraceArgs) -> Result<Node, Fatal> {
         port_source,
         pods,
     })
+}
+
+/// Refuses what cannot be an underlay (loopback: VXLAN frames between nodes
+/// never pass it; another vxlan device), and warns about what probably is
+/// not one (no address, down): the verdict would otherwise blame "0 reached
+/// node-b's lo" on the network.
+fn plausible_underlay(u: &netdev::LinkInfo, vxlan: &netdev::LinkInfo) -> Result<(), Fatal> {
+    let refuse = |why: String| {
+        Err(Fatal::new(
+            Status::Device,
+            anyhow!(
+                "{} cannot be the underlay of {}: {why}; name the NIC that carries the VXLAN traffic between the nodes with --iface (default: the vxlan device's link device, else the default-route device)",
+                u.name,
+                vxlan.name
+            ),
+        ))
+    };
+    if u.loopback {
+        return refuse("it is a loopback device".into());
+    }
+    if u.vxlan.is_some() {
+        return refuse("it is itself a vxlan device".into());
+    }
+    if !u.up {
+        eprintln!(
+            "flannel-trace: warning: the underlay {} is down: no VXLAN frame can pass it",
+            u.name
+        );
+    }
+    if netdev::addresses(u.index).is_ok_and(|a| a.is_empty()) {
+        eprintln!(
+            "flannel-trace: warning: the underlay {} has no address: unless it is a bridge port carrying the node's traffic, VXLAN frames do not pass it (check --iface)",
+            u.name
+        );
+    }
+    Ok(())
 }
 
 fn hostname() -> String {
@@ -321,6 +358,7 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
     let mut cfg = Config::zeroed();
     cfg.vni = args.vni.unwrap_or(ANY_VNI);
     cfg.netns_ino = kernel::netns_inode().fatal(Status::Failure)?;
+    crate::leftovers::sweep_at_start(cfg.netns_ino);
     cfg.vxlan_ifindex = node.vxlan.index;
     cfg.underlay_ifindex = node.underlay.index;
     cfg.has_drop_reason = u8::from(has_reason);

@@ -3,15 +3,26 @@
 //! tagged by `"type"`.
 //!
 //! Frames (recordings and the peer channel) are
-//! `[u32 length, big-endian][u32 CRC-32 of the payload][payload: JSON]`,
-//! bounded by [`MAX_FRAME`], so a corrupted or hostile stream is an error,
-//! never an unbounded allocation or a panic.
+//! `[u32 length, big-endian][u32 CRC-32 of the payload][payload]`, bounded
+//! by [`MAX_FRAME`], so a corrupted or hostile stream is an error, never an
+//! unbounded allocation or a panic. A payload is either one JSON message
+//! (it starts with `{`) or a batch of events in the compact encoding of
+//! `codec` (it starts with [`codec::BATCH`]), which needs the node's
+//! identity: a stream's `start` message comes first.
+
+use std::collections::VecDeque;
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{event::Event, identity::NodeIdentity, output::Summary, verdict::Report};
+use crate::{
+    codec::{self, CodecError},
+    event::Event,
+    identity::NodeIdentity,
+    output::Summary,
+    verdict::Report,
+};
 
 /// Largest frame accepted, header excluded.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -26,16 +37,8 @@ pub enum Message {
     Summary(Summary),
     /// A joined verdict (live `--listen` mode and `join`).
     Verdict(Report),
-    /// Peer channel: the listener's challenge.
-    Challenge {
-        version: u32,
-        nonce: String,
-    },
-    /// Peer channel: HMAC-SHA256(token, nonce) from the connecting side.
-    Auth {
-        mac: String,
-    },
-    /// Peer channel: the listener refuses (wrong token, version).
+    /// Peer channel, after the handshake: one side gives up on the other
+    /// (identity or clock exchange failed).
     Refused {
         reason: String,
     },
@@ -69,8 +72,6 @@ impl Message {
             Message::Event(_) => "event",
             Message::Summary(_) => "summary",
             Message::Verdict(_) => "verdict",
-            Message::Challenge { .. } => "challenge",
-            Message::Auth { .. } => "auth",
             Message::Refused { .. } => "refused",
             Message::ClockPing { .. } => "clock_ping",
             Message::ClockPong { .. } => "clock_pong",
@@ -91,6 +92,10 @@ pub enum FrameError {
     Checksum,
     #[error("frame is not a valid message: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Batch(#[from] CodecError),
+    #[error("a batch of events before the node's identity (`start`)")]
+    NoContext,
 }
 
 pub fn encode(msg: &Message) -> Result<Bytes, FrameError> {
@@ -105,9 +110,20 @@ pub fn encode(msg: &Message) -> Result<Bytes, FrameError> {
     Ok(buf.freeze())
 }
 
-/// Take one frame off the front of `buf`; `Ok(None)` when more bytes are
-/// needed. The length is checked before anything is allocated.
-pub fn decode(buf: &mut BytesMut) -> Result<Option<Message>, FrameError> {
+/// Appends one frame holding `events` in the compact encoding to `out`.
+pub fn encode_events(ctx: &codec::Context, events: &[Event], out: &mut Vec<u8>) {
+    let at = out.len();
+    out.extend_from_slice(&[0; HEADER]);
+    codec::encode_batch(ctx, events, out);
+    let len = out.len() - at - HEADER;
+    let sum = crc32(&out[at + HEADER..]);
+    out[at..at + 4].copy_from_slice(&(len as u32).to_be_bytes());
+    out[at + 4..at + 8].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Take one frame's payload off the front of `buf`; `Ok(None)` when more
+/// bytes are needed. The length is checked before anything is allocated.
+fn take_payload(buf: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
     if buf.len() < HEADER {
         return Ok(None);
     }
@@ -125,33 +141,52 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Message>, FrameError> {
     if crc32(&payload) != sum {
         return Err(FrameError::Checksum);
     }
-    Ok(Some(serde_json::from_slice(&payload)?))
+    Ok(Some(payload))
 }
 
-/// CRC-32 (IEEE 802.3, reflected), table built at compile time.
-pub fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xedb8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
+/// Turns a stream of frames back into messages, one at a time: it keeps
+/// the identity of the stream's `start` (the context of its event
+/// batches) and the rest of a batch between calls.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    ctx: Option<codec::Context>,
+    queue: VecDeque<Message>,
+}
+
+impl Decoder {
+    /// The next message, from what is queued or off the front of `buf`;
+    /// `Ok(None)` when more bytes are needed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, FrameError> {
+        loop {
+            if let Some(m) = self.queue.pop_front() {
+                return Ok(Some(m));
             }
-            t[i] = c;
-            i += 1;
+            let Some(payload) = take_payload(buf)? else {
+                return Ok(None);
+            };
+            if payload.first() == Some(&codec::BATCH) {
+                let ctx = self.ctx.as_ref().ok_or(FrameError::NoContext)?;
+                let events = codec::decode_batch(ctx, &payload)?;
+                self.queue.extend(events.into_iter().map(Message::Event));
+                continue;
+            }
+            let msg: Message = serde_json::from_slice(&payload)?;
+            if let Message::Start(id) = &msg {
+                self.ctx = Some(codec::Context::of(id));
+            }
+            return Ok(Some(msg));
         }
-        t
-    };
-    !data.iter().fold(!0u32, |c, &b| {
-        TABLE[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
-    })
+    }
+
+    /// Whether messages of the last batch are still queued.
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected), as zlib and Ethernet compute it.
+pub fn crc32(data: &[u8]) -> u32 {
+    crc32fast::hash(data)
 }
 
 #[cfg(test)]
@@ -168,17 +203,43 @@ mod tests {
         let msg = Message::ClockPing { id: 7, t1: -5 };
         let frame = encode(&msg).unwrap();
         let mut buf = BytesMut::new();
+        let mut d = Decoder::default();
         // Byte by byte: nothing until the frame is whole.
         for (i, b) in frame.iter().enumerate() {
             buf.put_u8(*b);
-            let got = decode(&mut buf).unwrap();
+            let got = d.decode(&mut buf).unwrap();
             assert_eq!(got.is_some(), i == frame.len() - 1);
         }
         let mut bad = BytesMut::from(&frame[..]);
         let last = bad.len() - 2;
         bad[last] ^= 0x20;
-        assert!(matches!(decode(&mut bad), Err(FrameError::Checksum)));
+        assert!(matches!(d.decode(&mut bad), Err(FrameError::Checksum)));
         let mut huge = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0][..]);
-        assert!(matches!(decode(&mut huge), Err(FrameError::TooLarge(_))));
+        assert!(matches!(d.decode(&mut huge), Err(FrameError::TooLarge(_))));
+    }
+
+    #[test]
+    fn event_batches_need_the_start_first_and_come_out_one_by_one() {
+        let id = crate::verdict::test_identity("node-a");
+        let ctx = codec::Context::of(&id);
+        let ev: Event = serde_json::from_value(serde_json::json!({
+            "time": crate::clock::rfc3339(10 + id.clock_offset_ns), "ts_mono_ns": 10,
+            "hop": "drop", "ifindex": 1, "iface": null, "len": 1,
+        }))
+        .unwrap();
+        let mut batch = Vec::new();
+        encode_events(&ctx, &[ev.clone(), ev.clone()], &mut batch);
+        let mut d = Decoder::default();
+        let mut early = BytesMut::from(&batch[..]);
+        assert!(matches!(d.decode(&mut early), Err(FrameError::NoContext)));
+
+        let mut stream = BytesMut::from(&encode(&Message::Start(id)).unwrap()[..]);
+        stream.extend_from_slice(&batch);
+        stream.extend_from_slice(&encode(&Message::Bye).unwrap());
+        let mut d = Decoder::default();
+        let kinds: Vec<&str> = std::iter::from_fn(|| d.decode(&mut stream).unwrap())
+            .map(|m| m.kind())
+            .collect();
+        assert_eq!(kinds, ["start", "event", "event", "bye"]);
     }
 }

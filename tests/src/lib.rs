@@ -27,11 +27,13 @@ mod command;
 mod kernel;
 pub mod kube;
 mod lab;
+pub mod leftovers;
 mod lines;
 mod link_stats;
 mod netns;
 mod nft;
 mod preflight;
+mod recordings;
 pub mod report;
 pub mod scenario;
 mod tracer;
@@ -51,5 +53,6 @@ pub use nft::{
     input_drop_udp, normalize_ruleset,
 };
 pub use preflight::{preflight, require_root, require_tools, serial};
+pub use recordings::recording_dir;
 pub use tracer::{Session, Tracer, run_tracer, tracer_bin};
 pub use traffic::{Listener, PingResult, parse_ping_summary};

@@ -172,6 +172,7 @@ impl Proc {
             .args(["netns", "exec", ns.name()])
             .arg(tracer_bin())
             .args(args)
+            .env("FLANNEL_TRACE_RECORD_DIR", crate::recording_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -55,6 +55,7 @@ fn spawn(ns: &Netns, args: &[&str]) -> Result<(Child, LineReader, Arc<Mutex<Stri
         .args(["netns", "exec", ns.name()])
         .arg(&bin)
         .args(args)
+        .env("FLANNEL_TRACE_RECORD_DIR", crate::recording_dir())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

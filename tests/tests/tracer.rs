@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result, ensure};
 use aya::programs::{SchedClassifier, TcAttachType, loaded_programs};
 use flannel_trace_tests::{
     Kernel, Lab, POD_IFACE, Session, Tracer, VXLAN_IFACE, input_drop_udp, patience, require_root,
-    require_tools, run_tracer, with_lab,
+    require_tools, run_tracer, tracer_bin, with_lab,
 };
 use serde_json::Value;
 
@@ -665,17 +665,20 @@ fn nothing_is_left_after_sigterm_or_sigkill() -> Result<()> {
         }
         // Before 6.6 (netlink TC) nothing ties a filter to the process: a
         // SIGKILLed tracer leaves exactly its own filters and the clsact
-        // qdiscs it created, and nothing else. Removing the qdiscs must
-        // then free everything.
+        // qdiscs it created, and nothing else, until the next run or
+        // `flannel-trace cleanup` removes them, saying so.
         let left = our_filters(a)?;
         ensure!(
             left.len() == 6,
             "after SIGKILL on {} expected our 6 filters left behind, found {left:?}",
             k.release
         );
-        for iface in HOOKED {
-            a.run(&["tc", "qdisc", "del", "dev", iface, "clsact"])?;
-        }
+        let said = a.run(&[&tracer_bin().display().to_string(), "cleanup"])?;
+        ensure!(
+            said.matches("removed tc filter ft_").count() == 6
+                && said.matches("removed the empty clsact").count() == 3,
+            "cleanup must say what it removed:\n{said}"
+        );
         assert_clean(lab)
     })
 }

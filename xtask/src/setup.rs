@@ -42,7 +42,17 @@ pub fn run() -> anyhow::Result<()> {
     bpf_linker(&nightly).context("set-up step `bpf-linker` failed")?;
     dist_targets().context("set-up step `musl targets` failed")?;
     kube_validate().context("set-up step `kubernetes-validate` failed")?;
+    cargo_fuzz().context("set-up step `cargo-fuzz` failed")?;
     Ok(())
+}
+
+/// cargo-fuzz, for `cargo xtask fuzz` (from crates.io, once).
+fn cargo_fuzz() -> anyhow::Result<()> {
+    if cargo_home().join("bin/cargo-fuzz").is_file() {
+        return Ok(());
+    }
+    println!("setup: installing cargo-fuzz");
+    run_cmd(Command::new("cargo").args(["install", "--locked", "cargo-fuzz"]))
 }
 
 fn have(cmd: &str) -> bool {

@@ -16,6 +16,7 @@ mod recordings;
 mod report;
 mod rounds;
 mod table;
+mod unit_benches;
 
 use std::{
     fs,
@@ -136,6 +137,10 @@ pub fn run(opts: Options) -> Result<()> {
     let began = Instant::now();
     progress("userspace decode micro-benchmark (cargo bench, divan)");
     let decoding = decode::run().map_err(|e| format!("{e:#}"));
+    progress("codec, live channel and join micro-benchmarks (unit-test benches)");
+    if let Err(e) = unit_benches::run() {
+        eprintln!("bench: {e:#}");
+    }
     let mut results = None;
     let outcome = with_lab(Lab::builder().nodes(2), |lab| {
         let attach = phases::attach_detach(lab, &plan, &dir)?;

@@ -1,0 +1,84 @@
+//! flannel-trace as a library: the binary's whole program (`main.rs` only
+//! calls [`main`]), so that the fuzz targets (`fuzz/`) can reach the
+//! decoders of untrusted input through [`fuzzing`]. New modules go here.
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory as _, FromArgMatches as _};
+
+mod btf;
+mod check;
+mod cli;
+mod clock;
+mod codec;
+mod counters;
+mod event;
+mod exit;
+mod features;
+pub mod fuzzing;
+mod identity;
+mod join;
+mod kallsyms;
+mod kernel;
+mod leftovers;
+mod live;
+mod netdev;
+mod netroute;
+mod output;
+mod peer;
+mod podnet;
+mod probe;
+mod probes;
+mod record;
+mod session;
+mod trace;
+mod tracefs;
+mod verdict;
+mod wire;
+
+/// The program: parse the command line, run it, exit with its status.
+pub fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = parse();
+    if cli.print_capabilities {
+        for c in kernel::CAPABILITIES {
+            match c.only_with {
+                None => println!("{}", c.name),
+                Some(opt) => println!("{} {opt}", c.name),
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let result = match cli.cmd {
+        Some(cli::Cmd::Join(args)) => join::run(args),
+        Some(cli::Cmd::Check(a)) => check::run(check::Request {
+            nodes: a.nodes,
+            vxlan_dev: a.vxlan_dev,
+            name: a.name,
+            port: a.port,
+            vni: a.vni,
+            json: a.json,
+        }),
+        Some(cli::Cmd::Cleanup) => leftovers::cleanup_command(),
+        None => trace::run(cli.trace),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fatal) => {
+            eprintln!("flannel-trace: {}", exit::render(&fatal.error));
+            fatal.exit_code()
+        }
+    }
+}
+
+/// Parses the command line; only `--version` pays for looking at the kernel
+/// (`-V` prints the bare version).
+fn parse() -> cli::Cli {
+    let mut cmd = cli::Cli::command();
+    if std::env::args_os().skip(1).any(|a| a == "--version") {
+        // Computed once per process that prints it and exits.
+        cmd = cmd.long_version(&*Box::leak(features::long_version().into_boxed_str()));
+    }
+    let matches = cmd.get_matches();
+    cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
