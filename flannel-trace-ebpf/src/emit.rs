@@ -104,9 +104,14 @@ pub fn submit(cfg: &Config, meta: &Meta, pkt: &PacketInfo) {
         drop_reason: meta.drop_reason,
         pkt: *pkt,
     });
-    // Wake the reader only once a batch is waiting; below that it finds the
-    // records on its next timer tick.
-    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= cfg.wakeup_bytes as u64 {
+    // Wake the reader once, as the waiting data crosses the threshold (a
+    // window of a few records, as CPUs submit side by side); below it, and
+    // while a woken reader is still catching up, it finds the records on
+    // its next timer tick.
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let threshold = cfg.wakeup_bytes as u64;
+    const WINDOW: u64 = 4 * (core::mem::size_of::<RawEvent>() as u64 + 8);
+    let flags = if waiting >= threshold && waiting < threshold + WINDOW {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

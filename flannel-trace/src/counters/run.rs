@@ -134,6 +134,7 @@ pub async fn run(
     let mut last_at = Instant::now();
     let mut peer: Option<Peer> = None;
     let mut peer_pending = args.listen.is_some() || args.peer.is_some();
+    let mut join_failed: Option<String> = None;
     let listening = args.listen.is_some();
     loop {
         tokio::select! {
@@ -159,7 +160,10 @@ pub async fn run(
                         peer = Some(p);
                     }
                     Some(Err(e)) => {
-                        return Err(Fatal::new(Status::Failure, anyhow!("live join failed: {e}")));
+                        // Counters are not recorded: what this node counted
+                        // is printed below, and the status says the join failed.
+                        eprintln!("flannel-trace: live join failed: {e}; counting locally only");
+                        join_failed = Some(e);
                     }
                     None => {}
                 }
@@ -229,10 +233,16 @@ pub async fn run(
         peer.as_ref(),
         &now,
     )?;
-    if listening && peer.is_none() {
+    if let Some(e) = join_failed {
         return Err(Fatal::new(
-            Status::Failure,
-            anyhow!("no peer joined: nothing to join"),
+            Status::NoJoin,
+            anyhow!("the live join did not happen ({e}); the counters above are this node's alone"),
+        ));
+    }
+    if (listening || args.peer.is_some()) && peer.is_none() {
+        return Err(Fatal::new(
+            Status::NoJoin,
+            anyhow!("no peer joined before the end: the counters above are this node's alone"),
         ));
     }
     Ok(())
