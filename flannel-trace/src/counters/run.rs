@@ -82,7 +82,7 @@ pub async fn run(
     }
     // Also in --json mode: the line tells a script the hooks are attached.
     eprintln!(
-        "flannel-trace: counting (counters mode), a report every {:?}; Ctrl-C to stop",
+        "flannel-trace: counting (counters mode), a report every {:?} (Ctrl-C to stop)",
         args.report_every
     );
     out.flush().context("writing to stdout")?;
