@@ -79,6 +79,38 @@ pub struct NodeIdentity {
     /// Counters mode (`--stats`): no events are streamed.
     #[serde(default)]
     pub stats_mode: bool,
+    /// The vxlan device's neighbour entries at start (peer VTEP address →
+    /// VtepMAC), so the other side of a join can check them as `check`
+    /// would. `None`: not read, or from a version that did not carry them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan_neighbours: Option<Vec<NeighbourEntry>>,
+    /// The main table's routes into the pod networks at start, for the same
+    /// check. `None` as above, or when there were more than [`MAX_TABLE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_routes: Option<Vec<PodRoute>>,
+}
+
+/// More entries than this in a table and it is not carried: a verdict must
+/// not judge a partial table ("no route") on a node it cannot read.
+pub const MAX_TABLE: usize = 4096;
+
+/// One neighbour entry of the vxlan device; `mac` is `None` for an entry
+/// that resolved to nothing (incomplete, failed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighbourEntry {
+    pub ip: IpAddr,
+    pub mac: Option<String>,
+}
+
+/// One route of the main table into the pod network; `oif` is the
+/// ifindex on the node that recorded it, `dev` its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRoute {
+    pub dst: Cidr,
+    pub via: Option<IpAddr>,
+    pub oif: Option<u32>,
+    #[serde(default)]
+    pub dev: Option<String>,
 }
 
 /// Where this node's kernel sends frames for one peer's underlay address.
@@ -160,6 +192,16 @@ impl NodeIdentity {
     /// The sampling rate N (1 in N packets kept).
     pub fn sample_rate(&self) -> u32 {
         self.sample.max(1)
+    }
+
+    /// The most specific route into the pod network covering `ip`, as
+    /// recorded at start; `None` when none does or the table is unknown.
+    pub fn pod_route_to(&self, ip: IpAddr) -> Option<&PodRoute> {
+        self.pod_routes
+            .as_ref()?
+            .iter()
+            .filter(|r| r.dst.contains(ip))
+            .max_by_key(|r| r.dst.len())
     }
 
     /// The route to `dst` recorded at start, if any.

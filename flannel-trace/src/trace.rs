@@ -22,7 +22,7 @@ use crate::{
     clock::Clock,
     event::Decoder,
     exit::{Fatal, OrFatal as _, Status},
-    identity::{FdbPeer, NodeIdentity, mac_string},
+    identity::{FdbPeer, NeighbourEntry, NodeIdentity, PodRoute, mac_string},
     kallsyms::Kallsyms,
     kernel, netdev,
     probes::{Devices, Plan, Probes},
@@ -518,7 +518,44 @@ fn identity(
         peer_routes: peer_routes(node.vxlan.index),
         sample: args.sample.unwrap_or(1),
         stats_mode: args.stats,
+        vxlan_neighbours: crate::check::tables::neighbours(node.vxlan.index)
+            .ok()
+            .filter(|n| n.len() <= crate::identity::MAX_TABLE)
+            .map(|n| {
+                n.into_iter()
+                    .map(|e| NeighbourEntry {
+                        ip: e.ip,
+                        mac: e.mac.as_ref().map(mac_string),
+                    })
+                    .collect()
+            }),
+        pod_routes: pod_routes(&node.pods.networks),
     }
+}
+
+/// The main table's routes that lie inside or around a pod network (the
+/// per-node subnet routes flannel adds), without default routes.
+fn pod_routes(networks: &[Cidr]) -> Option<Vec<PodRoute>> {
+    if networks.is_empty() {
+        return None;
+    }
+    let overlaps = |r: Cidr| {
+        networks
+            .iter()
+            .any(|n| n.contains(r.addr()) || r.contains(n.addr()))
+    };
+    let routes: Vec<PodRoute> = crate::check::tables::routes()
+        .ok()?
+        .into_iter()
+        .filter(|r| r.dst.len() > 0 && overlaps(r.dst))
+        .map(|r| PodRoute {
+            dst: r.dst,
+            via: r.gateway,
+            oif: r.oif,
+            dev: r.oif.and_then(netdev::ifname),
+        })
+        .collect();
+    (routes.len() <= crate::identity::MAX_TABLE).then_some(routes)
 }
 
 /// The route to every peer underlay address in the vxlan device's FDB.

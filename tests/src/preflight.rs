@@ -86,6 +86,21 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
+/// Root and the lab's tools, in one call at the top of every lab test.
+pub fn preflight() -> Result<()> {
+    require_root()?;
+    require_tools()
+}
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held by the tests of one binary that must not overlap (those whose
+/// listeners share a port or that time one another's programs); a test
+/// that panicked does not poison it for the next.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,19 +138,4 @@ mod tests {
         }
         dir
     }
-}
-
-/// Root and the lab's tools, in one call at the top of every lab test.
-pub fn preflight() -> Result<()> {
-    require_root()?;
-    require_tools()
-}
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Held by the tests of one binary that must not overlap (those whose
-/// listeners share a port or that time one another's programs); a test
-/// that panicked does not poison it for the next.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }

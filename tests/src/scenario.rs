@@ -14,8 +14,8 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    Lab, LabBuilder, Netns, NodeSpec, bridge_port_drop_udp, fabric_drop_udp, input_drop_udp,
-    second_nic_port, tracer_bin,
+    FABRIC_GATEWAY, Lab, LabBuilder, Netns, NodeSpec, UNDERLAY_IFACE, VXLAN_IFACE,
+    bridge_port_drop_udp, fabric_drop_udp, input_drop_udp, second_nic_port, tracer_bin,
 };
 
 /// A FORWARD chain whose policy is DROP, as `iptables -P FORWARD DROP`
@@ -54,10 +54,13 @@ pub enum Fault {
     /// B has a second NIC with a more specific route to A through it, on a
     /// network that drops UDP 8475: B's frames leave by the wrong NIC.
     SecondNicRoute,
+    /// B filters reverse paths strictly and holds a stray /32 route to A's
+    /// pod through its NIC: B drops the decapsulated packets from that pod.
+    RpFilterReceiver,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 11] = [
+    pub const ALL: [Fault; 12] = [
         Fault::None,
         Fault::UnderlayDrop,
         Fault::ReceiverFirewall,
@@ -69,6 +72,7 @@ impl Fault {
         Fault::ForwardDropSender,
         Fault::StaleVtepMac,
         Fault::SecondNicRoute,
+        Fault::RpFilterReceiver,
     ];
 
     pub fn name(self) -> &'static str {
@@ -84,6 +88,7 @@ impl Fault {
             Fault::ForwardDropSender => "forward-drop-sender",
             Fault::StaleVtepMac => "stale-vtep-mac",
             Fault::SecondNicRoute => "second-nic-route",
+            Fault::RpFilterReceiver => "rp-filter-receiver",
         }
     }
 
@@ -113,6 +118,9 @@ impl Fault {
             }
             Fault::SecondNicRoute => {
                 "node B routes node A's address through a second NIC, whose network drops UDP 8475"
+            }
+            Fault::RpFilterReceiver => {
+                "node B has strict rp_filter and a stray route to node A's pod through its NIC"
             }
         }
     }
@@ -145,6 +153,24 @@ impl Fault {
             Fault::SecondNicRoute => lab
                 .fabric()
                 .nft(&bridge_port_drop_udp(&second_nic_port('b'), PORT)),
+            Fault::RpFilterReceiver => {
+                // The kernel filters with the larger of `all` and the device's.
+                for conf in ["all", VXLAN_IFACE] {
+                    b.set_sysctl(&format!("net/ipv4/conf/{conf}/rp_filter"), "1")?;
+                }
+                let pod = format!("{}/32", a.pod_ip());
+                b.run(&[
+                    "ip",
+                    "route",
+                    "add",
+                    &pod,
+                    "via",
+                    &FABRIC_GATEWAY.to_string(),
+                    "dev",
+                    UNDERLAY_IFACE,
+                ])
+                .map(drop)
+            }
             _ => Ok(()),
         }
     }

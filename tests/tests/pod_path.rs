@@ -239,3 +239,51 @@ fn the_incident_with_pods_is_still_the_underlay() -> Result<()> {
     ensure!(segment(ab) == "delivered", "{}", show(ab));
     Ok(())
 }
+
+#[test]
+fn strict_rp_filter_on_the_receiver_is_a_receiver_host_loss_with_the_route_to_check() -> Result<()>
+{
+    preflight()?;
+    let _g = serial();
+    let v = scenario(Fault::RpFilterReceiver)?;
+    let ab = direction(&v, "node-a")?;
+    ensure!(segment(ab) == "receiver-host", "{}", show(ab));
+    pod_flows_lost_in(ab, "receiver-host")?;
+    for f in pod_flows(ab) {
+        // Decapsulated on B's flannel.1 and dropped there, before routing.
+        ensure!(
+            f["hops"]["vxlan_rcv"] == f["sent"] && f["hops"]["overlay_ingress"] == f["sent"],
+            "{}",
+            show(f)
+        );
+    }
+    ensure!(
+        drop_reasons(ab).iter().any(|r| r == "IP_RPFILTER"),
+        "{}",
+        show(ab)
+    );
+    let fix = text(ab, "fix");
+    ensure!(
+        fix.contains("reverse-path filtering on node-b")
+            && fix.contains("ip route get 10.244.1.2")
+            && fix.contains("rp_filter=2"),
+        "{fix}"
+    );
+    // Only the pod behind the stray route is cut off: the nodes' own
+    // traffic between their VTEP addresses is delivered.
+    for f in host_flows(ab) {
+        ensure!(f["segment"] == "delivered", "{}", show(f));
+    }
+    // B's pod's packets to A's pod follow the stray route out of eth1
+    // unencapsulated: lost inside B, and B's recorded routes say why.
+    let ba = direction(&v, "node-b")?;
+    ensure!(segment(ba) == "sender-host", "{}", show(ba));
+    pod_flows_lost_in(ba, "sender-host")?;
+    let fix = text(ba, "fix");
+    ensure!(
+        fix.contains("node-b routes 10.244.1.2 by eth1, not flannel.1")
+            && fix.contains("ip route del 10.244.1.2/32 via 10.25.1.1 dev eth1"),
+        "{fix}"
+    );
+    Ok(())
+}

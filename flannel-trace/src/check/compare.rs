@@ -294,8 +294,8 @@ fn route(n: &ClusterNode, dev: &Device, routes: &[Route]) -> Option<Finding> {
         (Some(cidr), _) => routes.iter().find(|r| r.dst == cidr),
         (None, Some(vtep)) => routes
             .iter()
-            .filter(|r| r.dst.len > 0 && r.dst.contains(vtep))
-            .max_by_key(|r| r.dst.len),
+            .filter(|r| r.dst.len() > 0 && r.dst.contains(vtep))
+            .max_by_key(|r| r.dst.len()),
         (None, None) => return None,
     };
     let what = n.pod_cidr.map_or_else(
@@ -381,7 +381,7 @@ mod tests {
             vni: Some(1),
             backend_data_error: None,
             pod_cidr: Some(cidr),
-            vtep_ip: Some(cidr.addr),
+            vtep_ip: Some(cidr.addr()),
         }
     }
 

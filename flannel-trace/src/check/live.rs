@@ -1,17 +1,17 @@
 //! `check` for a live join (`--listen`/`--peer`) and `join`: the peer's
 //! identity stands in for its node-list entry (its vxlan MAC for VtepMAC,
 //! its vxlan `local` for public-ip, its VTEP address for the pod subnet),
-//! and this node's identity for its device. An identity carries the FDB but
-//! not the neighbour and route tables: those are read from the kernel for
-//! the node this process runs on (the listener, in a live join), and not
-//! judged for the other. Only the findings the verdict does not already
-//! make itself are returned.
+//! and this node's identity for its device. The neighbour and route tables
+//! are read from the kernel for the node this process runs on (fresher than
+//! the identity's copy), and taken from the identity for the other node; an
+//! identity from a version that did not carry them leaves them unjudged.
+//! Only the findings the verdict does not already make itself are returned.
 
 use std::net::IpAddr;
 
 use super::{
     compare,
-    model::{ClusterNode, Device, Kind, parse_mac},
+    model::{ClusterNode, Device, Kind, Neighbour, Route, parse_mac},
     tables,
 };
 use crate::{identity::NodeIdentity, netdev::FdbEntry};
@@ -68,6 +68,24 @@ fn as_device(x: &NodeIdentity) -> Device {
     if is_here(x) {
         dev.neighbours = tables::neighbours(x.vxlan_ifindex).ok();
         dev.routes = tables::routes().ok();
+    } else {
+        dev.neighbours = x.vxlan_neighbours.as_ref().map(|n| {
+            n.iter()
+                .map(|e| Neighbour {
+                    ip: e.ip,
+                    mac: e.mac.as_deref().and_then(parse_mac),
+                })
+                .collect()
+        });
+        dev.routes = x.pod_routes.as_ref().map(|r| {
+            r.iter()
+                .map(|r| Route {
+                    dst: r.dst,
+                    gateway: r.via,
+                    oif: r.oif,
+                })
+                .collect()
+        });
     }
     dev
 }

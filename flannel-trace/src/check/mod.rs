@@ -12,7 +12,7 @@ pub mod live;
 mod model;
 mod nodes;
 mod report;
-mod tables;
+pub(crate) mod tables;
 
 use std::{
     fs,

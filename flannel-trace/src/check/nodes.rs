@@ -91,7 +91,7 @@ fn node(item: &Value) -> Option<ClusterNode> {
         .and_then(|s| s.get("podCIDR"))
         .and_then(Value::as_str)
         .and_then(|s| s.parse::<Cidr>().ok());
-    n.vtep_ip = n.pod_cidr.map(|c| c.addr);
+    n.vtep_ip = n.pod_cidr.map(|c| c.addr());
     Some(n)
 }
 

@@ -103,10 +103,7 @@ fn route(payload: &[u8], family: AddressFamily) -> Option<Route> {
         _ => std::net::Ipv4Addr::UNSPECIFIED.into(),
     };
     Some(Route {
-        dst: Cidr {
-            addr: dst.unwrap_or(unspecified),
-            len: header.destination_prefix_length,
-        },
+        dst: Cidr::new(dst.unwrap_or(unspecified), header.destination_prefix_length)?,
         gateway,
         oif,
     })

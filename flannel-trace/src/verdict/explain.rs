@@ -1,5 +1,7 @@
 //! Turning counts into a sentence an SRE can act on.
 
+use std::net::IpAddr;
+
 use super::{Flow, Losses, NodeTrace, Segment};
 use crate::identity::NodeIdentity;
 
@@ -83,14 +85,16 @@ struct MainDrop<'f> {
     /// inner packet.
     encapsulated: bool,
     iface: Option<&'f str>,
+    /// The inner source of the first flow that lost packets this way.
+    src: IpAddr,
 }
 
 fn main_drop<'f>(flows: &'f [Flow], node: &str) -> Option<MainDrop<'f>> {
     let mut by_reason: Vec<MainDrop<'f>> = Vec::new();
-    for d in flows
+    for (src, d) in flows
         .iter()
-        .flat_map(|f| &f.drops)
-        .filter(|d| d.node == node && !d.after_delivery)
+        .flat_map(|f| f.drops.iter().map(|d| (f.src, d)))
+        .filter(|(_, d)| d.node == node && !d.after_delivery)
     {
         let reason = d
             .reason
@@ -105,6 +109,7 @@ fn main_drop<'f>(flows: &'f [Flow], node: &str) -> Option<MainDrop<'f>> {
                 count: d.count,
                 encapsulated: d.encapsulated,
                 iface: d.iface.as_deref(),
+                src,
             }),
         }
     }
@@ -147,7 +152,9 @@ fn inner_drop_fix(m: &MainDrop<'_>, who: &NodeIdentity, other: &NodeIdentity) ->
             net = pod_networks(who)
         ),
         "IP_RPFILTER" => format!(
-            "reverse-path filtering on {node} drops the packets arriving on {dev}: `sysctl -w net.ipv4.conf.{dev}.rp_filter=2` (loose) or 0, and the same for `all`"
+            "reverse-path filtering on {node} drops the packets arriving on {dev}, because {node}'s route back to their source leaves by another device: check `ip route get {src}` on {node} (it must go via {vx}; a stray more specific route is the usual cause), or set `sysctl -w net.ipv4.conf.{dev}.rp_filter=2` (loose) or 0, and the same for `all`",
+            src = m.src,
+            vx = who.vxlan_dev
         ),
         "IP_NOROUTE" | "IP_INNOROUTES" | "IP_OUTNOROUTES" => format!(
             "{node} has no route for these packets: check `ip route` on {node} for {}'s pod subnet (via {} onlink) and that flanneld runs",
@@ -155,6 +162,26 @@ fn inner_drop_fix(m: &MainDrop<'_>, who: &NodeIdentity, other: &NodeIdentity) ->
         ),
         _ => return None,
     })
+}
+
+/// A sender whose route to a lost flow's destination leaves by another
+/// device than the vxlan device (a stray, more specific route): the packets
+/// never enter the overlay, and no drop says so.
+fn stray_route_fix(flows: &[Flow], si: &NodeIdentity) -> Option<String> {
+    let lost = flows
+        .iter()
+        .filter(|f| f.hops.overlay_egress < f.hops.pod_ingress);
+    let (dst, r) = lost
+        .filter_map(|f| Some((f.dst, si.pod_route_to(f.dst)?)))
+        .find(|(_, r)| r.oif.is_some_and(|o| o != si.vxlan_ifindex))?;
+    let dev = r.dev.as_deref().unwrap_or("another device");
+    let via = r.via.map(|v| format!(" via {v}")).unwrap_or_default();
+    Some(format!(
+        "{node} routes {dst} by {dev}, not {vx}: its route {dst_net}{via} dev {dev} is more specific than flannel's; remove it (`ip route del {dst_net}{via} dev {dev}` on {node}) unless something else needs it",
+        node = si.node,
+        vx = si.vxlan_dev,
+        dst_net = r.dst,
+    ))
 }
 
 /// What the receiver says about frames addressed to a MAC that is not its
@@ -325,6 +352,8 @@ pub fn direction_sentence(
                     "{sn} has no FDB entry for {rn}'s VTEP MAC {mac}: check flanneld on {sn} (`bridge fdb show dev {}`)",
                     si.vxlan_dev
                 )
+            } else if let Some(f) = stray_route_fix(flows, si) {
+                f
             } else {
                 format!(
                     "look at {sn}'s routes, neighbour and FDB entries for {rn} and at its {} MTU",
