@@ -8,32 +8,20 @@ use std::{
     io::Write as _,
     path::PathBuf,
     process::{Command, Output, Stdio},
-    sync::{Mutex, MutexGuard},
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
 use flannel_trace_tests::{
     Lab, Node, VXLAN_IFACE,
     kube::{kubectl_get_nodes, node_name, set_vtep_mac},
-    require_root, require_tools,
+    preflight,
     scenario::{Live, run_live},
-    tracer_bin, with_lab,
+    serial, tracer_bin, with_lab,
 };
 use serde_json::Value;
 
 /// A MAC no lab node has.
 const OLD_MAC: &str = "0e:a1:00:00:00:99";
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn preflight() -> Result<()> {
-    require_root()?;
-    require_tools()
-}
 
 fn write_doc(doc: &Value) -> Result<PathBuf> {
     use std::sync::atomic::{AtomicUsize, Ordering};

@@ -8,7 +8,6 @@
 
 use std::{
     process::Command,
-    sync::{Mutex, MutexGuard},
     thread,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -17,18 +16,12 @@ use anyhow::{Result, ensure};
 use flannel_trace_tests::{
     Kernel, VXLAN_IFACE,
     leftovers::{ft_filters, has_clsact, orphan_ft_programs},
-    require_root, require_tools,
+    preflight,
     scenario::{Fault, Proc},
-    with_lab,
+    serial, with_lab,
 };
 
 const IFACES: [&str; 2] = ["eth1", VXLAN_IFACE];
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// xorshift64*: enough randomness for kill timings, seeded per run (the
 /// seed is printed, so a failing sequence can be replayed).
@@ -51,8 +44,7 @@ fn kill(p: Proc) -> Result<()> {
 
 #[test]
 fn sigkill_at_random_moments_leaves_nothing_after_the_next_run() -> Result<()> {
-    require_root()?;
-    require_tools()?;
+    preflight()?;
     let _g = serial();
     let since = SystemTime::now();
     let iterations: u32 = std::env::var("FT_KILL_ITERATIONS")
@@ -189,8 +181,7 @@ fn sigkill_at_random_moments_leaves_nothing_after_the_next_run() -> Result<()> {
 /// whichever exits last removes the clsact qdisc the first one created.
 #[test]
 fn the_last_of_two_concurrent_netlink_tracers_removes_the_clsact() -> Result<()> {
-    require_root()?;
-    require_tools()?;
+    preflight()?;
     let _g = serial();
     with_lab(Fault::None.lab(), |lab| {
         let a = lab.node('a');

@@ -15,18 +15,13 @@ use anyhow::{Context, Result, ensure};
 use flannel_trace_tests::{
     DEFAULT_VXLAN_PORT, FABRIC_DROP_CHAIN, FT_TABLE, INPUT_DROP_CHAIN, Lab, Node, NodeSpec,
     PingResult, VXLAN_IFACE, fabric_drop_udp, input_drop_udp, list_netns, parse_ping_summary,
-    remove_stale_namespaces, require_root, require_tools, root_veths, wait_for_line, with_lab,
+    preflight, remove_stale_namespaces, root_veths, wait_for_line, with_lab,
 };
 
 const PINGS: u32 = 3;
 const INTERVAL: Duration = Duration::from_millis(200);
 const TCP_TIMEOUT: Duration = Duration::from_secs(2);
 const ECHO_PORT: u16 = 8080;
-
-fn preflight() -> Result<()> {
-    require_root()?;
-    require_tools()
-}
 
 fn ping(from: &Node, to: impl Into<IpAddr>) -> Result<PingResult> {
     from.ping(to.into(), PINGS, INTERVAL)

@@ -2,25 +2,14 @@
 //! session in a recording, exits with status 6, and prints the exact
 //! `flannel-trace join` command; that command then gives the verdict.
 
-use std::{
-    path::PathBuf,
-    process::Command,
-    sync::{Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{path::PathBuf, process::Command, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use flannel_trace_tests::{
-    require_root, require_tools,
+    preflight,
     scenario::{Fault, PORT, Proc, TOKEN},
-    tracer_bin, with_lab,
+    serial, tracer_bin, with_lab,
 };
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// The recording named in "flannel-trace join PATH <the other node's …>".
 fn join_command_path(stderr: &str) -> Result<PathBuf> {
@@ -39,8 +28,7 @@ fn join_command_path(stderr: &str) -> Result<PathBuf> {
 
 #[test]
 fn a_peer_that_cannot_join_records_exits_6_and_says_how_to_join_later() -> Result<()> {
-    require_root()?;
-    require_tools()?;
+    preflight()?;
     let _g = serial();
     with_lab(Fault::None.lab(), |lab| {
         let (a, b) = (lab.node('a'), lab.node('b'));
@@ -162,8 +150,7 @@ fn a_peer_that_cannot_join_records_exits_6_and_says_how_to_join_later() -> Resul
 
 #[test]
 fn a_listener_without_a_peer_and_a_peer_with_the_wrong_token_exit_6() -> Result<()> {
-    require_root()?;
-    require_tools()?;
+    preflight()?;
     let _g = serial();
     with_lab(Fault::None.lab(), |lab| {
         let (a, b) = (lab.node('a'), lab.node('b'));

@@ -10,7 +10,6 @@ use std::{
     collections::HashSet,
     ffi::CString,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    sync::{Mutex, MutexGuard},
     thread,
     time::{Duration, Instant},
 };
@@ -18,21 +17,10 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 use aya::programs::{SchedClassifier, TcAttachType, loaded_programs};
 use flannel_trace_tests::{
-    Kernel, Lab, POD_IFACE, Session, Tracer, VXLAN_IFACE, input_drop_udp, patience, require_root,
-    require_tools, run_tracer, tracer_bin, with_lab,
+    Kernel, Lab, POD_IFACE, Session, Tracer, VXLAN_IFACE, input_drop_udp, patience, preflight,
+    run_tracer, serial, tracer_bin, with_lab,
 };
 use serde_json::Value;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn preflight() -> Result<()> {
-    require_root()?;
-    require_tools()
-}
 
 const PORT: u16 = 8475;
 const PINGS: u32 = 3;

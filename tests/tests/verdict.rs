@@ -5,35 +5,18 @@
 //! wrong: a tracer that loses events, a peer without the token, a peer
 //! killed mid-session, and damaged recordings.
 
-use std::{
-    net::IpAddr,
-    path::PathBuf,
-    sync::{Mutex, MutexGuard},
-    time::Duration,
-};
+use std::{net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use flannel_trace_tests::{
-    Lab, Node,
+    Lab, Node, preflight,
     report::{
         direction, drop_reasons, has_config, kernel_has_reason, scenario, segment, show, verdict,
     },
-    require_root, require_tools,
     scenario::{Fault, PORT, Proc, TOKEN},
-    tracer_bin, with_lab,
+    serial, tracer_bin, with_lab,
 };
 use serde_json::Value;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn preflight() -> Result<()> {
-    require_root()?;
-    require_tools()
-}
 
 #[test]
 fn healthy_overlay_is_delivered_both_ways_with_equal_counts() -> Result<()> {

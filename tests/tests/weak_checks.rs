@@ -2,23 +2,12 @@
 //! before anything is attached: a VNI beyond 24 bits, an underlay that
 //! cannot be one; and a dubious underlay (no address) is warned about.
 
-use std::sync::{Mutex, MutexGuard};
-
 use anyhow::{Result, ensure};
-use flannel_trace_tests::{
-    VXLAN_IFACE, require_root, require_tools, run_tracer, scenario::Fault, with_lab,
-};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
+use flannel_trace_tests::{VXLAN_IFACE, preflight, run_tracer, scenario::Fault, serial, with_lab};
 
 #[test]
 fn implausible_values_and_devices_are_refused_or_warned_about() -> Result<()> {
-    require_root()?;
-    require_tools()?;
+    preflight()?;
     let _g = serial();
     with_lab(Fault::None.lab(), |lab| {
         let a = lab.node('a');
