@@ -128,6 +128,44 @@ fn apply_fix(node: &Node, report: &Value) -> Result<()> {
     Ok(())
 }
 
+/// What a node keeps after its peer's VtepMAC changed: the peer's VTEP
+/// address still resolved to an old MAC on the vxlan device.
+fn stale_neighbour(node: &Node, vtep: &str) -> Result<()> {
+    node.run(&[
+        "ip",
+        "neigh",
+        "replace",
+        vtep,
+        "lladdr",
+        OLD_MAC,
+        "dev",
+        VXLAN_IFACE,
+        "nud",
+        "permanent",
+    ])
+    .map(drop)
+}
+
+/// The `config` lines of the listener's verdict after a live join.
+fn live_config(lab: &Lab) -> Result<Vec<String>> {
+    let run = run_live(lab, &Live::default())?;
+    ensure!(run.a.status.success(), "listener: {}", run.a.stderr);
+    let verdict = run
+        .a
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "verdict")
+        .with_context(|| format!("no verdict; listener stderr: {}", run.a.stderr))?;
+    Ok(verdict["config"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect())
+}
+
 #[test]
 fn a_healthy_lab_has_no_finding_on_any_node() -> Result<()> {
     let _g = serial();
@@ -265,18 +303,7 @@ fn a_stale_neighbour_entry_is_found_and_its_fix_works() -> Result<()> {
         let (a, b) = (lab.node('a'), lab.node('b'));
         let doc = kubectl_get_nodes(lab)?;
         let vtep = b.vtep_ip().to_string();
-        a.run(&[
-            "ip",
-            "neigh",
-            "replace",
-            &vtep,
-            "lladdr",
-            OLD_MAC,
-            "dev",
-            VXLAN_IFACE,
-            "nud",
-            "permanent",
-        ])?;
+        stale_neighbour(a, &vtep)?;
         let report = expect_findings(a, &doc, &[], &[("stale-neighbour", "node-b")])?;
         apply_fix(a, &report)?;
         expect_clean(a, &doc, &[])
@@ -422,33 +449,8 @@ fn a_live_join_reports_the_listeners_stale_neighbour_in_the_verdict_config() -> 
     with_lab(Lab::builder().nodes(2), |lab| {
         let (a, b) = (lab.node('a'), lab.node('b'));
         let vtep = b.vtep_ip().to_string();
-        a.run(&[
-            "ip",
-            "neigh",
-            "replace",
-            &vtep,
-            "lladdr",
-            OLD_MAC,
-            "dev",
-            VXLAN_IFACE,
-            "nud",
-            "permanent",
-        ])?;
-        let run = run_live(lab, &Live::default())?;
-        ensure!(run.a.status.success(), "listener: {}", run.a.stderr);
-        let verdict = run
-            .a
-            .stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["type"] == "verdict")
-            .context("no verdict")?;
-        let config: Vec<&str> = verdict["config"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        stale_neighbour(a, &vtep)?;
+        let config = live_config(lab)?;
         let want = format!(
             "node-a: the neighbour entry on flannel.1 for node-b's VTEP address {vtep} has MAC {OLD_MAC}"
         );
@@ -471,33 +473,9 @@ fn a_live_join_reports_the_peers_stale_neighbour_and_missing_route() -> Result<(
         let (a, b) = (lab.node('a'), lab.node('b'));
         let vtep = a.vtep_ip().to_string();
         let subnet = format!("{}/24", a.pod_subnet());
-        b.run(&[
-            "ip",
-            "neigh",
-            "replace",
-            &vtep,
-            "lladdr",
-            OLD_MAC,
-            "dev",
-            VXLAN_IFACE,
-            "nud",
-            "permanent",
-        ])?;
+        stale_neighbour(b, &vtep)?;
         b.run(&["ip", "route", "del", &subnet])?;
-        let run = run_live(lab, &Live::default())?;
-        let verdict = run
-            .a
-            .stdout
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .find(|v| v["type"] == "verdict")
-            .with_context(|| format!("no verdict; listener stderr: {}", run.a.stderr))?;
-        let config: Vec<&str> = verdict["config"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let config = live_config(lab)?;
         for want in [
             format!(
                 "node-b: the neighbour entry on flannel.1 for node-a's VTEP address {vtep} has MAC {OLD_MAC}, node-a's VtepMAC is {}",
