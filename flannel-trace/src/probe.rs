@@ -1,8 +1,13 @@
 //! `--probe`: a few recognisable ICMP echo requests across the overlay, so
 //! that an idle or broken link still produces packets to judge.
 
-use std::{io, mem, net::IpAddr, time::Duration};
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use thiserror::Error;
 
 /// Payload that marks our probes in captures.
@@ -51,84 +56,26 @@ pub fn echo_request(v6: bool, id: u16, seq: u16) -> Vec<u8> {
     p
 }
 
-struct RawSocket(libc::c_int);
-
-impl Drop for RawSocket {
-    fn drop(&mut self) {
-        // SAFETY: our own descriptor.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-fn send_one(sock: &RawSocket, to: IpAddr, packet: &[u8]) -> io::Result<()> {
-    // SAFETY: zeroed sockaddr structs are valid; sendto gets the exact size.
-    let rc = unsafe {
-        match to {
-            IpAddr::V4(a) => {
-                let mut sa: libc::sockaddr_in = mem::zeroed();
-                sa.sin_family = libc::AF_INET as libc::sa_family_t;
-                sa.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
-                sendto(sock, packet, &sa)
-            }
-            IpAddr::V6(a) => {
-                let mut sa: libc::sockaddr_in6 = mem::zeroed();
-                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sa.sin6_addr.s6_addr = a.octets();
-                sendto(sock, packet, &sa)
-            }
-        }
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// sendto(2) with any `sockaddr_*`.
-///
-/// # Safety
-/// `T` must be a sockaddr type matching the socket's family.
-unsafe fn sendto<T>(sock: &RawSocket, packet: &[u8], sa: &T) -> isize {
-    // SAFETY: valid buffer and address of the stated sizes; see above.
-    unsafe {
-        libc::sendto(
-            sock.0,
-            packet.as_ptr().cast(),
-            packet.len(),
-            0,
-            (sa as *const T).cast(),
-            mem::size_of::<T>() as u32,
-        )
-    }
-}
-
 /// Send `count` echo requests to `to`, `interval` apart. Replies are left
 /// to the kernel: the tracer sees them on their way back.
 pub async fn run(to: IpAddr, count: u32, interval: Duration) -> Result<u32, ProbeError> {
-    let (family, proto) = match to {
-        IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP),
-        IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6),
+    let (domain, proto) = match to {
+        IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4),
+        IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6),
     };
-    // SAFETY: plain socket(2).
-    let fd = unsafe {
-        libc::socket(
-            family,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-            proto,
-        )
-    };
-    if fd < 0 {
-        return Err(ProbeError::Socket(io::Error::last_os_error()));
-    }
-    let sock = RawSocket(fd);
+    // socket2 gives raw sockets without unsafe code; close-on-exec is its
+    // default. Non-blocking: one echo request never waits for buffer space.
+    let sock = Socket::new(domain, Type::RAW, Some(proto)).map_err(ProbeError::Socket)?;
+    sock.set_nonblocking(true).map_err(ProbeError::Socket)?;
+    let dest = SockAddr::from(SocketAddr::new(to, 0));
     let mut tick = tokio::time::interval(interval);
     let id = echo_id();
     for seq in 0..count {
         tick.tick().await;
         let seq = (seq & 0xffff) as u16;
         let pkt = echo_request(to.is_ipv6(), id, seq);
-        send_one(&sock, to, &pkt).map_err(|source| ProbeError::Send { seq, to, source })?;
+        sock.send_to(&pkt, &dest)
+            .map_err(|source| ProbeError::Send { seq, to, source })?;
     }
     Ok(count)
 }

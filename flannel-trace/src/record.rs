@@ -272,7 +272,10 @@ mod tests {
     use crate::verdict::test_identity as identity;
 
     fn sample() -> Vec<u8> {
-        let path = std::env::temp_dir().join(format!("ftrec-test-{}.rec", std::process::id()));
+        // One file per call: the tests that use it run in parallel.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("ftrec-test-{}-{n}.rec", std::process::id()));
         let id = identity("node-a");
         let mut w = Writer::create(&path, &id).unwrap();
         for i in 0..3u64 {
