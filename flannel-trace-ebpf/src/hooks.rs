@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use flannel_trace_common::{
-    Config, Counter, EventKind, Hop, PacketInfo,
+    Config, Counter, EventKind, Hop, PacketInfo, RawEvent,
     config::{ANY_VNI, MODE_STATS},
     event::{AF_INET, flags},
     fingerprint::sampled_in,
@@ -21,8 +21,8 @@ use flannel_trace_common::{
 };
 
 use crate::{
-    emit::{Meta, Slot, bump, count, ports, scratch, submit},
-    skb::{Skb, dev_of, ifindex_of, netns_of},
+    emit::{Learnt, Meta, Slot, bump, count, learn, learnt, ports, scratch, submit},
+    skb::{self, Skb, dev_of, ifindex_of},
 };
 
 /// Set by userspace before load. `static mut` (in `.data`) rather than a
@@ -129,11 +129,12 @@ pub fn try_tc(ctx: &TcContext, hop: Hop, side: TcSide) -> Result<(), ()> {
     if cfg.mode == MODE_STATS
         && let Some(key) = fast_key(cfg, &head, side, hop, ifindex)
     {
-        bump(&key, ctx.len());
+        bump(&key, ctx.len(), true);
         return Ok(());
     }
     let bytes = TcBytes(ctx);
-    let pkt = scratch(Slot::Tc).ok_or(())?;
+    let ev = scratch(Slot::Tc).ok_or(())?;
+    let pkt = &mut ev.pkt;
     let r = match side {
         TcSide::Underlay => parse_underlay(&bytes, Layer::Ethernet, 0, ports, pkt),
         _ => parse_inner(&bytes, Layer::Ethernet, 0, pkt),
@@ -154,7 +155,7 @@ pub fn try_tc(ctx: &TcContext, hop: Hop, side: TcSide) -> Result<(), ()> {
         drop_location: 0,
         drop_reason: 0,
     };
-    report(cfg, &meta, pkt);
+    report(cfg, &meta, ev);
     Ok(())
 }
 
@@ -181,11 +182,12 @@ fn outer_vlan_from_metadata(ctx: &TcContext, pkt: &mut PacketInfo) {
 
 /// An event, or in counters mode a count.
 #[inline(always)]
-fn report(cfg: &Config, meta: &Meta, pkt: &PacketInfo) {
+fn report(cfg: &Config, meta: &Meta, ev: &mut RawEvent) {
     if cfg.mode != MODE_STATS {
-        submit(cfg, meta, pkt);
+        submit(cfg, meta, ev);
         return;
     }
+    let pkt = &ev.pkt;
     let key = match meta.kind {
         EventKind::Drop => drop_key(pkt, meta.ifindex, meta.drop_reason),
         EventKind::Packet => packet_key(
@@ -196,7 +198,7 @@ fn report(cfg: &Config, meta: &Meta, pkt: &PacketInfo) {
             cfg.peer_prefix_v6,
         ),
     };
-    bump(&key, meta.skb_len);
+    bump(&key, meta.skb_len, meta.kind == EventKind::Packet);
 }
 
 /// Counters mode without parsing: an option-less IPv4 frame whose headers
@@ -267,12 +269,28 @@ fn load_skb<C: EbpfContext>(ctx: &C, addr: u64, cfg: &Config) -> Option<Skb> {
     skb
 }
 
+/// Whether `dev` lives in the traced network namespace. Once the
+/// namespace's `struct net` is known, one read (the device's) decides.
+#[inline(always)]
+fn in_traced_netns(cfg: &Config, dev: u64) -> Option<bool> {
+    let net: u64 = skb::read(dev, cfg.offsets.dev_nd_net)?;
+    let known = learnt(Learnt::Netns);
+    if known != 0 {
+        return Some(net == known);
+    }
+    let ours = skb::read::<u32>(net, cfg.offsets.net_ns_inum)? == cfg.netns_ino;
+    if ours {
+        learn(Learnt::Netns, net);
+    }
+    Some(ours)
+}
+
 /// The ifindex of the skb's device, if the device lives in the traced
 /// network namespace.
 #[inline(always)]
 fn local_ifindex(cfg: &Config, addr: u64) -> Option<u32> {
     let dev = dev_of(addr, &cfg.offsets)?;
-    if netns_of(dev, &cfg.offsets)? != cfg.netns_ino {
+    if !in_traced_netns(cfg, dev)? {
         return None;
     }
     ifindex_of(dev, &cfg.offsets)
@@ -287,38 +305,46 @@ pub fn try_vxlan_rcv_encapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<
     let skb = load_skb(ctx, addr, cfg).ok_or(())?;
     let layer = Layer::from_ethertype(skb.protocol).ok_or(())?;
     let net = skb.network_header.ok_or(())?;
-    let pkt = scratch(Slot::VxlanRcv).ok_or(())?;
+    let ev = scratch(Slot::VxlanRcv).ok_or(())?;
+    let pkt = &mut ev.pkt;
     let r = parse_underlay(&skb.bytes, layer, net, ports().ok_or(())?, pkt);
     if !keep(cfg, r, pkt, false) {
         return Ok(());
     }
-    vxlan_event(cfg, &skb, pkt);
+    vxlan_event(cfg, &skb, ev);
     Ok(())
 }
 
 /// The decapsulated frame entering the stack on the vxlan device
 /// (`netif_receive_skb`): outer headers are recovered from the headroom.
 /// This hook sees every received packet of every device in every namespace,
-/// so the device is compared first: two reads for a foreign packet.
+/// so the device is compared first: once the vxlan device's address is
+/// learnt, a foreign packet costs one read (`skb->dev`) after the argument.
 #[inline(always)]
 pub fn try_vxlan_rcv_decapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<(), ()> {
     let cfg = config();
     let o = &cfg.offsets;
     let dev = dev_of(addr, o).ok_or(())?;
-    if ifindex_of(dev, o).ok_or(())? != cfg.vxlan_ifindex
-        || netns_of(dev, o).ok_or(())? != cfg.netns_ino
-    {
+    let known = learnt(Learnt::VxlanDev);
+    if known != 0 && dev != known {
         return Ok(());
+    }
+    if ifindex_of(dev, o).ok_or(())? != cfg.vxlan_ifindex || !in_traced_netns(cfg, dev).ok_or(())? {
+        return Ok(());
+    }
+    if known == 0 {
+        learn(Learnt::VxlanDev, dev);
     }
     let skb = load_skb(ctx, addr, cfg).ok_or(())?;
     let mac = skb.mac_header.ok_or(())?;
-    let pkt = scratch(Slot::VxlanRcv).ok_or(())?;
+    let ev = scratch(Slot::VxlanRcv).ok_or(())?;
+    let pkt = &mut ev.pkt;
     let r = parse_inner(&skb.bytes, Layer::Ethernet, mac, pkt);
     recover_outer(&skb.bytes, mac, ports().ok_or(())?, pkt);
     if !keep(cfg, r, pkt, false) {
         return Ok(());
     }
-    vxlan_event(cfg, &skb, pkt);
+    vxlan_event(cfg, &skb, ev);
     Ok(())
 }
 
@@ -330,7 +356,7 @@ pub fn try_vxlan_rcv_tracepoint(ctx: &TracePointContext) -> Result<(), ()> {
 }
 
 #[inline(always)]
-fn vxlan_event(cfg: &Config, skb: &Skb, pkt: &PacketInfo) {
+fn vxlan_event(cfg: &Config, skb: &Skb, ev: &mut RawEvent) {
     let meta = Meta {
         kind: EventKind::Packet,
         hop: Hop::VxlanRcv,
@@ -340,7 +366,7 @@ fn vxlan_event(cfg: &Config, skb: &Skb, pkt: &PacketInfo) {
         drop_location: 0,
         drop_reason: 0,
     };
-    report(cfg, &meta, pkt);
+    report(cfg, &meta, ev);
 }
 
 /// A freed-as-dropped skb: reported when it is this overlay's traffic in the
@@ -360,7 +386,8 @@ pub fn try_drop<C: EbpfContext>(ctx: &C, addr: u64, location: u64, reason: u32) 
     let skb = load_skb(ctx, addr, cfg).ok_or(())?;
     let layer = Layer::from_ethertype(skb.protocol).ok_or(())?;
     let net = skb.network_header.ok_or(())?;
-    let pkt = scratch(Slot::Drop).ok_or(())?;
+    let ev = scratch(Slot::Drop).ok_or(())?;
+    let pkt = &mut ev.pkt;
     // On the vxlan device the skb is the inner frame (before encapsulation
     // on the sender, after decapsulation on the receiver); anywhere else it
     // is either an encapsulated frame on our port or a plain packet, which
@@ -392,7 +419,7 @@ pub fn try_drop<C: EbpfContext>(ctx: &C, addr: u64, location: u64, reason: u32) 
         drop_location: location,
         drop_reason: reason,
     };
-    report(cfg, &meta, pkt);
+    report(cfg, &meta, ev);
     Ok(())
 }
 
