@@ -618,3 +618,48 @@ fn consistent_sampling_keeps_the_same_packets_and_every_probe() {
     let first = decide(1);
     assert!((2..200).all(|s| decide(s * 1448) == first));
 }
+
+#[test]
+fn counter_cache_keys_compare_every_field_and_spread_over_the_slots() {
+    use crate::stats::{STAT_SLOTS, StatKey};
+    use std::collections::BTreeSet;
+    let base = StatKey {
+        addr: [10, 244, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        reason: 0,
+        ifindex: 3,
+        hop: Hop::UnderlayIngress as u8,
+        family: AF_INET,
+        _pad: [0; 2],
+    };
+    let mut variants = Vec::new();
+    for i in 0..16 {
+        let mut k = base;
+        k.addr[i] ^= 1;
+        variants.push(k);
+    }
+    variants.push(StatKey { reason: 1, ..base });
+    variants.push(StatKey { ifindex: 4, ..base });
+    variants.push(StatKey {
+        hop: Hop::PodEgress as u8,
+        ..base
+    });
+    variants.push(StatKey {
+        family: AF_INET6,
+        ..base
+    });
+    for k in &variants {
+        assert_ne!(k.words(), base.words(), "{k:?}");
+    }
+    assert_eq!(base.words(), { base }.words());
+    // Peers of a /24 on one hop and device, as counters mode keys them,
+    // land in many different slots.
+    let slots: BTreeSet<u32> = (0..64u8)
+        .map(|h| {
+            let mut k = base;
+            k.addr[3] = h;
+            k.slot()
+        })
+        .collect();
+    assert!(slots.iter().all(|s| *s < STAT_SLOTS));
+    assert!(slots.len() > 32, "{} slots for 64 keys", slots.len());
+}
