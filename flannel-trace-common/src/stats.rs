@@ -37,45 +37,6 @@ pub struct StatValue {
 /// `Counter::StatsFull`, not silently lost.
 pub const STAT_KEYS: u32 = 4096;
 
-/// Slots of the per-CPU counters cache in front of the hash map: a
-/// direct-mapped table that TC and vxlan-rcv programs bump without a hash
-/// lookup. The first key to reach a slot on a CPU owns it for the session
-/// (a slot never changes hands, so userspace never sees a count move);
-/// a key whose slot another one owns goes to the hash map. Userspace sums
-/// a key's slots and hash entry.
-pub const STAT_SLOTS: u32 = 256;
-
-/// One slot of the counters cache; free while `value.packets` is 0.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StatSlot {
-    pub key: StatKey,
-    pub _pad: u32,
-    pub value: StatValue,
-}
-
-impl StatKey {
-    /// The key as seven words, compared without a loop or `memcmp`.
-    #[inline(always)]
-    pub fn words(&self) -> [u32; 7] {
-        let a = &self.addr;
-        let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-        let tail = u32::from_ne_bytes([self.hop, self.family, self._pad[0], self._pad[1]]);
-        [w(0), w(4), w(8), w(12), self.reason, self.ifindex, tail]
-    }
-
-    /// The cache slot this key may own (see [`STAT_SLOTS`]).
-    #[inline(always)]
-    pub fn slot(&self) -> u32 {
-        let w = self.words();
-        let h = (w[0] ^ w[1] ^ w[2] ^ w[3] ^ w[4] ^ w[5].rotate_left(16) ^ w[6].rotate_left(8))
-            .wrapping_mul(0x9e37_79b1);
-        h >> (32 - STAT_SLOTS.trailing_zeros())
-    }
-}
-
-const _: () = assert!(STAT_SLOTS.is_power_of_two());
-const _: () = assert!(core::mem::size_of::<StatSlot>() == 48);
 const _: () = assert!(core::mem::size_of::<StatKey>() == 28);
 const _: () = assert!(core::mem::size_of::<StatValue>() == 16);
 
@@ -186,6 +147,4 @@ mod user {
     unsafe impl aya::Pod for super::StatKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::StatValue {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for super::StatSlot {}
 }

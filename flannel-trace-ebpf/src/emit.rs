@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use flannel_trace_common::{
-    Config, Counter, EventKind, Hop, Ports, RawEvent,
+    Config, Counter, EventKind, Hop, PacketInfo, Ports, RawEvent,
     config::COUNTER_SLOTS,
-    stats::{STAT_KEYS, STAT_SLOTS, StatKey, StatSlot, StatValue},
+    stats::{STAT_KEYS, StatKey, StatValue},
 };
 
 /// Default 4 MiB; userspace resizes it (`--ring-size`) before loading.
@@ -26,7 +26,7 @@ pub fn ports() -> Option<&'static Ports> {
     PORTS.get(0)
 }
 
-/// Kernel addresses the global hooks learnt, so that a foreign packet
+/// Kernel addresses the global hooks learn, so that a foreign packet
 /// costs one read fewer: the traced namespace's `struct net` (it lives as
 /// long as the tracer, which runs inside it) and the vxlan device's
 /// `struct net_device` (checked again by ifindex and namespace when it
@@ -58,14 +58,13 @@ pub fn learn(what: Learnt, addr: u64) {
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 
-/// Per-CPU scratch space for the event, which would not fit on the 512-byte
-/// BPF stack next to the parser: the parser fills its packet in place, and
-/// the record goes to the ring buffer from here in one copy. One slot per hook family, so that a
+/// Per-CPU scratch space for the parsed packet, which would not fit on the
+/// 512-byte BPF stack next to the parser. One slot per hook family, so that a
 /// drop tracepoint interrupted by a TC program in softirq on the same CPU
 /// does not see its packet overwritten; a hook does not nest within itself
 /// (the kernel skips recursive runs of a program and counts them as misses).
 #[map]
-static SCRATCH: PerCpuArray<RawEvent> = PerCpuArray::with_max_entries(3, 0);
+static SCRATCH: PerCpuArray<PacketInfo> = PerCpuArray::with_max_entries(3, 0);
 
 #[derive(Clone, Copy)]
 #[repr(u32)]
@@ -75,14 +74,14 @@ pub enum Slot {
     Drop = 2,
 }
 
-/// This CPU's zeroed scratch event for `slot`.
+/// This CPU's zeroed scratch packet for `slot`.
 #[inline(always)]
-pub fn scratch(slot: Slot) -> Option<&'static mut RawEvent> {
+pub fn scratch(slot: Slot) -> Option<&'static mut PacketInfo> {
     let p = SCRATCH.get_ptr_mut(slot as u32)?;
     // SAFETY: per-CPU, one user per slot at a time (see SCRATCH).
     // Zero it word by word: a plain assignment becomes a call to a
     // byte-at-a-time memset that costs the verifier 120 loop iterations.
-    const WORDS: usize = core::mem::size_of::<RawEvent>() / 8;
+    const WORDS: usize = core::mem::size_of::<PacketInfo>() / 8;
     for i in 0..WORDS {
         unsafe { core::ptr::write_volatile(p.cast::<u64>().add(i), 0) };
     }
@@ -113,72 +112,49 @@ pub struct Meta {
     pub drop_reason: u32,
 }
 
-/// Complete the scratch event and copy it to the ring buffer with
-/// `bpf_ringbuf_output`: one helper call that reserves, copies and commits
-/// (reserve/write/submit is two calls and a copy in BPF instructions). The
-/// packet was parsed in place first, so nothing is reserved for foreign
-/// traffic; a full ring buffer is counted, never silent.
+/// Reserve a record in the ring buffer, fill it and submit it. The packet is
+/// parsed on the stack first, so nothing is reserved for foreign traffic; a
+/// full ring buffer is counted, never silent.
 #[inline(always)]
-pub fn submit(cfg: &Config, meta: &Meta, ev: &mut RawEvent) {
-    ev.ts_ns = unsafe { bpf_ktime_get_ns() };
-    ev.skb_addr = meta.skb_addr;
-    ev.drop_location = meta.drop_location;
-    ev.kind = meta.kind as u8;
-    ev.hop = meta.hop as u8;
-    ev.ifindex = meta.ifindex;
-    ev.skb_len = meta.skb_len;
-    ev.drop_reason = meta.drop_reason;
+pub fn submit(cfg: &Config, meta: &Meta, pkt: &PacketInfo) {
+    let Some(mut entry) = EVENTS.reserve::<RawEvent>(0) else {
+        count(Counter::RingbufFull);
+        return;
+    };
+    entry.write(RawEvent {
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        skb_addr: meta.skb_addr,
+        drop_location: meta.drop_location,
+        kind: meta.kind as u8,
+        hop: meta.hop as u8,
+        _pad0: [0; 2],
+        ifindex: meta.ifindex,
+        skb_len: meta.skb_len,
+        drop_reason: meta.drop_reason,
+        pkt: *pkt,
+    });
     // Wake the reader once, as the waiting data crosses the threshold (a
     // window of a few records, as CPUs submit side by side); below it, and
     // while a woken reader is still catching up, it finds the records on
     // its next timer tick.
-    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64) + RECORD;
+    let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let threshold = cfg.wakeup_bytes as u64;
-    const RECORD: u64 = core::mem::size_of::<RawEvent>() as u64 + 8;
-    const WINDOW: u64 = 4 * RECORD;
+    const WINDOW: u64 = 4 * (core::mem::size_of::<RawEvent>() as u64 + 8);
     let flags = if waiting >= threshold && waiting < threshold + WINDOW {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    if EVENTS.output::<RawEvent>(ev, flags as u64).is_err() {
-        count(Counter::RingbufFull);
-    }
+    entry.submit(flags as u64);
 }
 
 /// Counters mode: packets and bytes per (remote, hop, device[, reason]).
 #[map]
 static STATS: PerCpuHashMap<StatKey, StatValue> = PerCpuHashMap::with_max_entries(STAT_KEYS, 0);
 
-/// Counters mode's first stop (see [`STAT_SLOTS`]): no hash, one compare.
-/// Used only by programs that never interrupt one another on a CPU (TC and
-/// vxlan-rcv run with bottom halves disabled), since claiming a slot takes
-/// several stores; drops, which a hard interrupt can free, skip it.
-#[map]
-static STAT_CACHE: PerCpuArray<StatSlot> = PerCpuArray::with_max_entries(STAT_SLOTS, 0);
-
-/// Count one packet of `len` bytes under `key` on this CPU: in the key's
-/// cache slot when `cached` and the slot is free or the key's own, else in
-/// the hash map.
+/// Count one packet of `len` bytes under `key` on this CPU.
 #[inline(always)]
-pub fn bump(key: &StatKey, len: u32, cached: bool) {
-    if cached && let Some(s) = STAT_CACHE.get_ptr_mut(key.slot()) {
-        // SAFETY: this CPU's slot, with no other user while this program
-        // runs (see STAT_CACHE).
-        let s = unsafe { &mut *s };
-        if s.value.packets == 0 {
-            s.key = *key;
-            s.value.bytes = len as u64;
-            // Last, so that userspace never counts a half-written key.
-            unsafe { core::ptr::write_volatile(&mut s.value.packets, 1) };
-            return;
-        }
-        if s.key.words() == key.words() {
-            s.value.packets += 1;
-            s.value.bytes += len as u64;
-            return;
-        }
-    }
+pub fn bump(key: &StatKey, len: u32) {
     if let Some(v) = STATS.get_ptr_mut(key) {
         // SAFETY: this CPU's own slot of the value; a lost increment under
         // nesting only undercounts by one.

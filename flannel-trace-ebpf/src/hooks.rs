@@ -9,7 +9,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use flannel_trace_common::{
-    Config, Counter, EventKind, Hop, PacketInfo, RawEvent,
+    Config, Counter, EventKind, Hop, PacketInfo,
     config::{ANY_VNI, MODE_STATS},
     event::{AF_INET, flags},
     fingerprint::sampled_in,
@@ -129,12 +129,11 @@ pub fn try_tc(ctx: &TcContext, hop: Hop, side: TcSide) -> Result<(), ()> {
     if cfg.mode == MODE_STATS
         && let Some(key) = fast_key(cfg, &head, side, hop, ifindex)
     {
-        bump(&key, ctx.len(), true);
+        bump(&key, ctx.len());
         return Ok(());
     }
     let bytes = TcBytes(ctx);
-    let ev = scratch(Slot::Tc).ok_or(())?;
-    let pkt = &mut ev.pkt;
+    let pkt = scratch(Slot::Tc).ok_or(())?;
     let r = match side {
         TcSide::Underlay => parse_underlay(&bytes, Layer::Ethernet, 0, ports, pkt),
         _ => parse_inner(&bytes, Layer::Ethernet, 0, pkt),
@@ -155,7 +154,7 @@ pub fn try_tc(ctx: &TcContext, hop: Hop, side: TcSide) -> Result<(), ()> {
         drop_location: 0,
         drop_reason: 0,
     };
-    report(cfg, &meta, ev);
+    report(cfg, &meta, pkt);
     Ok(())
 }
 
@@ -182,12 +181,11 @@ fn outer_vlan_from_metadata(ctx: &TcContext, pkt: &mut PacketInfo) {
 
 /// An event, or in counters mode a count.
 #[inline(always)]
-fn report(cfg: &Config, meta: &Meta, ev: &mut RawEvent) {
+fn report(cfg: &Config, meta: &Meta, pkt: &PacketInfo) {
     if cfg.mode != MODE_STATS {
-        submit(cfg, meta, ev);
+        submit(cfg, meta, pkt);
         return;
     }
-    let pkt = &ev.pkt;
     let key = match meta.kind {
         EventKind::Drop => drop_key(pkt, meta.ifindex, meta.drop_reason),
         EventKind::Packet => packet_key(
@@ -198,7 +196,7 @@ fn report(cfg: &Config, meta: &Meta, ev: &mut RawEvent) {
             cfg.peer_prefix_v6,
         ),
     };
-    bump(&key, meta.skb_len, meta.kind == EventKind::Packet);
+    bump(&key, meta.skb_len);
 }
 
 /// Counters mode without parsing: an option-less IPv4 frame whose headers
@@ -305,13 +303,12 @@ pub fn try_vxlan_rcv_encapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<
     let skb = load_skb(ctx, addr, cfg).ok_or(())?;
     let layer = Layer::from_ethertype(skb.protocol).ok_or(())?;
     let net = skb.network_header.ok_or(())?;
-    let ev = scratch(Slot::VxlanRcv).ok_or(())?;
-    let pkt = &mut ev.pkt;
+    let pkt = scratch(Slot::VxlanRcv).ok_or(())?;
     let r = parse_underlay(&skb.bytes, layer, net, ports().ok_or(())?, pkt);
     if !keep(cfg, r, pkt, false) {
         return Ok(());
     }
-    vxlan_event(cfg, &skb, ev);
+    vxlan_event(cfg, &skb, pkt);
     Ok(())
 }
 
@@ -337,14 +334,13 @@ pub fn try_vxlan_rcv_decapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<
     }
     let skb = load_skb(ctx, addr, cfg).ok_or(())?;
     let mac = skb.mac_header.ok_or(())?;
-    let ev = scratch(Slot::VxlanRcv).ok_or(())?;
-    let pkt = &mut ev.pkt;
+    let pkt = scratch(Slot::VxlanRcv).ok_or(())?;
     let r = parse_inner(&skb.bytes, Layer::Ethernet, mac, pkt);
     recover_outer(&skb.bytes, mac, ports().ok_or(())?, pkt);
     if !keep(cfg, r, pkt, false) {
         return Ok(());
     }
-    vxlan_event(cfg, &skb, ev);
+    vxlan_event(cfg, &skb, pkt);
     Ok(())
 }
 
@@ -356,7 +352,7 @@ pub fn try_vxlan_rcv_tracepoint(ctx: &TracePointContext) -> Result<(), ()> {
 }
 
 #[inline(always)]
-fn vxlan_event(cfg: &Config, skb: &Skb, ev: &mut RawEvent) {
+fn vxlan_event(cfg: &Config, skb: &Skb, pkt: &PacketInfo) {
     let meta = Meta {
         kind: EventKind::Packet,
         hop: Hop::VxlanRcv,
@@ -366,7 +362,7 @@ fn vxlan_event(cfg: &Config, skb: &Skb, ev: &mut RawEvent) {
         drop_location: 0,
         drop_reason: 0,
     };
-    report(cfg, &meta, ev);
+    report(cfg, &meta, pkt);
 }
 
 /// A freed-as-dropped skb: reported when it is this overlay's traffic in the
@@ -386,8 +382,7 @@ pub fn try_drop<C: EbpfContext>(ctx: &C, addr: u64, location: u64, reason: u32) 
     let skb = load_skb(ctx, addr, cfg).ok_or(())?;
     let layer = Layer::from_ethertype(skb.protocol).ok_or(())?;
     let net = skb.network_header.ok_or(())?;
-    let ev = scratch(Slot::Drop).ok_or(())?;
-    let pkt = &mut ev.pkt;
+    let pkt = scratch(Slot::Drop).ok_or(())?;
     // On the vxlan device the skb is the inner frame (before encapsulation
     // on the sender, after decapsulation on the receiver); anywhere else it
     // is either an encapsulated frame on our port or a plain packet, which
@@ -419,7 +414,7 @@ pub fn try_drop<C: EbpfContext>(ctx: &C, addr: u64, location: u64, reason: u32) 
         drop_location: location,
         drop_reason: reason,
     };
-    report(cfg, &meta, ev);
+    report(cfg, &meta, pkt);
     Ok(())
 }
 

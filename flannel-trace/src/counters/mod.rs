@@ -11,11 +11,11 @@ mod table;
 
 use std::{collections::HashMap, net::IpAddr};
 
-use aya::maps::{PerCpuArray, PerCpuHashMap};
+use aya::maps::PerCpuHashMap;
 use flannel_trace_common::{
     Hop,
     event::AF_INET6,
-    stats::{StatKey, StatSlot, StatValue},
+    stats::{StatKey, StatValue},
 };
 use serde::{Deserialize, Serialize};
 
@@ -117,33 +117,20 @@ impl Reader {
         }
     }
 
-    /// The counters of the hash map and of the per-CPU cache in front of
-    /// it (`StatSlot`), summed per key.
     pub fn read(
         &mut self,
         map: &PerCpuHashMap<aya::maps::MapData, StatKey, StatValue>,
-        cache: &PerCpuArray<aya::maps::MapData, StatSlot>,
         node: &str,
         uncounted: u64,
     ) -> Snapshot {
-        let mut sums: HashMap<StatKey, (u64, u64)> = HashMap::new();
-        for (k, per_cpu) in map.iter().flatten() {
-            let e = sums.entry(k).or_default();
-            for v in per_cpu.iter() {
-                e.0 += v.packets;
-                e.1 += v.bytes;
-            }
-        }
-        for per_cpu in cache.iter().flatten() {
-            // A slot is free (or still being claimed) while its count is 0.
-            for s in per_cpu.iter().filter(|s| s.value.packets != 0) {
-                let e = sums.entry(s.key).or_default();
-                e.0 += s.value.packets;
-                e.1 += s.value.bytes;
-            }
-        }
         let mut rows = Vec::new();
-        for (k, (packets, bytes)) in sums {
+        for item in map.iter() {
+            let Ok((k, per_cpu)) = item else { continue };
+            let (mut packets, mut bytes) = (0u64, 0u64);
+            for v in per_cpu.iter() {
+                packets += v.packets;
+                bytes += v.bytes;
+            }
             let Ok(hop) = Hop::try_from(k.hop) else {
                 continue;
             };

@@ -13,7 +13,7 @@ use anyhow::{Context as _, anyhow};
 use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
 use flannel_trace_common::{
     Counter,
-    stats::{StatKey, StatSlot, StatValue},
+    stats::{StatKey, StatValue},
 };
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::mpsc};
 
@@ -52,17 +52,12 @@ pub async fn run(
         .ok_or_else(|| anyhow!("map STATS missing from the eBPF object"))?;
     let stats: PerCpuHashMap<MapData, StatKey, StatValue> =
         PerCpuHashMap::try_from(stats_map).context("opening the STATS map")?;
-    let cache_map = ebpf
-        .take_map("STAT_CACHE")
-        .ok_or_else(|| anyhow!("map STAT_CACHE missing from the eBPF object"))?;
-    let cache: PerCpuArray<MapData, StatSlot> =
-        PerCpuArray::try_from(cache_map).context("opening the STAT_CACHE map")?;
     let mut reader = Reader::new(reasons);
     let node = identity.node.clone();
     let mut out = io::BufWriter::new(io::stdout().lock());
     let read = |reader: &mut Reader, probes: &mut Probes| -> Snapshot {
         let uncounted = uncounted(probes).unwrap_or(0);
-        reader.read(&stats, &cache, &node, uncounted)
+        reader.read(&stats, &node, uncounted)
     };
 
     let metrics = Arc::new(Mutex::new(metrics::Metrics::new()));
