@@ -262,49 +262,54 @@ fn render(labels: &[String], all: &BTreeMap<String, Figures>) -> String {
             f.lost_events,
         ));
     }
-    s.push_str("\nns/run (runs/packet), medians over rounds (min–max of ns/run)\n\n");
-    let progs: std::collections::BTreeSet<&String> =
-        all.values().flat_map(|f| f.programs.keys()).collect();
     let cols: Vec<&String> = labels[2..].iter().collect();
-    s.push_str("| program |");
-    for c in &cols {
-        s.push_str(&format!(" {c} |"));
-    }
-    s.push_str("\n|---|");
-    s.push_str(&"---|".repeat(cols.len()));
-    s.push('\n');
-    for p in progs {
-        s.push_str(&format!("| {p} |"));
-        for c in &cols {
-            match all.get(*c).and_then(|f| f.programs.get(p)) {
-                Some((ns, rpp)) => s.push_str(&format!(
-                    " {} ({:.2}) |",
-                    ns.show(0),
-                    rpp.median().unwrap_or(f64::NAN)
-                )),
-                None => s.push_str(" – |"),
-            }
-        }
-        s.push('\n');
-    }
-    s.push_str("\nForeign traffic only (pod a to node a's underlay address): ns/run, median (min–max)\n\n| program |");
-    for c in &cols {
-        s.push_str(&format!(" {c} |"));
-    }
-    s.push_str("\n|---|");
-    s.push_str(&"---|".repeat(cols.len()));
-    s.push('\n');
-    let fprogs: std::collections::BTreeSet<&String> =
-        all.values().flat_map(|f| f.foreign.keys()).collect();
-    for p in fprogs {
-        s.push_str(&format!("| {p} |"));
-        for c in &cols {
-            match all.get(*c).and_then(|f| f.foreign.get(p)) {
-                Some(ns) => s.push_str(&format!(" {} |", ns.show(0))),
-                None => s.push_str(" – |"),
-            }
-        }
-        s.push('\n');
-    }
+    s.push_str("\nns/run (runs/packet), medians over rounds (min–max of ns/run)\n\n");
+    per_program(&mut s, all, &cols, |f, p| {
+        f.programs.get(p).map(|(ns, rpp)| {
+            let rpp = rpp.median().unwrap_or(f64::NAN);
+            format!("{} ({rpp:.2})", ns.show(0))
+        })
+    });
+    s.push_str(
+        "\nForeign traffic only (pod a to node a's underlay address): ns/run, median (min–max)\n\n",
+    );
+    per_program(&mut s, all, &cols, |f, p| {
+        f.foreign.get(p).map(|ns| ns.show(0))
+    });
     s
+}
+
+/// A table with one row per program and one column per configuration;
+/// `cell` gives a configuration's figure for a program, if it ran.
+fn per_program(
+    s: &mut String,
+    all: &BTreeMap<String, Figures>,
+    cols: &[&String],
+    cell: impl Fn(&Figures, &String) -> Option<String>,
+) {
+    s.push_str("| program |");
+    for c in cols {
+        s.push_str(&format!(" {c} |"));
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---|".repeat(cols.len()));
+    s.push('\n');
+    let progs: std::collections::BTreeSet<&String> = all
+        .values()
+        .flat_map(|f| f.programs.keys().chain(f.foreign.keys()))
+        .collect();
+    for p in progs {
+        let cells: Vec<Option<String>> = cols
+            .iter()
+            .map(|c| all.get(*c).and_then(|f| cell(f, p)))
+            .collect();
+        if cells.iter().all(Option::is_none) {
+            continue;
+        }
+        s.push_str(&format!("| {p} |"));
+        for c in cells {
+            s.push_str(&format!(" {} |", c.as_deref().unwrap_or("–")));
+        }
+        s.push('\n');
+    }
 }
