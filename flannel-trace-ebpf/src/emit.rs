@@ -26,6 +26,35 @@ pub fn ports() -> Option<&'static Ports> {
     PORTS.get(0)
 }
 
+/// Kernel addresses the global hooks learn, so that a foreign packet
+/// costs one read fewer: the traced namespace's `struct net` (it lives as
+/// long as the tracer, which runs inside it) and the vxlan device's
+/// `struct net_device` (checked again by ifindex and namespace when it
+/// matches, in case the device was freed and its memory reused).
+#[map]
+static LEARNT: Array<u64> = Array::with_max_entries(2, 0);
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum Learnt {
+    Netns = 0,
+    VxlanDev = 1,
+}
+
+/// A learnt address, 0 while unknown.
+#[inline(always)]
+pub fn learnt(what: Learnt) -> u64 {
+    LEARNT.get(what as u32).copied().unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn learn(what: Learnt, addr: u64) {
+    if let Some(p) = LEARNT.get_ptr_mut(what as u32) {
+        // SAFETY: a map slot; racing writers store the same value.
+        unsafe { *p = addr };
+    }
+}
+
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
 

@@ -21,8 +21,8 @@ use flannel_trace_common::{
 };
 
 use crate::{
-    emit::{Meta, Slot, bump, count, ports, scratch, submit},
-    skb::{Skb, dev_of, ifindex_of, netns_of},
+    emit::{Learnt, Meta, Slot, bump, count, learn, learnt, ports, scratch, submit},
+    skb::{self, Skb, dev_of, ifindex_of},
 };
 
 /// Set by userspace before load. `static mut` (in `.data`) rather than a
@@ -267,12 +267,28 @@ fn load_skb<C: EbpfContext>(ctx: &C, addr: u64, cfg: &Config) -> Option<Skb> {
     skb
 }
 
+/// Whether `dev` lives in the traced network namespace. Once the
+/// namespace's `struct net` is known, one read (the device's) decides.
+#[inline(always)]
+fn in_traced_netns(cfg: &Config, dev: u64) -> Option<bool> {
+    let net: u64 = skb::read(dev, cfg.offsets.dev_nd_net)?;
+    let known = learnt(Learnt::Netns);
+    if known != 0 {
+        return Some(net == known);
+    }
+    let ours = skb::read::<u32>(net, cfg.offsets.net_ns_inum)? == cfg.netns_ino;
+    if ours {
+        learn(Learnt::Netns, net);
+    }
+    Some(ours)
+}
+
 /// The ifindex of the skb's device, if the device lives in the traced
 /// network namespace.
 #[inline(always)]
 fn local_ifindex(cfg: &Config, addr: u64) -> Option<u32> {
     let dev = dev_of(addr, &cfg.offsets)?;
-    if netns_of(dev, &cfg.offsets)? != cfg.netns_ino {
+    if !in_traced_netns(cfg, dev)? {
         return None;
     }
     ifindex_of(dev, &cfg.offsets)
@@ -299,16 +315,22 @@ pub fn try_vxlan_rcv_encapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<
 /// The decapsulated frame entering the stack on the vxlan device
 /// (`netif_receive_skb`): outer headers are recovered from the headroom.
 /// This hook sees every received packet of every device in every namespace,
-/// so the device is compared first: two reads for a foreign packet.
+/// so the device is compared first: once the vxlan device's address is
+/// learnt, a foreign packet costs one read (`skb->dev`) after the argument.
 #[inline(always)]
 pub fn try_vxlan_rcv_decapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<(), ()> {
     let cfg = config();
     let o = &cfg.offsets;
     let dev = dev_of(addr, o).ok_or(())?;
-    if ifindex_of(dev, o).ok_or(())? != cfg.vxlan_ifindex
-        || netns_of(dev, o).ok_or(())? != cfg.netns_ino
-    {
+    let known = learnt(Learnt::VxlanDev);
+    if known != 0 && dev != known {
         return Ok(());
+    }
+    if ifindex_of(dev, o).ok_or(())? != cfg.vxlan_ifindex || !in_traced_netns(cfg, dev).ok_or(())? {
+        return Ok(());
+    }
+    if known == 0 {
+        learn(Learnt::VxlanDev, dev);
     }
     let skb = load_skb(ctx, addr, cfg).ok_or(())?;
     let mac = skb.mac_header.ok_or(())?;

@@ -91,10 +91,3 @@ pub fn dev_of(skb: u64, o: &KernelOffsets) -> Option<u64> {
 pub fn ifindex_of(dev: u64, o: &KernelOffsets) -> Option<u32> {
     read(dev, o.dev_ifindex)
 }
-
-/// Inode of the device's network namespace.
-#[inline(always)]
-pub fn netns_of(dev: u64, o: &KernelOffsets) -> Option<u32> {
-    let net: u64 = read(dev, o.dev_nd_net)?;
-    read(net, o.net_ns_inum)
-}

@@ -37,6 +37,8 @@ enum Cmd {
     Demo(demo::Options),
     /// Set up, build, and measure overhead in the lab side by side with tcpdump: prints tables, writes BENCHMARKS.md (--quick: ~3 min).
     Bench(bench::Options),
+    /// Compare builds of flannel-trace on bpf_stats and UDP packets/s, interleaved (A B A B …).
+    BenchAb(bench::ab::Options),
     /// Set up, then run every cargo-fuzz target in fuzz/ for a short while.
     Fuzz(fuzz::Options),
     /// Boot Debian kernels (5.10, 6.1, 6.12, 7.x) under qemu and run the attach probes and integration tests in each.
@@ -54,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test(opts) => test::run(opts),
         Cmd::Demo(opts) => demo::run(opts),
         Cmd::Bench(opts) => bench::run(opts),
+        Cmd::BenchAb(opts) => bench::ab::run(opts),
         Cmd::Fuzz(opts) => fuzz::run(opts),
         Cmd::VmTest(opts) => vm::run(opts),
     }

@@ -5,6 +5,7 @@
 //! detach, the tracer's userspace cost, recordings, the live channel and
 //! `join`. Prints Markdown tables and writes them to BENCHMARKS.md.
 
+pub mod ab;
 mod bpf_stats;
 mod configs;
 mod decode;
