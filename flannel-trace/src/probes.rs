@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use crate::{
     cli::{DropBackendChoice, TcMode, VxlanBackendChoice},
+    degraded::MissingHop,
     leftovers, netdev,
 };
 
@@ -90,6 +91,9 @@ pub struct Devices<'a> {
 pub struct Probes {
     ebpf: Option<Ebpf>,
     pub hooks: Vec<HookReport>,
+    /// Hooks no backend could serve under the automatic choice: the
+    /// session runs without them (TC hops only).
+    pub missing: Vec<MissingHop>,
     /// Devices with netlink filters of ours, and the netns they are in.
     netlink_devices: Vec<(u32, String)>,
     netns: u32,
@@ -114,6 +118,7 @@ impl Probes {
         let mut probes = Probes {
             ebpf: Some(ebpf),
             hooks: Vec::new(),
+            missing: Vec::new(),
             netlink_devices: Vec::new(),
             netns: cfg.netns_ino,
         };
@@ -335,10 +340,25 @@ impl Probes {
                 }
             }
         }
-        Err(ProbeError::NoBackend {
-            hop: "vxlan-rcv",
-            tried: format_tried(&fallbacks),
-        })
+        self.no_backend("vxlan-rcv", plan.vxlan_rcv == V::Auto, fallbacks)
+    }
+
+    /// A hook without a working backend: a hard error when the user chose
+    /// the backend, else the session goes on with the TC hops.
+    fn no_backend(
+        &mut self,
+        hop: &'static str,
+        auto: bool,
+        tried: Vec<(String, String)>,
+    ) -> Result<(), ProbeError> {
+        if !auto {
+            return Err(ProbeError::NoBackend {
+                hop,
+                tried: format_tried(&tried),
+            });
+        }
+        self.missing.push(MissingHop::new(hop, tried));
+        Ok(())
     }
 
     fn attach_drop(
@@ -395,10 +415,7 @@ impl Probes {
                 }
             }
         }
-        Err(ProbeError::NoBackend {
-            hop: "drop",
-            tried: format_tried(&fallbacks),
-        })
+        self.no_backend("drop", choice == D::Auto, fallbacks)
     }
 
     /// A program whose attach failed is unloaded rather than kept around.
