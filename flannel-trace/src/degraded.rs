@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "kebab-case")]
 pub enum MissingCause {
     /// `/sys/kernel/security/lockdown` is at `confidentiality`: the kernel
-    /// withholds `bpf_probe_read_kernel` (and kprobes) from every program.
+    /// refuses programs that read its memory (README, Kernel support).
     Lockdown,
     /// Anything else: the backends' own errors say what.
     Refused,
@@ -56,7 +56,7 @@ impl MissingHop {
         let (cause, reason) = if lockdown == Some("confidentiality") {
             (
                 MissingCause::Lockdown,
-                "kernel lockdown (confidentiality) forbids reading kernel memory (bpf_probe_read_kernel is withheld from eBPF programs)".to_owned(),
+                "kernel lockdown (confidentiality) forbids reading kernel memory".to_owned(),
             )
         } else {
             (
