@@ -32,11 +32,30 @@ pub struct MissingHop {
     pub tried: Vec<(String, String)>,
 }
 
+const LOCKDOWN: &str = "/sys/kernel/security/lockdown";
+
 /// The lockdown level the kernel reports, if it has the lockdown LSM:
-/// `none`, `integrity` or `confidentiality`.
+/// `none`, `integrity` or `confidentiality`. `ip netns exec` remounts /sys
+/// without securityfs: it is then mounted in a private mount namespace (as
+/// tracefs is; that needs a single-threaded process), and failing that the
+/// kernel command line is the evidence.
 pub fn lockdown_level() -> Option<String> {
-    let text = fs::read_to_string("/sys/kernel/security/lockdown").ok()?;
-    parse_lockdown(&text)
+    if let Ok(text) = fs::read_to_string(LOCKDOWN) {
+        return parse_lockdown(&text);
+    }
+    match crate::tracefs::mount_private("securityfs", "/sys/kernel/security") {
+        Ok(()) => {
+            if let Ok(text) = fs::read_to_string(LOCKDOWN) {
+                return parse_lockdown(&text);
+            }
+        }
+        Err((step, e)) => log::debug!("mounting securityfs privately: {step}: {e}"),
+    }
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    cmdline
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("lockdown="))
+        .map(str::to_owned)
 }
 
 /// The bracketed word of `none integrity [confidentiality]`.
@@ -47,12 +66,13 @@ fn parse_lockdown(text: &str) -> Option<String> {
 }
 
 impl MissingHop {
-    /// Explain why `hop` failed with every backend in `tried`.
-    pub fn new(hop: &str, tried: Vec<(String, String)>) -> MissingHop {
-        Self::explained(hop, tried, lockdown_level().as_deref())
-    }
-
-    fn explained(hop: &str, tried: Vec<(String, String)>, lockdown: Option<&str>) -> MissingHop {
+    /// Explain why `hop` failed with every backend in `tried`, on a kernel
+    /// at `lockdown` (see [`lockdown_level`]).
+    pub fn explained(
+        hop: &str,
+        tried: Vec<(String, String)>,
+        lockdown: Option<&str>,
+    ) -> MissingHop {
         let (cause, reason) = if lockdown == Some("confidentiality") {
             (
                 MissingCause::Lockdown,

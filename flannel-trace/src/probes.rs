@@ -357,7 +357,12 @@ impl Probes {
                 tried: format_tried(&tried),
             });
         }
-        self.missing.push(MissingHop::new(hop, tried));
+        // Read only now, to explain the failure: the process is single-
+        // threaded again (the preload threads are joined), which a private
+        // securityfs mount needs.
+        let lockdown = crate::degraded::lockdown_level();
+        self.missing
+            .push(MissingHop::explained(hop, tried, lockdown.as_deref()));
         Ok(())
     }
 
@@ -568,7 +573,22 @@ fn describe(e: &ProgramError, log: Option<&PathBuf>) -> String {
             if let Some(path) = log {
                 let _ = std::fs::write(path, &text);
             }
-            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            // The verifier ends with statistics; the refusal is the line
+            // before them (e.g. "program of this type cannot use helper").
+            let is_stats = |l: &str| {
+                ["verification time", "stack depth", "processed "]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            };
+            let mut tail: Vec<&str> = text
+                .lines()
+                .rev()
+                .skip_while(|l| is_stats(l) || l.trim().is_empty())
+                .take(1)
+                .collect();
+            if tail.is_empty() {
+                tail = text.lines().rev().take(3).collect();
+            }
             let mut s = format!("load failed: {io_error}");
             if !tail.is_empty() {
                 let _ = write!(

@@ -34,7 +34,9 @@ const LOCKDOWN_APPEND: &str = "lockdown=confidentiality";
 
 #[derive(Args)]
 pub struct Options {
-    /// Kernels to test: 5.10, 6.1, 6.12, 7 (default: all four).
+    /// Kernels to test: 5.10, 6.1, 6.12, 7 (default: all four; 6.12 is also
+    /// booted with lockdown=confidentiality), or 6.12-lockdown for that
+    /// boot alone.
     #[arg(value_name = "KERNEL")]
     kernels: Vec<String>,
     /// Use KVM (`-accel kvm -cpu host`) instead of TCG software emulation.
@@ -98,8 +100,13 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
 
     // Each kernel, and the lockdown boot of one of them right after it
     // (whenever that kernel is tested and the default subset is asked for).
+    // `KERNEL-lockdown` alone selects only that boot.
     let mut boots: Vec<(String, bool)> = Vec::new();
     for key in &kernels {
+        if let Some(k) = key.strip_suffix("-lockdown") {
+            boots.push((k.to_owned(), true));
+            continue;
+        }
         boots.push((key.clone(), false));
         if key == LOCKDOWN_KERNEL && test_args == initramfs::default_test_args() {
             boots.push((key.clone(), true));
@@ -202,8 +209,10 @@ fn select_kernels(asked: &[String]) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for k in asked {
         let k = k.trim_start_matches('v');
+        let lockdown = format!("{LOCKDOWN_KERNEL}-lockdown");
         let key = match k {
             "7" | "7.x" => "7",
+            other if other == lockdown => other,
             other if KERNELS.contains(&other) => other,
             other => bail!(
                 "unknown kernel `{other}`: choose among {}",
@@ -238,12 +247,10 @@ fn run_one(
     let initrd = dir.join(format!("initramfs-{}.cpio.gz", kernel.release));
     // Under TCG the tracer starts ~20 times slower than on hardware.
     let time_scale = if opts.kvm { 1 } else { 8 };
-    // The lockdown boot reuses the initramfs of the kernel's plain boot: its
-    // /init reads the command line to know what to run.
-    if !lockdown || !initrd.is_file() {
-        initramfs::build(&kernel, bins, test_args, time_scale, &initrd)
-            .with_context(|| format!("building the initramfs for {}", kernel.release))?;
-    }
+    // The lockdown boot has the same initramfs as the kernel's plain boot:
+    // its /init reads the command line to know what to run.
+    initramfs::build(&kernel, bins, test_args, time_scale, &initrd)
+        .with_context(|| format!("building the initramfs for {}", kernel.release))?;
     let key = &if lockdown {
         format!("{key}-lockdown")
     } else {
