@@ -437,6 +437,8 @@ impl Matrix {
             let b = r.auto_backends();
             let get = |h: &str| b.get(h).cloned().unwrap_or_else(|| "-".into());
             let reason = match r.facts.get("kfree_skb_fields") {
+                // No drop hook (TC-only mode): no drops at all.
+                _ if get("drop").starts_with("missing") => "-",
                 Some(f) if f.split(',').any(|x| x == "reason") => "yes",
                 Some(_) => "no (location only)",
                 None => "-",
