@@ -22,6 +22,8 @@ mod clock;
 mod codec;
 #[path = "../src/counters/mod.rs"]
 mod counters;
+#[path = "../src/degraded.rs"]
+mod degraded;
 #[path = "../src/event.rs"]
 mod event;
 #[path = "../src/exit.rs"]

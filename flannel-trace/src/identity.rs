@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{podnet::Cidr, probes::HookReport};
+use crate::{degraded::MissingHop, podnet::Cidr, probes::HookReport};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeIdentity {
@@ -40,6 +40,10 @@ pub struct NodeIdentity {
     /// FDB of the vxlan device: peer VTEP MAC → peer underlay address.
     pub fdb: Vec<FdbPeer>,
     pub hooks: Vec<HookReport>,
+    /// Hooks no backend could serve (kernel lockdown, no CAP_PERFMON...):
+    /// the node traced its TC hops only, and saw nothing at these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_hops: Vec<MissingHop>,
     /// CLOCK_REALTIME − CLOCK_MONOTONIC at start, in ns: converts event
     /// `ts_mono_ns` to wall-clock time on this node.
     pub clock_offset_ns: i64,
@@ -187,6 +191,12 @@ impl NodeIdentity {
             && self.pod_subnets.iter().any(|c| c.contains(ip))
             && !self.overlay_local_addrs.contains(&ip)
             && !self.vtep_addrs.contains(&ip)
+    }
+
+    /// Why `hop` (`vxlan-rcv`, `drop`) was not traced on this node, if it
+    /// was not.
+    pub fn missing(&self, hop: &str) -> Option<&MissingHop> {
+        self.missing_hops.iter().find(|m| m.hop == hop)
     }
 
     /// The sampling rate N (1 in N packets kept).

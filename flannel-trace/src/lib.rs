@@ -12,6 +12,7 @@ mod cli;
 mod clock;
 mod codec;
 mod counters;
+mod degraded;
 mod event;
 mod exit;
 mod features;

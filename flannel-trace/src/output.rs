@@ -136,6 +136,9 @@ pub fn start_text(s: &NodeIdentity) -> String {
         }
         out.push('\n');
     }
+    for m in &s.missing_hops {
+        let _ = writeln!(out, "  {:<17} NOT TRACED      {}", m.hop, m.reason);
+    }
     out
 }
 

@@ -17,6 +17,7 @@ use thiserror::Error;
 
 use crate::{
     cli::{DropBackendChoice, TcMode, VxlanBackendChoice},
+    degraded::MissingHop,
     leftovers, netdev,
 };
 
@@ -90,6 +91,9 @@ pub struct Devices<'a> {
 pub struct Probes {
     ebpf: Option<Ebpf>,
     pub hooks: Vec<HookReport>,
+    /// Hooks no backend could serve under the automatic choice: the
+    /// session runs without them (TC hops only).
+    pub missing: Vec<MissingHop>,
     /// Devices with netlink filters of ours, and the netns they are in.
     netlink_devices: Vec<(u32, String)>,
     netns: u32,
@@ -114,6 +118,7 @@ impl Probes {
         let mut probes = Probes {
             ebpf: Some(ebpf),
             hooks: Vec::new(),
+            missing: Vec::new(),
             netlink_devices: Vec::new(),
             netns: cfg.netns_ino,
         };
@@ -335,10 +340,30 @@ impl Probes {
                 }
             }
         }
-        Err(ProbeError::NoBackend {
-            hop: "vxlan-rcv",
-            tried: format_tried(&fallbacks),
-        })
+        self.no_backend("vxlan-rcv", plan.vxlan_rcv == V::Auto, fallbacks)
+    }
+
+    /// A hook without a working backend: a hard error when the user chose
+    /// the backend, else the session goes on with the TC hops.
+    fn no_backend(
+        &mut self,
+        hop: &'static str,
+        auto: bool,
+        tried: Vec<(String, String)>,
+    ) -> Result<(), ProbeError> {
+        if !auto {
+            return Err(ProbeError::NoBackend {
+                hop,
+                tried: format_tried(&tried),
+            });
+        }
+        // Read only now, to explain the failure: the process is single-
+        // threaded again (the preload threads are joined), which a private
+        // securityfs mount needs.
+        let lockdown = crate::degraded::lockdown_level();
+        self.missing
+            .push(MissingHop::explained(hop, tried, lockdown.as_deref()));
+        Ok(())
     }
 
     fn attach_drop(
@@ -395,10 +420,7 @@ impl Probes {
                 }
             }
         }
-        Err(ProbeError::NoBackend {
-            hop: "drop",
-            tried: format_tried(&fallbacks),
-        })
+        self.no_backend("drop", choice == D::Auto, fallbacks)
     }
 
     /// A program whose attach failed is unloaded rather than kept around.
@@ -551,7 +573,22 @@ fn describe(e: &ProgramError, log: Option<&PathBuf>) -> String {
             if let Some(path) = log {
                 let _ = std::fs::write(path, &text);
             }
-            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            // The verifier ends with statistics; the refusal is the line
+            // before them (e.g. "program of this type cannot use helper").
+            let is_stats = |l: &str| {
+                ["verification time", "stack depth", "processed "]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            };
+            let mut tail: Vec<&str> = text
+                .lines()
+                .rev()
+                .skip_while(|l| is_stats(l) || l.trim().is_empty())
+                .take(1)
+                .collect();
+            if tail.is_empty() {
+                tail = text.lines().rev().take(3).collect();
+            }
             let mut s = format!("load failed: {io_error}");
             if !tail.is_empty() {
                 let _ = write!(

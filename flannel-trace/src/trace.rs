@@ -436,6 +436,11 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
         Fatal::new(status, e)
     })?;
 
+    // Said once, before anything else is printed: the verdict accounts
+    // for these hops too.
+    for m in &probes.missing {
+        eprintln!("{}", m.banner(&node.underlay.name, &node.vxlan.name));
+    }
     let clock = Clock::sample();
     let identity = identity(&node, &cfg, &probes, &args, clock);
     let kallsyms = Kallsyms::load().unwrap_or_else(|e| {
@@ -503,6 +508,7 @@ fn identity(
             })
             .collect(),
         hooks: probes.hooks.clone(),
+        missing_hops: probes.missing.clone(),
         clock_offset_ns: clock.offset_ns(),
         ring_size: args.ring_size,
         attached_wall_ns: Clock::now_wall_ns(),

@@ -41,11 +41,24 @@ pub fn ensure() -> Result<PathBuf, TracefsError> {
         return Ok(p.to_path_buf());
     }
     let target = Path::new(CANDIDATES[0]);
-    let err = |step| move |source| TracefsError::Mount { step, source };
+    mount_private("tracefs", CANDIDATES[0])
+        .map_err(|(step, source)| TracefsError::Mount { step, source })?;
+    Ok(target.to_path_buf())
+}
+
+/// Mount a pseudo filesystem (`tracefs`, `securityfs`) at `target` inside
+/// a private mount namespace of this process: invisible to the rest of the
+/// system, gone when the process exits. Must run while the process is
+/// single-threaded (unshare(CLONE_NEWNS) requires it). The error names the
+/// step that failed.
+pub fn mount_private(fstype: &str, target: &str) -> Result<(), (&'static str, io::Error)> {
+    let err = |step| (step, io::Error::last_os_error());
+    let src = CString::new(fstype).map_err(|e| ("fstype", io::Error::other(e)))?;
+    let dst = CString::new(target).map_err(|e| ("target", io::Error::other(e)))?;
     // SAFETY: plain syscalls with valid, NUL-terminated arguments.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(err("unshare(CLONE_NEWNS)")(io::Error::last_os_error()));
+            return Err(err("unshare(CLONE_NEWNS)"));
         }
         // Keep our mounts from propagating back to the host.
         let root = CString::new("/").expect("static");
@@ -57,10 +70,8 @@ pub fn ensure() -> Result<PathBuf, TracefsError> {
             std::ptr::null(),
         ) != 0
         {
-            return Err(err("making / private")(io::Error::last_os_error()));
+            return Err(err("making / private"));
         }
-        let src = CString::new("tracefs").expect("static");
-        let dst = CString::new(CANDIDATES[0]).expect("static");
         if libc::mount(
             src.as_ptr(),
             dst.as_ptr(),
@@ -69,10 +80,10 @@ pub fn ensure() -> Result<PathBuf, TracefsError> {
             std::ptr::null(),
         ) != 0
         {
-            return Err(err("mount -t tracefs")(io::Error::last_os_error()));
+            return Err(err("mount"));
         }
     }
-    Ok(target.to_path_buf())
+    Ok(())
 }
 
 /// Byte offset of `field` in the record of tracepoint `category/name`.

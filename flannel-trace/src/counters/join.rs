@@ -23,7 +23,9 @@ pub struct Path {
     pub left: u64,
     /// Receiver underlay-ingress from the sender's underlay address.
     pub reached: u64,
-    pub decapsulated: u64,
+    /// Receiver vxlan-rcv; `None` (null) when the receiver could not trace
+    /// that hop: unknown, never zero.
+    pub decapsulated: Option<u64>,
     /// Receiver overlay-ingress from any of the sender's overlay addresses.
     pub out_of_tunnel: u64,
     /// Receiver overlay-ingress from the sender's pods only.
@@ -52,8 +54,13 @@ fn ip_in(ips: &[IpAddr]) -> impl Fn(Option<IpAddr>) -> bool + '_ {
     move |a| a.is_some_and(|a| ips.contains(&a))
 }
 
-/// The drops on `node`'s side in `d`, as "N × REASON on DEV" (largest first).
-fn drops(d: &Snapshot) -> Option<String> {
+/// The drops on `node`'s side in `d`, as "N × REASON on DEV" (largest
+/// first); on a node without a drop hook, that drop reasons are
+/// unavailable, never that there were none.
+fn drops(node: &NodeIdentity, d: &Snapshot) -> Option<String> {
+    if let Some(m) = node.missing("drop") {
+        return Some(format!("drop reasons unavailable: {}", m.reason));
+    }
     d.rows
         .iter()
         .filter(|r| r.hop == Hop::Drop.name() && r.packets > 0)
@@ -88,7 +95,10 @@ pub fn direction(
         tunnel: s_delta.packets(Hop::OverlayEgress, r_ovl),
         left: s_delta.packets(Hop::UnderlayEgress, ip_in(&r_ips)),
         reached: r_delta.packets(Hop::UnderlayIngress, ip_in(&s_ips)),
-        decapsulated: r_delta.packets(Hop::VxlanRcv, |a| ip_in(&s_ips)(a) || s_ovl(a)),
+        decapsulated: ri
+            .missing("vxlan-rcv")
+            .is_none()
+            .then(|| r_delta.packets(Hop::VxlanRcv, |a| ip_in(&s_ips)(a) || s_ovl(a))),
         out_of_tunnel: r_delta.packets(Hop::OverlayIngress, s_ovl),
         out_of_tunnel_pods: r_delta.packets(Hop::OverlayIngress, s_pod),
         to_pods: r_delta.packets(Hop::PodEgress, s_pod),
@@ -101,10 +111,10 @@ pub fn direction(
         s_ips.first().map_or("?".into(), |i| i.to_string()),
         r_ips.first().map_or("?".into(), |i| i.to_string()),
     );
-    let s_drops = drops(s_delta)
+    let s_drops = drops(si, s_delta)
         .map(|d| format!(" ({d})"))
         .unwrap_or_default();
-    let r_drops = drops(r_delta)
+    let r_drops = drops(ri, r_delta)
         .map(|d| format!(" ({d})"))
         .unwrap_or_default();
     let (segment, verdict, fix) = if pods_s && short(p.from_pods, p.tunnel_pods) {
@@ -141,13 +151,23 @@ pub fn direction(
                 "check firewall/security group for UDP {port} from {first_ip} to {peer_ip}"
             )),
         )
-    } else if p.decapsulated > 0 && short(p.reached, p.decapsulated)
-        || p.decapsulated == 0 && short(p.reached, p.out_of_tunnel)
-    {
+    } else if match p.decapsulated {
+        Some(d) if d > 0 => short(p.reached, d),
+        _ => short(p.reached, p.out_of_tunnel),
+    } {
+        let between = ri
+            .missing("vxlan-rcv")
+            .map(|m| {
+                format!(
+                    ", between {} and {} (vxlan-rcv not traced: {})",
+                    ri.underlay_dev, ri.vxlan_dev, m.reason
+                )
+            })
+            .unwrap_or_default();
         (
             Segment::ReceiverHost,
             format!(
-                "{sn}→{rn}: {} frames reached {rn}'s NIC, {} came out of its {}: lost inside {rn}{r_drops}",
+                "{sn}→{rn}: {} frames reached {rn}'s NIC, {} came out of its {}: lost inside {rn}{between}{r_drops}",
                 p.reached, p.out_of_tunnel, ri.vxlan_dev
             ),
             Some(format!(
@@ -305,5 +325,41 @@ mod tests {
         ]);
         let v = direction(&b, &sb, &a, &sa);
         assert_eq!(v.segment, Segment::Delivered, "{}", v.verdict);
+    }
+
+    #[test]
+    fn a_receiver_without_its_probe_hops_is_not_split_and_has_no_drop_claim() {
+        use crate::degraded::{MissingCause, MissingHop};
+        let (b, mut a) = pair();
+        a.missing_hops = ["vxlan-rcv", "drop"]
+            .iter()
+            .map(|h| MissingHop {
+                hop: (*h).into(),
+                cause: MissingCause::Lockdown,
+                reason: "kernel lockdown (confidentiality)".into(),
+                tried: vec![],
+            })
+            .collect();
+        let sb = snap(&[
+            (Hop::PodIngress, "10.244.1.2", 500),
+            (Hop::OverlayEgress, "10.244.1.2", 500),
+            (Hop::UnderlayEgress, "10.25.1.51", 500),
+        ]);
+        let sa = snap(&[
+            (Hop::UnderlayIngress, "10.25.1.55", 500),
+            (Hop::OverlayIngress, "10.244.2.2", 100),
+        ]);
+        let v = direction(&b, &sb, &a, &sa);
+        assert_eq!(v.segment, Segment::ReceiverHost, "{}", v.verdict);
+        assert_eq!(v.path.decapsulated, None, "unknown, not zero");
+        assert_eq!(
+            v.verdict,
+            "node-b→node-a: 500 frames reached node-a's NIC, 100 came out of its flannel.1: lost inside node-a, between eth1 and flannel.1 (vxlan-rcv not traced: kernel lockdown (confidentiality)) (drop reasons unavailable: kernel lockdown (confidentiality))"
+        );
+        // Traced, the same counters name no untraced hop.
+        let (_, a) = pair();
+        let v = direction(&b, &sb, &a, &sa);
+        assert_eq!(v.path.decapsulated, Some(0));
+        assert!(!v.verdict.contains("not traced"), "{}", v.verdict);
     }
 }

@@ -116,7 +116,12 @@ fn main_drop<'f>(flows: &'f [Flow], node: &str) -> Option<MainDrop<'f>> {
     by_reason.into_iter().max_by_key(|m| m.count)
 }
 
-fn why(d: &Option<MainDrop<'_>>, at: &str) -> String {
+/// The drop of a segment in words; on a node without a drop hook, that
+/// its drop reasons are unavailable (never that it dropped nothing).
+fn why(d: &Option<MainDrop<'_>>, at: &str, n: &NodeIdentity) -> String {
+    if let Some(m) = n.missing("drop") {
+        return format!(" (drop reasons unavailable on {}: {})", n.node, m.reason);
+    }
     d.as_ref()
         .map(|m| {
             format!(
@@ -342,7 +347,7 @@ pub fn direction_sentence(
         }
         Segment::SenderHost => {
             let drop = main_drop(flows, sn);
-            let why = why(&drop, "at");
+            let why = why(&drop, "at", si);
             let fix = if let Some(f) = drop.as_ref().and_then(|m| inner_drop_fix(m, si, ri)) {
                 f
             } else if let Some(mac) = &ri.vxlan_mac
@@ -377,7 +382,7 @@ pub fn direction_sentence(
         }
         Segment::ReceiverHost => {
             let drop = main_drop(flows, rn);
-            let why = why(&drop, "in");
+            let why = why(&drop, "in", ri);
             let stale = stale_mac_fix(flows, si, ri);
             let fix = match drop.as_ref() {
                 Some(m) if m.reason == "OTHERHOST" => match &stale {
@@ -420,6 +425,9 @@ pub fn direction_sentence(
                     )
                 }
                 None if stale.is_some() => stale.as_ref().map(|s| s.1.clone()).unwrap_or_default(),
+                None if ri.missing("drop").is_some() => format!(
+                    "drop reasons are unavailable on {rn}: check its firewall for UDP {port}, its VXLAN port and VNI, and its routes to the pods"
+                ),
                 None if pod_end && out_of > to_pods => format!(
                     "no kernel drop was reported on {rn}: check its routes to its pods ({}) and its FORWARD rules",
                     pod_dev(ri)
@@ -451,6 +459,13 @@ pub fn direction_sentence(
                 format!(
                     "{sn}→{rn}: {reached} frames reached {rn}'s {} (outer {outer}), {out_of} came out of its {}, {reached_end}: lost inside {rn}{why}{mac_note}",
                     ri.underlay_dev, ri.vxlan_dev
+                )
+            } else if let Some(m) = ri.missing("vxlan-rcv") {
+                // Without the vxlan receive hop nothing tells the UDP
+                // socket, the VNI lookup and the device apart.
+                format!(
+                    "{sn}→{rn}: {reached} frames reached {rn}'s {} (outer {outer}), {out_of} came out of {rn}'s {}: lost inside {rn}, between {} and {} (vxlan-rcv not traced: {}){why}{mac_note}",
+                    ri.underlay_dev, ri.vxlan_dev, ri.underlay_dev, ri.vxlan_dev, m.reason
                 )
             } else {
                 format!(

@@ -136,12 +136,15 @@ pub struct HopCounts {
     pub overlay_egress: u64,
     pub underlay_egress: u64,
     pub underlay_ingress: u64,
-    pub vxlan_rcv: u64,
+    /// `None` (null) when the receiver could not trace the hop (see
+    /// `NodeIdentity::missing_hops`): unknown, never zero.
+    pub vxlan_rcv: Option<u64>,
     pub overlay_ingress: u64,
     #[serde(default)]
     pub pod_egress: u64,
-    pub sender_drops: u64,
-    pub receiver_drops: u64,
+    /// `None` when that node had no drop hook.
+    pub sender_drops: Option<u64>,
+    pub receiver_drops: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +276,10 @@ pub struct Report {
     pub directions: Vec<Direction>,
     /// Reasons the verdict may be incomplete.
     pub uncertain: Vec<String>,
+    /// Hops a node could not trace, and why: e.g. `node-b: vxlan-rcv not
+    /// traced: kernel lockdown (confidentiality) …`.
+    #[serde(default)]
+    pub untraced: Vec<String>,
 }
 
 /// Join two nodes' traces.
@@ -328,6 +335,15 @@ pub fn judge(
         }
         uncertain.extend(n.gaps.iter().map(|g| format!("{}: {g}", n.identity.node)));
     }
+    let untraced = nodes
+        .iter()
+        .flat_map(|n| {
+            n.identity
+                .missing_hops
+                .iter()
+                .map(|m| format!("{}: {} not traced: {}", n.identity.node, m.hop, m.reason))
+        })
+        .collect();
     let mut config = explain::config_findings(a.identity, b.identity);
     let (ra, rb) = (a.identity.sample_rate(), b.identity.sample_rate());
     if ra != rb {
@@ -371,6 +387,7 @@ pub fn judge(
         config,
         directions,
         uncertain,
+        untraced,
     }
 }
 
@@ -427,5 +444,7 @@ fn direction(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_degraded;
 #[cfg(test)]
 pub use tests::identity as test_identity;

@@ -52,6 +52,9 @@ pub fn text(r: &Report) -> String {
     for u in &r.uncertain {
         let _ = writeln!(out, "UNCERTAIN: {u}");
     }
+    for u in &r.untraced {
+        let _ = writeln!(out, "NOT TRACED: {u}");
+    }
     for d in &r.directions {
         let _ = writeln!(out, "\n{}", d.verdict);
         if let Some(fix) = &d.fix {
@@ -62,6 +65,11 @@ pub fn text(r: &Report) -> String {
         }
     }
     out
+}
+
+/// A hop's count, or `untraced` for a hop the node could not trace.
+fn count(n: Option<u64>) -> String {
+    n.map_or_else(|| "untraced".into(), |n| n.to_string())
 }
 
 fn flow(out: &mut String, f: &Flow, from: &str, to: &str) {
@@ -107,11 +115,11 @@ fn flow(out: &mut String, f: &Flow, from: &str, to: &str) {
         "    {from}: {pod_in}overlay-egress {} underlay-egress {}{nics} drop {} | {to}: underlay-ingress {} vxlan-rcv {} overlay-ingress {}{pod_out} drop {}",
         h.overlay_egress,
         h.underlay_egress,
-        h.sender_drops,
+        count(h.sender_drops),
         h.underlay_ingress,
-        h.vxlan_rcv,
+        count(h.vxlan_rcv),
         h.overlay_ingress,
-        h.receiver_drops
+        count(h.receiver_drops)
     );
     for d in &f.drops {
         let _ = writeln!(

@@ -28,6 +28,7 @@ const POD_INGRESS: usize = 0;
 const OVERLAY_EGRESS: usize = 1;
 const UNDERLAY_EGRESS: usize = 2;
 const UNDERLAY_INGRESS: usize = 3;
+const VXLAN_RCV: usize = 4;
 const OVERLAY_INGRESS: usize = 5;
 const POD_EGRESS: usize = 6;
 /// The stage a transition leaves from decides the segment of a loss.
@@ -120,6 +121,11 @@ struct FlowObs<'a> {
 
 fn wall(ev: &Event, node: &NodeTrace<'_>) -> i64 {
     ev.ts_mono_ns as i64 + node.identity.clock_offset_ns
+}
+
+/// Whether `node` had the hook of `hop` (`vxlan-rcv`, `drop`).
+fn traced(node: &NodeTrace<'_>, hop: &str) -> bool {
+    node.identity.missing(hop).is_none()
 }
 
 fn stage_of(hop: Hop) -> Option<usize> {
@@ -281,11 +287,11 @@ fn judge_flow(
         overlay_egress: st[OVERLAY_EGRESS].len() as u64,
         underlay_egress: st[UNDERLAY_EGRESS].len() as u64,
         underlay_ingress: st[UNDERLAY_INGRESS].len() as u64,
-        vxlan_rcv: st[4].len() as u64,
+        vxlan_rcv: traced(r, "vxlan-rcv").then_some(st[VXLAN_RCV].len() as u64),
         overlay_ingress: st[OVERLAY_INGRESS].len() as u64,
         pod_egress: st[POD_EGRESS].len() as u64,
-        sender_drops: f.sender_drops.len() as u64,
-        receiver_drops: f.receiver_drops.len() as u64,
+        sender_drops: traced(s, "drop").then_some(f.sender_drops.len() as u64),
+        receiver_drops: traced(r, "drop").then_some(f.receiver_drops.len() as u64),
     };
     // This flow's path.
     let path_first = if s.identity.is_pod(key.src) {
@@ -300,7 +306,10 @@ fn judge_flow(
     };
     // A stage with no observation at all while a later one has some is a
     // hook that did not see this flow (e.g. a missing backend), not a loss.
+    // A hop the receiver could not trace at all is no stage of the path:
+    // its loss goes to the segment around it, never to "0 reached" there.
     let active: Vec<usize> = (path_first..=path_last)
+        .filter(|&k| k != VXLAN_RCV || traced(r, "vxlan-rcv"))
         .filter(|&k| !st[k].is_empty() || (k + 1..=path_last).all(|j| st[j].is_empty()))
         .collect();
     let mut lost = Losses::default();
@@ -496,11 +505,11 @@ fn judge_flow(
         overlay_egress: hops.overlay_egress * scale,
         underlay_egress: hops.underlay_egress * scale,
         underlay_ingress: hops.underlay_ingress * scale,
-        vxlan_rcv: hops.vxlan_rcv * scale,
+        vxlan_rcv: hops.vxlan_rcv.map(|n| n * scale),
         overlay_ingress: hops.overlay_ingress * scale,
         pod_egress: hops.pod_egress * scale,
-        sender_drops: hops.sender_drops * scale,
-        receiver_drops: hops.receiver_drops * scale,
+        sender_drops: hops.sender_drops.map(|n| n * scale),
+        receiver_drops: hops.receiver_drops.map(|n| n * scale),
     };
     let lost = Losses {
         sender_host: lost.sender_host * scale,

@@ -11,7 +11,7 @@ use crate::{
 const MAC_A: &str = "76:21:69:41:de:fe";
 const MAC_B: &str = "b6:61:5c:8d:d9:eb";
 
-fn ip(s: &str) -> IpAddr {
+pub(super) fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
@@ -65,7 +65,7 @@ pub fn identity(name: &str) -> NodeIdentity {
     }
 }
 
-fn a() -> NodeIdentity {
+pub(super) fn a() -> NodeIdentity {
     ident(
         "node-a",
         "10.25.1.51",
@@ -75,7 +75,7 @@ fn a() -> NodeIdentity {
         "10.25.1.55",
     )
 }
-fn b() -> NodeIdentity {
+pub(super) fn b() -> NodeIdentity {
     ident(
         "node-b",
         "10.25.1.55",
@@ -86,16 +86,16 @@ fn b() -> NodeIdentity {
     )
 }
 
-struct Pkt {
-    src: &'static str,
-    dst: &'static str,
-    outer: Option<(&'static str, &'static str)>,
-    seq: u16,
-    tcp: Option<(u32, u32)>,
-    len: u32,
+pub(super) struct Pkt {
+    pub src: &'static str,
+    pub dst: &'static str,
+    pub outer: Option<(&'static str, &'static str)>,
+    pub seq: u16,
+    pub tcp: Option<(u32, u32)>,
+    pub len: u32,
 }
 
-fn ev(hop: &str, t_ms: u64, p: &Pkt) -> Event {
+pub(super) fn ev(hop: &str, t_ms: u64, p: &Pkt) -> Event {
     let outer = p.outer.filter(|_| {
         matches!(
             hop,
@@ -158,7 +158,7 @@ fn ev(hop: &str, t_ms: u64, p: &Pkt) -> Event {
     }
 }
 
-fn ping(from: &str, to: &str, outer: (&'static str, &'static str), seq: u16) -> Pkt {
+pub(super) fn ping(from: &str, to: &str, outer: (&'static str, &'static str), seq: u16) -> Pkt {
     let (src, dst) = (
         Box::leak(from.to_owned().into_boxed_str()),
         Box::leak(to.to_owned().into_boxed_str()),
@@ -173,10 +173,10 @@ fn ping(from: &str, to: &str, outer: (&'static str, &'static str), seq: u16) -> 
     }
 }
 
-const AB: (&str, &str) = ("10.25.1.51", "10.25.1.55");
-const BA: (&str, &str) = ("10.25.1.55", "10.25.1.51");
+pub(super) const AB: (&str, &str) = ("10.25.1.51", "10.25.1.55");
+pub(super) const BA: (&str, &str) = ("10.25.1.55", "10.25.1.51");
 
-fn trace<'a>(id: &'a NodeIdentity, events: &'a [Event]) -> NodeTrace<'a> {
+pub(super) fn trace<'a>(id: &'a NodeIdentity, events: &'a [Event]) -> NodeTrace<'a> {
     NodeTrace {
         identity: id,
         events,
@@ -186,7 +186,7 @@ fn trace<'a>(id: &'a NodeIdentity, events: &'a [Event]) -> NodeTrace<'a> {
     }
 }
 
-fn delivered_a_to_b(ea: &mut Vec<Event>, eb: &mut Vec<Event>, n: u16) {
+pub(super) fn delivered_a_to_b(ea: &mut Vec<Event>, eb: &mut Vec<Event>, n: u16) {
     for seq in 0..n {
         let p = ping("10.244.1.0", "10.244.2.0", AB, seq);
         let t = 1000 + seq as u64 * 100;

@@ -20,6 +20,12 @@ mount -t tmpfs tmpfs /tmp
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+# Where the lockdown level is read (as systemd mounts it on a node).
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
+# Booted with lockdown=confidentiality (cargo xtask vm-test's second boot of
+# one kernel): one attach probe, then the lockdown test only.
+LOCKDOWN=
+grep -q 'lockdown=confidentiality' /proc/cmdline && LOCKDOWN=1
 # Kernel messages would interleave with the markers; dmesg is printed on failure.
 dmesg -n 1
 hostname ft-vm
@@ -40,6 +46,10 @@ fact kprobe_pmu "$(yesno /sys/bus/event_source/devices/kprobe)"
 fact vxlan_rcv "$(grep -E ' vxlan_rcv(	|$)' /proc/kallsyms | head -n1 | cut -d' ' -f2- | tr '\t' ' ')"
 fact kfree_skb_fields "$(sed -n 's/.*field:[^;]* \**\([a-z_]*\);.*/\1/p' /sys/kernel/tracing/events/skb/kfree_skb/format 2>/dev/null | grep -v '^common_' | tr '\n' ',')"
 fact lockdown "$(cat /sys/kernel/security/lockdown 2>/dev/null)"
+# What lockdown takes away besides the programs: tracefs (the classic
+# tracepoints' ids) and kprobe registration.
+fact tracefs_id "$(cat /sys/kernel/tracing/events/net/netif_receive_skb/id 2>&1 | head -n1)"
+fact kprobe_events "$(echo 'p:ftvm_probe vxlan_rcv' 2>&1 >> /sys/kernel/tracing/kprobe_events && echo ok; echo '-:ftvm_probe' >> /sys/kernel/tracing/kprobe_events 2>/dev/null)"
 
 # A one-node lab for the attach probes: a vxlan device over a veth, as
 # flannel would set it up (port 8475, VNI 1).
@@ -71,6 +81,7 @@ echo "FT-VM-PROBES-BEGIN uptime=$(up)"
 # Only the auto run loads every hook; the others leave out what they do
 # not test (the verifier is the slow part under emulation).
 probe
+if [ -z "$LOCKDOWN" ]; then
 probe --tc-mode tcx --no-drops --vxlan-rcv-backend tracepoint
 probe --tc-mode netlink --no-drops --vxlan-rcv-backend tracepoint
 probe --vxlan-rcv-backend fentry --no-drops
@@ -79,21 +90,30 @@ probe --vxlan-rcv-backend tp-btf --no-drops
 probe --vxlan-rcv-backend tracepoint --no-drops
 probe --drop-backend tp-btf --vxlan-rcv-backend tracepoint
 probe --drop-backend tracepoint --vxlan-rcv-backend tracepoint
+fi
 echo "FT-VM-PROBES-END uptime=$(up)"
 $IP netns del ftvm-probe
 
 export FLANNEL_TRACE_BIN=/usr/local/bin/flannel-trace
 # Under emulation the tracer starts about 20 times slower (the verifier).
 export FLANNEL_TRACE_TEST_TIME_SCALE=@TIME_SCALE@
-echo "FT-VM-TESTS-BEGIN uptime=$(up) args=@TEST_ARGS@"
+echo "FT-VM-TESTS-BEGIN uptime=$(up) lockdown=${LOCKDOWN:-0} args=@TEST_ARGS@"
 # One test per run, so that each one's time is on the console.
 T=/usr/local/bin/ft-tracer-tests
+INC=
+set -- @TEST_ARGS@
+if [ -n "$LOCKDOWN" ]; then
+    # Ignored elsewhere: it needs this kernel command line.
+    T=/usr/local/bin/ft-lockdown-tests
+    INC=--include-ignored
+    set -- --exact @LOCKDOWN_TEST@
+fi
 rc=0
-tests=$($T --list @TEST_ARGS@ 2>/dev/null | sed -n 's/: test$//p')
+tests=$($T --list "$@" 2>/dev/null | sed -n 's/: test$//p')
 [ -n "$tests" ] || { echo "FT-VM-NO-TESTS"; rc=1; }
 for t in $tests; do
     t0=$(up)
-    $T --test-threads=1 --exact "$t" 2>&1
+    $T --test-threads=1 $INC --exact "$t" 2>&1
     r=$?
     [ "$r" = 0 ] || rc=$r
     echo "FT-VM-TEST-TIME $t $(awk "BEGIN{print $(up) - $t0}")"

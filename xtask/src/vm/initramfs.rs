@@ -63,6 +63,11 @@ pub const DEFAULT_TESTS: [&str; 7] = [
     "user_errors_have_clear_messages_and_exit_codes",
 ];
 
+/// The test the guest booted with `lockdown=confidentiality` runs (from
+/// tests/tests/lockdown.rs, ignored outside such a kernel).
+pub const LOCKDOWN_TEST: &str =
+    "under_confidentiality_lockdown_the_tracers_run_tc_only_and_the_verdict_says_what_they_miss";
+
 pub fn default_test_args() -> Vec<String> {
     std::iter::once("--exact")
         .chain(DEFAULT_TESTS)
@@ -246,6 +251,7 @@ pub fn build(
     }
     t.host_binary(&bins.tracer, "usr/local/bin/flannel-trace")?;
     t.host_binary(&bins.tests, "usr/local/bin/ft-tracer-tests")?;
+    t.host_binary(&bins.lockdown_tests, "usr/local/bin/ft-lockdown-tests")?;
 
     for f in ["protocols", "services"] {
         if let Ok(data) = fs::read(Path::new("/etc").join(f)) {
@@ -283,7 +289,8 @@ pub fn build(
         .join(" ");
     let init = INIT
         .replace("@TEST_ARGS@", &args)
-        .replace("@TIME_SCALE@", &time_scale.to_string());
+        .replace("@TIME_SCALE@", &time_scale.to_string())
+        .replace("@LOCKDOWN_TEST@", LOCKDOWN_TEST);
     t.file("init", init.into_bytes(), 0o755);
 
     let tmp = out.with_extension("tmp");

@@ -27,9 +27,16 @@ use crate::setup;
 /// The kernels of the matrix, oldest first.
 pub const KERNELS: [&str; 4] = ["5.10", "6.1", "6.12", "7"];
 
+/// The kernel booted a second time with `lockdown=confidentiality`, where
+/// only tests/tests/lockdown.rs runs (TC-only mode).
+pub const LOCKDOWN_KERNEL: &str = "6.12";
+const LOCKDOWN_APPEND: &str = "lockdown=confidentiality";
+
 #[derive(Args)]
 pub struct Options {
-    /// Kernels to test: 5.10, 6.1, 6.12, 7 (default: all four).
+    /// Kernels to test: 5.10, 6.1, 6.12, 7 (default: all four; 6.12 is also
+    /// booted with lockdown=confidentiality), or 6.12-lockdown for that
+    /// boot alone.
     #[arg(value_name = "KERNEL")]
     kernels: Vec<String>,
     /// Use KVM (`-accel kvm -cpu host`) instead of TCG software emulation.
@@ -91,13 +98,56 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         initramfs::default_test_args()
     };
 
-    let mut results = Vec::new();
+    // Each kernel, and the lockdown boot of one of them right after it
+    // (whenever that kernel is tested and the default subset is asked for).
+    // `KERNEL-lockdown` alone selects only that boot.
+    let mut boots: Vec<(String, bool)> = Vec::new();
     for key in &kernels {
+        if let Some(k) = key.strip_suffix("-lockdown") {
+            boots.push((k.to_owned(), true));
+            continue;
+        }
+        boots.push((key.clone(), false));
+        if key == LOCKDOWN_KERNEL && test_args == initramfs::default_test_args() {
+            boots.push((key.clone(), true));
+        }
+    }
+    let mut results = Vec::new();
+    for (key, lockdown) in &boots {
         let started = Instant::now();
-        let mut result = match run_one(&opts, &apt, &bins, key, &test_args, &dir) {
-            Ok(r) => r,
-            Err(e) => report::KernelResult::setup_failure(key, format!("{e:#}"), started.elapsed()),
+        let label = if *lockdown {
+            format!("{key}-lockdown")
+        } else {
+            key.clone()
         };
+        let mut result = match run_one(&opts, &apt, &bins, key, *lockdown, &test_args, &dir) {
+            Ok(r) => r,
+            Err(e) => {
+                report::KernelResult::setup_failure(&label, format!("{e:#}"), started.elapsed())
+            }
+        };
+        if *lockdown {
+            if !result.tests.is_empty()
+                && !result
+                    .tests
+                    .iter()
+                    .any(|(n, _)| n == initramfs::LOCKDOWN_TEST)
+            {
+                result.problems.push(format!(
+                    "test {} did not run (renamed?)",
+                    initramfs::LOCKDOWN_TEST
+                ));
+            }
+            let level = result.facts.get("lockdown").cloned().unwrap_or_default();
+            if !result.release.is_empty() && !level.contains("[confidentiality]") {
+                result.problems.push(format!(
+                    "booted with {LOCKDOWN_APPEND} but /sys/kernel/security/lockdown reads {level:?}"
+                ));
+            }
+            println!("{}", result.line());
+            results.push(result);
+            continue;
+        }
         if test_args == initramfs::default_test_args() && !result.tests.is_empty() {
             // A renamed test must not silently drop out of the subset.
             for name in initramfs::DEFAULT_TESTS {
@@ -159,8 +209,10 @@ fn select_kernels(asked: &[String]) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::new();
     for k in asked {
         let k = k.trim_start_matches('v');
+        let lockdown = format!("{LOCKDOWN_KERNEL}-lockdown");
         let key = match k {
             "7" | "7.x" => "7",
+            other if other == lockdown => other,
             other if KERNELS.contains(&other) => other,
             other => bail!(
                 "unknown kernel `{other}`: choose among {}",
@@ -174,11 +226,13 @@ fn select_kernels(asked: &[String]) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_one(
     opts: &Options,
     apt: &kernel::Apt,
     bins: &host::Artifacts,
     key: &str,
+    lockdown: bool,
     test_args: &[String],
     dir: &Path,
 ) -> anyhow::Result<report::KernelResult> {
@@ -193,8 +247,15 @@ fn run_one(
     let initrd = dir.join(format!("initramfs-{}.cpio.gz", kernel.release));
     // Under TCG the tracer starts ~20 times slower than on hardware.
     let time_scale = if opts.kvm { 1 } else { 8 };
+    // The lockdown boot has the same initramfs as the kernel's plain boot:
+    // its /init reads the command line to know what to run.
     initramfs::build(&kernel, bins, test_args, time_scale, &initrd)
         .with_context(|| format!("building the initramfs for {}", kernel.release))?;
+    let key = &if lockdown {
+        format!("{key}-lockdown")
+    } else {
+        key.to_owned()
+    };
     let log = dir.join(format!("{key}.log"));
     let boot = qemu::Boot {
         kernel: &kernel.vmlinuz,
@@ -204,6 +265,7 @@ fn run_one(
         memory_mib: opts.memory,
         timeout: Duration::from_secs(opts.timeout * 60),
         verbose: opts.verbose,
+        append: if lockdown { LOCKDOWN_APPEND } else { "" },
     };
     eprintln!(
         "vm-test: {key}: booting {} under {} (console: {})",

@@ -21,6 +21,8 @@ pub struct Boot<'a> {
     pub memory_mib: u32,
     pub timeout: Duration,
     pub verbose: bool,
+    /// More kernel command line (e.g. `lockdown=confidentiality`).
+    pub append: &'a str,
 }
 
 /// How the guest ended.
@@ -56,10 +58,14 @@ impl Boot<'_> {
             // panic=-1: reboot at once on a panic, which -no-reboot turns
             // into qemu exiting. mitigations=off: page-table isolation and
             // friends only cost time under emulation.
-            .args([
-                "-append",
-                "console=ttyS0 panic=-1 quiet loglevel=4 mitigations=off rdinit=/init",
-            ])
+            .arg("-append")
+            .arg(
+                format!(
+                    "console=ttyS0 panic=-1 quiet loglevel=4 mitigations=off rdinit=/init {}",
+                    self.append
+                )
+                .trim_end(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -127,10 +127,15 @@ impl KernelResult {
             } else if let Some(rest) = line.strip_prefix("FT-VM-PROBE\t") {
                 let parts: Vec<&str> = rest.splitn(5, '\t').collect();
                 let start: Option<Value> = parts.get(2).and_then(|s| serde_json::from_str(s).ok());
-                let backends = start
-                    .as_ref()
-                    .and_then(|s| s["hooks"].as_array().cloned())
-                    .unwrap_or_default()
+                let list = |key: &str| {
+                    start
+                        .as_ref()
+                        .and_then(|s| s[key].as_array().cloned())
+                        .unwrap_or_default()
+                };
+                // A hop no backend could serve (TC-only mode) shows as
+                // "missing (<cause>)".
+                let backends = list("hooks")
                     .iter()
                     .filter_map(|h| {
                         Some((
@@ -138,6 +143,12 @@ impl KernelResult {
                             h["backend"].as_str()?.to_owned(),
                         ))
                     })
+                    .chain(list("missing_hops").iter().filter_map(|m| {
+                        Some((
+                            m["hop"].as_str()?.to_owned(),
+                            format!("missing ({})", m["cause"].as_str()?),
+                        ))
+                    }))
                     .collect();
                 r.probes.push(Probe {
                     args: parts.first().unwrap_or(&"").to_string(),
@@ -426,6 +437,8 @@ impl Matrix {
             let b = r.auto_backends();
             let get = |h: &str| b.get(h).cloned().unwrap_or_else(|| "-".into());
             let reason = match r.facts.get("kfree_skb_fields") {
+                // No drop hook (TC-only mode): no drops at all.
+                _ if get("drop").starts_with("missing") => "-",
                 Some(f) if f.split(',').any(|x| x == "reason") => "yes",
                 Some(_) => "no (location only)",
                 None => "-",
