@@ -427,10 +427,11 @@ impl Join {
         };
         // Direction 1 runs on b's clock: a's clock plus the offset.
         let on_dir = |t: i64| if d == 1 { t + Join::shift(self.clock, 0) } else { t };
+        // What the window has passed over is judged before this event can
+        // join it.
+        self.dirs[d].advance(on_dir(self.now));
         let (s, r) = (&self.sides[d].identity, &self.sides[1 - d].identity);
         self.dirs[d].push(ev, on_dir(t), node != d, s, r);
-        let now = on_dir(self.now);
-        self.dirs[d].advance(now);
         let held = self.dirs[0].held() + self.dirs[1].held();
         self.peak_held = self.peak_held.max(held);
     }
