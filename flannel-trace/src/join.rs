@@ -11,6 +11,7 @@ use crate::{
     exit::{Fatal, OrFatal as _, Status},
     identity::NodeIdentity,
     output::Summary,
+    record::RecordError,
     replay::Replay,
     verdict::{Join, NodeTrace, Options, render},
     wire::Message,
@@ -185,39 +186,100 @@ fn nanos(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
 
+/// Batches of decoded events on their way from a reader thread.
+const BATCHES_AHEAD: usize = 16;
+
+/// One recording decoded on its own thread (decoding is most of the cost
+/// of a join): batches come in order, an error ends the stream.
+struct Source {
+    rx: std::sync::mpsc::Receiver<Result<Vec<crate::event::Event>, RecordError>>,
+    /// Batches done with go back to be freed where they were allocated
+    /// (cheaper for the allocator than freeing them here).
+    back: std::sync::mpsc::SyncSender<Vec<crate::event::Event>>,
+    batch: Vec<crate::event::Event>,
+    at: usize,
+}
+
+impl Source {
+    fn spawn<'s>(
+        scope: &'s std::thread::Scope<'s, '_>,
+        mut r: Replay<std::fs::File>,
+    ) -> Source {
+        let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
+        let (back, done) = std::sync::mpsc::sync_channel::<Vec<crate::event::Event>>(BATCHES_AHEAD);
+        scope.spawn(move || {
+            loop {
+                while let Ok(old) = done.try_recv() {
+                    drop(old);
+                }
+                let next = r.next_batch().transpose();
+                let stop = !matches!(next, Some(Ok(_)));
+                if let Some(b) = next
+                    && tx.send(b).is_err()
+                {
+                    break;
+                }
+                if stop {
+                    break;
+                }
+            }
+        });
+        Source {
+            rx,
+            back,
+            batch: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// The next event, without taking it; `None` at the end.
+    fn peek(&mut self) -> Result<Option<&crate::event::Event>, Fatal> {
+        if self.at == self.batch.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    let old = std::mem::replace(&mut self.batch, b.fatal(Status::Failure)?);
+                    self.at = 0;
+                    // A full return channel: freed here then.
+                    let _ = self.back.try_send(old);
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(self.batch.get(self.at))
+    }
+}
+
 /// Streams both recordings through the join, merged by time; returns the
 /// verdict engine with every event pushed and each recording's head with
 /// its last event's time.
 fn stream(
-    mut ra: Replay<std::fs::File>,
-    mut rb: Replay<std::fs::File>,
+    ra: Replay<std::fs::File>,
+    rb: Replay<std::fs::File>,
     opts: Options,
 ) -> Result<(Join, [Head; 2]), Fatal> {
     let mut heads = [Head::of(&ra), Head::of(&rb)];
     refuse_same_node(&heads[0], &heads[1]).map_err(|e| Fatal::new(e.status(), e))?;
     let mut join = Join::new(&trace(&heads[0]), &trace(&heads[1]), None, opts);
-    let mut next = [
-        ra.next_event().fatal(Status::Failure)?,
-        rb.next_event().fatal(Status::Failure)?,
-    ];
-    loop {
-        let node = match &next {
-            [Some(x), Some(y)] => usize::from(join.time(1, y) < join.time(0, x)),
-            [Some(_), None] => 0,
-            [None, Some(_)] => 1,
-            [None, None] => break,
-        };
-        let ev = next[node].take().expect("picked a present event");
-        join.push(node, &ev);
-        heads[node].last_wall_ns =
-            Some((ev.ts_mono_ns as i64).saturating_add(heads[node].identity.clock_offset_ns));
-        next[node] = if node == 0 {
-            ra.next_event()
-        } else {
-            rb.next_event()
+    std::thread::scope(|scope| {
+        let mut src = [Source::spawn(scope, ra), Source::spawn(scope, rb)];
+        loop {
+            let ta = src[0].peek()?.map(|e| join.time(0, e));
+            let tb = src[1].peek()?.map(|e| join.time(1, e));
+            let node = match (ta, tb) {
+                (Some(x), Some(y)) => usize::from(y < x),
+                (Some(_), None) => 0,
+                (None, Some(_)) => 1,
+                (None, None) => break,
+            };
+            let s = &mut src[node];
+            let ev = &s.batch[s.at];
+            s.at += 1;
+            join.push(node, ev);
+            heads[node].last_wall_ns =
+                Some((ev.ts_mono_ns as i64).saturating_add(heads[node].identity.clock_offset_ns));
         }
-        .fatal(Status::Failure)?;
-    }
+        Ok::<_, Fatal>(())
+    })?;
     Ok((join, heads))
 }
 

@@ -207,8 +207,8 @@ pub(crate) fn parse(path: &Path, data: &[u8]) -> Result<Recording, RecordError> 
 /// The whole of a recording in memory (tests, fuzzing; `join` streams).
 fn collect<R: std::io::Read>(r: &mut crate::replay::Replay<R>) -> Result<Recording, RecordError> {
     let mut events = Vec::new();
-    while let Some(e) = r.next_event()? {
-        events.push(e);
+    while let Some(batch) = r.next_batch()? {
+        events.extend(batch);
     }
     Ok(Recording {
         identity: r.identity.clone(),

@@ -21,7 +21,7 @@ use crate::{
     identity::NodeIdentity,
     output::Summary,
     record::{MAGIC, RecordError},
-    wire::{self, Message},
+    wire::{self, Frame, Message},
 };
 
 /// Bytes read from the file at a time.
@@ -126,22 +126,22 @@ impl<R: Read> Replay<R> {
             eof: false,
             summary_seen: false,
         };
-        match r.message()? {
-            Some((Message::Start(id), _)) => r.identity = id,
+        match r.frame()? {
+            Some((Frame::Message(Message::Start(id)), _)) => r.identity = id,
             _ => return Err(RecordError::NoStart { path: p() }),
         }
         Ok(r)
     }
 
-    /// The next message and the file offset it was read at; `None` at a
+    /// The next frame and the file offset it was read at; `None` at a
     /// clean end (between frames).
-    fn message(&mut self) -> Result<Option<(Message, usize)>, RecordError> {
+    fn frame(&mut self) -> Result<Option<(Frame, usize)>, RecordError> {
         loop {
             let offset = self.fed - self.buf.len();
-            if self.eof && self.buf.is_empty() && !self.decoder.has_queued() {
+            if self.eof && self.buf.is_empty() {
                 return Ok(None);
             }
-            match self.decoder.decode(&mut self.buf) {
+            match self.decoder.decode_frame(&mut self.buf) {
                 Ok(Some(m)) => return Ok(Some((m, offset))),
                 Ok(None) if self.eof => {
                     return Err(RecordError::Truncated {
@@ -182,21 +182,23 @@ impl<R: Read> Replay<R> {
         Ok(())
     }
 
-    /// The next event; `Ok(None)` at the end of the recording. A summary
-    /// met on the way is kept (it replaces the one read up front: the
-    /// same frame).
-    pub fn next_event(&mut self) -> Result<Option<Event>, RecordError> {
+    /// The next batch of events (not empty); `Ok(None)` at the end of the
+    /// recording. A summary met on the way is kept (it replaces the one
+    /// read up front: the same frame).
+    pub fn next_batch(&mut self) -> Result<Option<Vec<Event>>, RecordError> {
         loop {
-            let Some((msg, offset)) = self.message()? else {
+            let Some((frame, offset)) = self.frame()? else {
                 return Ok(None);
             };
-            match msg {
-                Message::Event(e) => return Ok(Some(e)),
-                Message::Summary(s) if !self.summary_seen => {
+            match frame {
+                Frame::Events(events) if events.is_empty() => {}
+                Frame::Events(events) => return Ok(Some(events)),
+                Frame::Message(Message::Event(e)) => return Ok(Some(vec![e])),
+                Frame::Message(Message::Summary(s)) if !self.summary_seen => {
                     self.summary_seen = true;
                     self.summary = Some(s);
                 }
-                other => {
+                Frame::Message(other) => {
                     return Err(RecordError::Unexpected {
                         path: self.path.clone(),
                         offset,

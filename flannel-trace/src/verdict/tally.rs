@@ -72,6 +72,19 @@ pub(super) struct FlowKey {
 }
 
 impl FlowKey {
+    /// Whether `ev` belongs to this flow, without building its key.
+    pub(super) fn is_of(&self, ev: &Event) -> bool {
+        ev.inner.as_ref().is_some_and(|i| {
+            let e = &i.endpoints;
+            self.src == e.src
+                && self.dst == e.dst
+                && self.sport == e.sport
+                && self.dport == e.dport
+                && self.icmp_id == i.icmp.as_ref().map(|c| c.id)
+                && self.proto == e.proto
+        })
+    }
+
     pub(super) fn of(ev: &Event) -> Option<FlowKey> {
         let i = ev.inner.as_ref()?;
         let e = &i.endpoints;
