@@ -201,10 +201,7 @@ struct Source {
 }
 
 impl Source {
-    fn spawn<'s>(
-        scope: &'s std::thread::Scope<'s, '_>,
-        mut r: Replay<std::fs::File>,
-    ) -> Source {
+    fn spawn<'s>(scope: &'s std::thread::Scope<'s, '_>, mut r: Replay<std::fs::File>) -> Source {
         let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
         let (back, done) = std::sync::mpsc::sync_channel::<Vec<crate::event::Event>>(BATCHES_AHEAD);
         scope.spawn(move || {
@@ -511,6 +508,10 @@ mod tests {
             .unwrap_or(10_000_000);
         let dir = PathBuf::from(dir);
         // a holds 2 of the 5 events of a packet: size by it.
-        write_pair(&dir.join("syn-a.rec"), &dir.join("syn-b.rec"), per_file * 5 / 2);
+        write_pair(
+            &dir.join("syn-a.rec"),
+            &dir.join("syn-b.rec"),
+            per_file * 5 / 2,
+        );
     }
 }

@@ -127,7 +127,12 @@ impl<R: Read> Replay<R> {
             summary_seen: false,
         };
         match r.frame()? {
-            Some((Frame::Message(Message::Start(id)), _)) => r.identity = id,
+            Some((Frame::Message(m), _)) if matches!(*m, Message::Start(_)) => {
+                let Message::Start(id) = *m else {
+                    unreachable!("matched a start")
+                };
+                r.identity = id;
+            }
             _ => return Err(RecordError::NoStart { path: p() }),
         }
         Ok(r)
@@ -190,15 +195,18 @@ impl<R: Read> Replay<R> {
             let Some((frame, offset)) = self.frame()? else {
                 return Ok(None);
             };
-            match frame {
-                Frame::Events(events) if events.is_empty() => {}
+            let msg = match frame {
+                Frame::Events(events) if events.is_empty() => continue,
                 Frame::Events(events) => return Ok(Some(events)),
-                Frame::Message(Message::Event(e)) => return Ok(Some(vec![e])),
-                Frame::Message(Message::Summary(s)) if !self.summary_seen => {
+                Frame::Message(m) => *m,
+            };
+            match msg {
+                Message::Event(e) => return Ok(Some(vec![e])),
+                Message::Summary(s) if !self.summary_seen => {
                     self.summary_seen = true;
                     self.summary = Some(s);
                 }
-                Frame::Message(other) => {
+                other => {
                     return Err(RecordError::Unexpected {
                         path: self.path.clone(),
                         offset,

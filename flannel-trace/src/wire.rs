@@ -157,7 +157,7 @@ pub struct Decoder {
 pub enum Frame {
     /// A batch of events (possibly empty).
     Events(Vec<crate::event::Event>),
-    Message(Message),
+    Message(Box<Message>),
 }
 
 impl Decoder {
@@ -173,7 +173,7 @@ impl Decoder {
                 Some(Frame::Events(events)) => {
                     self.queue.extend(events.into_iter().map(Message::Event))
                 }
-                Some(Frame::Message(m)) => return Ok(Some(m)),
+                Some(Frame::Message(m)) => return Ok(Some(*m)),
             }
         }
     }
@@ -194,7 +194,7 @@ impl Decoder {
         if let Message::Start(id) = &msg {
             self.ctx = Some(codec::Context::of(id));
         }
-        Ok(Some(Frame::Message(msg)))
+        Ok(Some(Frame::Message(Box::new(msg))))
     }
 }
 

@@ -262,6 +262,16 @@ pub(super) type DropKey = (
     Option<String>,
 );
 
+/// [`DropKey`] with the node's name in place of its side.
+type NamedDropKey = (
+    String,
+    Option<String>,
+    Option<String>,
+    bool,
+    bool,
+    Option<String>,
+);
+
 /// Everything one flow's verdict needs, folded as its packets leave the
 /// window.
 #[derive(Debug)]
@@ -383,8 +393,7 @@ impl FlowTally {
         } else {
             Segment::Delivered
         });
-        let mut drops: BTreeMap<(String, Option<String>, Option<String>, bool, bool, Option<String>), u64> =
-            BTreeMap::new();
+        let mut drops: BTreeMap<NamedDropKey, u64> = BTreeMap::new();
         for ((on_receiver, reason, location, after, encapsulated, iface), n) in self.drops {
             let node = names[usize::from(on_receiver)].to_owned();
             *drops
@@ -394,14 +403,16 @@ impl FlowTally {
         let drops: Vec<DropCount> = drops
             .into_iter()
             .map(
-                |((node, reason, location, after_delivery, encapsulated, iface), count)| DropCount {
-                    node,
-                    reason,
-                    location,
-                    count: count * scale,
-                    after_delivery,
-                    encapsulated,
-                    iface,
+                |((node, reason, location, after_delivery, encapsulated, iface), count)| {
+                    DropCount {
+                        node,
+                        reason,
+                        location,
+                        count: count * scale,
+                        after_delivery,
+                        encapsulated,
+                        iface,
+                    }
                 },
             )
             .collect();

@@ -341,7 +341,11 @@ fn fold(f: &mut FlowTally, p: Packet, b: &Bounds) {
     }
     for k in first..last {
         let mut budget = count[k + 1..=last].iter().copied().max().unwrap_or(0);
-        for s in p.seen.iter().filter(|s| usize::from(s.stage) == k && !s.ranged) {
+        for s in p
+            .seen
+            .iter()
+            .filter(|s| usize::from(s.stage) == k && !s.ranged)
+        {
             if budget > 0 {
                 budget -= 1;
                 if k == UNDERLAY_EGRESS {

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, fs, path::Path, thread, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use flannel_trace_tests::Lab;
 
 use super::{
@@ -119,10 +119,7 @@ pub fn record(lab: &Lab, plan: &Plan, dir: &Path) -> Result<Recorded> {
         observer::events_of(&stopped[0].stderr).unwrap_or(0),
         observer::events_of(&stopped[1].stderr).unwrap_or(0),
     ];
-    Ok(Recorded {
-        events,
-        bytes,
-    })
+    Ok(Recorded { events, bytes })
 }
 
 pub struct JoinRun {
