@@ -223,3 +223,71 @@ impl<R: Read> Replay<R> {
         self.summary_seen
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{record::Writer, verdict::test_identity as identity};
+
+    fn event(i: u64) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "time": "", "ts_mono_ns": i, "hop": "underlay-egress", "ifindex": 2,
+            "iface": "eth1", "len": 100,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_summary_is_known_before_the_events_and_a_cut_file_has_none() {
+        let path = std::env::temp_dir().join(format!("ft-replay-{}.rec", std::process::id()));
+        let mut w = Writer::create(&path, &identity("node-a")).unwrap();
+        // More than one batch, so the summary is several frames away.
+        for i in 0..600 {
+            w.write_event(event(i)).unwrap();
+        }
+        let summary = Summary {
+            end_wall_ns: 42,
+            events: 600,
+            ..Summary::default()
+        };
+        w.finish(&summary).unwrap();
+        let mut r = Replay::open(&path).unwrap();
+        assert_eq!(r.identity.node, "node-a");
+        assert_eq!(r.summary.as_ref().map(|s| s.end_wall_ns), Some(42));
+        let mut n = 0;
+        while let Some(b) = r.next_batch().unwrap() {
+            assert!(!b.is_empty());
+            n += b.len();
+        }
+        assert_eq!(n, 600);
+        assert!(r.ended_with_summary());
+
+        // Cut between the event batches and the summary: no summary, and
+        // the events before the cut.
+        let data = std::fs::read(&path).unwrap();
+        let summary_frame = data.len() - wire::encode(&Message::Summary(summary)).unwrap().len();
+        std::fs::write(&path, &data[..summary_frame]).unwrap();
+        let mut r = Replay::open(&path).unwrap();
+        assert!(r.summary.is_none());
+        let mut n = 0;
+        while let Some(b) = r.next_batch().unwrap() {
+            n += b.len();
+        }
+        assert_eq!(n, 600);
+        assert!(!r.ended_with_summary());
+
+        // Cut inside a frame: the streaming pass says so, naming the file.
+        std::fs::write(&path, &data[..summary_frame - 5]).unwrap();
+        let mut r = Replay::open(&path).unwrap();
+        let err = loop {
+            match r.next_batch() {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("a cut frame was read as a clean end"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, RecordError::Truncated { .. }), "{err}");
+        assert!(err.to_string().contains("ft-replay-"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+    }
+}
