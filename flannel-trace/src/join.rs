@@ -457,7 +457,8 @@ mod tests {
     /// Not a check: prints the rate of the streamed `join` (read both
     /// recordings, judge) on two recordings of 1 M events in all, its bytes
     /// per event on disk and the process's peak memory (`cargo xtask
-    /// bench`; the 2×10 M figures run the binary on `bench_join_inputs`').
+    /// bench`; the 2×10 M figures run the binary on the files of
+    /// `write_join_inputs_for_the_bench`).
     #[test]
     #[ignore = "benchmark: run with --ignored --nocapture"]
     fn bench_join_events_per_second() {
@@ -498,7 +499,7 @@ mod tests {
     /// `$FT_BENCH_JOIN_DIR/syn-{a,b}.rec`.
     #[test]
     #[ignore = "bench input: run by `cargo xtask bench`"]
-    fn bench_join_inputs() {
+    fn write_join_inputs_for_the_bench() {
         let Some(dir) = std::env::var_os("FT_BENCH_JOIN_DIR") else {
             panic!("FT_BENCH_JOIN_DIR is not set")
         };

@@ -2,7 +2,7 @@
 //! few hundred thousand events at most in the time a bench has, so the
 //! ≥ 10 M-event pair is synthesised: a ping flood between two nodes written
 //! by flannel-trace's own recording writer (an ignored unit test,
-//! `join::tests::bench_join_inputs`), so the inputs are always in the
+//! `join::tests::write_join_inputs_for_the_bench`), so the inputs are always in the
 //! current recording format. `join` itself runs as the release binary.
 
 use std::{
@@ -30,7 +30,7 @@ pub fn synthesise(dir: &Path, per_file: u64) -> Result<([PathBuf; 2], [u64; 2])>
             "-p",
             "flannel-trace",
             "--lib",
-            "join::tests::bench_join_inputs",
+            "join::tests::write_join_inputs_for_the_bench",
             "--",
             "--ignored",
             "--exact",
