@@ -58,6 +58,8 @@ mod probe;
 mod probes;
 #[path = "../src/record.rs"]
 mod record;
+#[path = "../src/replay.rs"]
+mod replay;
 #[path = "../src/session.rs"]
 mod session;
 #[path = "../src/trace.rs"]

@@ -142,6 +142,12 @@ pub struct JoinArgs {
     /// in flight, not lost.
     #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = parse_duration)]
     pub grace: Duration,
+    /// How far apart in time (on the recordings' wall clocks) a packet's
+    /// observations on the two nodes may be and still be matched. The join
+    /// streams both recordings and holds this much of them in memory; a
+    /// counterpart further away counts as missing.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub window: Duration,
 }
 
 #[derive(Debug, Args)]

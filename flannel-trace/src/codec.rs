@@ -282,8 +282,11 @@ pub fn decode_batch(ctx: &Context, payload: &[u8]) -> Result<Vec<Event>, CodecEr
     // reserve more than the payload could hold.
     let mut events = Vec::with_capacity((count as usize).min(payload.len() / 3));
     let mut prev = 0u64;
+    // A batch's events fall within a second or two: the date is formatted
+    // once a second, not per event.
+    let mut times = crate::clock::Rfc3339Cache::default();
     for _ in 0..count {
-        let ev = decode_event(ctx, &mut r, prev)?;
+        let ev = decode_event(ctx, &mut r, prev, &mut times)?;
         prev = ev.ts_mono_ns;
         events.push(ev);
     }
@@ -293,7 +296,22 @@ pub fn decode_batch(ctx: &Context, payload: &[u8]) -> Result<Vec<Event>, CodecEr
     }
 }
 
-fn decode_event(ctx: &Context, r: &mut Reader<'_>, prev_ts: u64) -> Result<Event, CodecError> {
+/// `{:016x}` without the formatting machinery (once per event).
+fn hex16(n: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let b: Vec<u8> = (0..16)
+        .rev()
+        .map(|i| HEX[(n >> (i * 4)) as usize & 0xf])
+        .collect();
+    String::from_utf8(b).expect("ASCII hex digits")
+}
+
+fn decode_event(
+    ctx: &Context,
+    r: &mut Reader<'_>,
+    prev_ts: u64,
+    times: &mut crate::clock::Rfc3339Cache,
+) -> Result<Event, CodecError> {
     let bits = r.varint()? as u32;
     let hop = if bits & HOP_NAMED != 0 {
         r.text()?
@@ -376,7 +394,7 @@ fn decode_event(ctx: &Context, r: &mut Reader<'_>, prev_ts: u64) -> Result<Event
         None
     };
     let fingerprint = if bits & FINGERPRINT != 0 {
-        Some(format!("{:016x}", r.u64()?))
+        Some(hex16(r.u64()?))
     } else if bits & FINGERPRINT_TEXT != 0 {
         Some(r.text()?)
     } else {
@@ -399,7 +417,7 @@ fn decode_event(ctx: &Context, r: &mut Reader<'_>, prev_ts: u64) -> Result<Event
         None
     };
     Ok(Event {
-        time: crate::clock::rfc3339((ts_mono_ns as i64).wrapping_add(ctx.offset_ns)),
+        time: times.format((ts_mono_ns as i64).wrapping_add(ctx.offset_ns)),
         ts_mono_ns,
         hop,
         ifindex,

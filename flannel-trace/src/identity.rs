@@ -165,7 +165,12 @@ impl NodeIdentity {
     }
 
     pub fn owns_underlay(&self, ip: IpAddr) -> bool {
-        self.underlay_ips().any(|a| a == ip)
+        // `underlay_ips` without its de-duplication: asked for every event.
+        let link_local = match ip {
+            IpAddr::V4(a) => a.is_link_local(),
+            IpAddr::V6(a) => a.is_unicast_link_local(),
+        };
+        !link_local && (self.local == Some(ip) || self.underlay_addrs.contains(&ip))
     }
 
     /// Whether an inner address belongs to this node's pod subnet: the

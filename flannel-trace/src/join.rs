@@ -1,6 +1,6 @@
 //! `flannel-trace join A.rec B.rec`: the verdict from two recordings.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use thiserror::Error;
@@ -9,10 +9,33 @@ use crate::{
     cli::JoinArgs,
     clock,
     exit::{Fatal, OrFatal as _, Status},
-    record::{self, Recording},
-    verdict::{self, NodeTrace, Options, render},
+    identity::NodeIdentity,
+    output::Summary,
+    record::RecordError,
+    replay::Replay,
+    verdict::{Join, NodeTrace, Options, render},
     wire::Message,
 };
+
+/// What `join` knows of a recording besides its events.
+pub struct Head {
+    pub path: PathBuf,
+    pub identity: NodeIdentity,
+    pub summary: Option<Summary>,
+    /// Wall time of its last event, once read.
+    pub last_wall_ns: Option<i64>,
+}
+
+impl Head {
+    fn of<R>(r: &Replay<R>) -> Head {
+        Head {
+            path: r.path.clone(),
+            identity: r.identity.clone(),
+            summary: r.summary.clone(),
+            last_wall_ns: None,
+        }
+    }
+}
 
 /// Two recordings that cannot be joined.
 #[derive(Debug, Error)]
@@ -51,7 +74,7 @@ const MIN_OVERLAP: f64 = 0.5;
 /// The same node twice (a copy, or two sessions of one node) would be
 /// joined into a verdict about traffic between a node and itself, with
 /// invented findings (its own VTEP MAC "missing" from its FDB).
-pub fn refuse_same_node(a: &Recording, b: &Recording) -> Result<(), JoinError> {
+pub fn refuse_same_node(a: &Head, b: &Head) -> Result<(), JoinError> {
     let (ia, ib) = (&a.identity, &b.identity);
     let names = || (a.path.display().to_string(), b.path.display().to_string());
     let same_file = match (a.path.canonicalize(), b.path.canonicalize()) {
@@ -93,7 +116,7 @@ pub fn refuse_same_node(a: &Recording, b: &Recording) -> Result<(), JoinError> {
 
 /// Wall-clock span a recording observed: from attach to its summary's end,
 /// or to its last event when it was cut short.
-fn span(r: &Recording) -> (i64, i64) {
+fn span(r: &Head) -> (i64, i64) {
     let start = r.summary.as_ref().map_or(r.identity.attached_wall_ns, |s| {
         s.start_wall_ns.max(r.identity.attached_wall_ns)
     });
@@ -101,16 +124,12 @@ fn span(r: &Recording) -> (i64, i64) {
         .summary
         .as_ref()
         .map(|s| s.end_wall_ns)
-        .unwrap_or_else(|| {
-            r.events.last().map_or(start, |e| {
-                (e.ts_mono_ns as i64).saturating_add(r.identity.clock_offset_ns)
-            })
-        });
+        .unwrap_or_else(|| r.last_wall_ns.unwrap_or(start));
     (start, end.max(start))
 }
 
 /// Why the two recordings' times make the verdict uncertain, if they do.
-pub fn overlap_gap(a: &Recording, b: &Recording) -> Option<String> {
+pub fn overlap_gap(a: &Head, b: &Head) -> Option<String> {
     let ((sa, ea), (sb, eb)) = (span(a), span(b));
     let common = ea.min(eb) - sa.max(sb);
     let secs = |ns: i64| ns as f64 / 1e9;
@@ -139,7 +158,7 @@ pub fn overlap_gap(a: &Recording, b: &Recording) -> Option<String> {
     })
 }
 
-fn trace(r: &Recording) -> NodeTrace<'_> {
+fn trace(r: &Head) -> NodeTrace<'_> {
     let mut gaps = Vec::new();
     if r.summary.is_none() {
         gaps.push(format!(
@@ -152,31 +171,130 @@ fn trace(r: &Recording) -> NodeTrace<'_> {
     }
     NodeTrace {
         identity: &r.identity,
-        events: &r.events,
+        events: &[],
         lost: r.summary.as_ref().map_or(0, |s| s.lost),
         end_wall_ns: r.summary.as_ref().map(|s| s.end_wall_ns),
         gaps,
     }
 }
 
-fn read(path: &Path) -> Result<Recording, Fatal> {
-    record::read(path).fatal(Status::Failure)
+fn open(path: &Path) -> Result<Replay<std::fs::File>, Fatal> {
+    Replay::open(path).fatal(Status::Failure)
+}
+
+fn nanos(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Batches of decoded events on their way from a reader thread.
+const BATCHES_AHEAD: usize = 16;
+
+/// One recording decoded on its own thread (decoding is most of the cost
+/// of a join): batches come in order, an error ends the stream.
+struct Source {
+    rx: std::sync::mpsc::Receiver<Result<Vec<crate::event::Event>, RecordError>>,
+    /// Batches done with go back to be freed where they were allocated
+    /// (cheaper for the allocator than freeing them here).
+    back: std::sync::mpsc::SyncSender<Vec<crate::event::Event>>,
+    batch: Vec<crate::event::Event>,
+    at: usize,
+}
+
+impl Source {
+    fn spawn<'s>(scope: &'s std::thread::Scope<'s, '_>, mut r: Replay<std::fs::File>) -> Source {
+        let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
+        let (back, done) = std::sync::mpsc::sync_channel::<Vec<crate::event::Event>>(BATCHES_AHEAD);
+        scope.spawn(move || {
+            loop {
+                while let Ok(old) = done.try_recv() {
+                    drop(old);
+                }
+                let next = r.next_batch().transpose();
+                let stop = !matches!(next, Some(Ok(_)));
+                if let Some(b) = next
+                    && tx.send(b).is_err()
+                {
+                    break;
+                }
+                if stop {
+                    break;
+                }
+            }
+        });
+        Source {
+            rx,
+            back,
+            batch: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// The next event, without taking it; `None` at the end.
+    fn peek(&mut self) -> Result<Option<&crate::event::Event>, Fatal> {
+        if self.at == self.batch.len() {
+            match self.rx.recv() {
+                Ok(b) => {
+                    let old = std::mem::replace(&mut self.batch, b.fatal(Status::Failure)?);
+                    self.at = 0;
+                    // A full return channel: freed here then.
+                    let _ = self.back.try_send(old);
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+        Ok(self.batch.get(self.at))
+    }
+}
+
+/// Streams both recordings through the join, merged by time; returns the
+/// verdict engine with every event pushed and each recording's head with
+/// its last event's time.
+fn stream(
+    ra: Replay<std::fs::File>,
+    rb: Replay<std::fs::File>,
+    opts: Options,
+) -> Result<(Join, [Head; 2]), Fatal> {
+    let mut heads = [Head::of(&ra), Head::of(&rb)];
+    refuse_same_node(&heads[0], &heads[1]).map_err(|e| Fatal::new(e.status(), e))?;
+    let mut join = Join::new(&trace(&heads[0]), &trace(&heads[1]), None, opts);
+    std::thread::scope(|scope| {
+        let mut src = [Source::spawn(scope, ra), Source::spawn(scope, rb)];
+        loop {
+            let ta = src[0].peek()?.map(|e| join.time(0, e));
+            let tb = src[1].peek()?.map(|e| join.time(1, e));
+            let node = match (ta, tb) {
+                (Some(x), Some(y)) => usize::from(y < x),
+                (Some(_), None) => 0,
+                (None, Some(_)) => 1,
+                (None, None) => break,
+            };
+            let s = &mut src[node];
+            let ev = &s.batch[s.at];
+            s.at += 1;
+            join.push(node, ev);
+            heads[node].last_wall_ns =
+                Some((ev.ts_mono_ns as i64).saturating_add(heads[node].identity.clock_offset_ns));
+        }
+        Ok::<_, Fatal>(())
+    })?;
+    Ok((join, heads))
 }
 
 pub fn run(args: JoinArgs) -> Result<(), Fatal> {
-    let a = read(&args.files[0])?;
-    let b = read(&args.files[1])?;
-    refuse_same_node(&a, &b).map_err(|e| Fatal::new(e.status(), e))?;
+    let a = open(&args.files[0])?;
+    let b = open(&args.files[1])?;
     let opts = Options {
-        grace_ns: args.grace.as_nanos() as i64,
+        grace_ns: nanos(args.grace),
+        window_ns: nanos(args.window),
     };
-    let (mut ta, tb) = (trace(&a), trace(&b));
+    let (mut join, [ha, hb]) = stream(a, b, opts)?;
+    log::debug!("join: the window held at most {} packets", join.peak_held());
     // Recordings carry each node's own wall clock; they are not compared,
     // but one that does not overlap the other says so.
-    if let Some(gap) = overlap_gap(&a, &b) {
-        ta.gaps.push(gap);
+    if let Some(gap) = overlap_gap(&ha, &hb) {
+        join.add_gap(0, gap);
     }
-    let report = verdict::judge(&ta, &tb, None, opts);
+    let report = join.report();
     if args.json {
         println!(
             "{}",
@@ -191,27 +309,24 @@ pub fn run(args: JoinArgs) -> Result<(), Fatal> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-    use crate::output::Summary;
-    use crate::verdict::test_identity as identity;
+    use crate::verdict::{self, test_identity as identity};
 
     const S: i64 = 1_000_000_000;
 
-    fn rec(name: &str, path: &str, from: i64, to: i64) -> Recording {
+    fn rec(name: &str, path: &str, from: i64, to: i64) -> Head {
         let mut id = identity(name);
         id.attached_wall_ns = from;
-        Recording {
+        Head {
             path: PathBuf::from(path),
             identity: id,
-            events: Vec::new(),
             summary: Some(Summary {
                 start_wall_ns: from,
                 end_wall_ns: to,
                 complete: true,
                 ..Summary::default()
             }),
+            last_wall_ns: None,
         }
     }
 
@@ -268,31 +383,21 @@ mod tests {
         );
     }
 
-    /// Not a check: prints the rate of `join` (read both recordings, judge)
-    /// on two recordings of 1 M events in all, its bytes per event on disk
-    /// and the process's peak memory (`cargo xtask bench`).
-    #[test]
-    #[ignore = "benchmark: run with --ignored --nocapture"]
-    fn bench_join_events_per_second() {
-        use std::time::Instant;
-
+    /// Writes two recordings of a ping flood between node-a and node-b,
+    /// `events` in all (2 on a, 3 on b per packet), every packet delivered.
+    fn write_pair(pa: &Path, pb: &Path, events: u64) {
         use crate::{event::Event, record::Writer};
 
-        let packets = 200_000u64;
+        let packets = events / 5;
         let (ia, ib) = (identity("node-a"), identity("node-b"));
-        let ev = |id: &crate::identity::NodeIdentity,
-                  hop: &str,
-                  ts: u64,
-                  i: u64,
-                  outer: bool|
-         -> Event {
+        let template = |id: &NodeIdentity, hop: &str, outer: bool| -> Event {
             let mut v = serde_json::json!({
-                "time": "", "ts_mono_ns": ts, "hop": hop, "ifindex": id.underlay_ifindex,
+                "time": "", "ts_mono_ns": 0, "hop": hop, "ifindex": id.underlay_ifindex,
                 "iface": id.underlay_dev, "len": 98,
                 "inner": {"src": "10.244.1.0", "dst": "10.244.2.0", "proto": "icmp",
-                          "ip_id": i as u32, "ip_len": 84,
-                          "icmp": {"type": 8, "code": 0, "id": 7, "seq": i as u16}},
-                "fingerprint": format!("{:016x}", 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i + 1)),
+                          "ip_id": 0, "ip_len": 84,
+                          "icmp": {"type": 8, "code": 0, "id": 7, "seq": 0}},
+                "fingerprint": "0000000000000000",
             });
             if outer {
                 v["outer"] = serde_json::json!({"src": "10.25.1.51", "dst": "10.25.1.55", "proto": "udp", "sport": 50000, "dport": 8472});
@@ -300,59 +405,114 @@ mod tests {
             }
             serde_json::from_value(v).unwrap()
         };
-        let dir = std::env::temp_dir();
-        let (pa, pb) = (
-            dir.join(format!("ft-bench-a-{}.rec", std::process::id())),
-            dir.join(format!("ft-bench-b-{}.rec", std::process::id())),
-        );
-        let mut wa = Writer::create(&pa, &ia).unwrap();
-        let mut wb = Writer::create(&pb, &ib).unwrap();
+        let hops_a = [
+            (template(&ia, "overlay-egress", false), 0),
+            (template(&ia, "underlay-egress", true), 1_000),
+        ];
+        let hops_b = [
+            (template(&ib, "underlay-ingress", true), 100_000),
+            (template(&ib, "vxlan-rcv", true), 101_000),
+            (template(&ib, "overlay-ingress", false), 102_000),
+        ];
+        let mut wa = Writer::create(pa, &ia).unwrap();
+        let mut wb = Writer::create(pb, &ib).unwrap();
+        // 20 k packets a second: 2×10 M events span some 40 minutes.
+        let gap = 50_000u64;
         for i in 0..packets {
-            let t = 1_000_000_000 + i * 50_000;
-            wa.write_event(ev(&ia, "overlay-egress", t, i, false))
-                .unwrap();
-            wa.write_event(ev(&ia, "underlay-egress", t + 1_000, i, true))
-                .unwrap();
-            wb.write_event(ev(&ib, "underlay-ingress", t + 100_000, i, true))
-                .unwrap();
-            wb.write_event(ev(&ib, "vxlan-rcv", t + 101_000, i, true))
-                .unwrap();
-            wb.write_event(ev(&ib, "overlay-ingress", t + 102_000, i, false))
-                .unwrap();
+            let t = 1_000_000_000 + i * gap;
+            let fp = format!("{:016x}", 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i + 1));
+            for (w, hops) in [(&mut wa, &hops_a[..]), (&mut wb, &hops_b[..])] {
+                for (ev, dt) in hops {
+                    let mut ev = ev.clone();
+                    ev.ts_mono_ns = t + dt;
+                    ev.fingerprint = Some(fp.clone());
+                    let inner = ev.inner.as_mut().unwrap();
+                    inner.ip_id = i as u32;
+                    inner.icmp.as_mut().unwrap().seq = i as u16;
+                    w.write_event(ev).unwrap();
+                }
+            }
         }
         let end = |start: i64| Summary {
             start_wall_ns: start,
-            end_wall_ns: start + 20_000_000_000,
+            end_wall_ns: start + (1_000_000_000 + packets * gap) as i64 + S,
             complete: true,
             ..Summary::default()
         };
         wa.finish(&end(ia.attached_wall_ns)).unwrap();
         wb.finish(&end(ib.attached_wall_ns)).unwrap();
-        let events = packets * 5;
-        let bytes = std::fs::metadata(&pa).unwrap().len() + std::fs::metadata(&pb).unwrap().len();
+    }
 
-        let started = Instant::now();
-        let (a, b) = (record::read(&pa).unwrap(), record::read(&pb).unwrap());
-        let read = started.elapsed();
-        let report = verdict::judge(&trace(&a), &trace(&b), None, Options::default());
-        let total = started.elapsed();
-        let hwm = std::fs::read_to_string("/proc/self/status")
+    fn peak_rss() -> String {
+        std::fs::read_to_string("/proc/self/status")
             .ok()
             .and_then(|s| {
                 s.lines()
                     .find(|l| l.starts_with("VmHWM"))
                     .map(str::to_owned)
             })
-            .unwrap_or_default();
-        println!(
-            "join: {events} events, {:.1} bytes/event on disk; read {:.2} M events/s, read+judge {:.2} M events/s ({:.2} s); {hwm}",
-            bytes as f64 / events as f64,
-            events as f64 / read.as_secs_f64() / 1e6,
-            events as f64 / total.as_secs_f64() / 1e6,
-            total.as_secs_f64()
+            .unwrap_or_default()
+    }
+
+    /// Not a check: prints the rate of the streamed `join` (read both
+    /// recordings, judge) on two recordings of 1 M events in all, its bytes
+    /// per event on disk and the process's peak memory (`cargo xtask
+    /// bench`; the 2×10 M figures run the binary on the files of
+    /// `write_join_inputs_for_the_bench`).
+    #[test]
+    #[ignore = "benchmark: run with --ignored --nocapture"]
+    fn bench_join_events_per_second() {
+        use std::time::Instant;
+
+        let events = 1_000_000;
+        let dir = std::env::temp_dir();
+        let (pa, pb) = (
+            dir.join(format!("ft-bench-a-{}.rec", std::process::id())),
+            dir.join(format!("ft-bench-b-{}.rec", std::process::id())),
         );
-        assert_eq!(report.directions.len(), 2);
+        write_pair(&pa, &pb, events);
+        let bytes = std::fs::metadata(&pa).unwrap().len() + std::fs::metadata(&pb).unwrap().len();
+        let started = Instant::now();
+        let (join, _) = stream(
+            Replay::open(&pa).unwrap(),
+            Replay::open(&pb).unwrap(),
+            Options::default(),
+        )
+        .unwrap();
+        let held = join.peak_held();
+        let report = join.report();
+        let total = started.elapsed();
+        println!(
+            "join: {events} events, {:.1} bytes/event on disk; streamed read+judge {:.2} M events/s ({:.2} s), window held at most {held} packets; {}",
+            bytes as f64 / events as f64,
+            events as f64 / total.as_secs_f64() / 1e6,
+            total.as_secs_f64(),
+            peak_rss()
+        );
+        assert_eq!(report.directions[0].delivered, events / 5);
         let _ = std::fs::remove_file(&pa);
         let _ = std::fs::remove_file(&pb);
+    }
+
+    /// Not a check: writes the inputs of the bench's large `join` figures,
+    /// `FT_BENCH_JOIN_EVENTS` per file (default 10 M), to
+    /// `$FT_BENCH_JOIN_DIR/syn-{a,b}.rec`.
+    #[test]
+    #[ignore = "bench input: run by `cargo xtask bench`"]
+    fn write_join_inputs_for_the_bench() {
+        let Some(dir) = std::env::var_os("FT_BENCH_JOIN_DIR") else {
+            panic!("FT_BENCH_JOIN_DIR is not set")
+        };
+        let per_file: u64 = std::env::var("FT_BENCH_JOIN_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(10_000_000);
+        let dir = PathBuf::from(dir);
+        // a holds 2 of the 5 events of a packet: size by it.
+        write_pair(
+            &dir.join("syn-a.rec"),
+            &dir.join("syn-b.rec"),
+            per_file * 5 / 2,
+        );
     }
 }

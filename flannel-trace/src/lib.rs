@@ -31,6 +31,7 @@ mod podnet;
 mod probe;
 mod probes;
 mod record;
+mod replay;
 mod session;
 mod trace;
 mod tracefs;

@@ -11,11 +11,10 @@
 
 use std::{
     fs::File,
-    io::{self, BufWriter, Read as _, Write as _},
+    io::{self, BufWriter, Write as _},
     path::{Path, PathBuf},
 };
 
-use bytes::BytesMut;
 use thiserror::Error;
 
 use crate::{
@@ -184,85 +183,41 @@ impl Writer {
     }
 }
 
-/// A recording read back.
+/// A recording read back whole: by the tests and the fuzz target (`join`
+/// streams it, see `replay`).
+#[cfg_attr(not(test), allow(dead_code))]
 pub struct Recording {
-    pub path: PathBuf,
     pub identity: NodeIdentity,
     pub events: Vec<Event>,
     /// Absent when the tracer was stopped abruptly (SIGKILL, crash).
     pub summary: Option<Summary>,
 }
 
+#[cfg(test)]
 pub fn read(path: &Path) -> Result<Recording, RecordError> {
-    let mut data = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut data))
-        .map_err(|source| RecordError::Read {
-            path: path.into(),
-            source,
-        })?;
-    parse(path, &data)
+    let mut r = crate::replay::Replay::open(path)?;
+    collect(&mut r)
 }
 
 pub(crate) fn parse(path: &Path, data: &[u8]) -> Result<Recording, RecordError> {
-    let p = || path.to_path_buf();
-    if data.len() < MAGIC.len() || data[..6] != MAGIC[..6] || data[7] != b'\n' {
-        return Err(RecordError::Magic { path: p() });
-    }
-    if data[6] != MAGIC[6] {
-        return Err(RecordError::Version {
-            path: p(),
-            version: data[6],
-        });
-    }
-    let mut buf = BytesMut::from(&data[MAGIC.len()..]);
-    let mut decoder = wire::Decoder::default();
-    let mut identity = None;
+    let mut r = crate::replay::Replay::start(path, data)?;
+    collect(&mut r)
+}
+
+/// The whole of a recording in memory (tests, fuzzing; `join` streams).
+fn collect<R: std::io::Read>(r: &mut crate::replay::Replay<R>) -> Result<Recording, RecordError> {
     let mut events = Vec::new();
-    let mut summary = None;
-    loop {
-        let offset = data.len() - buf.len();
-        if buf.is_empty() && !decoder.has_queued() {
-            break;
-        }
-        let msg = match decoder.decode(&mut buf) {
-            Ok(Some(m)) => m,
-            Ok(None) => return Err(RecordError::Truncated { path: p(), offset }),
-            Err(source) => {
-                return Err(RecordError::Corrupt {
-                    path: p(),
-                    offset,
-                    source,
-                });
-            }
-        };
-        match (msg, &identity) {
-            (Message::Start(id), None) => identity = Some(id),
-            (_, None) => return Err(RecordError::NoStart { path: p() }),
-            (Message::Start(_), Some(_)) => {
-                return Err(RecordError::Unexpected {
-                    path: p(),
-                    offset,
-                    kind: "start",
-                });
-            }
-            (Message::Event(e), Some(_)) => events.push(e),
-            (Message::Summary(s), Some(_)) if summary.is_none() => summary = Some(s),
-            (other, Some(_)) => {
-                return Err(RecordError::Unexpected {
-                    path: p(),
-                    offset,
-                    kind: other.kind(),
-                });
-            }
-        }
+    while let Some(batch) = r.next_batch()? {
+        events.extend(batch);
     }
-    let identity = identity.ok_or(RecordError::NoStart { path: p() })?;
     Ok(Recording {
-        path: p(),
-        identity,
+        identity: r.identity.clone(),
         events,
-        summary,
+        summary: if r.ended_with_summary() {
+            r.summary.clone()
+        } else {
+            None
+        },
     })
 }
 

@@ -153,6 +153,13 @@ pub struct Decoder {
     queue: VecDeque<Message>,
 }
 
+/// One frame, decoded.
+pub enum Frame {
+    /// A batch of events (possibly empty).
+    Events(Vec<crate::event::Event>),
+    Message(Box<Message>),
+}
+
 impl Decoder {
     /// The next message, from what is queued or off the front of `buf`;
     /// `Ok(None)` when more bytes are needed.
@@ -161,26 +168,33 @@ impl Decoder {
             if let Some(m) = self.queue.pop_front() {
                 return Ok(Some(m));
             }
-            let Some(payload) = take_payload(buf)? else {
-                return Ok(None);
-            };
-            if payload.first() == Some(&codec::BATCH) {
-                let ctx = self.ctx.as_ref().ok_or(FrameError::NoContext)?;
-                let events = codec::decode_batch(ctx, &payload)?;
-                self.queue.extend(events.into_iter().map(Message::Event));
-                continue;
+            match self.decode_frame(buf)? {
+                None => return Ok(None),
+                Some(Frame::Events(events)) => {
+                    self.queue.extend(events.into_iter().map(Message::Event))
+                }
+                Some(Frame::Message(m)) => return Ok(Some(*m)),
             }
-            let msg: Message = serde_json::from_slice(&payload)?;
-            if let Message::Start(id) = &msg {
-                self.ctx = Some(codec::Context::of(id));
-            }
-            return Ok(Some(msg));
         }
     }
 
-    /// Whether messages of the last batch are still queued.
-    pub fn has_queued(&self) -> bool {
-        !self.queue.is_empty()
+    /// The next frame off the front of `buf`, a batch of events left whole
+    /// (a reader of recordings needs no message per event); `Ok(None)`
+    /// when more bytes are needed. Not to be mixed with [`Self::decode`]
+    /// while it has messages queued.
+    pub fn decode_frame(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        let Some(payload) = take_payload(buf)? else {
+            return Ok(None);
+        };
+        if payload.first() == Some(&codec::BATCH) {
+            let ctx = self.ctx.as_ref().ok_or(FrameError::NoContext)?;
+            return Ok(Some(Frame::Events(codec::decode_batch(ctx, &payload)?)));
+        }
+        let msg: Message = serde_json::from_slice(&payload)?;
+        if let Message::Start(id) = &msg {
+            self.ctx = Some(codec::Context::of(id));
+        }
+        Ok(Some(Frame::Message(Box::new(msg))))
     }
 }
 

@@ -8,15 +8,19 @@
 //! have; otherwise the verdict says it is uncertain, and why.
 
 mod classify;
+mod engine;
 mod explain;
 pub mod render;
 mod tally;
+mod window;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{event::Event, identity::NodeIdentity};
+
+pub use self::engine::Join;
 
 /// Version of the `join --json` / `verdict` document. 2: the pod hops
 /// (`pod_ingress`, `pod_egress`), a flow's path (`path_start`, `path_end`),
@@ -52,12 +56,20 @@ pub struct Options {
     /// A packet sent less than this before the receiver stopped observing
     /// may still have been in flight: it is not counted as lost.
     pub grace_ns: i64,
+    /// How far apart in time (after clock correction) a packet's
+    /// observations may be and still be matched; the join holds this much
+    /// of both traces, no more.
+    pub window_ns: i64,
 }
+
+/// Default of `join --window`.
+pub const DEFAULT_WINDOW_NS: i64 = 5_000_000_000;
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             grace_ns: 500_000_000,
+            window_ns: DEFAULT_WINDOW_NS,
         }
     }
 }
@@ -282,164 +294,30 @@ pub struct Report {
     pub untraced: Vec<String>,
 }
 
-/// Join two nodes' traces.
+/// Join two nodes' traces held in memory (the live join, tests): their
+/// events go through the same window as a streamed `join`, in time order.
 pub fn judge(
     a: &NodeTrace<'_>,
     b: &NodeTrace<'_>,
     clock: Option<ClockEstimate>,
     opts: Options,
 ) -> Report {
-    // Two nodes with one hostname (e.g. namespaces of one machine) are told
-    // apart by their underlay address.
-    let renamed;
-    let (a, b) = if a.identity.node == b.identity.node {
-        let label = |n: &NodeTrace<'_>| {
-            let mut id = n.identity.clone();
-            id.node = format!(
-                "{}@{}",
-                id.node,
-                id.underlay_ips()
-                    .next()
-                    .map_or_else(|| "?".into(), |ip| ip.to_string())
-            );
-            id
-        };
-        renamed = [label(a), label(b)];
-        (
-            &NodeTrace {
-                identity: &renamed[0],
-                events: a.events,
-                lost: a.lost,
-                end_wall_ns: a.end_wall_ns,
-                gaps: a.gaps.clone(),
-            },
-            &NodeTrace {
-                identity: &renamed[1],
-                events: b.events,
-                lost: b.lost,
-                end_wall_ns: b.end_wall_ns,
-                gaps: b.gaps.clone(),
-            },
-        )
-    } else {
-        (a, b)
-    };
-    let nodes = [a, b];
-    let mut uncertain = Vec::new();
-    for n in nodes {
-        if n.lost > 0 {
-            uncertain.push(format!(
-                "the tracer on {} lost {} events (ring buffer full): packets it missed may be counted as lost",
-                n.identity.node, n.lost
-            ));
-        }
-        uncertain.extend(n.gaps.iter().map(|g| format!("{}: {g}", n.identity.node)));
-    }
-    let untraced = nodes
-        .iter()
-        .flat_map(|n| {
-            n.identity
-                .missing_hops
+    let mut j = Join::new(a, b, clock, opts);
+    let mut order: Vec<(i64, u8, u32)> = Vec::with_capacity(a.events.len() + b.events.len());
+    for (node, n) in [a, b].into_iter().enumerate() {
+        order.extend(
+            n.events
                 .iter()
-                .map(|m| format!("{}: {} not traced: {}", n.identity.node, m.hop, m.reason))
-        })
-        .collect();
-    let mut config = explain::config_findings(a.identity, b.identity);
-    let (ra, rb) = (a.identity.sample_rate(), b.identity.sample_rate());
-    if ra != rb {
-        config.push(format!(
-            "sampling differs: {} keeps 1 in {ra} packets, {} 1 in {rb}; run both with the same --sample",
-            a.identity.node, b.identity.node
-        ));
-        uncertain.push(format!(
-            "the nodes sample differently (1 in {ra} and 1 in {rb}): packets kept by one may be missing from the other"
-        ));
+                .enumerate()
+                .map(|(i, ev)| (j.time(node, ev), node as u8, i as u32)),
+        );
     }
-    let directions = [(0usize, 1usize), (1, 0)]
-        .into_iter()
-        .map(|(s, r)| {
-            // Convert receiver times onto the sender's clock.
-            let offset = match (clock, s) {
-                (Some(c), 0) => Some((c.offset_ns, c.error_ns)),
-                (Some(c), _) => Some((-c.offset_ns, c.error_ns)),
-                (None, _) => None,
-            };
-            direction(nodes[s], nodes[r], offset, opts)
-        })
-        .collect();
-    Report {
-        schema: SCHEMA,
-        nodes: nodes
-            .iter()
-            .map(|n| NodeSummary {
-                name: n.identity.node.clone(),
-                underlay: n.identity.underlay_ips().collect(),
-                underlay_dev: n.identity.underlay_dev.clone(),
-                vxlan_dev: n.identity.vxlan_dev.clone(),
-                port: n.identity.port,
-                device_port: n.identity.device_port,
-                vni: n.identity.vni,
-                events: n.events.len() as u64,
-                lost: n.lost,
-            })
-            .collect(),
-        clock,
-        config,
-        directions,
-        uncertain,
-        untraced,
+    order.sort_by_key(|&(t, _, _)| t);
+    for (_, node, i) in order {
+        let n = if node == 0 { a } else { b };
+        j.push(usize::from(node), &n.events[i as usize]);
     }
-}
-
-fn direction(
-    s: &NodeTrace<'_>,
-    r: &NodeTrace<'_>,
-    offset: Option<(i64, i64)>,
-    opts: Options,
-) -> Direction {
-    let flows = tally::flows(s, r, offset, opts);
-    let mut lost = Losses::default();
-    let (mut sent, mut delivered, mut in_flight) = (0, 0, 0);
-    for f in &flows {
-        lost.add(&f.lost);
-        sent += f.sent;
-        delivered += f.delivered;
-        in_flight += f.in_flight;
-    }
-    let segment = match lost.worst() {
-        Some(seg) => seg,
-        None if sent == 0 && delivered == 0 => Segment::NoTraffic,
-        None => Segment::Delivered,
-    };
-    // Losses are only the network's when both tracers saw everything.
-    let sample = s.identity.sample_rate().max(r.identity.sample_rate());
-    let certain = s.lost == 0
-        && r.lost == 0
-        && s.gaps.is_empty()
-        && r.gaps.is_empty()
-        && s.identity.sample_rate() == r.identity.sample_rate();
-    let (mut verdict, fix) =
-        explain::direction_sentence(s, r, segment, &flows, &lost, sent, delivered, certain);
-    if sample > 1 {
-        verdict.push_str(&format!(
-            " [sampled 1 in {sample}: counts are estimates, {sample} × the packets kept; probes counted as sent]"
-        ));
-    }
-    Direction {
-        sample,
-        from: s.identity.node.clone(),
-        to: r.identity.node.clone(),
-        outer: explain::outer_of(s.identity, r.identity),
-        segment,
-        certain,
-        sent,
-        delivered,
-        lost,
-        in_flight,
-        verdict,
-        fix,
-        flows,
-    }
+    j.report()
 }
 
 #[cfg(test)]

@@ -1,14 +1,14 @@
-//! Counting one direction's packets per flow and hop, and deciding where
-//! each missing one was lost.
+//! What a flow's verdict is made of, bounded by the flow, not by its
+//! packets: counts per hop, the packets judged lost or in flight as they
+//! left the join window (`window`), medians of delays, and the TCP
+//! sequence ranges each hop saw. [`FlowTally::finish`] turns them into a
+//! [`Flow`].
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-};
+use std::{collections::BTreeMap, net::IpAddr};
 
 use flannel_trace_common::Hop;
 
-use super::{DropCount, Flow, HopCounts, Latency, Losses, NodeTrace, Options, Segment, classify};
+use super::{DropCount, Flow, HopCounts, Latency, Losses, NodeTrace, Segment};
 use crate::event::Event;
 
 /// Hops along the path, sender then receiver. A flow's own path is a
@@ -24,13 +24,13 @@ const STAGES: [Hop; 7] = [
     Hop::OverlayIngress,
     Hop::PodEgress,
 ];
-const POD_INGRESS: usize = 0;
-const OVERLAY_EGRESS: usize = 1;
-const UNDERLAY_EGRESS: usize = 2;
-const UNDERLAY_INGRESS: usize = 3;
-const VXLAN_RCV: usize = 4;
-const OVERLAY_INGRESS: usize = 5;
-const POD_EGRESS: usize = 6;
+pub(super) const POD_INGRESS: usize = 0;
+pub(super) const OVERLAY_EGRESS: usize = 1;
+pub(super) const UNDERLAY_EGRESS: usize = 2;
+pub(super) const UNDERLAY_INGRESS: usize = 3;
+pub(super) const VXLAN_RCV: usize = 4;
+pub(super) const OVERLAY_INGRESS: usize = 5;
+pub(super) const POD_EGRESS: usize = 6;
 /// The stage a transition leaves from decides the segment of a loss.
 const SEGMENT_AFTER: [Segment; 6] = [
     Segment::SenderHost,
@@ -55,25 +55,38 @@ const UNDELIVERED: [&str; 6] = [
     "IP_INHDR",
 ];
 
-fn undelivered(ev: &Event) -> bool {
+pub(super) fn undelivered(ev: &Event) -> bool {
     ev.drop
         .as_ref()
         .and_then(|d| d.reason.as_deref())
         .is_some_and(|r| UNDELIVERED.contains(&r))
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct FlowKey {
-    proto: String,
-    src: IpAddr,
-    dst: IpAddr,
-    sport: Option<u16>,
-    dport: Option<u16>,
-    icmp_id: Option<u16>,
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) struct FlowKey {
+    pub proto: String,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+    pub icmp_id: Option<u16>,
 }
 
 impl FlowKey {
-    fn of(ev: &Event) -> Option<FlowKey> {
+    /// Whether `ev` belongs to this flow, without building its key.
+    pub(super) fn is_of(&self, ev: &Event) -> bool {
+        ev.inner.as_ref().is_some_and(|i| {
+            let e = &i.endpoints;
+            self.src == e.src
+                && self.dst == e.dst
+                && self.sport == e.sport
+                && self.dport == e.dport
+                && self.icmp_id == i.icmp.as_ref().map(|c| c.id)
+                && self.proto == e.proto
+        })
+    }
+
+    pub(super) fn of(ev: &Event) -> Option<FlowKey> {
         let i = ev.inner.as_ref()?;
         let e = &i.endpoints;
         Some(FlowKey {
@@ -97,457 +110,400 @@ impl FlowKey {
     }
 }
 
-/// One observation of a packet at a stage.
-#[derive(Debug, Clone)]
-struct Item {
-    fp: Option<String>,
-    iface: Option<String>,
-    dmac: Option<String>,
-    /// Wall-clock time on the sender's clock.
-    wall: i64,
-    len: u32,
-    /// TCP payload as a sequence range relative to the flow's first
-    /// sequence number: matched by coverage, since GSO/GRO split and merge.
-    range: Option<(i64, i64)>,
+/// Which of the hooks that can be missing (see `degraded`) each side had.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Traced {
+    pub vxlan_rcv: bool,
+    pub sender_drops: bool,
+    pub receiver_drops: bool,
 }
 
-#[derive(Default)]
-struct FlowObs<'a> {
-    stages: [Vec<Item>; 7],
-    sender_drops: Vec<&'a Event>,
-    receiver_drops: Vec<&'a Event>,
-    seq_base: Option<u32>,
+impl Traced {
+    pub fn of(s: &NodeTrace<'_>, r: &NodeTrace<'_>) -> Traced {
+        Traced {
+            vxlan_rcv: r.identity.missing("vxlan-rcv").is_none(),
+            sender_drops: s.identity.missing("drop").is_none(),
+            receiver_drops: r.identity.missing("drop").is_none(),
+        }
+    }
 }
 
-fn wall(ev: &Event, node: &NodeTrace<'_>) -> i64 {
-    ev.ts_mono_ns as i64 + node.identity.clock_offset_ns
-}
-
-/// Whether `node` had the hook of `hop` (`vxlan-rcv`, `drop`).
-fn traced(node: &NodeTrace<'_>, hop: &str) -> bool {
-    node.identity.missing(hop).is_none()
-}
-
-fn stage_of(hop: Hop) -> Option<usize> {
+pub(super) fn stage_of(hop: Hop) -> Option<usize> {
     STAGES.iter().position(|h| *h == hop)
 }
 
-pub fn flows(
-    s: &NodeTrace<'_>,
-    r: &NodeTrace<'_>,
-    offset: Option<(i64, i64)>,
-    opts: Options,
-) -> Vec<Flow> {
-    use classify::Role;
-    let shift = offset.map_or(0, |(o, _)| o);
-    let mut obs: BTreeMap<FlowKey, FlowObs<'_>> = BTreeMap::new();
-    for (node, want, is_receiver) in [(s, Role::Sent, false), (r, Role::Received, true)] {
-        let peer = if is_receiver { s.identity } else { r.identity };
-        for ev in node.events {
-            if classify::role(ev, node.identity, peer) != Some(want) {
-                continue;
-            }
-            let Some(key) = FlowKey::of(ev) else { continue };
-            let Some(hop) = ev.hop() else { continue };
-            let t = if is_receiver {
-                wall(ev, node) - shift
+/// When each side was watching, on the sender's clock, and how long a
+/// frame may still be in flight at the end.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    pub s_end: Option<i64>,
+    pub r_start: Option<i64>,
+    pub r_end: Option<i64>,
+    pub grace_ns: i64,
+}
+
+/// Which observer a missing packet is held against: the sender's own
+/// (the next hop is on the sender) or the receiver's. Which one applies
+/// depends on the next hop of the flow's path that saw anything at all,
+/// known only at the end, so both are counted.
+const AGAINST_SENDER: usize = 0;
+const AGAINST_RECEIVER: usize = 1;
+
+/// Packets of one stage not carried on to a later one.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Missing {
+    in_flight: [u64; 2],
+    lost: [u64; 2],
+    min_lost_len: [Option<u32>; 2],
+}
+
+impl Missing {
+    pub fn add(&mut self, wall: i64, len: u32, b: &Bounds) {
+        for w in [AGAINST_SENDER, AGAINST_RECEIVER] {
+            let (start, end) = if w == AGAINST_RECEIVER {
+                (b.r_start, b.r_end)
             } else {
-                wall(ev, node)
+                (None, b.s_end)
             };
-            let f = obs.entry(key).or_default();
-            if hop == Hop::Drop {
-                if is_receiver {
-                    f.receiver_drops.push(ev)
-                } else {
-                    f.sender_drops.push(ev)
-                }
-                continue;
+            if end.is_some_and(|e| wall > e - b.grace_ns) || start.is_some_and(|s| wall < s) {
+                self.in_flight[w] += 1;
+            } else {
+                self.lost[w] += 1;
+                self.min_lost_len[w] = Some(self.min_lost_len[w].map_or(len, |m| m.min(len)));
             }
-            let Some(stage) = stage_of(hop) else { continue };
-            let range = ev
-                .inner
-                .as_ref()
-                .and_then(|i| i.tcp.as_ref())
-                .filter(|t| t.payload_len > 0)
-                .map(|tcp| {
-                    let base = *f.seq_base.get_or_insert(tcp.seq);
-                    let start = i64::from(tcp.seq.wrapping_sub(base) as i32);
-                    (start, start + i64::from(tcp.payload_len))
+        }
+    }
+}
+
+/// Samples kept for a median: all of them up to this many, then every
+/// other one of those and of what comes (and so on): exact for the flows
+/// of a diagnosis, a close estimate within a fixed size for long ones.
+const MEDIAN_KEPT: usize = 1 << 16;
+
+#[derive(Debug)]
+pub(super) struct Median {
+    kept: Vec<f64>,
+    seen: u64,
+    stride: u64,
+}
+
+impl Default for Median {
+    fn default() -> Self {
+        Median {
+            kept: Vec::new(),
+            seen: 0,
+            stride: 1,
+        }
+    }
+}
+
+impl Median {
+    pub fn push(&mut self, v: f64) {
+        if self.seen.is_multiple_of(self.stride) {
+            self.kept.push(v);
+            if self.kept.len() >= MEDIAN_KEPT {
+                let mut i = 0;
+                self.kept.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
                 });
-            f.stages[stage].push(Item {
-                fp: ev.fingerprint.clone(),
-                iface: ev.iface.clone(),
-                dmac: ev.inner.as_ref().and_then(|i| i.dst_mac.clone()),
-                wall: t,
-                len: ev.len,
-                range,
-            });
-        }
-    }
-    let window = Window {
-        s_end: s.end_wall_ns,
-        r_start: (r.identity.attached_wall_ns > 0).then(|| r.identity.attached_wall_ns - shift),
-        r_end: r.end_wall_ns.map(|e| e - shift),
-    };
-    obs.into_iter()
-        .map(|(key, f)| judge_flow(key, f, s, r, window, offset, opts))
-        .collect()
-}
-
-/// Whether `item` is carried on by the observations of the next stage.
-fn carried(
-    item: &Item,
-    next: &[Item],
-    fp_budget: &mut HashMap<String, u64>,
-    next_ranges: &[(i64, i64)],
-) -> bool {
-    match (item.range, &item.fp) {
-        (Some(r), _) => covered(r, next_ranges),
-        (None, Some(fp)) => match fp_budget.get_mut(fp) {
-            Some(n) if *n > 0 => {
-                *n -= 1;
-                true
+                self.stride *= 2;
             }
-            _ => false,
-        },
-        (None, None) => !next.is_empty(),
+        }
+        self.seen += 1;
+    }
+
+    fn get(&self) -> Option<f64> {
+        let mut v = self.kept.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        Some(v[v.len() / 2])
     }
 }
 
-/// Merged, sorted ranges.
-fn union(items: &[Item]) -> Vec<(i64, i64)> {
-    let mut v: Vec<(i64, i64)> = items.iter().filter_map(|i| i.range).collect();
-    v.sort_unstable();
-    let mut out: Vec<(i64, i64)> = Vec::with_capacity(v.len());
-    for (a, b) in v {
-        match out.last_mut() {
-            Some(last) if a <= last.1 => last.1 = last.1.max(b),
-            _ => out.push((a, b)),
+/// Merged TCP sequence ranges (start → end): one interval for a stream
+/// without holes, one more per hole.
+#[derive(Debug, Default)]
+pub(super) struct Ranges(BTreeMap<i64, i64>);
+
+impl Ranges {
+    pub fn insert(&mut self, (mut a, mut b): (i64, i64)) {
+        if let Some((&s, &e)) = self.0.range(..=a).next_back()
+            && e >= a
+        {
+            a = s;
+            b = b.max(e);
+        }
+        let over: Vec<(i64, i64)> = self.0.range(a..=b).map(|(&s, &e)| (s, e)).collect();
+        for (s, e) in over {
+            self.0.remove(&s);
+            b = b.max(e);
+        }
+        self.0.insert(a, b);
+    }
+
+    fn len(&self) -> u64 {
+        self.0.iter().map(|(a, b)| (b - a) as u64).sum()
+    }
+
+    /// How far from `at` these ranges reach without a gap, if they hold it.
+    fn reach(&self, at: i64) -> Option<i64> {
+        self.0
+            .range(..=at)
+            .next_back()
+            .map(|(_, &e)| e)
+            .filter(|&e| e > at)
+    }
+}
+
+/// Whether the union of `sets` covers `r`.
+pub(super) fn covered<'a>(r: (i64, i64), sets: impl Iterator<Item = &'a Ranges> + Clone) -> bool {
+    let mut at = r.0;
+    while at < r.1 {
+        match sets.clone().filter_map(|s| s.reach(at)).max() {
+            Some(e) => at = e,
+            None => return false,
         }
     }
-    out
+    true
 }
 
-fn covered(r: (i64, i64), set: &[(i64, i64)]) -> bool {
-    set.iter().any(|&(a, b)| a <= r.0 && r.1 <= b)
+/// Drop counts before the node names are known: (on the receiver, reason,
+/// location, after delivery, encapsulated, interface).
+pub(super) type DropKey = (
+    bool,
+    Option<String>,
+    Option<String>,
+    bool,
+    bool,
+    Option<String>,
+);
+
+/// [`DropKey`] with the node's name in place of its side.
+type NamedDropKey = (
+    String,
+    Option<String>,
+    Option<String>,
+    bool,
+    bool,
+    Option<String>,
+);
+
+/// Everything one flow's verdict needs, folded as its packets leave the
+/// window.
+#[derive(Debug)]
+pub(super) struct FlowTally {
+    pub key: FlowKey,
+    pub path_first: usize,
+    pub path_last: usize,
+    pub count: [u64; 7],
+    pub sender_drops: u64,
+    pub receiver_drops: u64,
+    pub seq_base: Option<u32>,
+    /// Sequence ranges each stage saw (coverage and TCP bytes).
+    pub ranges: [Ranges; 7],
+    /// Packets (by fingerprint or range) a stage did not pass on.
+    pub missing: [Missing; 7],
+    /// Packets with neither fingerprint nor range: carried on when any
+    /// later stage saw anything, known only at the end.
+    pub unmarked: [Missing; 7],
+    pub unmarked_max_len: Option<u32>,
+    pub max_delivered_len: Option<u32>,
+    /// Seen at the last hop, then dropped before the stack took them.
+    pub undelivered: u64,
+    pub drops: BTreeMap<DropKey, u64>,
+    pub egress_devs: BTreeMap<String, u64>,
+    /// Foreign destination MACs per receiver stage, in order of arrival.
+    pub foreign_macs: [Vec<String>; 3],
+    pub underlay: Median,
+    pub encap: Median,
+    pub decap: Median,
+    /// From each possible first stage of the path to its last.
+    pub end_to_end: [Median; 7],
 }
 
-fn ranges_len(set: &[(i64, i64)]) -> u64 {
-    set.iter().map(|(a, b)| (b - a) as u64).sum()
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    Some(v[v.len() / 2])
-}
-
-/// Median delay of packets (by fingerprint) from stage `a` to stage `b`, ns.
-fn delays(from: &[Item], to: &[Item]) -> Vec<f64> {
-    let mut first: HashMap<&str, i64> = HashMap::new();
-    for i in to {
-        if let Some(fp) = &i.fp {
-            first.entry(fp.as_str()).or_insert(i.wall);
+impl FlowTally {
+    pub fn new(key: FlowKey, path_first: usize, path_last: usize) -> FlowTally {
+        FlowTally {
+            key,
+            path_first,
+            path_last,
+            count: [0; 7],
+            sender_drops: 0,
+            receiver_drops: 0,
+            seq_base: None,
+            ranges: Default::default(),
+            missing: Default::default(),
+            unmarked: Default::default(),
+            unmarked_max_len: None,
+            max_delivered_len: None,
+            undelivered: 0,
+            drops: BTreeMap::new(),
+            egress_devs: BTreeMap::new(),
+            foreign_macs: Default::default(),
+            underlay: Median::default(),
+            encap: Median::default(),
+            decap: Median::default(),
+            end_to_end: Default::default(),
         }
     }
-    let mut seen = std::collections::HashSet::new();
-    from.iter()
-        .filter_map(|i| {
-            let fp = i.fp.as_deref()?;
-            if !seen.insert(fp) {
-                return None;
-            }
-            first.get(fp).map(|t| (t - i.wall) as f64)
-        })
-        .collect()
-}
 
-/// When each side was watching, on the sender's clock.
-#[derive(Clone, Copy)]
-struct Window {
-    s_end: Option<i64>,
-    r_start: Option<i64>,
-    r_end: Option<i64>,
-}
+    pub fn delivered_len(&mut self, len: u32) {
+        self.max_delivered_len = Some(self.max_delivered_len.map_or(len, |m| m.max(len)));
+    }
 
-fn judge_flow(
-    key: FlowKey,
-    f: FlowObs<'_>,
-    s: &NodeTrace<'_>,
-    r: &NodeTrace<'_>,
-    w: Window,
-    offset: Option<(i64, i64)>,
-    opts: Options,
-) -> Flow {
-    let st = &f.stages;
-    let hops = HopCounts {
-        pod_ingress: st[POD_INGRESS].len() as u64,
-        overlay_egress: st[OVERLAY_EGRESS].len() as u64,
-        underlay_egress: st[UNDERLAY_EGRESS].len() as u64,
-        underlay_ingress: st[UNDERLAY_INGRESS].len() as u64,
-        vxlan_rcv: traced(r, "vxlan-rcv").then_some(st[VXLAN_RCV].len() as u64),
-        overlay_ingress: st[OVERLAY_INGRESS].len() as u64,
-        pod_egress: st[POD_EGRESS].len() as u64,
-        sender_drops: traced(s, "drop").then_some(f.sender_drops.len() as u64),
-        receiver_drops: traced(r, "drop").then_some(f.receiver_drops.len() as u64),
-    };
-    // This flow's path.
-    let path_first = if s.identity.is_pod(key.src) {
-        POD_INGRESS
-    } else {
-        OVERLAY_EGRESS
-    };
-    let path_last = if r.identity.is_pod(key.dst) {
-        POD_EGRESS
-    } else {
-        OVERLAY_INGRESS
-    };
-    // A stage with no observation at all while a later one has some is a
-    // hook that did not see this flow (e.g. a missing backend), not a loss.
-    // A hop the receiver could not trace at all is no stage of the path:
-    // its loss goes to the segment around it, never to "0 reached" there.
-    let active: Vec<usize> = (path_first..=path_last)
-        .filter(|&k| k != VXLAN_RCV || traced(r, "vxlan-rcv"))
-        .filter(|&k| !st[k].is_empty() || (k + 1..=path_last).all(|j| st[j].is_empty()))
-        .collect();
-    let mut lost = Losses::default();
-    let mut in_flight = 0;
-    let mut lost_in_underlay: Vec<u32> = Vec::new();
-    let mut delivered_lens: Vec<u32> = Vec::new();
-    for pair in active.windows(2) {
-        let (k, next) = (pair[0], pair[1]);
-        // Seen at any later stage means not lost here: a hook that missed a
-        // packet (or a backend that cannot see it) must not invent a loss.
-        let later: Vec<Item> = active
-            .iter()
-            .filter(|&&j| j > k)
-            .flat_map(|&j| st[j].iter().cloned())
+    /// The flow's verdict. `names` are the sender's and receiver's node
+    /// names, `scale` the sampling factor, `error_ms` the clock bound.
+    pub fn finish(
+        self,
+        names: [&str; 2],
+        traced: Traced,
+        scale: u64,
+        error_ms: Option<f64>,
+    ) -> Flow {
+        let (path_first, path_last) = (self.path_first, self.path_last);
+        let count = self.count;
+        // A stage with no observation at all while a later one has some is a
+        // hook that did not see this flow (e.g. a missing backend), not a loss.
+        // A hop the receiver could not trace at all is no stage of the path:
+        // its loss goes to the segment around it, never to "0 reached" there.
+        let active: Vec<usize> = (path_first..=path_last)
+            .filter(|&k| k != VXLAN_RCV || traced.vxlan_rcv)
+            .filter(|&k| count[k] > 0 || (k + 1..=path_last).all(|j| count[j] == 0))
             .collect();
-        let mut budget: HashMap<String, u64> = HashMap::new();
-        for &j in active.iter().filter(|&&j| j > k) {
-            let mut here: HashMap<&str, u64> = HashMap::new();
-            for i in &st[j] {
-                if let Some(fp) = &i.fp {
-                    *here.entry(fp).or_default() += 1;
+        let mut lost = Losses::default();
+        let mut in_flight = 0;
+        let mut min_lost_len: Option<u32> = None;
+        let mut max_delivered_len = self.max_delivered_len;
+        for pair in active.windows(2) {
+            let (k, next) = (pair[0], pair[1]);
+            // The next stage's observer must have been watching.
+            let w = if next >= UNDERLAY_INGRESS {
+                AGAINST_RECEIVER
+            } else {
+                AGAINST_SENDER
+            };
+            let later_saw = active.iter().any(|&j| j > k && count[j] > 0);
+            let mut add = |m: &Missing| {
+                in_flight += m.in_flight[w];
+                match SEGMENT_AFTER[k] {
+                    Segment::SenderHost => lost.sender_host += m.lost[w],
+                    Segment::Underlay => {
+                        lost.underlay += m.lost[w];
+                        if let Some(l) = m.min_lost_len[w] {
+                            min_lost_len = Some(min_lost_len.map_or(l, |x| x.min(l)));
+                        }
+                    }
+                    _ => lost.receiver_host += m.lost[w],
                 }
-            }
-            for (fp, n) in here {
-                let slot = budget.entry(fp.to_owned()).or_default();
-                *slot = (*slot).max(n);
-            }
-        }
-        let later_ranges = union(&later);
-        // The next stage's observer must have been watching: from its
-        // attachment until its end, less the time a frame may be in flight.
-        let (start, end) = if next >= UNDERLAY_INGRESS {
-            (w.r_start, w.r_end)
-        } else {
-            (None, w.s_end)
-        };
-        for item in &st[k] {
-            let ok = carried(item, &later, &mut budget, &later_ranges);
-            if k == UNDERLAY_EGRESS && ok {
-                delivered_lens.push(item.len);
-            }
-            if ok {
-                continue;
-            }
-            if end.is_some_and(|e| item.wall > e - opts.grace_ns)
-                || start.is_some_and(|b| item.wall < b)
+            };
+            add(&self.missing[k]);
+            if !later_saw {
+                add(&self.unmarked[k]);
+            } else if k == UNDERLAY_EGRESS
+                && let Some(l) = self.unmarked_max_len
             {
-                in_flight += 1;
-                continue;
-            }
-            match SEGMENT_AFTER[k] {
-                Segment::SenderHost => lost.sender_host += 1,
-                Segment::Underlay => {
-                    lost.underlay += 1;
-                    lost_in_underlay.push(item.len);
-                }
-                _ => lost.receiver_host += 1,
+                max_delivered_len = Some(max_delivered_len.map_or(l, |m| m.max(l)));
             }
         }
-    }
-    let first = active.first().copied().unwrap_or(path_first);
-    let sent = if active.iter().any(|&k| k <= UNDERLAY_EGRESS) {
-        st[first].len() as u64
-    } else {
-        0
-    };
-    let mut delivered = st[path_last].len() as u64;
-    // Seen at the last hop, then thrown away before the stack took it: not
-    // delivered (a frame for another MAC, a reverse-path filter drop...).
-    let mut undelivered_fps: HashMap<&str, u64> = HashMap::new();
-    for ev in f.receiver_drops.iter().filter(|ev| undelivered(ev)) {
-        if let Some(fp) = ev.fingerprint.as_deref() {
-            *undelivered_fps.entry(fp).or_default() += 1;
-        }
-    }
-    for item in &st[path_last] {
-        if let Some(n) = item
-            .fp
-            .as_deref()
-            .and_then(|fp| undelivered_fps.get_mut(fp))
-            && *n > 0
-        {
-            *n -= 1;
-            delivered -= 1;
-            lost.receiver_host += 1;
-        }
-    }
-    let segment = lost.worst().unwrap_or(if sent == 0 && delivered == 0 {
-        Segment::NoTraffic
-    } else {
-        Segment::Delivered
-    });
-
-    let end_fps: std::collections::HashSet<&str> = st[path_last]
-        .iter()
-        .filter_map(|i| i.fp.as_deref())
-        .collect();
-    type DropKey = (
-        String,
-        Option<String>,
-        Option<String>,
-        bool,
-        bool,
-        Option<String>,
-    );
-    let mut drops: BTreeMap<DropKey, u64> = BTreeMap::new();
-    for (node, evs) in [(s, &f.sender_drops), (r, &f.receiver_drops)] {
-        for ev in evs.iter() {
-            let d = ev.drop.as_ref();
-            let loc = d
-                .and_then(|d| d.location.as_deref())
-                .map(|l| l.split('+').next().unwrap_or(l).to_owned());
-            let after = std::ptr::eq(node, r)
-                && !undelivered(ev)
-                && ev
-                    .fingerprint
-                    .as_deref()
-                    .is_some_and(|fp| end_fps.contains(fp));
+        let first = active.first().copied().unwrap_or(path_first);
+        let sent = if active.iter().any(|&k| k <= UNDERLAY_EGRESS) {
+            count[first]
+        } else {
+            0
+        };
+        let delivered = count[path_last] - self.undelivered;
+        lost.receiver_host += self.undelivered;
+        let segment = lost.worst().unwrap_or(if sent == 0 && delivered == 0 {
+            Segment::NoTraffic
+        } else {
+            Segment::Delivered
+        });
+        let mut drops: BTreeMap<NamedDropKey, u64> = BTreeMap::new();
+        for ((on_receiver, reason, location, after, encapsulated, iface), n) in self.drops {
+            let node = names[usize::from(on_receiver)].to_owned();
             *drops
-                .entry((
-                    node.identity.node.clone(),
-                    d.and_then(|d| d.reason.clone()),
-                    loc,
-                    after,
-                    ev.outer.is_some(),
-                    ev.iface.clone(),
-                ))
-                .or_default() += 1;
+                .entry((node, reason, location, after, encapsulated, iface))
+                .or_default() += n;
         }
-    }
-    let drops: Vec<DropCount> = drops
-        .into_iter()
-        .map(
-            |((node, reason, location, after_delivery, encapsulated, iface), count)| DropCount {
-                node,
-                reason,
-                location,
-                count,
-                after_delivery,
-                encapsulated,
-                iface,
+        let drops: Vec<DropCount> = drops
+            .into_iter()
+            .map(
+                |((node, reason, location, after_delivery, encapsulated, iface), count)| {
+                    DropCount {
+                        node,
+                        reason,
+                        location,
+                        count: count * scale,
+                        after_delivery,
+                        encapsulated,
+                        iface,
+                    }
+                },
+            )
+            .collect();
+        let mut foreign_dst_macs: Vec<String> = Vec::new();
+        for m in self.foreign_macs.into_iter().flatten() {
+            if !foreign_dst_macs.contains(&m) {
+                foreign_dst_macs.push(m);
+            }
+        }
+        let tcp_bytes = self
+            .seq_base
+            .is_some()
+            .then(|| (self.ranges[first].len(), self.ranges[path_last].len()));
+        let ms = |m: &Median| m.get().map(|ns| ns / 1e6);
+        let us = |m: &Median| m.get().map(|ns| ns / 1e3);
+        let latency = Latency {
+            underlay_ms: ms(&self.underlay),
+            end_to_end_ms: ms(&self.end_to_end[first]),
+            error_ms,
+            encap_us: us(&self.encap),
+            decap_us: us(&self.decap),
+            samples: self.underlay.seen,
+        };
+        let c = |k: usize| count[k] * scale;
+        let key = self.key;
+        Flow {
+            sample: scale as u32,
+            key: key.label(),
+            proto: key.proto.clone(),
+            src: key.src,
+            dst: key.dst,
+            sport: key.sport,
+            dport: key.dport,
+            icmp_id: key.icmp_id,
+            path_start: STAGES[path_first].name().into(),
+            path_end: STAGES[path_last].name().into(),
+            hops: HopCounts {
+                pod_ingress: c(POD_INGRESS),
+                overlay_egress: c(OVERLAY_EGRESS),
+                underlay_egress: c(UNDERLAY_EGRESS),
+                underlay_ingress: c(UNDERLAY_INGRESS),
+                vxlan_rcv: traced.vxlan_rcv.then(|| c(VXLAN_RCV)),
+                overlay_ingress: c(OVERLAY_INGRESS),
+                pod_egress: c(POD_EGRESS),
+                sender_drops: traced.sender_drops.then_some(self.sender_drops * scale),
+                receiver_drops: traced.receiver_drops.then_some(self.receiver_drops * scale),
             },
-        )
-        .collect();
-    let mut egress_devs: BTreeMap<String, u64> = BTreeMap::new();
-    for i in &st[UNDERLAY_EGRESS] {
-        *egress_devs
-            .entry(i.iface.clone().unwrap_or_else(|| "?".into()))
-            .or_default() += 1;
-    }
-    let own_mac = r.identity.vxlan_mac.as_deref().unwrap_or("");
-    let mut foreign_dst_macs: Vec<String> = Vec::new();
-    for i in st[UNDERLAY_INGRESS..=OVERLAY_INGRESS].iter().flatten() {
-        if let Some(m) = &i.dmac
-            && !own_mac.is_empty()
-            && !m.eq_ignore_ascii_case(own_mac)
-            && !foreign_dst_macs.contains(m)
-        {
-            foreign_dst_macs.push(m.clone());
+            egress_devs: self.egress_devs,
+            foreign_dst_macs,
+            sent: sent * scale,
+            delivered: delivered * scale,
+            lost: Losses {
+                sender_host: lost.sender_host * scale,
+                underlay: lost.underlay * scale,
+                receiver_host: lost.receiver_host * scale,
+            },
+            in_flight: in_flight * scale,
+            segment,
+            drops,
+            max_delivered_len,
+            min_lost_len,
+            tcp_bytes: tcp_bytes.map(|(a, b)| (a * scale, b * scale)),
+            latency,
         }
-    }
-
-    let tcp_bytes = (f.seq_base.is_some()).then(|| {
-        (
-            ranges_len(&union(&st[first])),
-            ranges_len(&union(&st[path_last])),
-        )
-    });
-    let ms = |v: Vec<f64>| median(v).map(|ns| ns / 1e6);
-    let us = |v: Vec<f64>| median(v).map(|ns| ns / 1e3);
-    let underlay = delays(&st[UNDERLAY_EGRESS], &st[UNDERLAY_INGRESS]);
-    let samples = underlay.len() as u64;
-    let latency = Latency {
-        underlay_ms: ms(underlay),
-        end_to_end_ms: ms(delays(&st[first], &st[path_last])),
-        error_ms: offset.map(|(_, e)| e as f64 / 1e6),
-        encap_us: us(delays(&st[OVERLAY_EGRESS], &st[UNDERLAY_EGRESS])),
-        decap_us: us(delays(&st[UNDERLAY_INGRESS], &st[OVERLAY_INGRESS])),
-        samples,
-    };
-    // Sampled flows stand for N times as many packets; the tool's own
-    // probes are never sampled out, so they count as they are.
-    let probe = key
-        .icmp_id
-        .is_some_and(|id| id & 0xff00 == flannel_trace_common::fingerprint::PROBE_ID_TAG);
-    let scale = if probe {
-        1
-    } else {
-        u64::from(s.identity.sample_rate().max(r.identity.sample_rate()))
-    };
-    let hops = HopCounts {
-        pod_ingress: hops.pod_ingress * scale,
-        overlay_egress: hops.overlay_egress * scale,
-        underlay_egress: hops.underlay_egress * scale,
-        underlay_ingress: hops.underlay_ingress * scale,
-        vxlan_rcv: hops.vxlan_rcv.map(|n| n * scale),
-        overlay_ingress: hops.overlay_ingress * scale,
-        pod_egress: hops.pod_egress * scale,
-        sender_drops: hops.sender_drops.map(|n| n * scale),
-        receiver_drops: hops.receiver_drops.map(|n| n * scale),
-    };
-    let lost = Losses {
-        sender_host: lost.sender_host * scale,
-        underlay: lost.underlay * scale,
-        receiver_host: lost.receiver_host * scale,
-    };
-    let drops: Vec<DropCount> = drops
-        .into_iter()
-        .map(|d| DropCount {
-            count: d.count * scale,
-            ..d
-        })
-        .collect();
-    let (sent, delivered, in_flight) = (sent * scale, delivered * scale, in_flight * scale);
-    let tcp_bytes = tcp_bytes.map(|(a, b)| (a * scale, b * scale));
-    Flow {
-        sample: scale as u32,
-        key: key.label(),
-        proto: key.proto.clone(),
-        src: key.src,
-        dst: key.dst,
-        sport: key.sport,
-        dport: key.dport,
-        icmp_id: key.icmp_id,
-        path_start: STAGES[path_first].name().into(),
-        path_end: STAGES[path_last].name().into(),
-        hops,
-        egress_devs,
-        foreign_dst_macs,
-        sent,
-        delivered,
-        lost,
-        in_flight,
-        segment,
-        drops,
-        max_delivered_len: delivered_lens.into_iter().max(),
-        min_lost_len: lost_in_underlay.into_iter().min(),
-        tcp_bytes,
-        latency,
     }
 }

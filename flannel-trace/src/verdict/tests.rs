@@ -491,3 +491,6 @@ fn a_hop_that_missed_a_packet_does_not_invent_a_loss() {
         (Segment::Delivered, 0)
     );
 }
+
+#[path = "window_tests.rs"]
+mod window_tests;

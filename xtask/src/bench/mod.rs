@@ -42,6 +42,11 @@ pub struct Options {
     /// Rounds of the side-by-side comparison (default 5).
     #[arg(long)]
     rounds: Option<u32>,
+    /// Only the `join` figures on synthesised recordings (no lab, no root):
+    /// the streamed join's events/s and peak RSS, printed and written to
+    /// --out (default target/BENCHMARKS-join.md).
+    #[arg(long)]
+    join_only: bool,
     /// Where the Markdown report goes (default BENCHMARKS.md at the
     /// workspace root; target/BENCHMARKS-quick.md with --quick).
     #[arg(long)]
@@ -121,7 +126,30 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// `--join-only`: the userspace `join` figures alone.
+fn join_only(opts: &Options, plan: &Plan) -> Result<()> {
+    progress("release build");
+    setup::build_release()?;
+    let dir = setup::workspace_root().join("target/bench-join-tmp");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    let joins = phases::joins(None, plan, &dir);
+    let _ = fs::remove_dir_all(&dir);
+    let text = format!("## join\n\n{}", report::join_table(plan, &joins?));
+    println!("{text}");
+    let out = opts
+        .out
+        .clone()
+        .unwrap_or_else(|| setup::workspace_root().join("target/BENCHMARKS-join.md"));
+    fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
+    progress(&format!("wrote {}", out.display()));
+    Ok(())
+}
+
 pub fn run(opts: Options) -> Result<()> {
+    if opts.join_only {
+        return join_only(&opts, &Plan::new(&opts));
+    }
     progress("set-up and release build");
     setup::run()?;
     setup::build_release()?;
@@ -157,7 +185,7 @@ pub fn run(opts: Options) -> Result<()> {
         Ok(())
     });
     let joined = match (&outcome, &results) {
-        (Ok(()), Some((_, _, _, rec, _))) => Some(phases::joins(rec, &plan, &dir)),
+        (Ok(()), Some((_, _, _, rec, _))) => Some(phases::joins(Some(rec), &plan, &dir)),
         _ => None,
     };
     let _ = fs::remove_dir_all(&dir);

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, fs, path::Path, thread, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use flannel_trace_tests::Lab;
 
 use super::{
@@ -87,13 +87,10 @@ pub fn costs(lab: &Lab, plan: &Plan, configs: &[Config], dir: &Path) -> Result<V
 pub struct Recorded {
     pub events: [u64; 2],
     pub bytes: [u64; 2],
-    /// Frames of each recording, when it is format 1.
-    pub frames: Option<[Vec<serde_json::Value>; 2]>,
-    pub note: String,
 }
 
 /// `--record` on both nodes under the UDP flood: bytes per event, and the
-/// templates of the synthesised join inputs.
+/// real pair `join` is run on.
 pub fn record(lab: &Lab, plan: &Plan, dir: &Path) -> Result<Recorded> {
     progress("recording on both nodes");
     let (a, b) = (lab.node('a'), lab.node('b'));
@@ -122,16 +119,7 @@ pub fn record(lab: &Lab, plan: &Plan, dir: &Path) -> Result<Recorded> {
         observer::events_of(&stopped[0].stderr).unwrap_or(0),
         observer::events_of(&stopped[1].stderr).unwrap_or(0),
     ];
-    let (frames, note) = match (recordings::frames(&paths[0]), recordings::frames(&paths[1])) {
-        (Ok(fa), Ok(fb)) => (Some([fa, fb]), String::new()),
-        (Err(e), _) | (_, Err(e)) => (None, format!("{e:#}")),
-    };
-    Ok(Recorded {
-        events,
-        bytes,
-        frames,
-        note,
-    })
+    Ok(Recorded { events, bytes })
 }
 
 pub struct JoinRun {
@@ -142,44 +130,38 @@ pub struct JoinRun {
     pub join: recordings::Join,
 }
 
-/// `join` on the real pair, then on synthesised pairs of `sizes` events
-/// per file.
-pub fn joins(rec: &Recorded, plan: &Plan, dir: &Path) -> Result<Vec<JoinRun>> {
+/// `join` on the real pair (when the lab ran), then on synthesised pairs
+/// of `sizes` events per file.
+pub fn joins(rec: Option<&Recorded>, plan: &Plan, dir: &Path) -> Result<Vec<JoinRun>> {
     let mut out = Vec::new();
-    progress("join on the real recordings");
-    let real = recordings::join(
-        &dir.join("a.rec"),
-        &dir.join("b.rec"),
-        plan.join_cap,
-        plan.join_limit,
-    )?;
-    out.push(JoinRun {
-        events: rec.events,
-        synthetic: false,
-        bytes: rec.bytes[0] + rec.bytes[1],
-        join: real,
-    });
-    let Some([fa, fb]) = &rec.frames else {
-        return Ok(out);
-    };
-    let template = rec.events[0].min(rec.events[1]).max(1);
-    let span = recordings::span(fa, fb);
+    if let Some(rec) = rec {
+        progress("join on the real recordings");
+        let real = recordings::join(
+            &dir.join("a.rec"),
+            &dir.join("b.rec"),
+            plan.join_cap,
+            plan.join_limit,
+        )?;
+        out.push(JoinRun {
+            events: rec.events,
+            synthetic: false,
+            bytes: rec.bytes[0] + rec.bytes[1],
+            join: real,
+        });
+    }
     for &size in &plan.join_sizes {
-        let copies = size.div_ceil(template);
         progress(&format!(
-            "synthesising two recordings of ≥ {} M events ({copies} copies of the real ones)",
-            size / 1_000_000
+            "writing two recordings of ≥ {:.1} M events each",
+            size as f64 / 1e6
         ));
-        let (sa, sb) = (dir.join("syn-a.rec"), dir.join("syn-b.rec"));
-        let na = recordings::synthesise(fa, copies, span, &sa).context("synthesising a")?;
-        let nb = recordings::synthesise(fb, copies, span, &sb).context("synthesising b")?;
+        let ([sa, sb], events) = recordings::synthesise(dir, size)?;
         let bytes = fs::metadata(&sa)?.len() + fs::metadata(&sb)?.len();
-        progress(&format!("join on {na} + {nb} events"));
+        progress(&format!("join on {} + {} events", events[0], events[1]));
         let join = recordings::join(&sa, &sb, plan.join_cap, plan.join_limit)?;
         let _ = fs::remove_file(&sa);
         let _ = fs::remove_file(&sb);
         out.push(JoinRun {
-            events: [na, nb],
+            events,
             synthetic: true,
             bytes,
             join,

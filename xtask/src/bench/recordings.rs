@@ -1,177 +1,58 @@
 //! Recordings for the `join` figures. Real recordings of a lab load hold a
 //! few hundred thousand events at most in the time a bench has, so the
-//! ≥ 10 M-event pair is synthesised: the events of a real pair are repeated
-//! in time (each copy shifted past the previous one, with its fingerprints
-//! remapped the same way on both nodes, so the copies still match across
-//! the nodes) and framed as the README documents format 1. Only the
-//! framing is written here; every event's content comes from flannel-trace.
+//! ≥ 10 M-event pair is synthesised: a ping flood between two nodes written
+//! by flannel-trace's own recording writer (an ignored unit test,
+//! `join::tests::write_join_inputs_for_the_bench`), so the inputs are always in the
+//! current recording format. `join` itself runs as the release binary.
 
 use std::{
-    fs,
-    io::{BufWriter, Write as _},
     os::unix::process::CommandExt as _,
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::Value;
 
 use super::observer::peak_rss_kib;
 use crate::setup;
 
-/// Magic of recording format 1.
-const MAGIC: &[u8; 8] = b"FTREC\x00\x01\n";
-
-/// CRC-32 (IEEE, reflected polynomial 0xEDB88320), as the frames carry.
-fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut t = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            t[i] = c;
-            i += 1;
-        }
-        t
-    };
-    !data.iter().fold(!0u32, |c, &b| {
-        TABLE[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8)
-    })
-}
-
-/// The frames of a format-1 recording, as JSON values.
-pub fn frames(path: &Path) -> Result<Vec<Value>> {
-    let data = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    if data.len() < 8 || &data[..8] != MAGIC {
+/// Writes `dir/syn-a.rec` (≥ `per_file` events) and `dir/syn-b.rec` (half
+/// as many again); returns their paths and event counts.
+pub fn synthesise(dir: &Path, per_file: u64) -> Result<([PathBuf; 2], [u64; 2])> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "test",
+            "--release",
+            "-q",
+            "-p",
+            "flannel-trace",
+            "--lib",
+            "join::tests::write_join_inputs_for_the_bench",
+            "--",
+            "--ignored",
+            "--exact",
+        ])
+        .env("FT_BENCH_JOIN_DIR", dir)
+        .env("FT_BENCH_JOIN_EVENTS", per_file.to_string())
+        .current_dir(setup::workspace_root())
+        .output()
+        .context("running the join input writer")?;
+    if !out.status.success() {
         bail!(
-            "{} is not a format-1 recording (the format changed?): cannot synthesise from it",
-            path.display()
+            "writing the join inputs failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
     }
-    let mut out = Vec::new();
-    let mut at = 8;
-    while at + 8 <= data.len() {
-        let len = u32::from_be_bytes(data[at..at + 4].try_into()?) as usize;
-        let body = data
-            .get(at + 8..at + 8 + len)
-            .context("recording cut inside a frame")?;
-        out.push(serde_json::from_slice(body)?);
-        at += 8 + len;
-    }
-    Ok(out)
-}
-
-fn write_frame(out: &mut impl std::io::Write, payload: &[u8]) -> std::io::Result<()> {
-    out.write_all(&(payload.len() as u32).to_be_bytes())?;
-    out.write_all(&crc32(payload).to_be_bytes())?;
-    out.write_all(payload)
-}
-
-/// splitmix64: a cheap bijective scramble of the copy number.
-fn mix(k: u64) -> u64 {
-    let mut z = k.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// One template event, pre-rendered without the fields a copy changes.
-struct Template {
-    ts: u64,
-    fp: Option<u64>,
-    /// The rest of the object, from its first field on (no opening brace).
-    rest: String,
-}
-
-fn templates(frames: &[Value]) -> Vec<Template> {
-    frames
-        .iter()
-        .filter(|f| f["type"] == "event")
-        .filter_map(|f| {
-            let mut f = f.clone();
-            let obj = f.as_object_mut()?;
-            obj.remove("type");
-            let ts = obj.remove("ts_mono_ns")?.as_u64()?;
-            let fp = obj
-                .remove("fingerprint")
-                .and_then(|v| u64::from_str_radix(v.as_str()?, 16).ok());
-            let rest = serde_json::to_string(&f).ok()?;
-            Some(Template {
-                ts,
-                fp,
-                rest: rest[1..].to_owned(),
-            })
-        })
-        .collect()
-}
-
-/// Time shift between copies: past every event of both templates.
-pub fn span(a: &[Value], b: &[Value]) -> u64 {
-    let ts = a
-        .iter()
-        .chain(b)
-        .filter(|f| f["type"] == "event")
-        .filter_map(|f| f["ts_mono_ns"].as_u64());
-    let (lo, hi) = ts.fold((u64::MAX, 0), |(lo, hi), t| (lo.min(t), hi.max(t)));
-    hi.saturating_sub(lo) + 1_000_000
-}
-
-/// Writes `copies` repetitions of the recording `frames` to `out`; returns
-/// the number of events written.
-pub fn synthesise(frames: &[Value], copies: u64, span: u64, out: &Path) -> Result<u64> {
-    let events = templates(frames);
-    let mut w = BufWriter::with_capacity(1 << 20, fs::File::create(out)?);
-    w.write_all(MAGIC)?;
-    let start = frames
-        .iter()
-        .find(|f| f["type"] == "start")
-        .context("template has no start record")?;
-    write_frame(&mut w, &serde_json::to_vec(start)?)?;
-    let mut payload = Vec::with_capacity(1024);
-    let mut n = 0u64;
-    for k in 0..copies {
-        let (shift, remap) = (k * span, if k == 0 { 0 } else { mix(k) });
-        for e in &events {
-            payload.clear();
-            write!(
-                payload,
-                "{{\"type\":\"event\",\"ts_mono_ns\":{},",
-                e.ts + shift
-            )?;
-            if let Some(fp) = e.fp {
-                write!(payload, "\"fingerprint\":\"{:016x}\",", fp ^ remap)?;
-            }
-            payload.extend_from_slice(e.rest.as_bytes());
-            write_frame(&mut w, &payload)?;
-            n += 1;
-        }
-    }
-    if let Some(summary) = frames.iter().find(|f| f["type"] == "summary") {
-        let mut s = summary.clone();
-        s["events"] = n.into();
-        let end = s["end_wall_ns"].as_i64().unwrap_or(0) + (copies.saturating_sub(1) * span) as i64;
-        s["end_wall_ns"] = end.into();
-        if let Some(hops) = s["per_hop"].as_object_mut() {
-            for v in hops.values_mut() {
-                *v = (v.as_u64().unwrap_or(0) * copies).into();
-            }
-        }
-        write_frame(&mut w, &serde_json::to_vec(&s)?)?;
-    }
-    w.flush()?;
-    Ok(n)
+    // 2 of a packet's 5 events are on a, 3 on b (see the writer).
+    let packets = per_file * 5 / 2 / 5;
+    Ok((
+        [dir.join("syn-a.rec"), dir.join("syn-b.rec")],
+        [packets * 2, packets * 3],
+    ))
 }
 
 pub struct Join {
@@ -257,34 +138,4 @@ pub fn join(a: &Path, b: &Path, cap_bytes: u64, limit: Duration) -> Result<Join>
         hwm_kib: hwm,
         note,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crc_check_value() {
-        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
-    }
-
-    #[test]
-    fn copies_shift_time_and_remap_fingerprints_alike() {
-        let dir = std::env::temp_dir().join(format!("ft-bench-synth-{}", std::process::id()));
-        fs::create_dir_all(&dir).unwrap();
-        let frames = vec![
-            serde_json::json!({"type": "start", "node": "a"}),
-            serde_json::json!({"type": "event", "ts_mono_ns": 10, "hop": "x", "fingerprint": "00000000000000ff"}),
-            serde_json::json!({"type": "summary", "events": 1, "end_wall_ns": 5, "per_hop": {"x": 1}}),
-        ];
-        let path = dir.join("a.rec");
-        assert_eq!(synthesise(&frames, 3, 100, &path).unwrap(), 3);
-        let back = super::frames(&path).unwrap();
-        assert_eq!(back.len(), 5);
-        assert_eq!(back[3]["ts_mono_ns"], 210);
-        assert_eq!(back[1]["fingerprint"], "00000000000000ff");
-        assert_ne!(back[2]["fingerprint"], back[3]["fingerprint"]);
-        assert_eq!(back[4]["per_hop"]["x"], 3);
-        fs::remove_dir_all(&dir).unwrap();
-    }
 }

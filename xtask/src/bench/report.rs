@@ -285,10 +285,14 @@ pub fn render(i: &Inputs) -> String {
         ]);
     }
     s.push_str(&t.render());
-    if !i.rec.note.is_empty() {
-        let _ = writeln!(s, "\nSynthesis of join inputs skipped: {}", i.rec.note);
-    }
     let _ = writeln!(s);
+    s.push_str(&join_table(i.plan, i.joins));
+    s
+}
+
+/// The `join` figures (also the whole report of `bench --join-only`).
+pub fn join_table(plan: &Plan, joins: &[JoinRun]) -> String {
+    let mut s = String::new();
     let mut t = Table::new(&[
         "join input",
         "events (a + b)",
@@ -298,7 +302,7 @@ pub fn render(i: &Inputs) -> String {
         "peak RSS, MiB",
         "result",
     ]);
-    for j in i.joins {
+    for j in joins {
         let total = j.events[0] + j.events[1];
         t.row(vec![
             if j.synthetic {
@@ -325,12 +329,12 @@ pub fn render(i: &Inputs) -> String {
     s.push_str(&t.render());
     let _ = writeln!(
         s,
-        "\nThe synthesised pairs repeat the real pair's events in time (each copy shifted past the previous one, \
-         fingerprints remapped alike on both nodes so copies still match) in recording format 1, framed by the bench; \
-         event contents are the tool's own. `join` runs under a {} GiB address-space cap and a {} s limit, \
-         since the machine is shared; events/s counts the events of both files.",
-        i.plan.join_cap >> 30,
-        i.plan.join_limit.as_secs()
+        "\nThe synthesised pairs are a ping flood between the two nodes (20 k packets/s, 2 events per packet on a, \
+         3 on b, every packet delivered), written by flannel-trace's own recording writer. `join` streams both files \
+         through its default 5 s window; it runs under a {} GiB address-space cap and a {} s limit, since the machine \
+         is shared; events/s counts the events of both files, peak RSS is the child's VmHWM.",
+        plan.join_cap >> 30,
+        plan.join_limit.as_secs()
     );
     s
 }
