@@ -182,12 +182,11 @@ fn parse_ipv4<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
     src[..4].copy_from_slice(&h[12..16]);
     dst[..4].copy_from_slice(&h[16..20]);
     let frag = be16([h[6], h[7]]);
+    // The total length is not judged here: an outer header whose length
+    // cannot hold its UDP datagram is still a frame to our port (whose
+    // kernel drop is worth reporting), which `encapsulated` tells; an
+    // inner one is judged by `parse_inner`.
     let total_len = be16([h[2], h[3]]);
-    // A total length shorter than the header is a broken packet; 0 is left
-    // alone (IPv4 BIG TCP super-packets carry 0 and the skb's length).
-    if total_len != 0 && (total_len as usize) < ihl {
-        return Err(ParseError::BadIp);
-    }
     Ok(Ip {
         l3: off,
         family: AF_INET,
@@ -306,6 +305,11 @@ pub fn parse_inner<B: Bytes + ?Sized>(
         }
     }
     let (ip, _, dmac) = parse_l3(b, layer, off)?;
+    // A total length shorter than the header is a broken packet; 0 is left
+    // alone (IPv4 BIG TCP super-packets carry 0 and the skb's length).
+    if ip.family == AF_INET && ip.total_len != 0 && (ip.total_len as usize) < ip.l4 - ip.l3 {
+        return Err(ParseError::BadIp);
+    }
     fill_inner(b, &ip, dmac, out);
     Ok(())
 }
@@ -493,7 +497,13 @@ pub fn parse_underlay<B: Bytes + ?Sized>(
     ports: &Ports,
     out: &mut PacketInfo,
 ) -> Result<(), ParseError> {
-    let (ip, vlan, _) = parse_l3(b, layer, off)?;
+    // Until the UDP port is read a frame is nobody's: a runt, a cut IP
+    // header or a bad version on the underlay NIC is not the overlay's to
+    // count (other protocols have their own counters for that).
+    let (ip, vlan, _) = parse_l3(b, layer, off).map_err(|e| match e {
+        ParseError::NotIp => e,
+        _ => ParseError::NotOverlay,
+    })?;
     if ip.proto != IPPROTO_UDP || ip.later_fragment {
         return Err(ParseError::NotOverlay);
     }

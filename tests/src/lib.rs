@@ -24,6 +24,8 @@
 //! so a test fails with an actionable message instead of an `EPERM`.
 
 mod command;
+pub mod frames;
+mod inject;
 mod kernel;
 pub mod kube;
 mod lab;
@@ -39,6 +41,7 @@ pub mod scenario;
 mod tracer;
 mod traffic;
 
+pub use inject::{Injector, mac_of, unparsed_of};
 pub use kernel::{Kernel, Offer, patience};
 pub use lab::{
     DEFAULT_VNI, DEFAULT_VXLAN_PORT, FABRIC_BRIDGE, FABRIC_GATEWAY, Fabric, Lab, LabBuilder, Node,
