@@ -118,8 +118,16 @@ impl Layer {
 struct L2 {
     ethertype: u16,
     l3: usize,
-    vlan: Option<u16>,
+    vlans: Tags,
     dmac: [u8; 6],
+}
+
+/// The VLAN tags found in a frame's bytes, outermost first.
+#[derive(Clone, Copy, Default)]
+struct Tags {
+    outer: Option<u16>,
+    /// The second tag (QinQ).
+    inner: Option<u16>,
 }
 
 #[inline(always)]
@@ -132,14 +140,19 @@ fn parse_eth<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<L2, ParseError> {
     let eth: [u8; ETH_HLEN] = b.read(off).ok_or(ParseError::Short)?;
     let mut ethertype = be16([eth[12], eth[13]]);
     let mut l3 = off + ETH_HLEN;
-    let mut vlan = None;
+    let mut vlans = Tags::default();
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
         let tag: [u8; 4] = b.read(l3).ok_or(ParseError::Short)?;
-        if vlan.is_none() {
-            vlan = Some(be16([tag[0], tag[1]]) & 0x0fff);
+        let vid = Some(be16([tag[0], tag[1]]) & 0x0fff);
+        // Both tags are in the bytes when no device moved one into skb
+        // metadata (e.g. a QinQ frame sent through a packet socket).
+        if vlans.outer.is_none() {
+            vlans.outer = vid;
+        } else {
+            vlans.inner = vid;
         }
         ethertype = be16([tag[2], tag[3]]);
         l3 += 4;
@@ -147,7 +160,7 @@ fn parse_eth<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<L2, ParseError> {
     Ok(L2 {
         ethertype,
         l3,
-        vlan,
+        vlans,
         dmac: [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
     })
 }
@@ -254,26 +267,26 @@ fn parse_ipv6<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
     })
 }
 
-/// An IP header with what came before it: the first VLAN tag and the
+/// An IP header with what came before it: the VLAN tags and the
 /// destination MAC, when the frame started at Ethernet.
-type L3 = (Ip, Option<u16>, Option<[u8; 6]>);
+type L3 = (Ip, Tags, Option<[u8; 6]>);
 
 #[inline(always)]
 fn parse_l3<B: Bytes + ?Sized>(b: &B, layer: Layer, off: usize) -> Result<L3, ParseError> {
-    let (ethertype, l3, vlan, dmac) = match layer {
+    let (ethertype, l3, vlans, dmac) = match layer {
         Layer::Ethernet => {
             let l2 = parse_eth(b, off)?;
-            (l2.ethertype, l2.l3, l2.vlan, Some(l2.dmac))
+            (l2.ethertype, l2.l3, l2.vlans, Some(l2.dmac))
         }
-        Layer::Ipv4 => (ETH_P_IP, off, None, None),
-        Layer::Ipv6 => (ETH_P_IPV6, off, None, None),
+        Layer::Ipv4 => (ETH_P_IP, off, Tags::default(), None),
+        Layer::Ipv6 => (ETH_P_IPV6, off, Tags::default(), None),
     };
     let ip = match ethertype {
         ETH_P_IP => parse_ipv4(b, l3)?,
         ETH_P_IPV6 => parse_ipv6(b, l3)?,
         _ => return Err(ParseError::NotIp),
     };
-    Ok((ip, vlan, dmac))
+    Ok((ip, vlans, dmac))
 }
 
 #[inline(always)]
@@ -399,7 +412,7 @@ pub fn parse_dropped<B: Bytes + ?Sized>(
     on_vxlan: bool,
     out: &mut PacketInfo,
 ) -> Result<Dropped, ParseError> {
-    let (ip, vlan, dmac) = parse_l3(b, layer, off)?;
+    let (ip, vlans, dmac) = parse_l3(b, layer, off)?;
     if !on_vxlan
         && ip.proto == IPPROTO_UDP
         && !ip.later_fragment
@@ -408,7 +421,7 @@ pub fn parse_dropped<B: Bytes + ?Sized>(
     {
         // The kernel drops what it cannot decode either: report it with
         // what could be read, rather than not at all.
-        return Ok(match encapsulated(b, &ip, vlan, p, out) {
+        return Ok(match encapsulated(b, &ip, vlans, p, out) {
             Ok(()) => Dropped::Encapsulated,
             Err(_) => {
                 out.flags &= !(flags::HAS_OUTER | flags::HAS_INNER | flags::HAS_L4);
@@ -429,7 +442,7 @@ pub fn parse_dropped<B: Bytes + ?Sized>(
 fn encapsulated<B: Bytes + ?Sized>(
     b: &B,
     ip: &Ip,
-    vlan: Option<u16>,
+    vlans: Tags,
     ports: [u8; 4],
     out: &mut PacketInfo,
 ) -> Result<(), ParseError> {
@@ -437,9 +450,13 @@ fn encapsulated<B: Bytes + ?Sized>(
     out.outer.sport = be16([ports[0], ports[1]]);
     out.outer.dport = be16([ports[2], ports[3]]);
     out.outer_len = ip.total_len;
-    if let Some(v) = vlan {
+    if let Some(v) = vlans.outer {
         out.vlan = v;
         out.flags |= flags::OUTER_VLAN;
+    }
+    if let Some(v) = vlans.inner {
+        out.inner_vlan = v;
+        out.flags |= flags::QINQ;
     }
     // Our port, so every failure from here on is the overlay's and counted.
     let udp: [u8; UDP_HLEN] = b.read(ip.l4).ok_or(ParseError::Short)?;
@@ -500,7 +517,7 @@ pub fn parse_underlay<B: Bytes + ?Sized>(
     // Until the UDP port is read a frame is nobody's: a runt, a cut IP
     // header or a bad version on the underlay NIC is not the overlay's to
     // count (other protocols have their own counters for that).
-    let (ip, vlan, _) = parse_l3(b, layer, off).map_err(|e| match e {
+    let (ip, vlans, _) = parse_l3(b, layer, off).map_err(|e| match e {
         ParseError::NotIp => e,
         _ => ParseError::NotOverlay,
     })?;
@@ -511,7 +528,7 @@ pub fn parse_underlay<B: Bytes + ?Sized>(
     if !ports.contains(be16([p[2], p[3]])) {
         return Err(ParseError::NotOverlay);
     }
-    encapsulated(b, &ip, vlan, p, out)
+    encapsulated(b, &ip, vlans, p, out)
 }
 
 /// The VNI of the VXLAN header at `off`, if the header is valid.

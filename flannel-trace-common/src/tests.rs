@@ -183,7 +183,13 @@ fn vlan_tagged_underlay() {
     parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p).unwrap();
     assert_ne!(p.flags & flags::OUTER_VLAN, 0);
     assert_eq!(p.vlan, 100, "outermost tag is reported");
+    assert_ne!(p.flags & flags::QINQ, 0, "and the second one");
+    assert_eq!(p.inner_vlan, 200);
     assert_eq!(v4(&p.inner.dst), POD_B);
+    let frame = encapsulate(&inner_tcp_frame(), &[100]);
+    let mut p = PacketInfo::default();
+    parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p).unwrap();
+    assert_eq!((p.vlan, p.flags & flags::QINQ), (100, 0));
 }
 
 #[test]

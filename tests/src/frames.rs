@@ -277,9 +277,13 @@ mod tests {
 
     #[test]
     fn ipv4_header_checksum_verifies_to_zero() {
-        let h = Ipv4::new(Ipv4Addr::new(10, 25, 1, 51), Ipv4Addr::new(10, 25, 1, 55), 17)
-            .id(7)
-            .build(&[]);
+        let h = Ipv4::new(
+            Ipv4Addr::new(10, 25, 1, 51),
+            Ipv4Addr::new(10, 25, 1, 55),
+            17,
+        )
+        .id(7)
+        .build(&[]);
         assert_eq!(checksum(0, &h), 0);
         assert_eq!(h[0], 0x45);
     }

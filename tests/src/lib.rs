@@ -45,8 +45,8 @@ pub use inject::{Injector, mac_of, unparsed_of};
 pub use kernel::{Kernel, Offer, patience};
 pub use lab::{
     DEFAULT_VNI, DEFAULT_VXLAN_PORT, FABRIC_BRIDGE, FABRIC_GATEWAY, Fabric, Lab, LabBuilder, Node,
-    NodeSpec, POD_IFACE, POD_VETH, Pod, SECOND_IFACE, UNDERLAY_IFACE, VXLAN_IFACE, VXLAN_MTU,
-    second_nic_port, with_lab,
+    NodeSpec, POD_IFACE, POD_VETH, Pod, SECOND_IFACE, UNDERLAY_IFACE, UNDERLAY_VLAN_IFACE,
+    VXLAN_IFACE, VXLAN_MTU, second_nic_port, with_lab,
 };
 pub use lines::{LineReader, wait_for_line};
 pub use link_stats::LinkStats;
