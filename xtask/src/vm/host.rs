@@ -125,10 +125,12 @@ pub struct Artifacts {
     pub tracer: PathBuf,
     /// The `tracer` integration test binary of flannel-trace-tests.
     pub tests: PathBuf,
+    /// The `crafted` (hostile packets) integration test binary.
+    pub crafted: PathBuf,
 }
 
-/// Sets up, builds the release binary and the integration test binary (in
-/// release mode: smaller, and quicker under emulation), and returns both.
+/// Sets up, builds the release binary and the integration test binaries
+/// (in release mode: smaller, and quicker under emulation), and returns them.
 pub fn artifacts(build: bool) -> anyhow::Result<Artifacts> {
     // The static musl binary of `cargo xtask dist`, as an SRE would copy it
     // to a node: the guests then also prove it needs nothing from the host.
@@ -144,6 +146,8 @@ pub fn artifacts(build: bool) -> anyhow::Result<Artifacts> {
         "flannel-trace-tests",
         "--test",
         "tracer",
+        "--test",
+        "crafted",
         "--no-run",
         "--message-format=json",
     ]);
@@ -154,11 +158,18 @@ pub fn artifacts(build: bool) -> anyhow::Result<Artifacts> {
     if !out.status.success() {
         bail!("building the integration tests failed ({})", out.status);
     }
-    let tests = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "tracer")
-        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| anyhow!("cargo printed no executable for the `tracer` test"))?;
-    Ok(Artifacts { tracer, tests })
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let executable = |name: &str| {
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == name)
+            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .ok_or_else(|| anyhow!("cargo printed no executable for the `{name}` test"))
+    };
+    Ok(Artifacts {
+        tracer,
+        tests: executable("tracer")?,
+        crafted: executable("crafted")?,
+    })
 }
