@@ -98,7 +98,7 @@ impl Ipv4 {
     }
 
     pub fn build(&self, payload: &[u8]) -> Vec<u8> {
-        assert!(self.options.len() % 4 == 0 && self.options.len() <= 40);
+        assert!(self.options.len().is_multiple_of(4) && self.options.len() <= 40);
         let hlen = 20 + self.options.len();
         let len = self.total_len.unwrap_or((hlen + payload.len()) as u16);
         let mut h = Vec::with_capacity(hlen + payload.len());
@@ -139,7 +139,7 @@ pub fn ipv6(
                 chain.extend_from_slice(body);
             }
             _ => {
-                assert!((body.len() + 2) % 8 == 0, "extension header not 8-aligned");
+                assert!((body.len() + 2).is_multiple_of(8), "extension header not 8-aligned");
                 chain.push(((body.len() + 2) / 8 - 1) as u8);
                 chain.extend_from_slice(body);
             }
