@@ -139,7 +139,10 @@ pub fn ipv6(
                 chain.extend_from_slice(body);
             }
             _ => {
-                assert!((body.len() + 2).is_multiple_of(8), "extension header not 8-aligned");
+                assert!(
+                    (body.len() + 2).is_multiple_of(8),
+                    "extension header not 8-aligned"
+                );
                 chain.push(((body.len() + 2) / 8 - 1) as u8);
                 chain.extend_from_slice(body);
             }

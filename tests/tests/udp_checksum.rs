@@ -7,18 +7,17 @@
 //! CHECKSUM_NONE, so node b really checks them. Frames of a second flow,
 //! identical but for a correct checksum, are the control: delivered.
 
-use std::{path::PathBuf, process::Command, thread, time::Duration};
+use std::{path::PathBuf, thread, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
 use flannel_trace_tests::{
     Injector, Lab, UNDERLAY_IFACE,
     frames::*,
     mac_of, preflight, recording_dir,
-    report::{direction, kernel_has_reason, segment, show},
+    report::{direction, join, kernel_has_reason, segment, show},
     scenario::Proc,
-    serial, tracer_bin, with_lab,
+    serial, with_lab,
 };
-use serde_json::Value;
 
 const BAD_ID: u16 = 0x0c5a;
 const GOOD_ID: u16 = 0x0c5b;
@@ -89,18 +88,9 @@ fn a_bad_outer_udp_checksum_is_a_receiver_drop_with_the_offload_fix() -> Result<
         );
         Ok(())
     })?;
-    let out = Command::new(tracer_bin())
-        .args(["join", "--json"])
-        .arg(&ra)
-        .arg(&rb)
-        .output()?;
+    let v = join(&ra, &rb);
     let _ = (std::fs::remove_file(&ra), std::fs::remove_file(&rb));
-    ensure!(
-        out.status.success(),
-        "join failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let v = v?;
     let ab = direction(&v, "node-a")?;
     let flow = |id: u16| {
         ab["flows"]
