@@ -122,12 +122,25 @@ struct L2 {
     dmac: [u8; 6],
 }
 
-/// The VLAN tags found in a frame's bytes, outermost first.
-#[derive(Clone, Copy, Default)]
+/// The VLAN IDs found in a frame's bytes, outermost first, [`NO_TAG`] where
+/// there is none. Plain numbers rather than `Option`s: an `Option` leaves
+/// bytes of the struct unwritten when `None`, and the 5.10 verifier refuses
+/// a program that copies such a struct through the stack.
+#[derive(Clone, Copy)]
 struct Tags {
-    outer: Option<u16>,
+    outer: u16,
     /// The second tag (QinQ).
-    inner: Option<u16>,
+    inner: u16,
+}
+
+/// Not a VLAN ID (those are 12 bits).
+const NO_TAG: u16 = u16::MAX;
+
+impl Tags {
+    const NONE: Tags = Tags {
+        outer: NO_TAG,
+        inner: NO_TAG,
+    };
 }
 
 #[inline(always)]
@@ -140,16 +153,16 @@ fn parse_eth<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<L2, ParseError> {
     let eth: [u8; ETH_HLEN] = b.read(off).ok_or(ParseError::Short)?;
     let mut ethertype = be16([eth[12], eth[13]]);
     let mut l3 = off + ETH_HLEN;
-    let mut vlans = Tags::default();
+    let mut vlans = Tags::NONE;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
         let tag: [u8; 4] = b.read(l3).ok_or(ParseError::Short)?;
-        let vid = Some(be16([tag[0], tag[1]]) & 0x0fff);
+        let vid = be16([tag[0], tag[1]]) & 0x0fff;
         // Both tags are in the bytes when no device moved one into skb
         // metadata (e.g. a QinQ frame sent through a packet socket).
-        if vlans.outer.is_none() {
+        if vlans.outer == NO_TAG {
             vlans.outer = vid;
         } else {
             vlans.inner = vid;
@@ -278,8 +291,8 @@ fn parse_l3<B: Bytes + ?Sized>(b: &B, layer: Layer, off: usize) -> Result<L3, Pa
             let l2 = parse_eth(b, off)?;
             (l2.ethertype, l2.l3, l2.vlans, Some(l2.dmac))
         }
-        Layer::Ipv4 => (ETH_P_IP, off, Tags::default(), None),
-        Layer::Ipv6 => (ETH_P_IPV6, off, Tags::default(), None),
+        Layer::Ipv4 => (ETH_P_IP, off, Tags::NONE, None),
+        Layer::Ipv6 => (ETH_P_IPV6, off, Tags::NONE, None),
     };
     let ip = match ethertype {
         ETH_P_IP => parse_ipv4(b, l3)?,
@@ -450,12 +463,12 @@ fn encapsulated<B: Bytes + ?Sized>(
     out.outer.sport = be16([ports[0], ports[1]]);
     out.outer.dport = be16([ports[2], ports[3]]);
     out.outer_len = ip.total_len;
-    if let Some(v) = vlans.outer {
-        out.vlan = v;
+    if vlans.outer != NO_TAG {
+        out.vlan = vlans.outer;
         out.flags |= flags::OUTER_VLAN;
     }
-    if let Some(v) = vlans.inner {
-        out.inner_vlan = v;
+    if vlans.inner != NO_TAG {
+        out.inner_vlan = vlans.inner;
         out.flags |= flags::QINQ;
     }
     // Our port, so every failure from here on is the overlay's and counted.
