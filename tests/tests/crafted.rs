@@ -11,6 +11,8 @@
 mod cases;
 #[path = "crafted/inner_cases.rs"]
 mod inner_cases;
+#[path = "crafted/odd_cases.rs"]
+mod odd_cases;
 #[path = "crafted/vlan.rs"]
 mod vlan;
 

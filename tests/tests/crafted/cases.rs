@@ -77,8 +77,6 @@ pub const NODE_B: Ipv4Addr = Ipv4Addr::new(10, 25, 1, 55);
 pub const INNER_SRC: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 0);
 /// Node b's VTEP address: its stack answers what reaches it.
 pub const INNER_DST: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 0);
-const A6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x25, 0, 0, 0, 0, 0, 0x51);
-const B6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x25, 0, 0, 0, 0, 0, 0x55);
 const POD6_A: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x244, 1, 0, 0, 0, 0, 0x77);
 const POD6_B: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x244, 2, 0, 0, 0, 0, 1);
 pub const JUMBO_MTU: u32 = 9000;
@@ -91,7 +89,7 @@ pub fn v6(a: Ipv6Addr) -> IpAddr {
     IpAddr::V6(a)
 }
 
-fn outer4(sport: u16, port: u16) -> Ends {
+pub fn outer4(sport: u16, port: u16) -> Ends {
     Ends {
         src: v4(NODE_A),
         dst: v4(NODE_B),
@@ -123,12 +121,12 @@ pub fn udp_ends(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Ends {
 
 impl Env {
     /// The inner Ethernet frame of an IPv4 packet, to node b's VTEP.
-    fn inner_eth(&self, ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    pub fn inner_eth(&self, ethertype: u16, payload: &[u8]) -> Vec<u8> {
         ethernet(self.b_vtep, self.a_vtep, &[], ethertype, payload)
     }
 
     /// An inner ICMP echo request, IP id and ICMP id `id`.
-    fn inner_ping(&self, id: u16, data: usize) -> Vec<u8> {
+    pub fn inner_ping(&self, id: u16, data: usize) -> Vec<u8> {
         let icmp = icmp_echo(8, id, 1, &vec![0x5a; data]);
         let ip = Ipv4::new(INNER_SRC, INNER_DST, PROTO_ICMP)
             .id(id)
@@ -137,22 +135,22 @@ impl Env {
     }
 
     /// The outer Ethernet frame of an IPv4 underlay packet to node b.
-    fn outer_eth(&self, tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    pub fn outer_eth(&self, tags: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
         ethernet(self.b_eth1, self.a_eth1, tags, ethertype, payload)
     }
 
     /// A whole VXLAN frame node a could have sent, outer UDP source port
     /// `sport` (the case's mark), VNI 1, inner ping `id`.
-    fn vxlan4(&self, sport: u16, ip: &Ipv4, tags: &[(u16, u16)], inner: &[u8]) -> Vec<u8> {
+    pub fn vxlan4(&self, sport: u16, ip: &Ipv4, tags: &[(u16, u16)], inner: &[u8]) -> Vec<u8> {
         let udp = udp(sport, self.port, None, &vxlan(0x08, [0; 3], 1, inner));
         self.outer_eth(tags, ETH_P_IP, &ip.build(&udp))
     }
 
-    fn outer_ip(&self) -> Ipv4 {
+    pub fn outer_ip(&self) -> Ipv4 {
         Ipv4::new(NODE_A, NODE_B, PROTO_UDP)
     }
 
-    fn ping_want(&self, sport: u16, id: u16) -> Want {
+    pub fn ping_want(&self, sport: u16, id: u16) -> Want {
         Want {
             outer: Some(outer4(sport, self.port)),
             vni: Some(1),
@@ -186,14 +184,27 @@ pub fn all(env: &Env) -> Vec<Case> {
 }
 
 fn underlay_cases(env: &Env) -> Vec<Case> {
-    let port = env.port;
     let mut cases = Vec::new();
-    let mut n = 0u16;
-    let mut next = || {
+    ipv4_cases(env, &mut cases);
+    super::odd_cases::all(env, &mut cases);
+    cases
+}
+
+/// A case builder for underlay frames: each gets the next mark (outer
+/// source port, inner IP id) from `first`.
+pub fn builder(
+    cases: &mut Vec<Case>,
+    first: u16,
+) -> (
+    impl FnMut() -> (u16, u16),
+    impl FnMut(&'static str, Vec<u8>, Outcome) + '_,
+) {
+    let mut n = first;
+    let next = move || {
         n += 1;
         (40000 + n, 1000 + n)
     };
-    let mut add = |name, frame, outcome| {
+    let add = move |name, frame, outcome| {
         cases.push(Case {
             name,
             via: Via::Underlay,
@@ -201,10 +212,21 @@ fn underlay_cases(env: &Env) -> Vec<Case> {
             outcome,
         })
     };
-    let undecodable = |sport| Outcome::Undecodable {
+    (next, add)
+}
+
+/// What an undecodable frame from node a to our port is reported as.
+pub fn undecodable(sport: u16, port: u16) -> Outcome {
+    Outcome::Undecodable {
         outer: outer4(sport, port),
         dropped: true,
-    };
+    }
+}
+
+fn ipv4_cases(env: &Env, cases: &mut Vec<Case>) {
+    let port = env.port;
+    let (mut next, mut add) = builder(cases, 0);
+    let undecodable = |sport| undecodable(sport, port);
 
     let (sp, id) = next();
     let f = env.vxlan4(sp, &env.outer_ip(), &[], &env.inner_ping(id, 32));
@@ -386,123 +408,6 @@ fn underlay_cases(env: &Env) -> Vec<Case> {
     body.truncate(72);
     let f = env.outer_eth(&[], ETH_P_IP, &ip.build(&body));
     add("outer later fragment", f, Outcome::Ignored);
-
-    let (sp, id) = next();
-    let vx = vxlan(0x08, [0; 3], 1, &env.inner_ping(id, 32));
-    let f = env.outer_eth(
-        &[],
-        ETH_P_IPV6,
-        &ipv6(A6, B6, &[], PROTO_UDP, &udp(sp, port, None, &vx)),
-    );
-    let want = Want {
-        outer: Some(Ends {
-            src: v6(A6),
-            dst: v6(B6),
-            ..outer4(sp, port)
-        }),
-        ..env.ping_want(sp, id)
-    };
-    add("outer IPv6", f, Outcome::Reported(want.clone()));
-
-    let (sp, id) = next();
-    let vx = vxlan(0x08, [0; 3], 1, &env.inner_ping(id, 32));
-    let chain = [
-        (EXT_HOP_BY_HOP, ipv6_padn(6)),
-        (EXT_DEST_OPTS, ipv6_padn(14)),
-        // Routing type 0 with no segments left: skipped by length alone.
-        (EXT_ROUTING, vec![0, 0, 0, 0, 0, 0]),
-        (EXT_FRAGMENT, ipv6_fragment(0, true, 0x77)),
-    ];
-    let f = env.outer_eth(
-        &[],
-        ETH_P_IPV6,
-        &ipv6(A6, B6, &chain, PROTO_UDP, &udp(sp, port, None, &vx)),
-    );
-    let mut w = want.clone();
-    w.outer.as_mut().expect("outer").sport = Some(Some(sp));
-    w.ip_id = Some(u32::from(id));
-    add(
-        "outer IPv6 hop-by-hop, dest-opts, routing, first fragment",
-        f,
-        Outcome::Reported(w),
-    );
-
-    let (sp, _) = next();
-    let f = env.outer_eth(
-        &[],
-        ETH_P_IPV6,
-        &ipv6(A6, B6, &[], PROTO_UDP, &udp(sp, port, None, &[]))[..30],
-    );
-    add(
-        "outer IPv6 header cut at 30 bytes",
-        f.to_vec(),
-        Outcome::Ignored,
-    );
-
-    let (sp, _) = next();
-    let vx = vxlan(0x08, [0; 3], 1, &[]);
-    let f = env.outer_eth(
-        &[],
-        ETH_P_IPV6,
-        &ipv6(A6, B6, &[], PROTO_UDP, &udp(sp, port, None, &vx[..4])),
-    );
-    let outer = Ends {
-        src: v6(A6),
-        dst: v6(B6),
-        ..outer4(sp, port)
-    };
-    add(
-        "outer IPv6 cut inside the VXLAN header",
-        f,
-        Outcome::Undecodable {
-            outer,
-            dropped: true,
-        },
-    );
-
-    let (sp, id) = next();
-    let data = JUMBO_MTU as usize - 20 - 8 - 8 - 14 - 20 - 8;
-    let f = env.vxlan4(sp, &env.outer_ip(), &[], &env.inner_ping(id, data));
-    let want = Want {
-        len: Some(14 + JUMBO_MTU),
-        ..env.ping_want(sp, id)
-    };
-    add("jumbo frame (MTU 9000)", f, Outcome::Reported(want));
-
-    let (sp, _) = next();
-    let f = env.outer_eth(&[], 0x88b5, &random_bytes(u64::from(sp), 200));
-    add("random bytes, experimental ethertype", f, Outcome::Ignored);
-
-    let (sp, _) = next();
-    let mut junk = random_bytes(u64::from(sp), 200);
-    junk[0] = 0x00; // IP version 0
-    let f = env.outer_eth(&[], ETH_P_IP, &junk);
-    add("random bytes behind an IPv4 ethertype", f, Outcome::Ignored);
-
-    let (sp, _) = next();
-    let mut junk = random_bytes(u64::from(sp), 120);
-    junk[0] &= !0x08; // whatever else, not a valid VXLAN header
-    let f = env.outer_eth(
-        &[],
-        ETH_P_IP,
-        &env.outer_ip().build(&udp(sp, port, None, &junk)),
-    );
-    add(
-        "random bytes after a UDP header on our port",
-        f,
-        undecodable(sp),
-    );
-
-    let (sp, id) = next();
-    let payload = vxlan(0x08, [0; 3], 1, &env.inner_ping(id, 32));
-    let f = env.outer_eth(
-        &[],
-        ETH_P_IP,
-        &env.outer_ip().build(&udp(sp, 4789, None, &payload)),
-    );
-    add("well-formed VXLAN to another port", f, Outcome::Ignored);
-
-    cases
 }
 
 pub use {icmp_ends as icmp, udp_ends as udp4_ends, v4 as ip4, v6 as ip6};
