@@ -190,29 +190,31 @@ fn underlay_cases(env: &Env) -> Vec<Case> {
     cases
 }
 
-/// A case builder for underlay frames: each gets the next mark (outer
-/// source port, inner IP id) from `first`.
-pub fn builder(
-    cases: &mut Vec<Case>,
-    first: u16,
-) -> (
-    impl FnMut() -> (u16, u16),
-    impl FnMut(&'static str, Vec<u8>, Outcome) + '_,
-) {
-    let mut n = first;
-    let next = move || {
-        n += 1;
-        (40000 + n, 1000 + n)
-    };
-    let add = move |name, frame, outcome| {
-        cases.push(Case {
+/// Collects underlay cases, giving each the next mark (outer source
+/// port, inner IP id).
+pub struct Builder<'a> {
+    cases: &'a mut Vec<Case>,
+    n: u16,
+}
+
+impl Builder<'_> {
+    pub fn new(cases: &mut Vec<Case>, first: u16) -> Builder<'_> {
+        Builder { cases, n: first }
+    }
+
+    pub fn next(&mut self) -> (u16, u16) {
+        self.n += 1;
+        (40000 + self.n, 1000 + self.n)
+    }
+
+    pub fn add(&mut self, name: &'static str, frame: Vec<u8>, outcome: Outcome) {
+        self.cases.push(Case {
             name,
             via: Via::Underlay,
             frame,
             outcome,
         })
-    };
-    (next, add)
+    }
 }
 
 /// What an undecodable frame from node a to our port is reported as.
@@ -225,89 +227,89 @@ pub fn undecodable(sport: u16, port: u16) -> Outcome {
 
 fn ipv4_cases(env: &Env, cases: &mut Vec<Case>) {
     let port = env.port;
-    let (mut next, mut add) = builder(cases, 0);
+    let mut b = Builder::new(cases, 0);
     let undecodable = |sport| undecodable(sport, port);
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let f = env.vxlan4(sp, &env.outer_ip(), &[], &env.inner_ping(id, 32));
-    add(
+    b.add(
         "well-formed VXLAN (control)",
         f,
         Outcome::Reported(env.ping_want(sp, id)),
     );
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let ip = Ipv4 {
         total_len: Some(12),
         ..env.outer_ip()
     };
     let f = env.vxlan4(sp, &ip, &[], &env.inner_ping(id, 32));
-    add(
+    b.add(
         "outer IPv4 total length shorter than its header",
         f,
         undecodable(sp),
     );
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let ip = Ipv4 {
         total_len: Some(20 + 8 + 8),
         ..env.outer_ip()
     };
     let f = env.vxlan4(sp, &ip, &[], &env.inner_ping(id, 32));
-    add(
+    b.add(
         "outer IPv4 total length shorter than its payload",
         f,
         undecodable(sp),
     );
 
-    let (sp, _) = next();
+    let (sp, _) = b.next();
     let mut udp4 = udp(sp, port, None, &[]);
     udp4.truncate(4);
     let f = env.outer_eth(&[], ETH_P_IP, &env.outer_ip().build(&udp4));
-    add("UDP header cut to 4 bytes on our port", f, undecodable(sp));
+    b.add("UDP header cut to 4 bytes on our port", f, undecodable(sp));
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let payload = vxlan(0x08, [0; 3], 1, &env.inner_ping(id, 32));
     let f = env.outer_eth(
         &[],
         ETH_P_IP,
         &env.outer_ip().build(&udp(sp, port, Some(12), &payload)),
     );
-    add(
+    b.add(
         "UDP length too short for VXLAN and Ethernet",
         f,
         undecodable(sp),
     );
 
-    let (sp, _) = next();
+    let (sp, _) = b.next();
     let f = env.outer_eth(
         &[],
         ETH_P_IP,
         &env.outer_ip().build(&udp(sp, port, None, &[])),
     );
-    add(
+    b.add(
         "UDP datagram with a zero-length payload",
         f,
         undecodable(sp),
     );
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let payload = vxlan(0x00, [0; 3], 1, &env.inner_ping(id, 32));
     let f = env.outer_eth(
         &[],
         ETH_P_IP,
         &env.outer_ip().build(&udp(sp, port, None, &payload)),
     );
-    add("VXLAN I flag unset", f, undecodable(sp));
+    b.add("VXLAN I flag unset", f, undecodable(sp));
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let payload = vxlan(0x08 | 0x80, [0xff; 3], 1, &env.inner_ping(id, 32));
     let f = env.outer_eth(
         &[],
         ETH_P_IP,
         &env.outer_ip().build(&udp(sp, port, None, &payload)),
     );
-    add(
+    b.add(
         "VXLAN reserved bits set",
         f,
         Outcome::Reported(env.ping_want(sp, id)),
@@ -315,14 +317,14 @@ fn ipv4_cases(env: &Env, cases: &mut Vec<Case>) {
 
     // Node a's own kernel refuses to encapsulate this one (it checks the
     // inner IP header is there), so it is built whole.
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let mut ip = Ipv4::new(INNER_SRC, INNER_DST, PROTO_ICMP)
         .id(id)
         .build(&[]);
     ip.truncate(12);
     let f = env.vxlan4(sp, &env.outer_ip(), &[], &env.inner_eth(ETH_P_IP, &ip));
     let outer = outer4(sp, port);
-    add(
+    b.add(
         "inner IPv4 header cut at 12 bytes",
         f,
         Outcome::Undecodable {
@@ -331,7 +333,7 @@ fn ipv4_cases(env: &Env, cases: &mut Vec<Case>) {
         },
     );
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let payload = vxlan(0x08, [0; 3], 42, &env.inner_ping(id, 32));
     let f = env.outer_eth(
         &[],
@@ -342,9 +344,9 @@ fn ipv4_cases(env: &Env, cases: &mut Vec<Case>) {
         vni: Some(42),
         ..env.ping_want(sp, id)
     };
-    add("VNI mismatch (42)", f, Outcome::Reported(want));
+    b.add("VNI mismatch (42)", f, Outcome::Reported(want));
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let f = env.vxlan4(
         sp,
         &env.outer_ip(),
@@ -355,9 +357,9 @@ fn ipv4_cases(env: &Env, cases: &mut Vec<Case>) {
         vlan: Some(100),
         ..env.ping_want(sp, id)
     };
-    add("outer 802.1Q tag", f, Outcome::Reported(want));
+    b.add("outer 802.1Q tag", f, Outcome::Reported(want));
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let tags = [(ETH_P_8021AD, 200), (ETH_P_8021Q, 100)];
     let f = env.vxlan4(sp, &env.outer_ip(), &tags, &env.inner_ping(id, 32));
     let want = Want {
@@ -365,39 +367,39 @@ fn ipv4_cases(env: &Env, cases: &mut Vec<Case>) {
         vlan_inner: Some(100),
         ..env.ping_want(sp, id)
     };
-    add(
+    b.add(
         "outer QinQ (802.1ad then 802.1Q)",
         f,
         Outcome::Reported(want),
     );
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let ip = Ipv4 {
         // NOP, NOP, NOP, then End of options, twice: 8 bytes, IHL 7.
         options: vec![1, 1, 1, 0, 1, 1, 1, 0],
         ..env.outer_ip()
     };
     let f = env.vxlan4(sp, &ip, &[], &env.inner_ping(id, 32));
-    add(
+    b.add(
         "outer IPv4 options (IHL 7)",
         f,
         Outcome::Reported(env.ping_want(sp, id)),
     );
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let ip = Ipv4 {
         frag: IP_MF,
         id: 0x7001,
         ..env.outer_ip()
     };
     let f = env.vxlan4(sp, &ip, &[], &env.inner_ping(id, 32));
-    add(
+    b.add(
         "outer first fragment",
         f,
         Outcome::Reported(env.ping_want(sp, id)),
     );
 
-    let (sp, _) = next();
+    let (sp, _) = b.next();
     let ip = Ipv4 {
         frag: 185,
         id: 0x7002,
@@ -407,7 +409,7 @@ fn ipv4_cases(env: &Env, cases: &mut Vec<Case>) {
     let mut body = udp(sp, port, None, &random_bytes(u64::from(sp), 64));
     body.truncate(72);
     let f = env.outer_eth(&[], ETH_P_IP, &ip.build(&body));
-    add("outer later fragment", f, Outcome::Ignored);
+    b.add("outer later fragment", f, Outcome::Ignored);
 }
 
 pub use {icmp_ends as icmp, udp_ends as udp4_ends, v4 as ip4, v6 as ip6};

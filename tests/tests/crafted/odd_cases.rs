@@ -3,16 +3,16 @@
 
 use flannel_trace_tests::frames::*;
 
-use super::cases::{Case, Ends, Env, JUMBO_MTU, Outcome, Want, builder, ip6 as v6, outer4};
+use super::cases::{Builder, Case, Ends, Env, JUMBO_MTU, Outcome, Want, ip6 as v6, outer4};
 
 const A6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x25, 0, 0, 0, 0, 0, 0x51);
 const B6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0x25, 0, 0, 0, 0, 0, 0x55);
 
 pub fn all(env: &Env, cases: &mut Vec<Case>) {
     let port = env.port;
-    let (mut next, mut add) = builder(cases, 100);
+    let mut b = Builder::new(cases, 100);
     let undecodable = |sport| super::cases::undecodable(sport, port);
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let vx = vxlan(0x08, [0; 3], 1, &env.inner_ping(id, 32));
     let f = env.outer_eth(
         &[],
@@ -27,9 +27,9 @@ pub fn all(env: &Env, cases: &mut Vec<Case>) {
         }),
         ..env.ping_want(sp, id)
     };
-    add("outer IPv6", f, Outcome::Reported(want.clone()));
+    b.add("outer IPv6", f, Outcome::Reported(want.clone()));
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let vx = vxlan(0x08, [0; 3], 1, &env.inner_ping(id, 32));
     let chain = [
         (EXT_HOP_BY_HOP, ipv6_padn(6)),
@@ -46,25 +46,25 @@ pub fn all(env: &Env, cases: &mut Vec<Case>) {
     let mut w = want.clone();
     w.outer.as_mut().expect("outer").sport = Some(Some(sp));
     w.ip_id = Some(u32::from(id));
-    add(
+    b.add(
         "outer IPv6 hop-by-hop, dest-opts, routing, first fragment",
         f,
         Outcome::Reported(w),
     );
 
-    let (sp, _) = next();
+    let (sp, _) = b.next();
     let f = env.outer_eth(
         &[],
         ETH_P_IPV6,
         &ipv6(A6, B6, &[], PROTO_UDP, &udp(sp, port, None, &[]))[..30],
     );
-    add(
+    b.add(
         "outer IPv6 header cut at 30 bytes",
         f.to_vec(),
         Outcome::Ignored,
     );
 
-    let (sp, _) = next();
+    let (sp, _) = b.next();
     let vx = vxlan(0x08, [0; 3], 1, &[]);
     let f = env.outer_eth(
         &[],
@@ -76,7 +76,7 @@ pub fn all(env: &Env, cases: &mut Vec<Case>) {
         dst: v6(B6),
         ..outer4(sp, port)
     };
-    add(
+    b.add(
         "outer IPv6 cut inside the VXLAN header",
         f,
         Outcome::Undecodable {
@@ -85,26 +85,26 @@ pub fn all(env: &Env, cases: &mut Vec<Case>) {
         },
     );
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let data = JUMBO_MTU as usize - 20 - 8 - 8 - 14 - 20 - 8;
     let f = env.vxlan4(sp, &env.outer_ip(), &[], &env.inner_ping(id, data));
     let want = Want {
         len: Some(14 + JUMBO_MTU),
         ..env.ping_want(sp, id)
     };
-    add("jumbo frame (MTU 9000)", f, Outcome::Reported(want));
+    b.add("jumbo frame (MTU 9000)", f, Outcome::Reported(want));
 
-    let (sp, _) = next();
+    let (sp, _) = b.next();
     let f = env.outer_eth(&[], 0x88b5, &random_bytes(u64::from(sp), 200));
-    add("random bytes, experimental ethertype", f, Outcome::Ignored);
+    b.add("random bytes, experimental ethertype", f, Outcome::Ignored);
 
-    let (sp, _) = next();
+    let (sp, _) = b.next();
     let mut junk = random_bytes(u64::from(sp), 200);
     junk[0] = 0x00; // IP version 0
     let f = env.outer_eth(&[], ETH_P_IP, &junk);
-    add("random bytes behind an IPv4 ethertype", f, Outcome::Ignored);
+    b.add("random bytes behind an IPv4 ethertype", f, Outcome::Ignored);
 
-    let (sp, _) = next();
+    let (sp, _) = b.next();
     let mut junk = random_bytes(u64::from(sp), 120);
     junk[0] &= !0x08; // whatever else, not a valid VXLAN header
     let f = env.outer_eth(
@@ -112,18 +112,18 @@ pub fn all(env: &Env, cases: &mut Vec<Case>) {
         ETH_P_IP,
         &env.outer_ip().build(&udp(sp, port, None, &junk)),
     );
-    add(
+    b.add(
         "random bytes after a UDP header on our port",
         f,
         undecodable(sp),
     );
 
-    let (sp, id) = next();
+    let (sp, id) = b.next();
     let payload = vxlan(0x08, [0; 3], 1, &env.inner_ping(id, 32));
     let f = env.outer_eth(
         &[],
         ETH_P_IP,
         &env.outer_ip().build(&udp(sp, 4789, None, &payload)),
     );
-    add("well-formed VXLAN to another port", f, Outcome::Ignored);
+    b.add("well-formed VXLAN to another port", f, Outcome::Ignored);
 }
