@@ -118,8 +118,29 @@ impl Layer {
 struct L2 {
     ethertype: u16,
     l3: usize,
-    vlan: Option<u16>,
+    vlans: Tags,
     dmac: [u8; 6],
+}
+
+/// The VLAN IDs found in a frame's bytes, outermost first, [`NO_TAG`] where
+/// there is none. Plain numbers rather than `Option`s: an `Option` leaves
+/// bytes of the struct unwritten when `None`, and the 5.10 verifier refuses
+/// a program that copies such a struct through the stack.
+#[derive(Clone, Copy)]
+struct Tags {
+    outer: u16,
+    /// The second tag (QinQ).
+    inner: u16,
+}
+
+/// Not a VLAN ID (those are 12 bits).
+const NO_TAG: u16 = u16::MAX;
+
+impl Tags {
+    const NONE: Tags = Tags {
+        outer: NO_TAG,
+        inner: NO_TAG,
+    };
 }
 
 #[inline(always)]
@@ -132,14 +153,19 @@ fn parse_eth<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<L2, ParseError> {
     let eth: [u8; ETH_HLEN] = b.read(off).ok_or(ParseError::Short)?;
     let mut ethertype = be16([eth[12], eth[13]]);
     let mut l3 = off + ETH_HLEN;
-    let mut vlan = None;
+    let mut vlans = Tags::NONE;
     for _ in 0..MAX_VLAN_TAGS {
         if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
             break;
         }
         let tag: [u8; 4] = b.read(l3).ok_or(ParseError::Short)?;
-        if vlan.is_none() {
-            vlan = Some(be16([tag[0], tag[1]]) & 0x0fff);
+        let vid = be16([tag[0], tag[1]]) & 0x0fff;
+        // Both tags are in the bytes when no device moved one into skb
+        // metadata (e.g. a QinQ frame sent through a packet socket).
+        if vlans.outer == NO_TAG {
+            vlans.outer = vid;
+        } else {
+            vlans.inner = vid;
         }
         ethertype = be16([tag[2], tag[3]]);
         l3 += 4;
@@ -147,7 +173,7 @@ fn parse_eth<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<L2, ParseError> {
     Ok(L2 {
         ethertype,
         l3,
-        vlan,
+        vlans,
         dmac: [eth[0], eth[1], eth[2], eth[3], eth[4], eth[5]],
     })
 }
@@ -182,12 +208,11 @@ fn parse_ipv4<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
     src[..4].copy_from_slice(&h[12..16]);
     dst[..4].copy_from_slice(&h[16..20]);
     let frag = be16([h[6], h[7]]);
+    // The total length is not judged here: an outer header whose length
+    // cannot hold its UDP datagram is still a frame to our port (whose
+    // kernel drop is worth reporting), which `encapsulated` tells; an
+    // inner one is judged by `parse_inner`.
     let total_len = be16([h[2], h[3]]);
-    // A total length shorter than the header is a broken packet; 0 is left
-    // alone (IPv4 BIG TCP super-packets carry 0 and the skb's length).
-    if total_len != 0 && (total_len as usize) < ihl {
-        return Err(ParseError::BadIp);
-    }
     Ok(Ip {
         l3: off,
         family: AF_INET,
@@ -255,26 +280,26 @@ fn parse_ipv6<B: Bytes + ?Sized>(b: &B, off: usize) -> Result<Ip, ParseError> {
     })
 }
 
-/// An IP header with what came before it: the first VLAN tag and the
+/// An IP header with what came before it: the VLAN tags and the
 /// destination MAC, when the frame started at Ethernet.
-type L3 = (Ip, Option<u16>, Option<[u8; 6]>);
+type L3 = (Ip, Tags, Option<[u8; 6]>);
 
 #[inline(always)]
 fn parse_l3<B: Bytes + ?Sized>(b: &B, layer: Layer, off: usize) -> Result<L3, ParseError> {
-    let (ethertype, l3, vlan, dmac) = match layer {
+    let (ethertype, l3, vlans, dmac) = match layer {
         Layer::Ethernet => {
             let l2 = parse_eth(b, off)?;
-            (l2.ethertype, l2.l3, l2.vlan, Some(l2.dmac))
+            (l2.ethertype, l2.l3, l2.vlans, Some(l2.dmac))
         }
-        Layer::Ipv4 => (ETH_P_IP, off, None, None),
-        Layer::Ipv6 => (ETH_P_IPV6, off, None, None),
+        Layer::Ipv4 => (ETH_P_IP, off, Tags::NONE, None),
+        Layer::Ipv6 => (ETH_P_IPV6, off, Tags::NONE, None),
     };
     let ip = match ethertype {
         ETH_P_IP => parse_ipv4(b, l3)?,
         ETH_P_IPV6 => parse_ipv6(b, l3)?,
         _ => return Err(ParseError::NotIp),
     };
-    Ok((ip, vlan, dmac))
+    Ok((ip, vlans, dmac))
 }
 
 #[inline(always)]
@@ -306,6 +331,11 @@ pub fn parse_inner<B: Bytes + ?Sized>(
         }
     }
     let (ip, _, dmac) = parse_l3(b, layer, off)?;
+    // A total length shorter than the header is a broken packet; 0 is left
+    // alone (IPv4 BIG TCP super-packets carry 0 and the skb's length).
+    if ip.family == AF_INET && ip.total_len != 0 && (ip.total_len as usize) < ip.l4 - ip.l3 {
+        return Err(ParseError::BadIp);
+    }
     fill_inner(b, &ip, dmac, out);
     Ok(())
 }
@@ -395,7 +425,7 @@ pub fn parse_dropped<B: Bytes + ?Sized>(
     on_vxlan: bool,
     out: &mut PacketInfo,
 ) -> Result<Dropped, ParseError> {
-    let (ip, vlan, dmac) = parse_l3(b, layer, off)?;
+    let (ip, vlans, dmac) = parse_l3(b, layer, off)?;
     if !on_vxlan
         && ip.proto == IPPROTO_UDP
         && !ip.later_fragment
@@ -404,7 +434,7 @@ pub fn parse_dropped<B: Bytes + ?Sized>(
     {
         // The kernel drops what it cannot decode either: report it with
         // what could be read, rather than not at all.
-        return Ok(match encapsulated(b, &ip, vlan, p, out) {
+        return Ok(match encapsulated(b, &ip, vlans, p, out) {
             Ok(()) => Dropped::Encapsulated,
             Err(_) => {
                 out.flags &= !(flags::HAS_OUTER | flags::HAS_INNER | flags::HAS_L4);
@@ -425,7 +455,7 @@ pub fn parse_dropped<B: Bytes + ?Sized>(
 fn encapsulated<B: Bytes + ?Sized>(
     b: &B,
     ip: &Ip,
-    vlan: Option<u16>,
+    vlans: Tags,
     ports: [u8; 4],
     out: &mut PacketInfo,
 ) -> Result<(), ParseError> {
@@ -433,9 +463,13 @@ fn encapsulated<B: Bytes + ?Sized>(
     out.outer.sport = be16([ports[0], ports[1]]);
     out.outer.dport = be16([ports[2], ports[3]]);
     out.outer_len = ip.total_len;
-    if let Some(v) = vlan {
-        out.vlan = v;
+    if vlans.outer != NO_TAG {
+        out.vlan = vlans.outer;
         out.flags |= flags::OUTER_VLAN;
+    }
+    if vlans.inner != NO_TAG {
+        out.inner_vlan = vlans.inner;
+        out.flags |= flags::QINQ;
     }
     // Our port, so every failure from here on is the overlay's and counted.
     let udp: [u8; UDP_HLEN] = b.read(ip.l4).ok_or(ParseError::Short)?;
@@ -493,7 +527,13 @@ pub fn parse_underlay<B: Bytes + ?Sized>(
     ports: &Ports,
     out: &mut PacketInfo,
 ) -> Result<(), ParseError> {
-    let (ip, vlan, _) = parse_l3(b, layer, off)?;
+    // Until the UDP port is read a frame is nobody's: a runt, a cut IP
+    // header or a bad version on the underlay NIC is not the overlay's to
+    // count (other protocols have their own counters for that).
+    let (ip, vlans, _) = parse_l3(b, layer, off).map_err(|e| match e {
+        ParseError::NotIp => e,
+        _ => ParseError::NotOverlay,
+    })?;
     if ip.proto != IPPROTO_UDP || ip.later_fragment {
         return Err(ParseError::NotOverlay);
     }
@@ -501,7 +541,7 @@ pub fn parse_underlay<B: Bytes + ?Sized>(
     if !ports.contains(be16([p[2], p[3]])) {
         return Err(ParseError::NotOverlay);
     }
-    encapsulated(b, &ip, vlan, p, out)
+    encapsulated(b, &ip, vlans, p, out)
 }
 
 /// The VNI of the VXLAN header at `off`, if the header is valid.

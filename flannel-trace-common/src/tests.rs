@@ -183,7 +183,13 @@ fn vlan_tagged_underlay() {
     parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p).unwrap();
     assert_ne!(p.flags & flags::OUTER_VLAN, 0);
     assert_eq!(p.vlan, 100, "outermost tag is reported");
+    assert_ne!(p.flags & flags::QINQ, 0, "and the second one");
+    assert_eq!(p.inner_vlan, 200);
     assert_eq!(v4(&p.inner.dst), POD_B);
+    let frame = encapsulate(&inner_tcp_frame(), &[100]);
+    let mut p = PacketInfo::default();
+    parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p).unwrap();
+    assert_eq!((p.vlan, p.flags & flags::QINQ), (100, 0));
 }
 
 #[test]
@@ -298,12 +304,12 @@ fn truncated_frames() {
     let err = parse_underlay(&frame[..cut], Layer::Ethernet, 0, &PORTS, &mut p).unwrap_err();
     assert_eq!(err, ParseError::Short);
     assert!(err.is_overlay_failure());
-    // Cut inside the Ethernet header.
+    // Cut inside the Ethernet header: not known to be ours.
     for cut in 0..14 {
         let mut p = PacketInfo::default();
         assert_eq!(
             parse_underlay(&frame[..cut], Layer::Ethernet, 0, &PORTS, &mut p),
-            Err(ParseError::Short)
+            Err(ParseError::NotOverlay)
         );
     }
     // Every prefix parses or errs; none panics.
@@ -459,13 +465,44 @@ fn an_outer_ip_length_that_cannot_hold_the_vxlan_frame_is_a_failure_of_ours() {
     let r = parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p);
     assert_eq!(r, Err(ParseError::Short));
     assert!(r.unwrap_err().is_overlay_failure());
-    // Shorter than the header itself: not even an IP packet.
+    // Shorter than the header itself: still a frame to our port, counted,
+    // and its kernel drop (IP_INHDR) reported with the outer tuple.
     frame[OUTER_IP + 2..OUTER_IP + 4].copy_from_slice(&12u16.to_be_bytes());
     let mut p = PacketInfo::default();
     assert_eq!(
         parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p),
+        Err(ParseError::Short)
+    );
+    let mut p = PacketInfo::default();
+    let r = parse_dropped(&frame[..], Layer::Ipv4, OUTER_IP, &PORTS, false, &mut p);
+    assert_eq!(r, Ok(Dropped::Undecodable));
+    assert_eq!(p.outer.dport, PORT);
+    assert_eq!(v4(&p.outer.dst), NODE_A);
+    // The same length in an inner packet: broken, so the frame is.
+    let mut inner = inner_tcp_frame();
+    inner[14 + 2..14 + 4].copy_from_slice(&12u16.to_be_bytes());
+    let mut p = PacketInfo::default();
+    assert_eq!(
+        parse_inner(&inner[..], Layer::Ethernet, 0, &mut p),
         Err(ParseError::BadIp)
     );
+}
+
+#[test]
+fn what_the_underlay_cannot_tie_to_our_port_is_not_counted() {
+    // A bad IP version, a header cut before the UDP ports: nobody's frame.
+    let mut frame = encapsulate(&inner_tcp_frame(), &[]);
+    frame[OUTER_IP] = 0x05;
+    let mut p = PacketInfo::default();
+    let r = parse_underlay(&frame[..], Layer::Ethernet, 0, &PORTS, &mut p);
+    assert_eq!(r, Err(ParseError::NotOverlay));
+    assert!(!r.unwrap_err().is_overlay_failure());
+    let frame = encapsulate(&inner_tcp_frame(), &[]);
+    for cut in [10, OUTER_IP + 12, OUTER_IP + 20 + 2] {
+        let mut p = PacketInfo::default();
+        let r = parse_underlay(&frame[..cut], Layer::Ethernet, 0, &PORTS, &mut p);
+        assert!(!r.unwrap_err().is_overlay_failure(), "cut at {cut}");
+    }
 }
 
 #[test]

@@ -56,6 +56,7 @@ pub struct NodeSpec {
     fabric_mtu: Option<u32>,
     stale_mac_for: Vec<char>,
     second_nic_to: Vec<char>,
+    underlay_tags: Vec<(&'static str, u16)>,
 }
 
 impl Default for NodeSpec {
@@ -67,6 +68,7 @@ impl Default for NodeSpec {
             fabric_mtu: None,
             stale_mac_for: Vec::new(),
             second_nic_to: Vec::new(),
+            underlay_tags: Vec::new(),
         }
     }
 }
@@ -120,7 +122,21 @@ impl NodeSpec {
         self.second_nic_to.push(role);
         self
     }
+
+    /// Run the underlay over VLAN devices stacked on eth1, outermost tag
+    /// first (`("802.1ad", 200), ("802.1Q", 100)` is QinQ): eth1 then
+    /// carries tagged frames, the address and the VTEP sit on the top
+    /// device ([`UNDERLAY_VLAN_IFACE`]). The fabric bridge, not VLAN-aware,
+    /// switches tagged frames as they are.
+    pub fn underlay_vlan(mut self, protocol: &'static str, vid: u16) -> Self {
+        self.underlay_tags.push((protocol, vid));
+        self
+    }
 }
+
+/// The top VLAN device of a VLAN underlay ([`NodeSpec::underlay_vlan`]);
+/// lower ones are `ul0`, `ul1`, ...
+pub const UNDERLAY_VLAN_IFACE: &str = "ul";
 
 /// Collects node specs; [`LabBuilder::build`] creates the namespaces.
 #[derive(Debug, Clone, Default)]
@@ -419,20 +435,19 @@ impl Node {
             fabric.ip(&format!("link set {port} mtu {mtu}"))?;
         }
         fabric.ip(&format!("link set {port} up"))?;
-        self.ip(&format!(
-            "addr add {underlay}/{UNDERLAY_PREFIX_LEN} dev {UNDERLAY_IFACE}"
-        ))?;
         self.ip(&format!("link set {UNDERLAY_IFACE} up"))?;
+        let l3 = self.underlay_vlans()?;
         self.ip(&format!(
-            "route add default via {FABRIC_GATEWAY} dev {UNDERLAY_IFACE}"
+            "addr add {underlay}/{UNDERLAY_PREFIX_LEN} dev {l3}"
         ))?;
+        self.ip(&format!("route add default via {FABRIC_GATEWAY} dev {l3}"))?;
 
         // The VTEP exactly as flannel creates it: fixed MAC, local underlay
         // address, no learning (flannel programs FDB and neighbours itself).
         let (mac, vni, dstport) = (self.vtep_mac(), self.spec.vni, self.spec.vxlan_port);
         self.ip(&format!(
             "link add {VXLAN_IFACE} address {mac} type vxlan id {vni} local {underlay} \
-             dev {UNDERLAY_IFACE} dstport {dstport} nolearning"
+             dev {l3} dstport {dstport} nolearning"
         ))?;
         self.ip(&format!("link set {VXLAN_IFACE} mtu {VXLAN_MTU}"))?;
         self.ip(&format!("addr add {}/32 dev {VXLAN_IFACE}", self.vtep_ip()))?;
@@ -489,6 +504,26 @@ impl Node {
             self.ip(&format!("route add {dst}/32 dev {SECOND_IFACE}"))?;
         }
         Ok(())
+    }
+
+    /// The VLAN devices of a VLAN underlay, stacked on eth1; returns the
+    /// device the node's address goes on (eth1 itself without tags).
+    fn underlay_vlans(&self) -> Result<String> {
+        let mut lower = UNDERLAY_IFACE.to_owned();
+        let n = self.spec.underlay_tags.len();
+        for (i, (protocol, vid)) in self.spec.underlay_tags.iter().enumerate() {
+            let name = if i + 1 == n {
+                UNDERLAY_VLAN_IFACE.to_owned()
+            } else {
+                format!("{UNDERLAY_VLAN_IFACE}{i}")
+            };
+            self.ip(&format!(
+                "link add link {lower} name {name} type vlan protocol {protocol} id {vid}"
+            ))?;
+            self.ip(&format!("link set {name} up"))?;
+            lower = name;
+        }
+        Ok(lower)
     }
 
     /// flannel's three entries per remote node: an onlink route to the

@@ -24,6 +24,8 @@
 //! so a test fails with an actionable message instead of an `EPERM`.
 
 mod command;
+pub mod frames;
+mod inject;
 mod kernel;
 pub mod kube;
 mod lab;
@@ -39,11 +41,12 @@ pub mod scenario;
 mod tracer;
 mod traffic;
 
+pub use inject::{Injector, mac_of, unparsed_of};
 pub use kernel::{Kernel, Offer, patience};
 pub use lab::{
     DEFAULT_VNI, DEFAULT_VXLAN_PORT, FABRIC_BRIDGE, FABRIC_GATEWAY, Fabric, Lab, LabBuilder, Node,
-    NodeSpec, POD_IFACE, POD_VETH, Pod, SECOND_IFACE, UNDERLAY_IFACE, VXLAN_IFACE, VXLAN_MTU,
-    second_nic_port, with_lab,
+    NodeSpec, POD_IFACE, POD_VETH, Pod, SECOND_IFACE, UNDERLAY_IFACE, UNDERLAY_VLAN_IFACE,
+    VXLAN_IFACE, VXLAN_MTU, second_nic_port, with_lab,
 };
 pub use lines::{LineReader, wait_for_line};
 pub use link_stats::LinkStats;

@@ -9,6 +9,21 @@ use crate::{
     with_lab,
 };
 
+/// `flannel-trace join --json` of two recordings: the verdict document.
+pub fn join(a: &std::path::Path, b: &std::path::Path) -> Result<Value> {
+    let out = std::process::Command::new(crate::tracer_bin())
+        .args(["join", "--json"])
+        .arg(a)
+        .arg(b)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "join failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
 /// The `verdict` record the listener printed.
 pub fn verdict(stdout: &str) -> Result<Value> {
     stdout

@@ -16,7 +16,6 @@ use flannel_trace_tests::{
     scenario::{Fault, PORT, Proc, TOKEN},
     serial, tracer_bin, with_lab,
 };
-use serde_json::Value;
 
 #[test]
 fn healthy_overlay_is_delivered_both_ways_with_equal_counts() -> Result<()> {
@@ -403,17 +402,7 @@ fn offline_recordings_join_to_the_same_verdict_and_tracer_loss_is_not_blamed_on_
         );
         Ok(())
     })?;
-    let out = std::process::Command::new(tracer_bin())
-        .args(["join", "--json"])
-        .arg(&ra)
-        .arg(&rb)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "join failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let v = flannel_trace_tests::report::join(&ra, &rb)?;
     ensure!(
         v["nodes"][0]["lost"].as_u64() > Some(0),
         "A's tracer must have lost events: {}",

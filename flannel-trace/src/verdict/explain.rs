@@ -189,6 +189,16 @@ fn stray_route_fix(flows: &[Flow], si: &NodeIdentity) -> Option<String> {
     ))
 }
 
+/// The receiver rejects the outer UDP checksum of the sender's frames:
+/// what a sender whose vxlan device leaves the checksum to an offload that
+/// gets it wrong sends (the kernel verifies a nonzero VXLAN checksum).
+fn checksum_fix(si: &NodeIdentity, ri: &NodeIdentity) -> String {
+    let (sn, rn, dev) = (&si.node, &ri.node, &si.vxlan_dev);
+    format!(
+        "{rn} drops {sn}'s VXLAN frames for a bad outer UDP checksum (UDP_CSUM): {sn}'s {dev} hands the checksum to a TX offload that gets it wrong; turn it off on {sn}: `ethtool -K {dev} tx-checksum-ip-generic off`"
+    )
+}
+
 /// What the receiver says about frames addressed to a MAC that is not its
 /// VTEP's: a peer still holds an old VtepMAC.
 fn stale_mac_fix(flows: &[Flow], si: &NodeIdentity, ri: &NodeIdentity) -> Option<(String, String)> {
@@ -409,6 +419,7 @@ pub fn direction_sentence(
                             ri.vxlan_dev
                         ),
                     },
+                    "UDP_CSUM" if m.encapsulated => checksum_fix(si, ri),
                     "VXLAN_VNI_NOT_FOUND" => format!(
                         "VNI mismatch: {rn}'s {} has VNI {} while {sn} sends another",
                         ri.vxlan_dev,

@@ -288,6 +288,35 @@ fn receiver_firewall_names_the_reason_and_the_fix() {
 }
 
 #[test]
+fn a_bad_outer_udp_checksum_names_the_senders_offload_and_its_fix() {
+    let (ia, ib) = (a(), b());
+    let (mut ea, mut eb) = (vec![], vec![]);
+    for seq in 0..3 {
+        let p = ping("10.244.1.0", "10.244.2.0", AB, seq);
+        ea.push(ev("underlay-egress", 1000, &p));
+        eb.push(ev("underlay-ingress", 1001, &p));
+        let mut d = ev("drop", 1001, &p);
+        d.drop = Some(Drop {
+            reason: Some("UDP_CSUM".into()),
+            reason_code: Some(9),
+            location: Some("udp_queue_rcv_one_skb+0x1a0".into()),
+            location_addr: "0x1".into(),
+        });
+        eb.push(d);
+    }
+    let r = judge(&trace(&ia, &ea), &trace(&ib, &eb), None, Options::default());
+    let ab = &r.directions[0];
+    assert_eq!(ab.segment, Segment::ReceiverHost);
+    assert!(ab.verdict.contains("3 dropped: UDP_CSUM"), "{}", ab.verdict);
+    let fix = ab.fix.as_deref().unwrap();
+    assert!(fix.contains("bad outer UDP checksum"), "{fix}");
+    assert!(
+        fix.ends_with("on node-a: `ethtool -K flannel.1 tx-checksum-ip-generic off`"),
+        "{fix}"
+    );
+}
+
+#[test]
 fn port_mismatch_is_named_from_no_socket_and_the_device_port() {
     let (ia, mut ib) = (a(), b());
     ib.device_port = Some(8472);

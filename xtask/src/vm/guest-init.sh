@@ -98,26 +98,33 @@ export FLANNEL_TRACE_BIN=/usr/local/bin/flannel-trace
 # Under emulation the tracer starts about 20 times slower (the verifier).
 export FLANNEL_TRACE_TEST_TIME_SCALE=@TIME_SCALE@
 echo "FT-VM-TESTS-BEGIN uptime=$(up) lockdown=${LOCKDOWN:-0} args=@TEST_ARGS@"
-# One test per run, so that each one's time is on the console.
-T=/usr/local/bin/ft-tracer-tests
-INC=
-set -- @TEST_ARGS@
+# One test per run, so that each one's time is on the console. `--list`
+# with the selection's flags (e.g. --include-ignored) names the tests; each
+# is then run alone with the same flags.
+rc=0
+ran=0
+suite() {
+    T=$1
+    shift
+    flags=
+    case " $* " in *" --include-ignored "*) flags=--include-ignored ;; esac
+    for t in $($T --list "$@" 2>/dev/null | sed -n 's/: test$//p'); do
+        ran=$((ran + 1))
+        t0=$(up)
+        $T --test-threads=1 $flags --exact "$t" 2>&1
+        r=$?
+        [ "$r" = 0 ] || rc=$r
+        echo "FT-VM-TEST-TIME $t $(awk "BEGIN{print $(up) - $t0}")"
+    done
+}
 if [ -n "$LOCKDOWN" ]; then
     # Ignored elsewhere: it needs this kernel command line.
-    T=/usr/local/bin/ft-lockdown-tests
-    INC=--include-ignored
-    set -- --exact @LOCKDOWN_TEST@
+    suite /usr/local/bin/ft-lockdown-tests --include-ignored --exact @LOCKDOWN_TEST@
+else
+    suite /usr/local/bin/ft-tracer-tests @TEST_ARGS@
+    suite /usr/local/bin/ft-crafted-tests @CRAFTED_ARGS@
 fi
-rc=0
-tests=$($T --list "$@" 2>/dev/null | sed -n 's/: test$//p')
-[ -n "$tests" ] || { echo "FT-VM-NO-TESTS"; rc=1; }
-for t in $tests; do
-    t0=$(up)
-    $T --test-threads=1 $INC --exact "$t" 2>&1
-    r=$?
-    [ "$r" = 0 ] || rc=$r
-    echo "FT-VM-TEST-TIME $t $(awk "BEGIN{print $(up) - $t0}")"
-done
+[ "$ran" -gt 0 ] || { echo "FT-VM-NO-TESTS"; rc=1; }
 echo "FT-VM-TESTS-END rc=$rc uptime=$(up)"
 if [ "$rc" != 0 ]; then
     dmesg | tail -n 60 | sed 's/^/FT-VM-DMESG /'

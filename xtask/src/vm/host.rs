@@ -127,10 +127,12 @@ pub struct Artifacts {
     pub tests: PathBuf,
     /// The `lockdown` one, for the guest booted with lockdown.
     pub lockdown_tests: PathBuf,
+    /// The `crafted` (hostile packets) integration test binary.
+    pub crafted: PathBuf,
 }
 
-/// Sets up, builds the release binary and the integration test binary (in
-/// release mode: smaller, and quicker under emulation), and returns both.
+/// Sets up, builds the release binary and the integration test binaries
+/// (in release mode: smaller, and quicker under emulation), and returns them.
 pub fn artifacts(build: bool) -> anyhow::Result<Artifacts> {
     // The static musl binary of `cargo xtask dist`, as an SRE would copy it
     // to a node: the guests then also prove it needs nothing from the host.
@@ -148,6 +150,8 @@ pub fn artifacts(build: bool) -> anyhow::Result<Artifacts> {
         "tracer",
         "--test",
         "lockdown",
+        "--test",
+        "crafted",
         "--no-run",
         "--message-format=json",
     ]);
@@ -171,5 +175,6 @@ pub fn artifacts(build: bool) -> anyhow::Result<Artifacts> {
         tracer,
         tests: executable("tracer")?,
         lockdown_tests: executable("lockdown")?,
+        crafted: executable("crafted")?,
     })
 }

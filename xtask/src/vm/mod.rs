@@ -150,7 +150,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         }
         if test_args == initramfs::default_test_args() && !result.tests.is_empty() {
             // A renamed test must not silently drop out of the subset.
-            for name in initramfs::DEFAULT_TESTS {
+            for name in initramfs::DEFAULT_TESTS
+                .iter()
+                .chain(&initramfs::CRAFTED_TESTS)
+            {
                 if !result.tests.iter().any(|(n, _)| n == name) {
                     result.problems.push(format!(
                         "test {name} of the default subset did not run (renamed?)"
