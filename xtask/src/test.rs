@@ -33,6 +33,23 @@ fn cargo() -> Command {
 struct Tally {
     passed: u64,
     failed: u64,
+    /// Tests not run, with cargo's reason: the host lacks what they need
+    /// (e.g. 802.1Q, a lockdown kernel; the kernel matrix runs those) or
+    /// they are benchmarks. Listed at the end so a skip is never silent.
+    ignored: Vec<String>,
+}
+
+impl Tally {
+    fn print(&self, failed: u64) {
+        println!(
+            "{} passed, {failed} failed, {} ignored",
+            self.passed,
+            self.ignored.len()
+        );
+        for t in &self.ignored {
+            println!("  ignored: {t}");
+        }
+    }
 }
 
 /// Run a cargo test command, echoing its output and adding up its results.
@@ -43,6 +60,16 @@ fn status(mut c: Command, what: &str, tally: &mut Tally) -> anyhow::Result<()> {
     for line in BufReader::new(out).lines() {
         let line = line?;
         println!("{line}");
+        if let Some(t) = line.strip_prefix("test ")
+            && let Some((name, why)) = t.split_once(" ... ignored")
+        {
+            let why = why.trim_start_matches(", ");
+            tally.ignored.push(if why.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{name} ({why})")
+            });
+        }
         if let Some(rest) = line.strip_prefix("test result: ") {
             let num = |key: &str| {
                 rest.split(';')
@@ -64,7 +91,7 @@ fn status(mut c: Command, what: &str, tally: &mut Tally) -> anyhow::Result<()> {
     }
     let s = child.wait()?;
     if !s.success() {
-        println!("{} passed, {} failed", tally.passed, tally.failed.max(1));
+        tally.print(tally.failed.max(1));
         bail!("{what} failed ({s})");
     }
     Ok(())
@@ -85,7 +112,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let mut tally = Tally::default();
     status(unit, "unit tests", &mut tally)?;
     if opts.unit_only {
-        println!("{} passed, {} failed", tally.passed, tally.failed);
+        tally.print(tally.failed);
         return Ok(());
     }
     // SAFETY: geteuid has no preconditions.
@@ -108,7 +135,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     it.env("FLANNEL_TRACE_KUBE_VENV", setup::kube_venv());
     status(it, "integration tests", &mut tally)?;
     // One closing line over every test binary.
-    println!("{} passed, {} failed", tally.passed, tally.failed);
+    tally.print(tally.failed);
     Ok(())
 }
 

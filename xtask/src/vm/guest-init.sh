@@ -122,7 +122,10 @@ if [ -n "$LOCKDOWN" ]; then
     suite /usr/local/bin/ft-lockdown-tests --include-ignored --exact @LOCKDOWN_TEST@
 else
     suite /usr/local/bin/ft-tracer-tests @TEST_ARGS@
-    suite /usr/local/bin/ft-crafted-tests @CRAFTED_ARGS@
+    # The crafted corpus runs on the kernels of CRAFTED_KERNELS only.
+    if [ -n "@CRAFTED@" ]; then
+        suite /usr/local/bin/ft-crafted-tests @CRAFTED_ARGS@
+    fi
 fi
 [ "$ran" -gt 0 ] || { echo "FT-VM-NO-TESTS"; rc=1; }
 echo "FT-VM-TESTS-END rc=$rc uptime=$(up)"

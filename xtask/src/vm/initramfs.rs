@@ -82,18 +82,27 @@ pub const CRAFTED_TESTS: [&str; 3] = [
     "vlan::a_qinq_underlay_reports_both_tags",
 ];
 
-/// The arguments of the `crafted` binary in a guest: the corpus subset by
-/// default, else the same filter as the tracer tests'.
-pub fn crafted_test_args(test_args: &[String]) -> Vec<String> {
-    if test_args == default_test_args() {
+/// The kernels whose guests run the crafted corpus and the VLAN labs by
+/// default: the oldest (netlink TC, kprobe, no drop reasons) and the newest
+/// (TCX, drop reasons) bracket the matrix, and the attach probes already
+/// verify every program on the kernels between. About 4.5 minutes of guest
+/// time each under TCG.
+pub const CRAFTED_KERNELS: [&str; 2] = ["5.10", "7"];
+
+/// The arguments of the `crafted` binary in the guest of kernel `key`, or
+/// `None` when it runs none: the corpus subset by default (on
+/// [`CRAFTED_KERNELS`] only), else the same filter as the tracer tests'.
+pub fn crafted_test_args(test_args: &[String], key: &str) -> Option<Vec<String>> {
+    if test_args != default_test_args() {
+        return Some(test_args.to_vec());
+    }
+    CRAFTED_KERNELS.contains(&key).then(|| {
         ["--include-ignored", "--exact"]
             .into_iter()
             .chain(CRAFTED_TESTS)
             .map(str::to_owned)
             .collect()
-    } else {
-        test_args.to_vec()
-    }
+    })
 }
 
 pub fn default_test_args() -> Vec<String> {
@@ -230,10 +239,11 @@ fn shared_libraries(bin: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(libs)
 }
 
-/// Writes the initramfs for `kernel` to `out`. `time_scale` stretches the
+/// Writes the initramfs for `kernel` (matrix key `key`) to `out`. `time_scale` stretches the
 /// tests' time limits (FLANNEL_TRACE_TEST_TIME_SCALE).
 pub fn build(
     kernel: &Kernel,
+    key: &str,
     bins: &Artifacts,
     test_args: &[String],
     time_scale: u32,
@@ -319,7 +329,18 @@ pub fn build(
     };
     let init = INIT
         .replace("@TEST_ARGS@", &quoted(test_args))
-        .replace("@CRAFTED_ARGS@", &quoted(&crafted_test_args(test_args)))
+        .replace(
+            "@CRAFTED_ARGS@",
+            &quoted(&crafted_test_args(test_args, key).unwrap_or_default()),
+        )
+        .replace(
+            "@CRAFTED@",
+            if crafted_test_args(test_args, key).is_some() {
+                "1"
+            } else {
+                ""
+            },
+        )
         .replace("@TIME_SCALE@", &time_scale.to_string())
         .replace("@LOCKDOWN_TEST@", LOCKDOWN_TEST);
     t.file("init", init.into_bytes(), 0o755);
@@ -359,6 +380,19 @@ fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_corpus_runs_on_the_bracketing_kernels_unless_a_filter_is_given() {
+        let default = default_test_args();
+        let on_510 = crafted_test_args(&default, "5.10").unwrap();
+        assert_eq!(on_510[0], "--include-ignored");
+        assert!(CRAFTED_TESTS.iter().all(|t| on_510.iter().any(|a| a == t)));
+        assert!(crafted_test_args(&default, "7").is_some());
+        assert_eq!(crafted_test_args(&default, "6.1"), None);
+        assert_eq!(crafted_test_args(&default, "6.12"), None);
+        let filter = vec!["corpus".to_owned()];
+        assert_eq!(crafted_test_args(&filter, "6.1"), Some(filter.clone()));
+    }
 
     #[test]
     fn cpio_entries_are_aligned_and_parents_come_first() {
