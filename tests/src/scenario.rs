@@ -270,6 +270,22 @@ impl Proc {
         unsafe { libc::kill(self.pid(), sig) };
     }
 
+    /// Wait for two tracers (each within 30 s) and require that both
+    /// exited 0, with both stderrs in the error otherwise.
+    pub fn wait_both_ok(a: Proc, b: Proc) -> Result<()> {
+        let (x, y) = (
+            a.wait(Duration::from_secs(30))?,
+            b.wait(Duration::from_secs(30))?,
+        );
+        anyhow::ensure!(
+            x.status.success() && y.status.success(),
+            "{}\n{}",
+            x.stderr,
+            y.stderr
+        );
+        Ok(())
+    }
+
     pub fn wait(mut self, timeout: Duration) -> Result<Run> {
         let deadline = Instant::now() + timeout;
         let status = loop {

@@ -76,17 +76,7 @@ fn a_bad_outer_udp_checksum_is_a_receiver_drop_with_the_offload_fix() -> Result<
             nic.send(&frame(GOOD_ID, seq, 0))?;
             thread::sleep(Duration::from_millis(50));
         }
-        let (x, y) = (
-            pa.wait(Duration::from_secs(30))?,
-            pb.wait(Duration::from_secs(30))?,
-        );
-        ensure!(
-            x.status.success() && y.status.success(),
-            "{}\n{}",
-            x.stderr,
-            y.stderr
-        );
-        Ok(())
+        Proc::wait_both_ok(pa, pb)
     })?;
     let v = join(&ra, &rb);
     let _ = (std::fs::remove_file(&ra), std::fs::remove_file(&rb));

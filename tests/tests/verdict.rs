@@ -390,17 +390,7 @@ fn offline_recordings_join_to_the_same_verdict_and_tracer_loss_is_not_blamed_on_
         let _ = a.ping(IpAddr::V4(b.vtep_ip()), 30, Duration::from_millis(10));
         let _ = b.ping(IpAddr::V4(a.vtep_ip()), 5, Duration::from_millis(50));
         pa.signal(libc::SIGCONT);
-        let (x, y) = (
-            pa.wait(Duration::from_secs(30))?,
-            pb.wait(Duration::from_secs(30))?,
-        );
-        ensure!(
-            x.status.success() && y.status.success(),
-            "{}\n{}",
-            x.stderr,
-            y.stderr
-        );
-        Ok(())
+        Proc::wait_both_ok(pa, pb)
     })?;
     let v = flannel_trace_tests::report::join(&ra, &rb)?;
     ensure!(
