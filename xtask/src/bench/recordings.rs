@@ -21,25 +21,14 @@ use crate::setup;
 /// Writes `dir/syn-a.rec` (≥ `per_file` events) and `dir/syn-b.rec` (half
 /// as many again); returns their paths and event counts.
 pub fn synthesise(dir: &Path, per_file: u64) -> Result<([PathBuf; 2], [u64; 2])> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .args([
-            "test",
-            "--release",
-            "-q",
-            "-p",
-            "flannel-trace",
-            "--lib",
-            "join::tests::write_join_inputs_for_the_bench",
-            "--",
-            "--ignored",
-            "--exact",
-        ])
-        .env("FT_BENCH_JOIN_DIR", dir)
-        .env("FT_BENCH_JOIN_EVENTS", per_file.to_string())
-        .current_dir(setup::workspace_root())
-        .output()
-        .context("running the join input writer")?;
+    let out = super::unit_benches::ignored_lib_tests(
+        "join::tests::write_join_inputs_for_the_bench",
+        &["--exact"],
+    )
+    .env("FT_BENCH_JOIN_DIR", dir)
+    .env("FT_BENCH_JOIN_EVENTS", per_file.to_string())
+    .output()
+    .context("running the join input writer")?;
     if !out.status.success() {
         bail!(
             "writing the join inputs failed:\n{}{}",

@@ -6,23 +6,29 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::setup;
 
-pub fn run() -> Result<()> {
+/// `cargo test --release` of flannel-trace's ignored lib tests matching
+/// `filter` (benchmarks and bench-input writers), run from the workspace.
+pub fn ignored_lib_tests(filter: &str, extra: &[&str]) -> std::process::Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .args([
-            "test",
-            "--release",
-            "-q",
-            "-p",
-            "flannel-trace",
-            "--lib",
-            "bench_",
-            "--",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .current_dir(setup::workspace_root())
+    let mut c = std::process::Command::new(cargo);
+    c.args([
+        "test",
+        "--release",
+        "-q",
+        "-p",
+        "flannel-trace",
+        "--lib",
+        filter,
+        "--",
+        "--ignored",
+    ])
+    .args(extra)
+    .current_dir(setup::workspace_root());
+    c
+}
+
+pub fn run() -> Result<()> {
+    let out = ignored_lib_tests("bench_", &["--nocapture", "--test-threads=1"])
         .output()
         .context("running the userspace benchmarks")?;
     let text = String::from_utf8_lossy(&out.stdout);
