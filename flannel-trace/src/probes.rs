@@ -35,6 +35,13 @@ pub enum ProbeError {
         iface: String,
         reason: String,
     },
+    /// `--tc-mode tcx` on a kernel that refuses TCX links (before 6.6).
+    #[error("cannot attach {hop} on {iface}: {reason}")]
+    TcxUnavailable {
+        hop: &'static str,
+        iface: String,
+        reason: String,
+    },
     #[error("no backend of the {hop} hop works on this kernel: {tried}")]
     NoBackend { hop: &'static str, tried: String },
     #[error("map {0} is missing from the eBPF object")]
@@ -46,7 +53,10 @@ pub enum ProbeError {
 impl ProbeError {
     /// A kernel feature is missing, rather than something failing at run time.
     pub fn is_unsupported(&self) -> bool {
-        matches!(self, ProbeError::NoBackend { .. })
+        matches!(
+            self,
+            ProbeError::NoBackend { .. } | ProbeError::TcxUnavailable { .. }
+        )
     }
 }
 
@@ -254,10 +264,14 @@ impl Probes {
         for (hop, name, (ifindex, ifname), dir) in tc_hooks(dev) {
             let (backend, fallbacks) = self
                 .attach_one_tc(plan, name, ifindex, ifname, dir)
-                .map_err(|reason| ProbeError::Tc {
-                    hop,
-                    iface: ifname.to_owned(),
-                    reason,
+                .map_err(|f| {
+                    let iface = ifname.to_owned();
+                    match f {
+                        TcFailure::TcxRefused(reason) => {
+                            ProbeError::TcxUnavailable { hop, iface, reason }
+                        }
+                        TcFailure::Other(reason) => ProbeError::Tc { hop, iface, reason },
+                    }
                 })?;
             self.hooks.push(HookReport {
                 hop: hop.into(),
@@ -276,13 +290,14 @@ impl Probes {
         ifindex: u32,
         ifname: &str,
         dir: TcAttachType,
-    ) -> Result<(String, Vec<(String, String)>), String> {
+    ) -> Result<(String, Vec<(String, String)>), TcFailure> {
         let log = plan.verifier_log.clone();
         let prog: &mut SchedClassifier =
-            program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+            program(self.ebpf_mut(), name).map_err(TcFailure::other)?;
         // One program serves every device of its hop: verified once.
         if prog.fd().is_err() {
-            prog.load().map_err(|e| describe(&e, log.as_ref()))?;
+            prog.load()
+                .map_err(|e| TcFailure::Other(describe(&e, log.as_ref())))?;
         }
         let mut fallbacks = Vec::new();
         if plan.tc_mode != TcMode::Netlink {
@@ -292,14 +307,14 @@ impl Probes {
                 .position(|&(n, i, d, _)| n == name && i == ifindex && d == dir)
                 .map(|at| self.pre_tcx.swap_remove(at).3);
             let prog: &mut SchedClassifier =
-                program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+                program(self.ebpf_mut(), name).map_err(TcFailure::other)?;
             match pre.unwrap_or_else(|| tcx_attach(prog, ifindex, dir)) {
                 Ok(()) => return Ok(("tcx".into(), fallbacks)),
                 Err(e) if plan.tc_mode == TcMode::Auto => fallbacks.push(("tcx".into(), e)),
                 Err(e) => {
-                    return Err(format!(
+                    return Err(TcFailure::TcxRefused(format!(
                         "TCX attach failed ({e}); TCX needs Linux 6.6+, try --tc-mode netlink"
-                    ));
+                    )));
                 }
             }
         }
@@ -307,20 +322,22 @@ impl Probes {
         // mark it as ours first (see `leftovers`), under the lock, so that a
         // concurrent tracer's exit cannot remove it between the two steps.
         let netns = self.netns;
-        let _lock = leftovers::lock().map_err(|e| e.to_string())?;
-        let had_clsact = netdev::has_clsact(ifindex).map_err(|e| e.to_string())?;
+        let _lock = leftovers::lock().map_err(TcFailure::other)?;
+        let had_clsact = netdev::has_clsact(ifindex).map_err(TcFailure::other)?;
         if !had_clsact {
-            leftovers::mark_created(netns, ifindex).map_err(|e| e.to_string())?;
+            leftovers::mark_created(netns, ifindex).map_err(TcFailure::other)?;
             if let Err(e) = tc::qdisc_add_clsact(ifindex) {
                 leftovers::unmark(netns, ifindex);
-                return Err(format!("adding a clsact qdisc failed: {e}"));
+                return Err(TcFailure::Other(format!(
+                    "adding a clsact qdisc failed: {e}"
+                )));
             }
         }
         if !self.netlink_devices.iter().any(|(i, _)| *i == ifindex) {
             self.netlink_devices.push((ifindex, ifname.to_owned()));
         }
         let prog: &mut SchedClassifier =
-            program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+            program(self.ebpf_mut(), name).map_err(TcFailure::other)?;
         // The handle is our PID: a later run tells a killed tracer's
         // filters from a live one's by it.
         prog.attach(
@@ -333,7 +350,7 @@ impl Probes {
                 },
             },
         )
-        .map_err(|e| format!("netlink attach failed: {}", describe(&e, None)))?;
+        .map_err(|e| TcFailure::Other(format!("netlink attach failed: {}", describe(&e, None))))?;
         Ok(("netlink-clsact".into(), fallbacks))
     }
 
@@ -569,8 +586,23 @@ where
         .map_err(|_| ProbeError::MissingProgram(name))
 }
 
+/// Why one TC attachment failed: a kernel without TCX (exit status 5
+/// when TCX was asked for) or anything else.
+enum TcFailure {
+    TcxRefused(String),
+    Other(String),
+}
+
+impl TcFailure {
+    fn other(e: impl std::fmt::Display) -> TcFailure {
+        TcFailure::Other(e.to_string())
+    }
+}
+
 /// Every TC attachment of a session: (hop, program, device, direction).
-fn tc_hooks<'a>(dev: &Devices<'a>) -> Vec<(&'static str, &'static str, (u32, &'a str), TcAttachType)> {
+fn tc_hooks<'a>(
+    dev: &Devices<'a>,
+) -> Vec<(&'static str, &'static str, (u32, &'a str), TcAttachType)> {
     use TcAttachType::{Egress, Ingress};
     let mut hooks = vec![
         ("overlay-egress", "ft_ovl_egress", dev.vxlan, Egress),
@@ -617,7 +649,10 @@ fn kprobe_pmu() -> Result<(), String> {
     if std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         Ok(())
     } else {
-        Err("no kprobe PMU (/sys/bus/event_source/devices/kprobe): kernel without CONFIG_KPROBES".into())
+        Err(
+            "no kprobe PMU (/sys/bus/event_source/devices/kprobe): kernel without CONFIG_KPROBES"
+                .into(),
+        )
     }
 }
 
