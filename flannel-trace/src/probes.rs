@@ -12,7 +12,7 @@ use aya::{
         tc::{self, NlOptions},
     },
 };
-use flannel_trace_common::{Config, Ports};
+use flannel_trace_common::{Config, Ports, programs as prog};
 use thiserror::Error;
 
 use crate::{
@@ -174,9 +174,9 @@ impl Probes {
         let mut typed: Vec<(&str, &str)> = Vec::new();
         if let Some(DropBackendChoice::Auto | DropBackendChoice::TpBtf) = plan.drop {
             let name = if has_reason {
-                "ft_drop_tpbtf"
+                prog::DROP_TPBTF
             } else {
-                "ft_drop_tpbtf_noreason"
+                prog::DROP_TPBTF_NOREASON
             };
             typed.push((name, "kfree_skb"));
         }
@@ -184,10 +184,10 @@ impl Probes {
         for b in vxlan_order(plan.vxlan_rcv) {
             match b {
                 VxlanBackendChoice::Fentry if plan.vxlan_rcv_in_vmlinux => {
-                    typed.push(("ft_vxlan_fentry", "vxlan_rcv"))
+                    typed.push((prog::VXLAN_FENTRY, "vxlan_rcv"))
                 }
                 VxlanBackendChoice::Kprobe if kprobe_pmu().is_ok() => kprobe = true,
-                VxlanBackendChoice::TpBtf => typed.push(("ft_vxlan_tpbtf", "netif_receive_skb")),
+                VxlanBackendChoice::TpBtf => typed.push((prog::VXLAN_TPBTF, "netif_receive_skb")),
                 _ => {}
             }
         }
@@ -218,7 +218,7 @@ impl Probes {
                             }
                         });
                     }
-                    P::KProbe(p) if kprobe && name == "ft_vxlan_kprobe" => {
+                    P::KProbe(p) if kprobe && name == prog::VXLAN_KPROBE => {
                         scope.spawn(move || {
                             if let Err(e) = p.load() {
                                 log::debug!("preloading {name}: {e}");
@@ -361,16 +361,16 @@ impl Probes {
         for (i, &b) in order.iter().enumerate() {
             let attempt = match b {
                 V::Fentry => self
-                    .fentry("ft_vxlan_fentry", "vxlan_rcv", plan)
+                    .fentry(prog::VXLAN_FENTRY, "vxlan_rcv", plan)
                     .map(|()| ("fentry", "vxlan_rcv")),
                 V::Kprobe => self
-                    .kprobe("ft_vxlan_kprobe", "vxlan_rcv", plan)
+                    .kprobe(prog::VXLAN_KPROBE, "vxlan_rcv", plan)
                     .map(|()| ("kprobe", "vxlan_rcv")),
                 V::TpBtf => self
-                    .tp_btf("ft_vxlan_tpbtf", "netif_receive_skb", plan)
+                    .tp_btf(prog::VXLAN_TPBTF, "netif_receive_skb", plan)
                     .map(|()| ("tp_btf", "netif_receive_skb")),
                 V::Tracepoint => self
-                    .tracepoint("ft_vxlan_tp", "net", "netif_receive_skb", plan)
+                    .tracepoint(prog::VXLAN_TP, "net", "netif_receive_skb", plan)
                     .map(|()| ("tracepoint", "net:netif_receive_skb")),
                 V::Auto => unreachable!("not in the order"),
             };
@@ -426,9 +426,9 @@ impl Probes {
         // Before 5.17 kfree_skb has no reason argument, and the verifier
         // refuses a tp_btf program that merely mentions a third one.
         let tpbtf = if has_reason {
-            "ft_drop_tpbtf"
+            prog::DROP_TPBTF
         } else {
-            "ft_drop_tpbtf_noreason"
+            prog::DROP_TPBTF_NOREASON
         };
         let order: &[D] = match choice {
             D::Auto => &[D::TpBtf, D::Tracepoint],
@@ -442,7 +442,7 @@ impl Probes {
                     .tp_btf(tpbtf, "kfree_skb", plan)
                     .map(|()| ("tp_btf", "kfree_skb")),
                 D::Tracepoint => self
-                    .tracepoint("ft_drop_tp", "skb", "kfree_skb", plan)
+                    .tracepoint(prog::DROP_TP, "skb", "kfree_skb", plan)
                     .map(|()| ("tracepoint", "skb:kfree_skb")),
                 D::Auto => unreachable!("not in the order"),
             };
@@ -457,7 +457,7 @@ impl Probes {
                     return Ok(());
                 }
                 Err(e) => {
-                    self.unload(if b == D::TpBtf { tpbtf } else { "ft_drop_tp" });
+                    self.unload(if b == D::TpBtf { tpbtf } else { prog::DROP_TP });
                     fallbacks.push((
                         if b == D::TpBtf {
                             "tp_btf"
@@ -605,16 +605,16 @@ fn tc_hooks<'a>(
 ) -> Vec<(&'static str, &'static str, (u32, &'a str), TcAttachType)> {
     use TcAttachType::{Egress, Ingress};
     let mut hooks = vec![
-        ("overlay-egress", "ft_ovl_egress", dev.vxlan, Egress),
-        ("overlay-ingress", "ft_ovl_ingress", dev.vxlan, Ingress),
+        ("overlay-egress", prog::OVL_EGRESS, dev.vxlan, Egress),
+        ("overlay-ingress", prog::OVL_INGRESS, dev.vxlan, Ingress),
     ];
     for &nic in &dev.underlay {
-        hooks.push(("underlay-egress", "ft_und_egress", nic, Egress));
-        hooks.push(("underlay-ingress", "ft_und_ingress", nic, Ingress));
+        hooks.push(("underlay-egress", prog::UND_EGRESS, nic, Egress));
+        hooks.push(("underlay-ingress", prog::UND_INGRESS, nic, Ingress));
     }
     for &pod in &dev.pods {
-        hooks.push(("pod-ingress", "ft_pod_ingress", pod, Ingress));
-        hooks.push(("pod-egress", "ft_pod_egress", pod, Egress));
+        hooks.push(("pod-ingress", prog::POD_INGRESS, pod, Ingress));
+        hooks.push(("pod-egress", prog::POD_EGRESS, pod, Egress));
     }
     hooks
 }
@@ -658,10 +658,10 @@ fn kprobe_pmu() -> Result<(), String> {
 
 fn vxlan_program(b: VxlanBackendChoice) -> &'static str {
     match b {
-        VxlanBackendChoice::Fentry => "ft_vxlan_fentry",
-        VxlanBackendChoice::Kprobe => "ft_vxlan_kprobe",
-        VxlanBackendChoice::TpBtf => "ft_vxlan_tpbtf",
-        VxlanBackendChoice::Tracepoint | VxlanBackendChoice::Auto => "ft_vxlan_tp",
+        VxlanBackendChoice::Fentry => prog::VXLAN_FENTRY,
+        VxlanBackendChoice::Kprobe => prog::VXLAN_KPROBE,
+        VxlanBackendChoice::TpBtf => prog::VXLAN_TPBTF,
+        VxlanBackendChoice::Tracepoint | VxlanBackendChoice::Auto => prog::VXLAN_TP,
     }
 }
 
@@ -730,5 +730,21 @@ fn describe(e: &ProgramError, log: Option<&PathBuf>) -> String {
             }
             s
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names userspace attaches by are exactly the object's programs.
+    #[test]
+    fn program_names_match_the_object() {
+        let obj = aya_obj::Object::parse(OBJECT).expect("the embedded object parses");
+        let mut in_object: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
+        in_object.sort_unstable();
+        let mut known = prog::ALL.to_vec();
+        known.sort_unstable();
+        assert_eq!(in_object, known);
     }
 }

@@ -573,7 +573,14 @@ fn every_backend_the_kernel_offers_reports_the_packets() -> Result<()> {
         // a missing kernel feature (exit 5) where it has not.
         let (st, out, err) = run_tracer(
             a,
-            &["--json", "--tc-mode", "tcx", "--no-drops", "--duration", "1s"],
+            &[
+                "--json",
+                "--tc-mode",
+                "tcx",
+                "--no-drops",
+                "--duration",
+                "1s",
+            ],
         )?;
         if k.has_tcx() {
             ensure!(
