@@ -363,27 +363,20 @@ pub enum DropBackendChoice {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration such as 30s, 5m or 1h"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit `{unit}` in `{s}` (use ms, s, m or h)"
-            ));
-        }
+    // jiff's friendly format (30s, 5m, 1h 30m, 250ms, 1.5s); a bare number
+    // is seconds. Days and longer are refused: not a fixed length.
+    let text = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        format!("{s}s")
+    } else {
+        s.to_owned()
     };
-    if !(secs > 0.0 && secs.is_finite()) {
+    let d: jiff::SignedDuration = text.parse().map_err(|_| {
+        format!("`{s}` is not a duration such as 30s, 5m or 1h (units: ms, s, m, h)")
+    })?;
+    if d.is_negative() || d.is_zero() {
         return Err(format!("duration `{s}` must be positive"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from(d).map_err(|_| format!("duration `{s}` is out of range"))
 }
 
 fn parse_sample(s: &str) -> Result<u32, String> {

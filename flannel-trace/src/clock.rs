@@ -55,16 +55,11 @@ impl Clock {
 
 /// RFC 3339 UTC with nanoseconds, e.g. `2026-11-27T09:58:01.123456789Z`.
 pub fn rfc3339(unix_ns: i64) -> String {
-    let secs = unix_ns.div_euclid(1_000_000_000);
-    let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
+    match jiff::Timestamp::from_nanosecond(i128::from(unix_ns)) {
+        Ok(t) => format!("{t:.9}"),
+        // Outside years -9999..=9999: no clock of a node says that.
+        Err(_) => format!("{unix_ns}ns since the epoch"),
+    }
 }
 
 /// `HH:MM:SS.micros` (UTC), for text output. The session writes
@@ -126,21 +121,6 @@ impl Rfc3339Cache {
         out.push('Z');
         out
     }
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
-/// well-known algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
 }
 
 #[cfg(test)]
