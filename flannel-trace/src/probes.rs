@@ -18,7 +18,7 @@ use thiserror::Error;
 use crate::{
     cli::{DropBackendChoice, TcMode, VxlanBackendChoice},
     degraded::MissingHop,
-    leftovers, netdev,
+    leftovers, net as netdev,
 };
 
 /// The object built from flannel-trace-ebpf by build.rs.
