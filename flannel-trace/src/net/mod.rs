@@ -14,8 +14,11 @@
 //! - `links.rs`: interfaces and addresses; `neighbours.rs`: the vxlan FDB;
 //!   `routes.rs`: routes and the default route; `qdisc.rs`: clsact and tc
 //!   filters;
-//! - `icmp.rs`: the probes; `podnet.rs`: prefixes and flanneld's
-//!   subnet.env (pure, and compiled alone into xtask: no `super::` there).
+//! - `icmp.rs`: the probes, named by their module (`net::icmp::run`);
+//!   `podnet.rs`: prefixes and flanneld's subnet.env (pure, and compiled
+//!   alone into xtask: no `super::` there);
+//! - tests: next to their code, on the messages of `captured.rs`; those that
+//!   need root (a network namespace of their own) in `netns_tests.rs`.
 
 mod error;
 pub mod icmp;
