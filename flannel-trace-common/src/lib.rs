@@ -10,6 +10,7 @@ pub mod config;
 pub mod event;
 pub mod fingerprint;
 pub mod parse;
+pub mod programs;
 pub mod stats;
 
 pub use config::{Config, Counter, Ports};

@@ -416,6 +416,8 @@ fn decode_event() {
         drop_reason: 7,
         ..Default::default()
     };
+    // SAFETY: `ev` is a live repr(C) value of exactly RawEvent::SIZE bytes
+    // with explicit padding, borrowed for the slice's lifetime.
     let bytes: &[u8] = unsafe {
         core::slice::from_raw_parts((&ev as *const RawEvent).cast::<u8>(), RawEvent::SIZE)
     };

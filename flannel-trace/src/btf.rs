@@ -12,6 +12,11 @@
 //! BTF is supported (vmlinux); split BTF of kernel modules refers to the base
 //! blob's types and strings and is rejected as malformed.
 //!
+//! Why not a crate: the maintained BTF reader, btf-rs (retis's), is
+//! LGPL-2.1-or-later, which a statically linked MIT/Apache binary shipped
+//! to nodes cannot take without relinking obligations; aya-obj, which aya
+//! uses to parse vmlinux BTF, keeps its type accessors crate-private.
+//!
 //! Every read from the blob is bounds-checked: corrupt input yields
 //! [`BtfError::Malformed`], never a panic, and all walks over the type graph
 //! are depth- and work-limited so a cyclic or adversarial graph cannot hang

@@ -12,12 +12,11 @@ use aya::{
         tc::{self, NlOptions},
     },
 };
-use flannel_trace_common::{Config, Ports};
+use flannel_trace_common::{Config, Ports, programs as prog};
 use thiserror::Error;
 
 use crate::{
     cli::{DropBackendChoice, TcMode, VxlanBackendChoice},
-    degraded::MissingHop,
     leftovers, net as netdev,
 };
 
@@ -36,6 +35,13 @@ pub enum ProbeError {
         iface: String,
         reason: String,
     },
+    /// `--tc-mode tcx` on a kernel that refuses TCX links (before 6.6).
+    #[error("cannot attach {hop} on {iface}: {reason}")]
+    TcxUnavailable {
+        hop: &'static str,
+        iface: String,
+        reason: String,
+    },
     #[error("no backend of the {hop} hop works on this kernel: {tried}")]
     NoBackend { hop: &'static str, tried: String },
     #[error("map {0} is missing from the eBPF object")]
@@ -47,7 +53,10 @@ pub enum ProbeError {
 impl ProbeError {
     /// A kernel feature is missing, rather than something failing at run time.
     pub fn is_unsupported(&self) -> bool {
-        matches!(self, ProbeError::NoBackend { .. })
+        matches!(
+            self,
+            ProbeError::NoBackend { .. } | ProbeError::TcxUnavailable { .. }
+        )
     }
 }
 
@@ -90,10 +99,16 @@ pub struct Devices<'a> {
 /// attached to it any more (never anyone else's; see `leftovers`).
 pub struct Probes {
     ebpf: Option<Ebpf>,
+    /// vmlinux BTF as aya reads it, parsed once: the loader and every
+    /// BTF-typed program share it (each parse costs tens of milliseconds).
+    btf: Option<AyaBtf>,
     pub hooks: Vec<HookReport>,
-    /// Hooks no backend could serve under the automatic choice: the
-    /// session runs without them (TC hops only).
-    pub missing: Vec<MissingHop>,
+    /// Hooks no backend could serve under the automatic choice, with what
+    /// each backend answered: the session runs without them (TC hops only).
+    pub unserved: Vec<(&'static str, Vec<(String, String)>)>,
+    /// TCX attachments the preload made: (program, ifindex, direction,
+    /// outcome), taken by the attach step as its TCX attempt.
+    pre_tcx: Vec<(&'static str, u32, TcAttachType, Result<(), String>)>,
     /// Devices with netlink filters of ours, and the netns they are in.
     netlink_devices: Vec<(u32, String)>,
     netns: u32,
@@ -104,21 +119,32 @@ impl Probes {
         self.ebpf.as_mut().expect("present until drop")
     }
 
+    /// `btf`: vmlinux BTF, read by the caller (e.g. on a thread of its own
+    /// while it prepares `cfg`); `None` when the kernel has none readable.
     pub fn load(
         cfg: &Config,
         ports: Ports,
         plan: &Plan,
         dev: &Devices<'_>,
+        btf: Option<AyaBtf>,
     ) -> Result<Probes, ProbeError> {
-        let ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        if let Some(b) = &btf {
+            // Only read for CO-RE relocations, which Rust objects lack; set
+            // so that a future one does not parse vmlinux again.
+            loader.btf(b);
+        }
+        let ebpf = loader
             .override_global("CONFIG", cfg, true)
             .map_max_entries("EVENTS", plan.ring_size)
             .load(OBJECT)
             .map_err(ProbeError::Object)?;
         let mut probes = Probes {
             ebpf: Some(ebpf),
+            btf,
             hooks: Vec::new(),
-            missing: Vec::new(),
+            unserved: Vec::new(),
+            pre_tcx: Vec::new(),
             netlink_devices: Vec::new(),
             netns: cfg.netns_ino,
         };
@@ -132,48 +158,85 @@ impl Probes {
         Ok(probes)
     }
 
-    /// Verify, in parallel, the programs the plan will most likely attach.
-    /// The kernel runs the verifier in the loading thread and privileged
-    /// loads take no common lock, so the TC programs and the drop program
-    /// (the slowest to verify) no longer queue behind each other. A program
-    /// that fails here is left unloaded, and its hook's usual path loads it
-    /// again and reports the error.
+    /// Verify, in parallel, the programs the plan may attach: the TC
+    /// programs, the drop program and every vxlan-rcv backend the kernel
+    /// may take (a refused fentry answers at once; the fallback is then
+    /// verified already). The kernel runs the verifier in the loading
+    /// thread and privileged loads take no common lock, so they no longer
+    /// queue behind each other. A program that fails here is left
+    /// unloaded, and its hook's usual path loads it again and reports the
+    /// error; a preloaded backend that is not chosen is unloaded then.
     fn preload(&mut self, plan: &Plan, dev: &Devices<'_>, has_reason: bool) {
         use aya::programs::Program as P;
-        let mut tc: Vec<&str> = vec![
-            "ft_ovl_egress",
-            "ft_ovl_ingress",
-            "ft_und_egress",
-            "ft_und_ingress",
-        ];
-        if !dev.pods.is_empty() {
-            tc.extend(["ft_pod_ingress", "ft_pod_egress"]);
-        }
-        let drop_tp = match plan.drop {
-            Some(DropBackendChoice::Auto | DropBackendChoice::TpBtf) => Some(if has_reason {
-                "ft_drop_tpbtf"
+        let hooks = tc_hooks(dev);
+        let tcx = plan.tc_mode != TcMode::Netlink;
+        // (program, BTF target) of the BTF-typed programs.
+        let mut typed: Vec<(&str, &str)> = Vec::new();
+        if let Some(DropBackendChoice::Auto | DropBackendChoice::TpBtf) = plan.drop {
+            let name = if has_reason {
+                prog::DROP_TPBTF
             } else {
-                "ft_drop_tpbtf_noreason"
-            }),
-            _ => None,
-        };
-        let Ok(btf) = AyaBtf::from_sys_fs() else {
-            return;
-        };
-        let btf = &btf;
+                prog::DROP_TPBTF_NOREASON
+            };
+            typed.push((name, "kfree_skb"));
+        }
+        let mut kprobe = false;
+        for b in vxlan_order(plan.vxlan_rcv) {
+            match b {
+                VxlanBackendChoice::Fentry if plan.vxlan_rcv_in_vmlinux => {
+                    typed.push((prog::VXLAN_FENTRY, "vxlan_rcv"))
+                }
+                VxlanBackendChoice::Kprobe if kprobe_pmu().is_ok() => kprobe = true,
+                VxlanBackendChoice::TpBtf => typed.push((prog::VXLAN_TPBTF, "netif_receive_skb")),
+                _ => {}
+            }
+        }
+        let pre_tcx = std::sync::Mutex::new(Vec::new());
+        let btf = self.btf.as_ref();
+        let ebpf = self.ebpf.as_mut().expect("present until drop");
         std::thread::scope(|scope| {
-            for (name, prog) in self.ebpf_mut().programs_mut() {
+            for (name, prog) in ebpf.programs_mut() {
+                let target = typed.iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
                 match prog {
-                    P::SchedClassifier(p) if tc.contains(&name) => {
+                    P::SchedClassifier(p) if hooks.iter().any(|h| h.1 == name) => {
+                        let hooks = &hooks;
+                        let pre_tcx = &pre_tcx;
+                        scope.spawn(move || {
+                            if let Err(e) = p.load() {
+                                log::debug!("preloading {name}: {e}");
+                                return;
+                            }
+                            // TCX links too: each costs an RCU grace period
+                            // under the RTNL lock (tens of milliseconds
+                            // here), better spent while the slower
+                            // programs are still being verified.
+                            let mine = hooks.iter().filter(|h| tcx && h.1 == name);
+                            for &(_, n, (ifindex, _), dir) in mine {
+                                let r = tcx_attach(p, ifindex, dir);
+                                let mut done = pre_tcx.lock().unwrap_or_else(|e| e.into_inner());
+                                done.push((n, ifindex, dir, r));
+                            }
+                        });
+                    }
+                    P::KProbe(p) if kprobe && name == prog::VXLAN_KPROBE => {
                         scope.spawn(move || {
                             if let Err(e) = p.load() {
                                 log::debug!("preloading {name}: {e}");
                             }
                         });
                     }
-                    P::BtfTracePoint(p) if drop_tp == Some(name) => {
+                    P::BtfTracePoint(p) if target.is_some() && btf.is_some() => {
+                        let tp = target.expect("checked");
                         scope.spawn(move || {
-                            if let Err(e) = p.load("kfree_skb", btf) {
+                            if let Err(e) = p.load(tp, btf.expect("checked")) {
+                                log::debug!("preloading {name}: {e}");
+                            }
+                        });
+                    }
+                    P::FEntry(p) if target.is_some() && btf.is_some() => {
+                        let func = target.expect("checked");
+                        scope.spawn(move || {
+                            if let Err(e) = p.load(func, btf.expect("checked")) {
                                 log::debug!("preloading {name}: {e}");
                             }
                         });
@@ -182,6 +245,7 @@ impl Probes {
                 }
             }
         });
+        self.pre_tcx = pre_tcx.into_inner().unwrap_or_else(|e| e.into_inner());
     }
 
     /// Replace the set of overlay ports the programs match, live.
@@ -197,26 +261,17 @@ impl Probes {
     }
 
     fn attach_tc(&mut self, plan: &Plan, dev: &Devices<'_>) -> Result<(), ProbeError> {
-        use TcAttachType::{Egress, Ingress};
-        let mut hooks: Vec<(&'static str, &'static str, (u32, &str), TcAttachType)> = vec![
-            ("overlay-egress", "ft_ovl_egress", dev.vxlan, Egress),
-            ("overlay-ingress", "ft_ovl_ingress", dev.vxlan, Ingress),
-        ];
-        for &nic in &dev.underlay {
-            hooks.push(("underlay-egress", "ft_und_egress", nic, Egress));
-            hooks.push(("underlay-ingress", "ft_und_ingress", nic, Ingress));
-        }
-        for &pod in &dev.pods {
-            hooks.push(("pod-ingress", "ft_pod_ingress", pod, Ingress));
-            hooks.push(("pod-egress", "ft_pod_egress", pod, Egress));
-        }
-        for (hop, name, (ifindex, ifname), dir) in hooks {
+        for (hop, name, (ifindex, ifname), dir) in tc_hooks(dev) {
             let (backend, fallbacks) = self
                 .attach_one_tc(plan, name, ifindex, ifname, dir)
-                .map_err(|reason| ProbeError::Tc {
-                    hop,
-                    iface: ifname.to_owned(),
-                    reason,
+                .map_err(|f| {
+                    let iface = ifname.to_owned();
+                    match f {
+                        TcFailure::TcxRefused(reason) => {
+                            ProbeError::TcxUnavailable { hop, iface, reason }
+                        }
+                        TcFailure::Other(reason) => ProbeError::Tc { hop, iface, reason },
+                    }
                 })?;
             self.hooks.push(HookReport {
                 hop: hop.into(),
@@ -235,32 +290,31 @@ impl Probes {
         ifindex: u32,
         ifname: &str,
         dir: TcAttachType,
-    ) -> Result<(String, Vec<(String, String)>), String> {
+    ) -> Result<(String, Vec<(String, String)>), TcFailure> {
         let log = plan.verifier_log.clone();
         let prog: &mut SchedClassifier =
-            program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+            program(self.ebpf_mut(), name).map_err(TcFailure::other)?;
         // One program serves every device of its hop: verified once.
         if prog.fd().is_err() {
-            prog.load().map_err(|e| describe(&e, log.as_ref()))?;
+            prog.load()
+                .map_err(|e| TcFailure::Other(describe(&e, log.as_ref())))?;
         }
         let mut fallbacks = Vec::new();
         if plan.tc_mode != TcMode::Netlink {
-            match prog.attach(
-                ifindex,
-                TcAttach::Tcx {
-                    attach_type: dir,
-                    order: LinkOrder::default(),
-                },
-            ) {
-                Ok(_) => return Ok(("tcx".into(), fallbacks)),
-                Err(e) if plan.tc_mode == TcMode::Auto => {
-                    fallbacks.push(("tcx".into(), describe(&e, None)))
-                }
+            let pre = self
+                .pre_tcx
+                .iter()
+                .position(|&(n, i, d, _)| n == name && i == ifindex && d == dir)
+                .map(|at| self.pre_tcx.swap_remove(at).3);
+            let prog: &mut SchedClassifier =
+                program(self.ebpf_mut(), name).map_err(TcFailure::other)?;
+            match pre.unwrap_or_else(|| tcx_attach(prog, ifindex, dir)) {
+                Ok(()) => return Ok(("tcx".into(), fallbacks)),
+                Err(e) if plan.tc_mode == TcMode::Auto => fallbacks.push(("tcx".into(), e)),
                 Err(e) => {
-                    return Err(format!(
-                        "TCX attach failed ({}); TCX needs Linux 6.6+, try --tc-mode netlink",
-                        describe(&e, None)
-                    ));
+                    return Err(TcFailure::TcxRefused(format!(
+                        "TCX attach failed ({e}); TCX needs Linux 6.6+, try --tc-mode netlink"
+                    )));
                 }
             }
         }
@@ -268,20 +322,22 @@ impl Probes {
         // mark it as ours first (see `leftovers`), under the lock, so that a
         // concurrent tracer's exit cannot remove it between the two steps.
         let netns = self.netns;
-        let _lock = leftovers::lock().map_err(|e| e.to_string())?;
-        let had_clsact = netdev::has_clsact(ifindex).map_err(|e| e.to_string())?;
+        let _lock = leftovers::lock().map_err(TcFailure::other)?;
+        let had_clsact = netdev::has_clsact(ifindex).map_err(TcFailure::other)?;
         if !had_clsact {
-            leftovers::mark_created(netns, ifindex).map_err(|e| e.to_string())?;
+            leftovers::mark_created(netns, ifindex).map_err(TcFailure::other)?;
             if let Err(e) = tc::qdisc_add_clsact(ifindex) {
                 leftovers::unmark(netns, ifindex);
-                return Err(format!("adding a clsact qdisc failed: {e}"));
+                return Err(TcFailure::Other(format!(
+                    "adding a clsact qdisc failed: {e}"
+                )));
             }
         }
         if !self.netlink_devices.iter().any(|(i, _)| *i == ifindex) {
             self.netlink_devices.push((ifindex, ifname.to_owned()));
         }
         let prog: &mut SchedClassifier =
-            program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+            program(self.ebpf_mut(), name).map_err(TcFailure::other)?;
         // The handle is our PID: a later run tells a killed tracer's
         // filters from a live one's by it.
         prog.attach(
@@ -294,38 +350,36 @@ impl Probes {
                 },
             },
         )
-        .map_err(|e| format!("netlink attach failed: {}", describe(&e, None)))?;
+        .map_err(|e| TcFailure::Other(format!("netlink attach failed: {}", describe(&e, None))))?;
         Ok(("netlink-clsact".into(), fallbacks))
     }
 
     fn attach_vxlan_rcv(&mut self, plan: &Plan) -> Result<(), ProbeError> {
         use VxlanBackendChoice as V;
-        let order: &[V] = match plan.vxlan_rcv {
-            V::Auto => &[V::Fentry, V::Kprobe, V::TpBtf, V::Tracepoint],
-            V::Fentry => &[V::Fentry],
-            V::Kprobe => &[V::Kprobe],
-            V::TpBtf => &[V::TpBtf],
-            V::Tracepoint => &[V::Tracepoint],
-        };
+        let order = vxlan_order(plan.vxlan_rcv);
         let mut fallbacks = Vec::new();
-        for &b in order {
+        for (i, &b) in order.iter().enumerate() {
             let attempt = match b {
                 V::Fentry => self
-                    .fentry("ft_vxlan_fentry", "vxlan_rcv", plan)
+                    .fentry(prog::VXLAN_FENTRY, "vxlan_rcv", plan)
                     .map(|()| ("fentry", "vxlan_rcv")),
                 V::Kprobe => self
-                    .kprobe("ft_vxlan_kprobe", "vxlan_rcv", plan)
+                    .kprobe(prog::VXLAN_KPROBE, "vxlan_rcv", plan)
                     .map(|()| ("kprobe", "vxlan_rcv")),
                 V::TpBtf => self
-                    .tp_btf("ft_vxlan_tpbtf", "netif_receive_skb", plan)
+                    .tp_btf(prog::VXLAN_TPBTF, "netif_receive_skb", plan)
                     .map(|()| ("tp_btf", "netif_receive_skb")),
                 V::Tracepoint => self
-                    .tracepoint("ft_vxlan_tp", "net", "netif_receive_skb", plan)
+                    .tracepoint(prog::VXLAN_TP, "net", "netif_receive_skb", plan)
                     .map(|()| ("tracepoint", "net:netif_receive_skb")),
                 V::Auto => unreachable!("not in the order"),
             };
             match attempt {
                 Ok((backend, target)) => {
+                    // Backends preloaded but not needed any more.
+                    for &later in &order[i + 1..] {
+                        self.unload(vxlan_program(later));
+                    }
                     self.hooks.push(HookReport {
                         hop: "vxlan-rcv".into(),
                         backend: backend.into(),
@@ -357,12 +411,8 @@ impl Probes {
                 tried: format_tried(&tried),
             });
         }
-        // Read only now, to explain the failure: the process is single-
-        // threaded again (the preload threads are joined), which a private
-        // securityfs mount needs.
-        let lockdown = crate::degraded::lockdown_level();
-        self.missing
-            .push(MissingHop::explained(hop, tried, lockdown.as_deref()));
+        // The caller explains the failure (kernel lockdown or not).
+        self.unserved.push((hop, tried));
         Ok(())
     }
 
@@ -376,9 +426,9 @@ impl Probes {
         // Before 5.17 kfree_skb has no reason argument, and the verifier
         // refuses a tp_btf program that merely mentions a third one.
         let tpbtf = if has_reason {
-            "ft_drop_tpbtf"
+            prog::DROP_TPBTF
         } else {
-            "ft_drop_tpbtf_noreason"
+            prog::DROP_TPBTF_NOREASON
         };
         let order: &[D] = match choice {
             D::Auto => &[D::TpBtf, D::Tracepoint],
@@ -392,7 +442,7 @@ impl Probes {
                     .tp_btf(tpbtf, "kfree_skb", plan)
                     .map(|()| ("tp_btf", "kfree_skb")),
                 D::Tracepoint => self
-                    .tracepoint("ft_drop_tp", "skb", "kfree_skb", plan)
+                    .tracepoint(prog::DROP_TP, "skb", "kfree_skb", plan)
                     .map(|()| ("tracepoint", "skb:kfree_skb")),
                 D::Auto => unreachable!("not in the order"),
             };
@@ -407,7 +457,7 @@ impl Probes {
                     return Ok(());
                 }
                 Err(e) => {
-                    self.unload(if b == D::TpBtf { tpbtf } else { "ft_drop_tp" });
+                    self.unload(if b == D::TpBtf { tpbtf } else { prog::DROP_TP });
                     fallbacks.push((
                         if b == D::TpBtf {
                             "tp_btf"
@@ -444,32 +494,34 @@ impl Probes {
                 "{func} is not in vmlinux BTF (vxlan is a module; fentry would need its module BTF)"
             ));
         }
-        let btf = AyaBtf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
-        let prog: &mut FEntry = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
-        prog.load(func, &btf)
-            .map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        let btf = self.btf.as_ref().ok_or("kernel BTF is not readable")?;
+        let ebpf = self.ebpf.as_mut().expect("present until drop");
+        let prog: &mut FEntry = program(ebpf, name).map_err(|e| e.to_string())?;
+        if prog.fd().is_err() {
+            prog.load(func, btf)
+                .map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        }
         prog.attach().map_err(|e| describe(&e, None))?;
         Ok(())
     }
 
     fn kprobe(&mut self, name: &'static str, func: &str, plan: &Plan) -> Result<(), String> {
-        // Without the kprobe PMU the attach must fail: do not pay for the
-        // program's verification (about a second) first.
-        if !std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
-            return Err("no kprobe PMU (/sys/bus/event_source/devices/kprobe): kernel without CONFIG_KPROBES".into());
-        }
+        kprobe_pmu()?;
         let prog: &mut KProbe = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
-        prog.load()
-            .map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        if prog.fd().is_err() {
+            prog.load()
+                .map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
+        }
         prog.attach(func, 0).map_err(|e| describe(&e, None))?;
         Ok(())
     }
 
     fn tp_btf(&mut self, name: &'static str, tp: &str, plan: &Plan) -> Result<(), String> {
-        let btf = AyaBtf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {e}"))?;
-        let prog: &mut BtfTracePoint = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
+        let btf = self.btf.as_ref().ok_or("kernel BTF is not readable")?;
+        let ebpf = self.ebpf.as_mut().expect("present until drop");
+        let prog: &mut BtfTracePoint = program(ebpf, name).map_err(|e| e.to_string())?;
         if prog.fd().is_err() {
-            prog.load(tp, &btf)
+            prog.load(tp, btf)
                 .map_err(|e| describe(&e, plan.verifier_log.as_ref()))?;
         }
         prog.attach().map_err(|e| describe(&e, None))?;
@@ -534,12 +586,82 @@ where
         .map_err(|_| ProbeError::MissingProgram(name))
 }
 
+/// Why one TC attachment failed: a kernel without TCX (exit status 5
+/// when TCX was asked for) or anything else.
+enum TcFailure {
+    TcxRefused(String),
+    Other(String),
+}
+
+impl TcFailure {
+    fn other(e: impl std::fmt::Display) -> TcFailure {
+        TcFailure::Other(e.to_string())
+    }
+}
+
+/// Every TC attachment of a session: (hop, program, device, direction).
+fn tc_hooks<'a>(
+    dev: &Devices<'a>,
+) -> Vec<(&'static str, &'static str, (u32, &'a str), TcAttachType)> {
+    use TcAttachType::{Egress, Ingress};
+    let mut hooks = vec![
+        ("overlay-egress", prog::OVL_EGRESS, dev.vxlan, Egress),
+        ("overlay-ingress", prog::OVL_INGRESS, dev.vxlan, Ingress),
+    ];
+    for &nic in &dev.underlay {
+        hooks.push(("underlay-egress", prog::UND_EGRESS, nic, Egress));
+        hooks.push(("underlay-ingress", prog::UND_INGRESS, nic, Ingress));
+    }
+    for &pod in &dev.pods {
+        hooks.push(("pod-ingress", prog::POD_INGRESS, pod, Ingress));
+        hooks.push(("pod-egress", prog::POD_EGRESS, pod, Egress));
+    }
+    hooks
+}
+
+fn tcx_attach(prog: &mut SchedClassifier, ifindex: u32, dir: TcAttachType) -> Result<(), String> {
+    prog.attach(
+        ifindex,
+        TcAttach::Tcx {
+            attach_type: dir,
+            order: LinkOrder::default(),
+        },
+    )
+    .map(|_| ())
+    .map_err(|e| describe(&e, None))
+}
+
+/// The vxlan-rcv backends to try, in order.
+fn vxlan_order(choice: VxlanBackendChoice) -> &'static [VxlanBackendChoice] {
+    use VxlanBackendChoice as V;
+    match choice {
+        V::Auto => &[V::Fentry, V::Kprobe, V::TpBtf, V::Tracepoint],
+        V::Fentry => &[V::Fentry],
+        V::Kprobe => &[V::Kprobe],
+        V::TpBtf => &[V::TpBtf],
+        V::Tracepoint => &[V::Tracepoint],
+    }
+}
+
+/// Without the kprobe PMU a kprobe attach must fail: do not pay for the
+/// program's verification first.
+fn kprobe_pmu() -> Result<(), String> {
+    if std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        Ok(())
+    } else {
+        Err(
+            "no kprobe PMU (/sys/bus/event_source/devices/kprobe): kernel without CONFIG_KPROBES"
+                .into(),
+        )
+    }
+}
+
 fn vxlan_program(b: VxlanBackendChoice) -> &'static str {
     match b {
-        VxlanBackendChoice::Fentry => "ft_vxlan_fentry",
-        VxlanBackendChoice::Kprobe => "ft_vxlan_kprobe",
-        VxlanBackendChoice::TpBtf => "ft_vxlan_tpbtf",
-        VxlanBackendChoice::Tracepoint | VxlanBackendChoice::Auto => "ft_vxlan_tp",
+        VxlanBackendChoice::Fentry => prog::VXLAN_FENTRY,
+        VxlanBackendChoice::Kprobe => prog::VXLAN_KPROBE,
+        VxlanBackendChoice::TpBtf => prog::VXLAN_TPBTF,
+        VxlanBackendChoice::Tracepoint | VxlanBackendChoice::Auto => prog::VXLAN_TP,
     }
 }
 
@@ -608,5 +730,21 @@ fn describe(e: &ProgramError, log: Option<&PathBuf>) -> String {
             }
             s
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The names userspace attaches by are exactly the object's programs.
+    #[test]
+    fn program_names_match_the_object() {
+        let obj = aya_obj::Object::parse(OBJECT).expect("the embedded object parses");
+        let mut in_object: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
+        in_object.sort_unstable();
+        let mut known = prog::ALL.to_vec();
+        known.sort_unstable();
+        assert_eq!(in_object, known);
     }
 }

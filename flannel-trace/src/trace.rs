@@ -19,6 +19,7 @@ use crate::{
     btf::Btf,
     cli::{DropBackendChoice, TraceArgs, VxlanBackendChoice},
     clock::Clock,
+    degraded::MissingHop,
     event::Decoder,
     exit::{Fatal, OrFatal as _, Status},
     identity::{FdbPeer, NeighbourEntry, NodeIdentity, PodRoute, mac_string},
@@ -318,12 +319,6 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
     }
     kernel::check_privileges(args.probe).fatal(Status::Privilege)?;
     let node = resolve(&args)?;
-    let btf = Btf::vmlinux().fatal(Status::Unsupported)?;
-    let mut offsets = kernel::offsets(&btf)
-        .context("reading kernel struct offsets from BTF")
-        .fatal(Status::Unsupported)?;
-    let reasons = kernel::drop_reasons(&btf);
-    let has_reason = btf.tracepoint_params("kfree_skb").is_some_and(|n| n >= 3);
 
     // Classic tracepoints are a fallback; find (or privately mount) tracefs
     // now, while the process is single-threaded, in case one is needed.
@@ -336,23 +331,33 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
             DropBackendChoice::Auto | DropBackendChoice::Tracepoint
         ));
     let tracefs = if may_need_tracefs {
-        match tracefs::ensure() {
-            Ok(p) => {
-                let off = |cat, tp, field| tracefs::field_offset(&p, cat, tp, field).ok();
-                offsets.tp_kfree_skbaddr = off("skb", "kfree_skb", "skbaddr").unwrap_or(0);
-                offsets.tp_kfree_location = off("skb", "kfree_skb", "location").unwrap_or(0);
-                offsets.tp_kfree_reason = off("skb", "kfree_skb", "reason").unwrap_or(0);
-                offsets.tp_netif_skbaddr = off("net", "netif_receive_skb", "skbaddr").unwrap_or(0);
-                Some(p)
-            }
-            Err(e) => {
-                log::info!("classic tracepoints unavailable: {e}");
-                None
-            }
-        }
+        tracefs::ensure()
+            .inspect_err(|e| log::info!("classic tracepoints unavailable: {e}"))
+            .ok()
     } else {
         None
     };
+    // Attach time: what only the kernel makes slow runs side by side with
+    // the rest of the set-up — aya's parse of vmlinux BTF (the loader and
+    // the BTF-typed programs need it) and /proc/kallsyms (the kernel takes
+    // tens of milliseconds to produce it). Both threads are joined before
+    // anything needs a single-threaded process again.
+    let aya_btf = std::thread::spawn(|| aya::Btf::from_sys_fs().map_err(|e| e.to_string()));
+    let kallsyms = std::thread::spawn(Kallsyms::load);
+
+    let btf = Btf::vmlinux().fatal(Status::Unsupported)?;
+    let mut offsets = kernel::offsets(&btf)
+        .context("reading kernel struct offsets from BTF")
+        .fatal(Status::Unsupported)?;
+    let reasons = kernel::drop_reasons(&btf);
+    let has_reason = btf.tracepoint_params("kfree_skb").is_some_and(|n| n >= 3);
+    if let Some(p) = &tracefs {
+        let off = |cat, tp, field| tracefs::field_offset(p, cat, tp, field).ok();
+        offsets.tp_kfree_skbaddr = off("skb", "kfree_skb", "skbaddr").unwrap_or(0);
+        offsets.tp_kfree_location = off("skb", "kfree_skb", "location").unwrap_or(0);
+        offsets.tp_kfree_reason = off("skb", "kfree_skb", "reason").unwrap_or(0);
+        offsets.tp_netif_skbaddr = off("net", "netif_receive_skb", "skbaddr").unwrap_or(0);
+    }
 
     let mut cfg = Config::zeroed();
     cfg.vni = args.vni.unwrap_or(ANY_VNI);
@@ -426,7 +431,14 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
     for p in std::iter::once(node.port).chain(args.port.iter().copied()) {
         ports.add(p);
     }
-    let mut probes = Probes::load(&cfg, ports, &plan, &devices).map_err(|e| {
+    let aya_btf = aya_btf
+        .join()
+        .expect("the BTF thread does not panic")
+        .inspect_err(|e| log::warn!("aya cannot read kernel BTF: {e}"))
+        .ok();
+    let loaded = Probes::load(&cfg, ports, &plan, &devices, aya_btf);
+    let kallsyms = kallsyms.join().expect("the kallsyms thread does not panic");
+    let mut probes = loaded.map_err(|e| {
         let status = if e.is_unsupported() {
             Status::Unsupported
         } else {
@@ -434,15 +446,27 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
         };
         Fatal::new(status, e)
     })?;
+    // Explained only now: the process is single-threaded again (the
+    // loader's and the set-up threads are joined), which a private
+    // securityfs mount for the lockdown level needs.
+    let missing: Vec<MissingHop> = if probes.unserved.is_empty() {
+        Vec::new()
+    } else {
+        let lockdown = crate::degraded::lockdown_level();
+        std::mem::take(&mut probes.unserved)
+            .into_iter()
+            .map(|(hop, tried)| MissingHop::explained(hop, tried, lockdown.as_deref()))
+            .collect()
+    };
 
     // Said once, before anything else is printed: the verdict accounts
     // for these hops too.
-    for m in &probes.missing {
+    for m in &missing {
         eprintln!("{}", m.banner(&node.underlay.name, &node.vxlan.name));
     }
     let clock = Clock::sample();
-    let identity = identity(&node, &cfg, &probes, &args, clock);
-    let kallsyms = Kallsyms::load().unwrap_or_else(|e| {
+    let identity = identity(&node, &cfg, &probes, missing, &args, clock);
+    let kallsyms = kallsyms.unwrap_or_else(|e| {
         log::warn!("cannot read /proc/kallsyms ({e}): drop locations are shown as addresses");
         Kallsyms::parse("")
     });
@@ -469,6 +493,7 @@ fn identity(
     node: &Node,
     cfg: &Config,
     probes: &Probes,
+    missing_hops: Vec<MissingHop>,
     args: &TraceArgs,
     clock: Clock,
 ) -> NodeIdentity {
@@ -507,7 +532,7 @@ fn identity(
             })
             .collect(),
         hooks: probes.hooks.clone(),
-        missing_hops: probes.missing.clone(),
+        missing_hops,
         clock_offset_ns: clock.offset_ns(),
         ring_size: args.ring_size,
         attached_wall_ns: Clock::now_wall_ns(),

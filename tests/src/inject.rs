@@ -30,12 +30,14 @@ impl Injector {
                 if ifindex == 0 {
                     return Err(io::Error::last_os_error());
                 }
+                // SAFETY: a plain syscall with constant arguments.
                 let raw = unsafe {
                     libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0)
                 };
                 if raw < 0 {
                     return Err(io::Error::last_os_error());
                 }
+                // SAFETY: `raw` is a fresh descriptor nothing else owns.
                 Ok((unsafe { OwnedFd::from_raw_fd(raw) }, ifindex as i32))
             })
             .with_context(|| format!("AF_PACKET socket on {iface} in {}", ns.name()))?;

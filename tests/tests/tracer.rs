@@ -569,6 +569,32 @@ fn every_backend_the_kernel_offers_reports_the_packets() -> Result<()> {
                 "drop backend {d} was offered but never exercised"
             );
         }
+        // TC: a forced TCX is used where the kernel has it, and refused as
+        // a missing kernel feature (exit 5) where it has not.
+        let (st, out, err) = run_tracer(
+            a,
+            &[
+                "--json",
+                "--tc-mode",
+                "tcx",
+                "--no-drops",
+                "--duration",
+                "1s",
+            ],
+        )?;
+        if k.has_tcx() {
+            ensure!(
+                st.success() && out.contains(r#""backend":"tcx""#),
+                "--tc-mode tcx on {}: {st:?}: {err}\n{out}",
+                k.release
+            );
+        } else {
+            ensure!(
+                st.code() == Some(5) && err.contains("TCX"),
+                "{} has no TCX: a forced --tc-mode tcx must exit 5, got {st:?}: {err}",
+                k.release
+            );
+        }
         assert_clean(lab)
     })
 }
