@@ -42,18 +42,12 @@ mod kernel;
 mod leftovers;
 #[path = "../src/live.rs"]
 mod live;
-#[path = "../src/netdev.rs"]
-mod netdev;
-#[path = "../src/netroute.rs"]
-mod netroute;
+#[path = "../src/net/mod.rs"]
+mod net;
 #[path = "../src/output.rs"]
 mod output;
 #[path = "../src/peer.rs"]
 mod peer;
-#[path = "../src/podnet.rs"]
-mod podnet;
-#[path = "../src/probe.rs"]
-mod probe;
 #[path = "../src/probes.rs"]
 mod probes;
 #[path = "../src/record.rs"]

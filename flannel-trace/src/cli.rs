@@ -183,7 +183,7 @@ pub struct TraceArgs {
     /// subnet. Drops of packets between its addresses are reported on any
     /// device.
     #[arg(long, value_name = "CIDR")]
-    pub pod_cidr: Vec<crate::podnet::Cidr>,
+    pub pod_cidr: Vec<crate::net::Cidr>,
 
     /// Attach the underlay hops to --iface only. By default every other
     /// device with an address (but loopback, the vxlan and the pod devices)

@@ -12,7 +12,7 @@ use flannel_trace_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{clock::Clock, kallsyms::Kallsyms, netdev};
+use crate::{clock::Clock, kallsyms::Kallsyms, net as netdev};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{degraded::MissingHop, podnet::Cidr, probes::HookReport};
+use crate::{degraded::MissingHop, net::Cidr, probes::HookReport};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeIdentity {

@@ -28,7 +28,7 @@ use std::{
 
 use thiserror::Error;
 
-use crate::netdev::{self, NetdevError, TcFilter};
+use crate::net::{self, NetError, TcFilter};
 
 /// Where the markers and the lock live.
 pub const RUN_DIR: &str = "/run/flannel-trace";
@@ -40,7 +40,7 @@ pub enum LeftoverError {
     #[error("cannot use {RUN_DIR} for flannel-trace's lock and markers: {0}")]
     RunDir(io::Error),
     #[error(transparent)]
-    Netdev(#[from] NetdevError),
+    Net(#[from] NetError),
 }
 
 /// An exclusive `flock` on [`RUN_DIR`]/lock, released on drop.
@@ -117,17 +117,17 @@ pub fn remove_empty_clsact(netns: u32, ifindex: u32) -> Result<bool, LeftoverErr
     if !is_marked(netns, ifindex) {
         return Ok(false);
     }
-    if !netdev::has_clsact(ifindex)? {
+    if !net::has_clsact(ifindex)? {
         // Killed between marking and creating, or removed by someone.
         unmark(netns, ifindex);
         return Ok(false);
     }
     let attached =
-        netdev::clsact_filter_count(ifindex, false)? + netdev::clsact_filter_count(ifindex, true)?;
+        net::clsact_filter_count(ifindex, false)? + net::clsact_filter_count(ifindex, true)?;
     if attached > 0 {
         return Ok(false);
     }
-    netdev::delete_clsact(ifindex)?;
+    net::delete_clsact(ifindex)?;
     unmark(netns, ifindex);
     Ok(true)
 }
@@ -138,15 +138,15 @@ pub fn remove_empty_clsact(netns: u32, ifindex: u32) -> Result<bool, LeftoverErr
 pub fn sweep(netns: u32) -> Result<Vec<String>, LeftoverError> {
     let _lock = lock()?;
     let mut removed = Vec::new();
-    for link in netdev::links()? {
-        let has_clsact = netdev::has_clsact(link.index)?;
+    for link in net::links()? {
+        let has_clsact = net::has_clsact(link.index)?;
         if has_clsact {
             for egress in [false, true] {
-                for f in netdev::clsact_filters(link.index, egress)? {
+                for f in net::clsact_filters(link.index, egress)? {
                     if !is_leftover(&f) {
                         continue;
                     }
-                    match netdev::delete_filter(&f) {
+                    match net::delete_filter(&f) {
                         Ok(()) => removed.push(format!(
                             "tc filter {} (pref {}, handle {:#x}) at {} of {}, left by flannel-trace pid {} which is gone",
                             f.bpf_name.as_deref().unwrap_or("?"),

@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use crate::{
     cli::{DropBackendChoice, TcMode, VxlanBackendChoice},
-    leftovers, netdev,
+    leftovers, net as netdev,
 };
 
 /// The object built from flannel-trace-ebpf by build.rs.

@@ -5,8 +5,7 @@ use std::net::IpAddr;
 
 use crate::{
     identity::PeerRoute,
-    netroute,
-    podnet::{self, Cidr},
+    net::{self as netroute, self as podnet, Cidr},
 };
 
 use anyhow::{Context as _, anyhow};
@@ -25,7 +24,7 @@ use crate::{
     exit::{Fatal, OrFatal as _, Status},
     identity::{FdbPeer, NeighbourEntry, NodeIdentity, PodRoute, mac_string},
     kallsyms::Kallsyms,
-    kernel, netdev,
+    kernel, net as netdev,
     probes::{Devices, Plan, Probes},
     session, tracefs,
 };

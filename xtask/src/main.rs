@@ -3,10 +3,13 @@
 use clap::{Parser, Subcommand};
 
 // The pod-network prefix type that flannel-trace's clap definition (compiled
-// into `dist` for the man pages) parses `--pod-cidr` into.
+// into `dist` for the man pages) parses `--pod-cidr` into, as `crate::net::Cidr`.
 #[allow(dead_code, reason = "only the type the clap definition names is used")]
-#[path = "../../flannel-trace/src/podnet.rs"]
+#[path = "../../flannel-trace/src/net/podnet.rs"]
 mod podnet;
+mod net {
+    pub use super::podnet::Cidr;
+}
 
 mod bench;
 mod demo;

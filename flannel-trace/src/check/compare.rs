@@ -360,7 +360,7 @@ fn stray_fdb(nodes: &[ClusterNode], dev: &Device) -> Vec<Finding> {
 mod tests {
     use super::super::model::{Cidr, Neighbour};
     use super::*;
-    use crate::netdev::FdbEntry;
+    use crate::net::FdbEntry;
 
     const MAC_A: [u8; 6] = [0x0e, 0xa1, 0, 0, 0, 1];
     const MAC_B: [u8; 6] = [0x0e, 0xa1, 0, 0, 0, 2];

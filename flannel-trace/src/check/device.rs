@@ -2,14 +2,14 @@
 
 use crate::{
     exit::{Fatal, OrFatal as _, Status},
-    netdev::{self, NetdevError},
+    net::{self, NetError},
 };
 
 use super::{model::Device, tables};
 
 pub fn read(name: &str) -> Result<Device, Fatal> {
-    let link = netdev::link_by_name(name).map_err(|e| match e {
-        NetdevError::NoSuchName(_) | NetdevError::InvalidName { .. } => Fatal::new(
+    let link = net::link_by_name(name).map_err(|e| match e {
+        NetError::NoSuchName(_) | NetError::InvalidName { .. } => Fatal::new(
             Status::Device,
             anyhow::anyhow!("{e}; name the overlay device with --vxlan-dev"),
         ),
@@ -33,7 +33,7 @@ pub fn read(name: &str) -> Result<Device, Fatal> {
         port: vx.port.filter(|p| *p != 0),
         local: vx.local,
         host_addrs: tables::all_addresses().fatal(Status::Failure)?,
-        fdb: netdev::vxlan_fdb(link.index).fatal(Status::Failure)?,
+        fdb: net::vxlan_fdb(link.index).fatal(Status::Failure)?,
         neighbours: Some(tables::neighbours(link.index).fatal(Status::Failure)?),
         routes: Some(routes),
     })

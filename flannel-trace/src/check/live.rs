@@ -14,14 +14,14 @@ use super::{
     model::{ClusterNode, Device, Kind, Neighbour, Route, parse_mac},
     tables,
 };
-use crate::{identity::NodeIdentity, netdev::FdbEntry};
+use crate::{identity::NodeIdentity, net::FdbEntry};
 
 /// Whether `x` is the node this process runs on (same network namespace
 /// and the vxlan device is there): then its neighbour and route tables can
 /// be read from the kernel, which an identity does not carry.
 fn is_here(x: &NodeIdentity) -> bool {
     crate::kernel::netns_inode().ok() == Some(x.netns_inode)
-        && crate::netdev::link_by_index(x.vxlan_ifindex).is_ok_and(|l| l.name == x.vxlan_dev)
+        && crate::net::link_by_index(x.vxlan_ifindex).is_ok_and(|l| l.name == x.vxlan_dev)
 }
 
 fn as_node(y: &NodeIdentity) -> ClusterNode {

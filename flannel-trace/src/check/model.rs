@@ -7,11 +7,11 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::netdev::FdbEntry;
+use crate::net::FdbEntry;
 
 // The one prefix type of the crate; `check` compares the kernel's routes
 // with the node list's podCIDRs in it.
-pub use crate::podnet::Cidr;
+pub use crate::net::Cidr;
 
 /// One node of `kubectl get nodes -o json`, as flannel annotates it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! The neighbour, route and address tables `check` compares with the node
-//! list, read with netdev's lenient rtnetlink dump (see netdev.rs).
+//! list, read with the network layer's lenient rtnetlink dump (see
+//! net/netlink.rs).
 
 use std::net::IpAddr;
 
@@ -14,16 +15,16 @@ use netlink_packet_route::{
 };
 
 use super::model::{Cidr, Neighbour, Route};
-use crate::netdev::{self, NetdevError};
+use crate::net::{self, NetError};
 
 /// IPv4 and IPv6 neighbour entries of interface `index` (`ip neigh show dev`).
 /// An entry without a MAC (incomplete, failed) is kept, with `mac: None`.
-pub fn neighbours(index: u32) -> Result<Vec<Neighbour>, NetdevError> {
+pub fn neighbours(index: u32) -> Result<Vec<Neighbour>, NetError> {
     let mut out = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut request = NeighbourMessage::default();
         request.header.family = family;
-        let payloads = netdev::dump(
+        let payloads = net::dump(
             RouteNetlinkMessage::GetNeighbour(request),
             libc::RTM_NEWNEIGH,
             "list the neighbour entries",
@@ -40,7 +41,7 @@ fn neighbour(payload: &[u8], index: u32) -> Option<Neighbour> {
     }
     let (mut ip, mut mac) = (None, None);
     let decode = |nla: &NlaBuffer<&[u8]>| NeighbourAttribute::parse_with_param(nla, header.family);
-    for attribute in netdev::attributes(payload, header.buffer_len(), decode) {
+    for attribute in net::attributes(payload, header.buffer_len(), decode) {
         match attribute {
             NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(a.into()),
             NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => ip = Some(a.into()),
@@ -59,12 +60,12 @@ fn neighbour(payload: &[u8], index: u32) -> Option<Neighbour> {
 }
 
 /// The main table's IPv4 and IPv6 routes (`ip route show table main`).
-pub fn routes() -> Result<Vec<Route>, NetdevError> {
+pub fn routes() -> Result<Vec<Route>, NetError> {
     let mut out = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let mut request = RouteMessage::default();
         request.header.address_family = family;
-        let payloads = netdev::dump(
+        let payloads = net::dump(
             RouteNetlinkMessage::GetRoute(request),
             libc::RTM_NEWROUTE,
             "list the routes",
@@ -83,7 +84,7 @@ fn route(payload: &[u8], family: AddressFamily) -> Option<Route> {
     let (mut dst, mut gateway, mut oif) = (None, None, None);
     let param = (header.address_family, header.kind, RouteLwEnCapType::None);
     let decode = |nla: &NlaBuffer<&[u8]>| RouteAttribute::parse_with_param(nla, param);
-    for attribute in netdev::attributes(payload, header.buffer_len(), decode) {
+    for attribute in net::attributes(payload, header.buffer_len(), decode) {
         match attribute {
             RouteAttribute::Table(id) => table = id,
             RouteAttribute::Destination(a) => dst = ip_of(a),
@@ -118,8 +119,8 @@ fn ip_of(a: RouteAddress) -> Option<IpAddr> {
 }
 
 /// Every address of every interface in this network namespace.
-pub fn all_addresses() -> Result<Vec<IpAddr>, NetdevError> {
-    let payloads = netdev::dump(
+pub fn all_addresses() -> Result<Vec<IpAddr>, NetError> {
+    let payloads = net::dump(
         RouteNetlinkMessage::GetAddress(AddressMessage::default()),
         libc::RTM_NEWADDR,
         "list the addresses",
@@ -130,7 +131,7 @@ pub fn all_addresses() -> Result<Vec<IpAddr>, NetdevError> {
             let header = AddressHeader::parse(p).ok()?;
             let decode = |nla: &NlaBuffer<&[u8]>| AddressAttribute::parse(nla);
             let (mut local, mut address) = (None, None);
-            for a in netdev::attributes(p, header.buffer_len(), decode) {
+            for a in net::attributes(p, header.buffer_len(), decode) {
                 match a {
                     AddressAttribute::Local(ip) => local = Some(ip),
                     AddressAttribute::Address(ip) => address = Some(ip),

@@ -219,7 +219,7 @@ pub fn direction(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{counters::Row, podnet::Cidr};
+    use crate::{counters::Row, net::Cidr};
 
     fn node(name: &str, ip: &str, subnet: &str, pod_gw: &str) -> NodeIdentity {
         NodeIdentity {

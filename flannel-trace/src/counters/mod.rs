@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use join::CounterVerdict;
 pub use run::run;
 
-use crate::{event::addr, netdev};
+use crate::{event::addr, net as netdev};
 
 /// One counter, named for the output edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,28 +2,16 @@
 //! that an idle or broken link still produces packets to judge.
 
 use std::{
-    io,
     net::{IpAddr, SocketAddr},
     time::Duration,
 };
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use thiserror::Error;
+
+use super::error::NetError;
 
 /// Payload that marks our probes in captures.
 const PAYLOAD: &[u8] = b"flannel-trace probe";
-
-#[derive(Debug, Error)]
-pub enum ProbeError {
-    #[error("cannot open a raw ICMP socket for --probe: {0} (needs CAP_NET_RAW)")]
-    Socket(io::Error),
-    #[error("sending probe {seq} to {to}: {source}")]
-    Send {
-        seq: u16,
-        to: IpAddr,
-        source: io::Error,
-    },
-}
 
 /// The echo identifier of this process's probes.
 pub fn echo_id() -> u16 {
@@ -58,15 +46,15 @@ pub fn echo_request(v6: bool, id: u16, seq: u16) -> Vec<u8> {
 
 /// Send `count` echo requests to `to`, `interval` apart. Replies are left
 /// to the kernel: the tracer sees them on their way back.
-pub async fn run(to: IpAddr, count: u32, interval: Duration) -> Result<u32, ProbeError> {
+pub async fn run(to: IpAddr, count: u32, interval: Duration) -> Result<u32, NetError> {
     let (domain, proto) = match to {
         IpAddr::V4(_) => (Domain::IPV4, Protocol::ICMPV4),
         IpAddr::V6(_) => (Domain::IPV6, Protocol::ICMPV6),
     };
     // socket2 gives raw sockets without unsafe code; close-on-exec is its
     // default. Non-blocking: one echo request never waits for buffer space.
-    let sock = Socket::new(domain, Type::RAW, Some(proto)).map_err(ProbeError::Socket)?;
-    sock.set_nonblocking(true).map_err(ProbeError::Socket)?;
+    let sock = Socket::new(domain, Type::RAW, Some(proto)).map_err(NetError::IcmpSocket)?;
+    sock.set_nonblocking(true).map_err(NetError::IcmpSocket)?;
     let dest = SockAddr::from(SocketAddr::new(to, 0));
     let mut tick = tokio::time::interval(interval);
     let id = echo_id();
@@ -75,7 +63,7 @@ pub async fn run(to: IpAddr, count: u32, interval: Duration) -> Result<u32, Prob
         let seq = (seq & 0xffff) as u16;
         let pkt = echo_request(to.is_ipv6(), id, seq);
         sock.send_to(&pkt, &dest)
-            .map_err(|source| ProbeError::Send { seq, to, source })?;
+            .map_err(|source| NetError::IcmpSend { seq, to, source })?;
     }
     Ok(count)
 }
