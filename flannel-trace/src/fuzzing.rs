@@ -6,7 +6,8 @@ use std::{collections::HashMap, path::Path};
 
 use bytes::BytesMut;
 use flannel_trace_common::{
-    PacketInfo, Ports, RawEvent,
+    Config, PacketInfo, Ports,
+    dropped::Record,
     fingerprint::fingerprint,
     parse::{Layer, parse_inner, parse_underlay, recover_outer},
 };
@@ -47,11 +48,29 @@ pub fn packet(data: &[u8]) {
     }
 }
 
-/// A ring-buffer record, then the userspace decoder.
+/// A ring-buffer record of either kind, then the userspace decoder; a drop
+/// record's bytes go through the parser first, as the session runs it (on
+/// and off the vxlan device, with a pod network and every filter off).
 pub fn ring_event(data: &[u8]) {
-    if let Ok(raw) = RawEvent::from_bytes(data) {
-        let mut d = Decoder::new(Clock::sample(), HashMap::new(), Kallsyms::parse(""));
-        let _ = d.decode(&raw);
+    let mut d = Decoder::new(Clock::sample(), HashMap::new(), Kallsyms::parse(""));
+    match Record::from_bytes(data) {
+        Ok(Record::Event(raw)) => {
+            let _ = d.decode(&raw);
+        }
+        Ok(Record::Drop(mut raw)) => {
+            let mut cfg = Config::zeroed();
+            cfg.overlay.set_v4([10, 244, 0, 0], 16);
+            cfg.has_drop_reason = 1;
+            let mut ports = Ports::default();
+            ports.add(8472);
+            for on_vxlan in [raw.on_vxlan, raw.on_vxlan ^ 1] {
+                raw.on_vxlan = on_vxlan;
+                if let Some(ev) = raw.parse(&cfg, &ports) {
+                    let _ = d.decode(&ev);
+                }
+            }
+        }
+        Err(_) => {}
     }
 }
 
@@ -94,7 +113,7 @@ pub fn recording(data: &[u8]) {
 mod tests {
     use std::{fs, path::PathBuf};
 
-    use flannel_trace_common::{EventKind, Hop};
+    use flannel_trace_common::{EventKind, Hop, RawEvent};
 
     use super::*;
     use crate::{output::Summary, wire::Message};
