@@ -266,7 +266,7 @@ fn the_hooks_prefilter_keeps_every_drop_the_parser_reports() {
                     let at = (next(&mut seed) as usize) % f.len().min(96);
                     f[at] = next(&mut seed) as u8;
                 }
-                if next(&mut seed) % 4 == 0 {
+                if next(&mut seed).is_multiple_of(4) {
                     f.truncate((next(&mut seed) as usize) % (f.len() + 1));
                 }
             }

@@ -4,7 +4,8 @@
 //! header or nothing: there is no pointer arithmetic past a checked bound. In
 //! TC programs the source is `bpf_skb_load_bytes` (which also reaches into
 //! the non-linear part of an skb); in kernel probes it is a bounded
-//! `bpf_probe_read_kernel` of the linear buffer; in unit tests a byte slice.
+//! `bpf_probe_read_kernel` of the linear buffer; for drops, in userspace, the
+//! bytes the drop hook copied; in unit tests a byte slice.
 //!
 //! The parser honours the IPv4 IHL, walks IPv6 extension headers, skips up to
 //! two VLAN tags, and never guesses: a frame it cannot decode is an error the
@@ -414,8 +415,9 @@ pub enum Dropped {
 /// Parse a dropped skb from its network header, reading the IP header
 /// once: either it is VXLAN on one of `ports` (and `on_vxlan` is false:
 /// on the vxlan device every skb is an inner frame), or the packet is
-/// taken as an inner one. One parse instead of a try-and-retry keeps the
-/// drop program small for the verifier, which walks every path of it.
+/// taken as an inner one. Runs in userspace, over the bytes the drop hook
+/// copied (see [`crate::dropped`]); [`prefilter::dropped`] is what the hook
+/// checks before it copies them.
 #[inline(always)]
 pub fn parse_dropped<B: Bytes + ?Sized>(
     b: &B,

@@ -212,6 +212,24 @@ mod tests {
             std::slice::from_raw_parts((&raw as *const RawEvent).cast::<u8>(), RawEvent::SIZE)
         };
         write("ring_event", "underlay-ingress", bytes);
+        // A drop record: the encapsulated frame from its IP header.
+        let mut drop = flannel_trace_common::dropped::RawDrop::zeroed();
+        let ip = &icmp[14..];
+        drop.bytes[..ip.len()].copy_from_slice(ip);
+        drop.captured = ip.len() as u16;
+        drop.protocol = 0x0800;
+        drop.ifindex = 2;
+        drop.skb_len = ip.len() as u32;
+        drop.drop_reason = 5;
+        assert!(drop.parse(&Config::zeroed(), &ports).is_some());
+        // SAFETY: RawDrop is repr(C) with explicit padding, SIZE bytes long.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&drop as *const flannel_trace_common::dropped::RawDrop).cast::<u8>(),
+                flannel_trace_common::dropped::RawDrop::SIZE,
+            )
+        };
+        write("ring_event", "raw-drop", bytes);
 
         let id = identity();
         let mut d = Decoder::new(Clock::sample(), HashMap::new(), Kallsyms::parse(""));
@@ -261,6 +279,7 @@ mod tests {
             b"\x01\x02\x03",
             &[0xff; 300],
             &[0u8; 160],
+            &[3u8; 304],
         ] {
             packet(data);
             ring_event(data);
