@@ -44,9 +44,16 @@ impl SkbBytes {
             return None;
         }
         let n = self.end - off;
-        // A constant bound the verifier sees on the length it checks
-        // against the destination's size.
-        let n = if n > RAW_CAP { RAW_CAP } else { n };
+        // The verifier checks the length against the destination's size.
+        // Bounds learnt from a comparison reach the register compared, and
+        // LLVM may compare a copy: before 5.11 the length register was then
+        // unbounded. So the length is a constant, or masked; `black_box`
+        // keeps LLVM from dropping a mask it knows to be a no-op.
+        let n = if n >= RAW_CAP {
+            RAW_CAP
+        } else {
+            core::hint::black_box(n) & (RAW_CAP - 1)
+        };
         // SAFETY: `dst` holds RAW_CAP >= n bytes; the source is kernel
         // memory, read with the helper that tolerates bad addresses.
         let r = unsafe {
