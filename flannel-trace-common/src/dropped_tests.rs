@@ -169,7 +169,7 @@ fn the_keep_rules_are_the_hooks() {
 }
 
 #[test]
-fn a_header_chain_beyond_the_capture_is_reported_as_undecodable() {
+fn a_header_chain_beyond_the_capture_is_truncated_undecodable_or_unseen() {
     let a6 = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
     let b6 = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
     // Outer IPv6 with a 200-byte hop-by-hop header: UDP at 240, VXLAN at
@@ -190,6 +190,18 @@ fn a_header_chain_beyond_the_capture_is_reported_as_undecodable() {
     assert_ne!(ev.pkt.flags & flags::UNDECODABLE, 0);
     assert_eq!(ev.pkt.outer.family, AF_INET6);
     assert_eq!((ev.pkt.outer.src, ev.pkt.outer.dport), (a6, PORT));
+    // Only the inner TCP header beyond: decoded, flagged truncated.
+    let mut ext = std::vec![17, 19];
+    ext.resize(160, 0);
+    ext.extend(udp(40000, PORT, &vxlan(7, &inner_tcp_frame())));
+    let net = ipv6(0, a6, b6, &ext);
+    let ev = record(&net, ETH_P_IPV6, false)
+        .parse(&cfg(), &PORTS)
+        .unwrap();
+    assert_eq!(ev.pkt.vni, 7);
+    assert_eq!(v4(&ev.pkt.inner.src), POD_A);
+    assert_ne!(ev.pkt.flags & flags::TRUNCATED, 0);
+    assert_eq!(ev.pkt.flags & flags::HAS_L4, 0);
     // Ports beyond the capture: nothing ties the frame to the overlay.
     let mut ext = std::vec![17, 27];
     ext.resize(224, 0);
