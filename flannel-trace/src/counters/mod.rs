@@ -1,6 +1,7 @@
 //! Counters mode (`--stats`): no per-packet events, only the programs'
-//! per-CPU counters of packets and bytes per (remote, hop, device) and of
-//! drops per (reason, device), read every interval. The incident's
+//! per-CPU counters of packets and bytes per (remote, hop, device), read
+//! every interval, and drops per (reason, device), counted here from the
+//! drop hook's records. The incident's
 //! "flannel.1 RX packets 0", made precise per peer and per hop — cheap
 //! enough to leave running for hours.
 
