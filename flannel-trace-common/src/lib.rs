@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod config;
+pub mod dropped;
 pub mod event;
 pub mod fingerprint;
 pub mod parse;

@@ -4,7 +4,8 @@
 //! header or nothing: there is no pointer arithmetic past a checked bound. In
 //! TC programs the source is `bpf_skb_load_bytes` (which also reaches into
 //! the non-linear part of an skb); in kernel probes it is a bounded
-//! `bpf_probe_read_kernel` of the linear buffer; in unit tests a byte slice.
+//! `bpf_probe_read_kernel` of the linear buffer; for drops, in userspace, the
+//! bytes the drop hook copied; in unit tests a byte slice.
 //!
 //! The parser honours the IPv4 IHL, walks IPv6 extension headers, skips up to
 //! two VLAN tags, and never guesses: a frame it cannot decode is an error the
@@ -414,8 +415,9 @@ pub enum Dropped {
 /// Parse a dropped skb from its network header, reading the IP header
 /// once: either it is VXLAN on one of `ports` (and `on_vxlan` is false:
 /// on the vxlan device every skb is an inner frame), or the packet is
-/// taken as an inner one. One parse instead of a try-and-retry keeps the
-/// drop program small for the verifier, which walks every path of it.
+/// taken as an inner one. Runs in userspace, over the bytes the drop hook
+/// copied (see [`crate::dropped`]); [`prefilter::dropped`] is what the hook
+/// checks before it copies them.
 #[inline(always)]
 pub fn parse_dropped<B: Bytes + ?Sized>(
     b: &B,
@@ -606,6 +608,19 @@ pub fn recover_outer<B: Bytes + ?Sized>(
     true
 }
 
+/// The keep rules every hook applies to a parsed packet: the VNI (of an
+/// encapsulated frame), the user's filter, and outside counters mode the
+/// sample.
+#[inline(always)]
+pub fn wanted(cfg: &crate::Config, p: &PacketInfo) -> bool {
+    let vni_ok =
+        cfg.vni == crate::config::ANY_VNI || p.flags & flags::HAS_OUTER == 0 || p.vni == cfg.vni;
+    vni_ok
+        && filter_matches(cfg, p)
+        && (cfg.mode == crate::config::MODE_STATS
+            || crate::fingerprint::sampled_in(p, cfg.sample_mask))
+}
+
 /// Whether a parsed packet passes the user's inner protocol/address filter.
 ///
 /// Addresses are compared as two 64-bit words rather than byte by byte: every
@@ -705,6 +720,63 @@ pub mod prefilter {
             ETH_P_8021Q | ETH_P_8021AD => true,
             _ => false,
         }
+    }
+
+    /// Could [`parse_dropped`] off the vxlan device, with the pod-network
+    /// test after it, report this skb (IP from `off`, at `layer`)? The drop
+    /// hook copies the bytes only then. `false` only where the parser
+    /// certainly reports nothing: a header it would fail to read (the copy
+    /// holds no more than the kernel could read), addresses outside the pod
+    /// network and neither UDP to one of `ports` in a first fragment nor an
+    /// IPv6 extension header in front of the transport. Everything else,
+    /// undecodable frames to our port included, is left to the parser.
+    #[inline(always)]
+    pub fn dropped<B: Bytes + ?Sized>(
+        b: &B,
+        layer: Layer,
+        off: usize,
+        ports: &Ports,
+        o: &Overlay,
+    ) -> bool {
+        let v4 = |a: &[u8]| u32::from_ne_bytes([a[0], a[1], a[2], a[3]]);
+        let (proto, l4) = match layer {
+            Layer::Ipv4 => {
+                let Some(h) = b.read::<IPV4_HLEN>(off) else {
+                    return false;
+                };
+                if o.contains_v4(v4(&h[12..16])) && o.contains_v4(v4(&h[16..20])) {
+                    return true;
+                }
+                if be16([h[6], h[7]]) & 0x1fff != 0 {
+                    // A later fragment is parsed as a plain packet.
+                    return false;
+                }
+                (h[9], off + ((h[0] & 0x0f) as usize) * 4)
+            }
+            Layer::Ipv6 => {
+                let Some(h) = b.read::<IPV6_HLEN>(off) else {
+                    return false;
+                };
+                let mut src = [0u8; 16];
+                let mut dst = [0u8; 16];
+                src.copy_from_slice(&h[8..24]);
+                dst.copy_from_slice(&h[24..40]);
+                if o.contains_v6(words16(&src)) && o.contains_v6(words16(&dst)) {
+                    return true;
+                }
+                match h[6] {
+                    EXT_HOP_BY_HOP | EXT_ROUTING | EXT_FRAGMENT | EXT_AUTH | EXT_DEST_OPTS
+                    | EXT_MOBILITY | EXT_HIP | EXT_SHIM6 => return true,
+                    next => (next, off + IPV6_HLEN),
+                }
+            }
+            Layer::Ethernet => return true,
+        };
+        // Unreadable ports send the parser down the plain path, which the
+        // addresses above already ruled out.
+        proto == IPPROTO_UDP
+            && b.read::<4>(l4)
+                .is_some_and(|p| ports.contains(be16([p[2], p[3]])))
     }
 
     /// Could this be a packet between two pod-network addresses?

@@ -1,6 +1,8 @@
 //! Counters mode: per-CPU packet and byte counts in the kernel instead of
 //! one event per packet, keyed by what an SRE compares between two nodes —
-//! which peer, at which hop, on which device (and, for drops, why).
+//! which peer, at which hop, on which device (and, for drops, why). Drops
+//! are counted by userspace under [`drop_key`], from the drop records it
+//! parses (see [`crate::dropped`]).
 
 use crate::{
     Hop, PacketInfo,

@@ -11,15 +11,15 @@ use crate::parse::{
 };
 use crate::{Config, Ports};
 
-const PORT: u16 = 8475;
-const PORTS: Ports = Ports {
+pub(crate) const PORT: u16 = 8475;
+pub(crate) const PORTS: Ports = Ports {
     ports: [8475, 0, 0, 0],
 };
 const OTHER: Ports = Ports {
     ports: [8472, 0, 0, 0],
 };
 
-fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
+pub(crate) fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&[0x76, 0x21, 0x69, 0x41, 0xde, 0xfe]);
     f.extend_from_slice(&[0xb6, 0x61, 0x5c, 0x8d, 0xd9, 0xeb]);
@@ -31,7 +31,14 @@ fn eth(ethertype: u16, vlans: &[u16]) -> Vec<u8> {
     f
 }
 
-fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], id: u16, options: &[u8], payload: &[u8]) -> Vec<u8> {
+pub(crate) fn ipv4(
+    proto: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+    id: u16,
+    options: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
     assert_eq!(options.len() % 4, 0);
     let ihl = 5 + options.len() / 4;
     let total = (ihl * 4 + payload.len()) as u16;
@@ -46,7 +53,7 @@ fn ipv4(proto: u8, src: [u8; 4], dst: [u8; 4], id: u16, options: &[u8], payload:
     h
 }
 
-fn ipv6(next: u8, src: [u8; 16], dst: [u8; 16], payload: &[u8]) -> Vec<u8> {
+pub(crate) fn ipv6(next: u8, src: [u8; 16], dst: [u8; 16], payload: &[u8]) -> Vec<u8> {
     let mut h = std::vec![0x60, 0, 0, 0];
     h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
     h.extend_from_slice(&[next, 64]);
@@ -56,7 +63,7 @@ fn ipv6(next: u8, src: [u8; 16], dst: [u8; 16], payload: &[u8]) -> Vec<u8> {
     h
 }
 
-fn tcp(sport: u16, dport: u16, seq: u32, ack: u32, fl: u8) -> Vec<u8> {
+pub(crate) fn tcp(sport: u16, dport: u16, seq: u32, ack: u32, fl: u8) -> Vec<u8> {
     let mut h = Vec::new();
     h.extend_from_slice(&sport.to_be_bytes());
     h.extend_from_slice(&dport.to_be_bytes());
@@ -66,7 +73,7 @@ fn tcp(sport: u16, dport: u16, seq: u32, ack: u32, fl: u8) -> Vec<u8> {
     h
 }
 
-fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut h = Vec::new();
     h.extend_from_slice(&sport.to_be_bytes());
     h.extend_from_slice(&dport.to_be_bytes());
@@ -76,7 +83,7 @@ fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     h
 }
 
-fn icmp_echo(id: u16, seq: u16) -> Vec<u8> {
+pub(crate) fn icmp_echo(id: u16, seq: u16) -> Vec<u8> {
     let mut h = std::vec![8, 0, 0, 0];
     h.extend_from_slice(&id.to_be_bytes());
     h.extend_from_slice(&seq.to_be_bytes());
@@ -84,19 +91,19 @@ fn icmp_echo(id: u16, seq: u16) -> Vec<u8> {
     h
 }
 
-fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
+pub(crate) fn vxlan(vni: u32, inner: &[u8]) -> Vec<u8> {
     let mut h = std::vec![0x08, 0, 0, 0];
     h.extend_from_slice(&(vni << 8).to_be_bytes());
     h.extend_from_slice(inner);
     h
 }
 
-const POD_A: [u8; 4] = [10, 244, 0, 5];
-const POD_B: [u8; 4] = [10, 244, 1, 7];
-const NODE_A: [u8; 4] = [10, 25, 1, 51];
-const NODE_B: [u8; 4] = [10, 25, 1, 55];
+pub(crate) const POD_A: [u8; 4] = [10, 244, 0, 5];
+pub(crate) const POD_B: [u8; 4] = [10, 244, 1, 7];
+pub(crate) const NODE_A: [u8; 4] = [10, 25, 1, 51];
+pub(crate) const NODE_B: [u8; 4] = [10, 25, 1, 55];
 
-fn inner_tcp_frame() -> Vec<u8> {
+pub(crate) fn inner_tcp_frame() -> Vec<u8> {
     let mut f = eth(0x0800, &[]);
     f.extend(ipv4(
         6,
@@ -109,7 +116,7 @@ fn inner_tcp_frame() -> Vec<u8> {
     f
 }
 
-fn encapsulate(inner: &[u8], vlans: &[u16]) -> Vec<u8> {
+pub(crate) fn encapsulate(inner: &[u8], vlans: &[u16]) -> Vec<u8> {
     let mut f = eth(0x0800, vlans);
     f.extend(ipv4(
         17,
@@ -122,7 +129,7 @@ fn encapsulate(inner: &[u8], vlans: &[u16]) -> Vec<u8> {
     f
 }
 
-fn v4(p: &[u8; 16]) -> [u8; 4] {
+pub(crate) fn v4(p: &[u8; 16]) -> [u8; 4] {
     [p[0], p[1], p[2], p[3]]
 }
 

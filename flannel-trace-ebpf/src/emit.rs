@@ -9,8 +9,11 @@ use aya_ebpf::{
 use flannel_trace_common::{
     Config, Counter, EventKind, Hop, PacketInfo, Ports, RawEvent,
     config::COUNTER_SLOTS,
+    dropped::{RAW_DROP_KIND, RawDrop},
     stats::{STAT_KEYS, StatKey, StatValue},
 };
+
+use crate::skb::Skb;
 
 /// Default 4 MiB; userspace resizes it (`--ring-size`) before loading.
 #[map]
@@ -60,18 +63,18 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_SLOTS,
 
 /// Per-CPU scratch space for the parsed packet, which would not fit on the
 /// 512-byte BPF stack next to the parser. One slot per hook family, so that a
-/// drop tracepoint interrupted by a TC program in softirq on the same CPU
+/// tracepoint interrupted by a TC program in softirq on the same CPU
 /// does not see its packet overwritten; a hook does not nest within itself
 /// (the kernel skips recursive runs of a program and counts them as misses).
+/// The drop hook parses nothing and needs none.
 #[map]
-static SCRATCH: PerCpuArray<PacketInfo> = PerCpuArray::with_max_entries(3, 0);
+static SCRATCH: PerCpuArray<PacketInfo> = PerCpuArray::with_max_entries(2, 0);
 
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub enum Slot {
     Tc = 0,
     VxlanRcv = 1,
-    Drop = 2,
 }
 
 /// This CPU's zeroed scratch packet for `slot`.
@@ -101,15 +104,12 @@ pub fn count(c: Counter) -> u64 {
     }
 }
 
-/// Fields of an event besides the parsed packet.
+/// Fields of a packet event besides the parsed packet.
 pub struct Meta {
-    pub kind: EventKind,
     pub hop: Hop,
     pub ifindex: u32,
     pub skb_len: u32,
     pub skb_addr: u64,
-    pub drop_location: u64,
-    pub drop_reason: u32,
 }
 
 /// Reserve a record in the ring buffer, fill it and submit it. The packet is
@@ -124,28 +124,74 @@ pub fn submit(cfg: &Config, meta: &Meta, pkt: &PacketInfo) {
     entry.write(RawEvent {
         ts_ns: unsafe { bpf_ktime_get_ns() },
         skb_addr: meta.skb_addr,
-        drop_location: meta.drop_location,
-        kind: meta.kind as u8,
+        drop_location: 0,
+        kind: EventKind::Packet as u8,
         hop: meta.hop as u8,
         _pad0: [0; 2],
         ifindex: meta.ifindex,
         skb_len: meta.skb_len,
-        drop_reason: meta.drop_reason,
+        drop_reason: 0,
         pkt: *pkt,
     });
-    // Wake the reader once, as the waiting data crosses the threshold (a
-    // window of a few records, as CPUs submit side by side); below it, and
-    // while a woken reader is still catching up, it finds the records on
-    // its next timer tick.
+    entry.submit(wakeup(cfg, core::mem::size_of::<RawEvent>()));
+}
+
+/// Wake the reader once, as the waiting data crosses the threshold (a
+/// window of a few records, as CPUs submit side by side); below it, and
+/// while a woken reader is still catching up, it finds the records on its
+/// next timer tick.
+#[inline(always)]
+fn wakeup(cfg: &Config, record: usize) -> u64 {
     let waiting = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     let threshold = cfg.wakeup_bytes as u64;
-    const WINDOW: u64 = 4 * (core::mem::size_of::<RawEvent>() as u64 + 8);
-    let flags = if waiting >= threshold && waiting < threshold + WINDOW {
+    let window = 4 * (record as u64 + 8);
+    let flags = if waiting >= threshold && waiting < threshold + window {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(flags as u64);
+    flags as u64
+}
+
+/// A dropped skb's first bytes from its network header, for userspace to
+/// parse: written field by field into the reserved record (a whole
+/// `RawDrop` would not fit on the stack), the bytes with one bounded read.
+#[inline(always)]
+pub fn submit_drop(
+    cfg: &Config,
+    skb: &Skb,
+    net: usize,
+    ifindex: u32,
+    on_vxlan: bool,
+    location: u64,
+    reason: u32,
+) {
+    let Some(mut entry) = EVENTS.reserve::<RawDrop>(0) else {
+        count(Counter::RingbufFull);
+        return;
+    };
+    let r = entry.as_mut_ptr();
+    // SAFETY: `r` points to the reserved record, exclusively ours until
+    // submitted or discarded.
+    let Some(n) = skb.bytes.copy_from(net, unsafe { &mut (*r).bytes }) else {
+        entry.discard(0);
+        return;
+    };
+    unsafe {
+        (*r).ts_ns = bpf_ktime_get_ns();
+        (*r).skb_addr = skb.addr;
+        (*r).drop_location = location;
+        (*r).kind = RAW_DROP_KIND;
+        (*r).on_vxlan = on_vxlan as u8;
+        (*r)._pad0 = [0; 2];
+        (*r).ifindex = ifindex;
+        (*r).skb_len = skb.len;
+        (*r).drop_reason = reason;
+        (*r).protocol = skb.protocol;
+        (*r).captured = n as u16;
+        (*r)._pad1 = 0;
+    }
+    entry.submit(wakeup(cfg, core::mem::size_of::<RawDrop>()));
 }
 
 /// Counters mode: packets and bytes per (remote, hop, device[, reason]).

@@ -9,19 +9,18 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::error;
 use flannel_trace_common::{
-    Config, Counter, EventKind, Hop, PacketInfo,
+    Config, Counter, Hop, PacketInfo,
     config::{ANY_VNI, MODE_STATS},
     event::{AF_INET, flags},
-    fingerprint::sampled_in,
     parse::{
-        Bytes, Dropped, Layer, ParseError, filter_matches, in_overlay, parse_dropped, parse_inner,
-        parse_underlay, prefilter, recover_outer,
+        Bytes, Layer, ParseError, in_overlay, parse_inner, parse_underlay, prefilter,
+        recover_outer, wanted,
     },
-    stats::{StatKey, drop_key, masked_v4, packet_key, towards_peer},
+    stats::{StatKey, masked_v4, packet_key, towards_peer},
 };
 
 use crate::{
-    emit::{Learnt, Meta, Slot, bump, count, learn, learnt, ports, scratch, submit},
+    emit::{Learnt, Meta, Slot, bump, count, learn, learnt, ports, scratch, submit, submit_drop},
     skb::{self, Skb, dev_of, ifindex_of},
 };
 
@@ -79,13 +78,7 @@ impl Bytes for DirectBytes {
 #[inline(always)]
 fn keep(cfg: &Config, r: Result<(), ParseError>, pkt: &PacketInfo, count_failure: bool) -> bool {
     match r {
-        Ok(()) => {
-            let vni_ok =
-                cfg.vni == ANY_VNI || pkt.flags & flags::HAS_OUTER == 0 || pkt.vni == cfg.vni;
-            vni_ok
-                && filter_matches(cfg, pkt)
-                && (cfg.mode == MODE_STATS || sampled_in(pkt, cfg.sample_mask))
-        }
+        Ok(()) => wanted(cfg, pkt),
         Err(e) => {
             if count_failure && e.is_overlay_failure() {
                 count(Counter::Unparsed);
@@ -146,13 +139,10 @@ pub fn try_tc(ctx: &TcContext, hop: Hop, side: TcSide) -> Result<(), ()> {
         outer_vlan_from_metadata(ctx, pkt);
     }
     let meta = Meta {
-        kind: EventKind::Packet,
         hop,
         ifindex,
         skb_len: ctx.len(),
         skb_addr: 0,
-        drop_location: 0,
-        drop_reason: 0,
     };
     report(cfg, &meta, pkt);
     Ok(())
@@ -186,16 +176,13 @@ fn report(cfg: &Config, meta: &Meta, pkt: &PacketInfo) {
         submit(cfg, meta, pkt);
         return;
     }
-    let key = match meta.kind {
-        EventKind::Drop => drop_key(pkt, meta.ifindex, meta.drop_reason),
-        EventKind::Packet => packet_key(
-            pkt,
-            meta.hop,
-            meta.ifindex,
-            cfg.peer_prefix_v4,
-            cfg.peer_prefix_v6,
-        ),
-    };
+    let key = packet_key(
+        pkt,
+        meta.hop,
+        meta.ifindex,
+        cfg.peer_prefix_v4,
+        cfg.peer_prefix_v6,
+    );
     bump(&key, meta.skb_len);
 }
 
@@ -354,21 +341,22 @@ pub fn try_vxlan_rcv_tracepoint(ctx: &TracePointContext) -> Result<(), ()> {
 #[inline(always)]
 fn vxlan_event(cfg: &Config, skb: &Skb, pkt: &PacketInfo) {
     let meta = Meta {
-        kind: EventKind::Packet,
         hop: Hop::VxlanRcv,
         ifindex: cfg.vxlan_ifindex,
         skb_len: skb.len,
         skb_addr: skb.addr,
-        drop_location: 0,
-        drop_reason: 0,
     };
     report(cfg, &meta, pkt);
 }
 
-/// A freed-as-dropped skb: reported when it is this overlay's traffic in the
-/// traced namespace — encapsulated on our port anywhere, an inner frame on
-/// the vxlan device, or a plain packet between pod-network addresses on any
-/// other device (e.g. a FORWARD drop of a pod's packet on cni0).
+/// A freed-as-dropped skb that may be this overlay's traffic in the
+/// traced namespace: its first bytes go to userspace, which parses them
+/// (see `flannel_trace_common::dropped`). Parsing here, from a variable
+/// offset through `bpf_probe_read_kernel`, cost the verifier most of the
+/// attach time; the checks left are the cheap ones. On the vxlan device
+/// every skb is an inner frame of the overlay; elsewhere the prefilter
+/// keeps what could be VXLAN on our port or a packet between pod-network
+/// addresses, a superset of what the parser reports.
 #[inline(always)]
 pub fn try_drop<C: EbpfContext>(ctx: &C, addr: u64, location: u64, reason: u32) -> Result<(), ()> {
     let cfg = config();
@@ -382,39 +370,11 @@ pub fn try_drop<C: EbpfContext>(ctx: &C, addr: u64, location: u64, reason: u32) 
     let skb = load_skb(ctx, addr, cfg).ok_or(())?;
     let layer = Layer::from_ethertype(skb.protocol).ok_or(())?;
     let net = skb.network_header.ok_or(())?;
-    let pkt = scratch(Slot::Drop).ok_or(())?;
-    // On the vxlan device the skb is the inner frame (before encapsulation
-    // on the sender, after decapsulation on the receiver); anywhere else it
-    // is either an encapsulated frame on our port or a plain packet, which
-    // is ours only between pod-network addresses.
     let on_vxlan = ifindex == cfg.vxlan_ifindex;
-    let r = match parse_dropped(&skb.bytes, layer, net, ports().ok_or(())?, on_vxlan, pkt) {
-        Ok(Dropped::Plain) if !on_vxlan => {
-            if !in_overlay(&cfg.overlay, pkt) {
-                return Ok(());
-            }
-            pkt.flags |= flags::POD_NETWORK;
-            Ok(())
-        }
-        Ok(_) => Ok(()),
-        Err(e) => Err(e),
-    };
-    if !keep(cfg, r, pkt, false) {
+    if !on_vxlan && !prefilter::dropped(&skb.bytes, layer, net, ports().ok_or(())?, &cfg.overlay) {
         return Ok(());
     }
-    if cfg.has_drop_reason != 0 {
-        pkt.flags |= flags::HAS_REASON;
-    }
-    let meta = Meta {
-        kind: EventKind::Drop,
-        hop: Hop::Drop,
-        ifindex,
-        skb_len: skb.len,
-        skb_addr: skb.addr,
-        drop_location: location,
-        drop_reason: reason,
-    };
-    report(cfg, &meta, pkt);
+    submit_drop(cfg, &skb, net, ifindex, on_vxlan, location, reason);
     Ok(())
 }
 

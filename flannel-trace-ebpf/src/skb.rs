@@ -4,8 +4,8 @@
 //! eBPF has no CO-RE. Packet bytes are read with `bpf_probe_read_kernel`,
 //! bounded to the linear part of the buffer: `[head, data + headlen)`.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
-use flannel_trace_common::{config::KernelOffsets, parse::Bytes};
+use aya_ebpf::helpers::{bpf_probe_read_kernel, generated};
+use flannel_trace_common::{config::KernelOffsets, dropped::RAW_CAP, parse::Bytes};
 
 /// `(u16)~0U`: the kernel's "header offset not set".
 const HDR_UNSET: u16 = 0xffff;
@@ -32,6 +32,38 @@ impl Bytes for SkbBytes {
             return None;
         }
         unsafe { bpf_probe_read_kernel((self.head + off as u64) as *const [u8; N]).ok() }
+    }
+}
+
+impl SkbBytes {
+    /// Copy the linear bytes from `off` on, at most [`RAW_CAP`], into
+    /// `dst`; how many. `None` when there are none or the read failed.
+    #[inline(always)]
+    pub fn copy_from(&self, off: usize, dst: &mut [u8; RAW_CAP]) -> Option<usize> {
+        if off >= self.end {
+            return None;
+        }
+        let n = self.end - off;
+        // The verifier checks the length against the destination's size.
+        // Bounds learnt from a comparison reach the register compared, and
+        // LLVM may compare a copy: before 5.11 the length register was then
+        // unbounded. So the length is a constant, or masked; `black_box`
+        // keeps LLVM from dropping a mask it knows to be a no-op.
+        let n = if n >= RAW_CAP {
+            RAW_CAP
+        } else {
+            core::hint::black_box(n) & (RAW_CAP - 1)
+        };
+        // SAFETY: `dst` holds RAW_CAP >= n bytes; the source is kernel
+        // memory, read with the helper that tolerates bad addresses.
+        let r = unsafe {
+            generated::bpf_probe_read_kernel(
+                dst.as_mut_ptr().cast(),
+                n as u32,
+                (self.head + off as u64) as *const _,
+            )
+        };
+        (r == 0).then_some(n)
     }
 }
 

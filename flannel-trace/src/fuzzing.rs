@@ -6,7 +6,8 @@ use std::{collections::HashMap, path::Path};
 
 use bytes::BytesMut;
 use flannel_trace_common::{
-    PacketInfo, Ports, RawEvent,
+    Config, PacketInfo, Ports,
+    dropped::Record,
     fingerprint::fingerprint,
     parse::{Layer, parse_inner, parse_underlay, recover_outer},
 };
@@ -47,11 +48,29 @@ pub fn packet(data: &[u8]) {
     }
 }
 
-/// A ring-buffer record, then the userspace decoder.
+/// A ring-buffer record of either kind, then the userspace decoder; a drop
+/// record's bytes go through the parser first, as the session runs it (on
+/// and off the vxlan device, with a pod network and every filter off).
 pub fn ring_event(data: &[u8]) {
-    if let Ok(raw) = RawEvent::from_bytes(data) {
-        let mut d = Decoder::new(Clock::sample(), HashMap::new(), Kallsyms::parse(""));
-        let _ = d.decode(&raw);
+    let mut d = Decoder::new(Clock::sample(), HashMap::new(), Kallsyms::parse(""));
+    match Record::from_bytes(data) {
+        Ok(Record::Event(raw)) => {
+            let _ = d.decode(&raw);
+        }
+        Ok(Record::Drop(mut raw)) => {
+            let mut cfg = Config::zeroed();
+            cfg.overlay.set_v4([10, 244, 0, 0], 16);
+            cfg.has_drop_reason = 1;
+            let mut ports = Ports::default();
+            ports.add(8472);
+            for on_vxlan in [raw.on_vxlan, raw.on_vxlan ^ 1] {
+                raw.on_vxlan = on_vxlan;
+                if let Some(ev) = raw.parse(&cfg, &ports) {
+                    let _ = d.decode(&ev);
+                }
+            }
+        }
+        Err(_) => {}
     }
 }
 
@@ -94,7 +113,7 @@ pub fn recording(data: &[u8]) {
 mod tests {
     use std::{fs, path::PathBuf};
 
-    use flannel_trace_common::{EventKind, Hop};
+    use flannel_trace_common::{EventKind, Hop, RawEvent};
 
     use super::*;
     use crate::{output::Summary, wire::Message};
@@ -193,6 +212,24 @@ mod tests {
             std::slice::from_raw_parts((&raw as *const RawEvent).cast::<u8>(), RawEvent::SIZE)
         };
         write("ring_event", "underlay-ingress", bytes);
+        // A drop record: the encapsulated frame from its IP header.
+        let mut drop = flannel_trace_common::dropped::RawDrop::zeroed();
+        let ip = &icmp[14..];
+        drop.bytes[..ip.len()].copy_from_slice(ip);
+        drop.captured = ip.len() as u16;
+        drop.protocol = 0x0800;
+        drop.ifindex = 2;
+        drop.skb_len = ip.len() as u32;
+        drop.drop_reason = 5;
+        assert!(drop.parse(&Config::zeroed(), &ports).is_some());
+        // SAFETY: RawDrop is repr(C) with explicit padding, SIZE bytes long.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&drop as *const flannel_trace_common::dropped::RawDrop).cast::<u8>(),
+                flannel_trace_common::dropped::RawDrop::SIZE,
+            )
+        };
+        write("ring_event", "raw-drop", bytes);
 
         let id = identity();
         let mut d = Decoder::new(Clock::sample(), HashMap::new(), Kallsyms::parse(""));
@@ -242,6 +279,7 @@ mod tests {
             b"\x01\x02\x03",
             &[0xff; 300],
             &[0u8; 160],
+            &[3u8; 304],
         ] {
             packet(data);
             ring_event(data);

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
-use flannel_trace_common::{Counter, Ports, RawEvent};
+use flannel_trace_common::{Config, Counter, Ports, dropped::Record};
 use tokio::{
     io::unix::AsyncFd,
     net::TcpListener,
@@ -35,7 +35,7 @@ use crate::{
 };
 
 /// How often the ring buffer is drained when no wakeup came.
-const DRAIN_EVERY: Duration = Duration::from_millis(50);
+pub(crate) const DRAIN_EVERY: Duration = Duration::from_millis(50);
 
 /// Events held while the peer connection is being set up.
 const PENDING_CAP: usize = 200_000;
@@ -77,11 +77,13 @@ pub async fn run(
     identity: NodeIdentity,
     decoder: Decoder,
     probes: &mut Probes,
+    cfg: &Config,
     ports: Ports,
 ) -> Result<(), Fatal> {
     let listening = args.listen.is_some();
     let mut s = Session {
         codec_ctx: codec::Context::of(&identity),
+        cfg: *cfg,
         ports,
         decoder,
         summary: Summary {
@@ -350,7 +352,7 @@ fn register_logger(l: Logger) -> anyhow::Result<AsyncFd<Logger>> {
 }
 
 /// Register the ring buffer's fd with tokio (readable interest only).
-fn register_ring(ring: RingBuf<MapData>) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
+pub(crate) fn register_ring(ring: RingBuf<MapData>) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
     // SAFETY: the ring buffer owns its map fd, which stays open and refers
     // to the same map for as long as the AsyncFd owns the ring buffer.
     unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
@@ -360,6 +362,9 @@ fn register_ring(ring: RingBuf<MapData>) -> anyhow::Result<AsyncFd<RingBuf<MapDa
 struct Session<'a> {
     /// This node's identity as the compact event encoding needs it.
     codec_ctx: codec::Context,
+    /// What the programs were configured with: the drop records are parsed
+    /// and filtered here by the same rules.
+    cfg: Config,
     /// The overlay ports the programs match.
     ports: Ports,
     decoder: Decoder,
@@ -532,15 +537,23 @@ impl Session<'_> {
     }
 
     async fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<(), Fatal> {
-        // The whole batch is copied out first (168 bytes a record), so the
-        // ring's space is handed back to the programs before the slower
-        // decoding and output.
+        // The whole batch is copied out first (168 bytes a packet record,
+        // 304 a drop), so the ring's space is handed back to the programs
+        // before the slower parsing, decoding and output.
         let mut batch = Vec::new();
         while let Some(item) = ring.next() {
-            batch.push(RawEvent::from_bytes(&item));
+            batch.push(Record::from_bytes(&item));
         }
-        for raw in batch {
-            let ev = raw.and_then(|r| self.decoder.decode(&r));
+        for record in batch {
+            let ev = match record {
+                Ok(Record::Event(r)) => self.decoder.decode(&r),
+                // Dropped skbs come as bytes: most are not ours.
+                Ok(Record::Drop(d)) => match d.parse(&self.cfg, &self.ports) {
+                    Some(r) => self.decoder.decode(&r),
+                    None => continue,
+                },
+                Err(e) => Err(e),
+            };
             self.handle(ev).await?;
         }
         if let Some(r) = self.sinks.recorder.as_mut() {

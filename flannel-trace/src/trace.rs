@@ -480,10 +480,24 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
         .build()
         .context("starting the event loop")?;
     let result = if args.stats {
-        rt.block_on(crate::counters::run(&args, identity, reasons, &mut probes))
+        rt.block_on(crate::counters::run(
+            &args,
+            identity,
+            reasons,
+            &mut probes,
+            &cfg,
+            ports,
+        ))
     } else {
         let decoder = Decoder::new(clock, reasons, kallsyms);
-        rt.block_on(session::run(&args, identity, decoder, &mut probes, ports))
+        rt.block_on(session::run(
+            &args,
+            identity,
+            decoder,
+            &mut probes,
+            &cfg,
+            ports,
+        ))
     };
     drop(probes);
     result

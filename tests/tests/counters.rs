@@ -174,6 +174,11 @@ fn joined_counters_find_a_forward_drop_on_the_receiver() -> Result<()> {
         ab["path"]["out_of_tunnel_pods"].as_u64() >= Some(30) && ab["path"]["to_pods"] == 0,
         "{ab}"
     );
+    // The receiver's drops, counted from the drop hook's records, are named.
+    ensure!(
+        ab["verdict"].as_str().is_some_and(|v| v.contains(" × ")),
+        "no drop counted on the receiver: {ab}"
+    );
     Ok(())
 }
 

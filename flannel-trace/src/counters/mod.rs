@@ -1,6 +1,7 @@
 //! Counters mode (`--stats`): no per-packet events, only the programs'
-//! per-CPU counters of packets and bytes per (remote, hop, device) and of
-//! drops per (reason, device), read every interval. The incident's
+//! per-CPU counters of packets and bytes per (remote, hop, device), read
+//! every interval, and drops per (reason, device), counted here from the
+//! drop hook's records. The incident's
 //! "flannel.1 RX packets 0", made precise per peer and per hop — cheap
 //! enough to leave running for hours.
 
@@ -13,9 +14,9 @@ use std::{collections::HashMap, net::IpAddr};
 
 use aya::maps::PerCpuHashMap;
 use flannel_trace_common::{
-    Hop,
+    Hop, RawEvent,
     event::AF_INET6,
-    stats::{StatKey, StatValue},
+    stats::{STAT_KEYS, StatKey, StatValue, drop_key},
 };
 use serde::{Deserialize, Serialize};
 
@@ -104,9 +105,15 @@ impl Snapshot {
 }
 
 /// Reads the kernel's counters, naming hops, devices and drop reasons.
+/// Drops are counted here: the drop hook hands over each dropped skb's
+/// first bytes, which userspace parses (see `run`), and they are counted
+/// under the key the kernel used to count them under.
 pub struct Reader {
     names: HashMap<u32, Option<String>>,
     reasons: HashMap<u32, String>,
+    drops: HashMap<StatKey, StatValue>,
+    /// Drops not counted: the table was full.
+    drops_uncounted: u64,
 }
 
 impl Reader {
@@ -114,6 +121,29 @@ impl Reader {
         Reader {
             names: HashMap::new(),
             reasons,
+            drops: HashMap::new(),
+            drops_uncounted: 0,
+        }
+    }
+
+    /// Count one parsed drop record. At most as many keys as the kernel's
+    /// own map holds, beyond which drops are counted as uncounted, as
+    /// the kernel did.
+    pub fn count_drop(&mut self, raw: &RawEvent) {
+        let key = drop_key(&raw.pkt, raw.ifindex, raw.drop_reason);
+        let full = self.drops.len() >= STAT_KEYS as usize;
+        match self.drops.get_mut(&key) {
+            Some(v) => add(v, 1, u64::from(raw.skb_len)),
+            None if full => self.drops_uncounted += 1,
+            None => {
+                self.drops.insert(
+                    key,
+                    StatValue {
+                        packets: 1,
+                        bytes: u64::from(raw.skb_len),
+                    },
+                );
+            }
         }
     }
 
@@ -123,14 +153,29 @@ impl Reader {
         node: &str,
         uncounted: u64,
     ) -> Snapshot {
-        let mut rows = Vec::new();
+        let mut sums: HashMap<StatKey, StatValue> = HashMap::new();
         for item in map.iter() {
             let Ok((k, per_cpu)) = item else { continue };
-            let (mut packets, mut bytes) = (0u64, 0u64);
-            for v in per_cpu.iter() {
-                packets += v.packets;
-                bytes += v.bytes;
+            let v = sums.entry(k).or_default();
+            for c in per_cpu.iter() {
+                add(v, c.packets, c.bytes);
             }
+        }
+        self.snapshot(sums, node, uncounted)
+    }
+
+    /// The kernel's counters `sums`, with the drops counted here.
+    fn snapshot(
+        &mut self,
+        mut sums: HashMap<StatKey, StatValue>,
+        node: &str,
+        uncounted: u64,
+    ) -> Snapshot {
+        for (k, d) in &self.drops {
+            add(sums.entry(*k).or_default(), d.packets, d.bytes);
+        }
+        let mut rows = Vec::new();
+        for (k, v) in sums {
             let Ok(hop) = Hop::try_from(k.hop) else {
                 continue;
             };
@@ -154,8 +199,8 @@ impl Reader {
                 iface,
                 remote,
                 reason,
-                packets,
-                bytes,
+                packets: v.packets,
+                bytes: v.bytes,
             });
         }
         rows.sort_by(|a, b| {
@@ -170,9 +215,14 @@ impl Reader {
             node: node.into(),
             wall_ns: crate::clock::Clock::now_wall_ns(),
             rows,
-            uncounted,
+            uncounted: uncounted + self.drops_uncounted,
         }
     }
+}
+
+fn add(v: &mut StatValue, packets: u64, bytes: u64) {
+    v.packets += packets;
+    v.bytes += bytes;
 }
 
 fn hop_rank(name: &str) -> usize {
@@ -219,5 +269,91 @@ mod tests {
         assert_eq!(d.packets(Hop::UnderlayIngress, |_| true), 4);
         assert_eq!(d.rows[0].bytes, 1500);
         assert_eq!(d.uncounted, 0);
+    }
+
+    /// A drop as the session gets it: a RawDrop record parsed.
+    fn dropped(src: [u8; 4], reason: u32, len: u32) -> RawEvent {
+        use flannel_trace_common::{Config, Ports, dropped::RawDrop};
+        let mut inner = vec![0u8; 12];
+        inner.extend_from_slice(&[0x08, 0x00]);
+        inner.extend_from_slice(&[0x45, 0, 0, 28, 0, 1, 0, 0, 64, 1, 0, 0]);
+        inner.extend_from_slice(&[10, 244, 0, 5, 10, 244, 1, 7]);
+        inner.extend_from_slice(&[8, 0, 0, 0, 0, 7, 0, 1]);
+        let total = (20 + 8 + 8 + inner.len()) as u16;
+        let mut ip = vec![0x45, 0];
+        ip.extend_from_slice(&total.to_be_bytes());
+        ip.extend_from_slice(&[0, 1, 0, 0, 64, 17, 0, 0]);
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&[10, 25, 1, 51]);
+        ip.extend_from_slice(&40000u16.to_be_bytes());
+        ip.extend_from_slice(&8472u16.to_be_bytes());
+        ip.extend_from_slice(&(total - 20).to_be_bytes());
+        ip.extend_from_slice(&[0, 0, 0x08, 0, 0, 0, 0, 0, 1, 0]);
+        ip.extend_from_slice(&inner);
+        let mut r = RawDrop::zeroed();
+        r.bytes[..ip.len()].copy_from_slice(&ip);
+        r.captured = ip.len() as u16;
+        r.protocol = 0x0800;
+        r.ifindex = 1;
+        r.skb_len = len;
+        r.drop_reason = reason;
+        let mut ports = Ports::default();
+        ports.add(8472);
+        r.parse(&Config::zeroed(), &ports)
+            .expect("an overlay frame")
+    }
+
+    #[test]
+    fn drops_parsed_in_userspace_count_under_the_kernels_key() {
+        let reasons = HashMap::from([(5, "NETFILTER_DROP".to_owned())]);
+        let mut r = Reader::new(reasons);
+        r.count_drop(&dropped([10, 25, 1, 55], 5, 100));
+        r.count_drop(&dropped([10, 25, 1, 55], 5, 50));
+        r.count_drop(&dropped([10, 25, 1, 56], 9, 10));
+        // The kernel's own counters for packets, a row of them.
+        let pkt = StatKey {
+            hop: Hop::UnderlayIngress as u8,
+            ifindex: 1,
+            ..StatKey::default()
+        };
+        let kernel = HashMap::from([(
+            pkt,
+            StatValue {
+                packets: 3,
+                bytes: 300,
+            },
+        )]);
+        let s = r.snapshot(kernel, "a", 4);
+        assert_eq!(s.uncounted, 4);
+        assert_eq!(s.packets(Hop::UnderlayIngress, |_| true), 3);
+        let drops: Vec<&Row> = s.rows.iter().filter(|r| r.hop == "drop").collect();
+        assert_eq!(drops.len(), 2, "{drops:?}");
+        let nf = drops
+            .iter()
+            .find(|d| d.reason.as_deref() == Some("NETFILTER_DROP"))
+            .unwrap();
+        assert_eq!(nf.remote, Some("10.25.1.55".parse().unwrap()));
+        assert_eq!((nf.packets, nf.bytes), (2, 150));
+        assert!(
+            drops
+                .iter()
+                .any(|d| d.reason.as_deref() == Some("reason#9"))
+        );
+        // Counted again at the next read: totals, as the kernel's are.
+        let s = r.snapshot(HashMap::new(), "a", 0);
+        assert_eq!(s.packets(Hop::Drop, |_| true), 3);
+    }
+
+    #[test]
+    fn drop_keys_beyond_the_kernels_limit_are_uncounted() {
+        let mut r = Reader::new(HashMap::new());
+        for i in 0..STAT_KEYS + 2 {
+            let mut d = dropped([10, 25, 1, 55], i, 1);
+            d.ifindex = i;
+            r.count_drop(&d);
+        }
+        let s = r.snapshot(HashMap::new(), "a", 0);
+        assert_eq!(s.rows.len(), STAT_KEYS as usize);
+        assert_eq!(s.uncounted, 2);
     }
 }

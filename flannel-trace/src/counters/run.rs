@@ -10,9 +10,10 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
-use aya::maps::{MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use flannel_trace_common::{
-    Counter,
+    Config, Counter, Ports,
+    dropped::Record,
     stats::{StatKey, StatValue},
 };
 use tokio::{net::TcpListener, signal::unix::SignalKind, sync::mpsc};
@@ -45,6 +46,8 @@ pub async fn run(
     identity: NodeIdentity,
     reasons: HashMap<u32, String>,
     probes: &mut Probes,
+    cfg: &Config,
+    ports: Ports,
 ) -> Result<(), Fatal> {
     let ebpf = probes.ebpf_mut();
     let stats_map = ebpf
@@ -52,13 +55,24 @@ pub async fn run(
         .ok_or_else(|| anyhow!("map STATS missing from the eBPF object"))?;
     let stats: PerCpuHashMap<MapData, StatKey, StatValue> =
         PerCpuHashMap::try_from(stats_map).context("opening the STATS map")?;
+    // Drops are not counted in the kernel: their records come through the
+    // ring buffer, to be parsed and counted here.
+    let events = ebpf
+        .take_map("EVENTS")
+        .ok_or_else(|| anyhow!("map EVENTS missing from the eBPF object"))?;
+    let ring = RingBuf::try_from(events).context("opening the EVENTS ring buffer")?;
+    let mut ring = crate::session::register_ring(ring)?;
     let mut reader = Reader::new(reasons);
     let node = identity.node.clone();
     let mut out = io::BufWriter::new(io::stdout().lock());
-    let read = |reader: &mut Reader, probes: &mut Probes| -> Snapshot {
+    let (cfg, node_ref) = (*cfg, &node);
+    let read = move |reader: &mut Reader, probes: &mut Probes, ring: &mut RingBuf<MapData>| {
+        count_drops(ring, reader, &cfg, &ports);
         let uncounted = uncounted(probes).unwrap_or(0);
-        reader.read(&stats, &node, uncounted)
+        reader.read(&stats, node_ref, uncounted)
     };
+    let mut drain_tick = tokio::time::interval(crate::session::DRAIN_EVERY);
+    drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let metrics = Arc::new(Mutex::new(metrics::Metrics::new()));
     if let Some(addr) = args.metrics {
@@ -129,7 +143,7 @@ pub async fn run(
     tokio::pin!(deadline);
     let mut tick = tokio::time::interval(args.report_every);
     tick.tick().await;
-    let start = read(&mut reader, probes);
+    let start = read(&mut reader, probes, ring.get_mut());
     let mut last = start.clone();
     let mut last_at = Instant::now();
     let mut peer: Option<Peer> = None;
@@ -152,7 +166,7 @@ pub async fn run(
                                 }
                             }
                         });
-                        let local_base = read(&mut reader, probes);
+                        let local_base = read(&mut reader, probes, ring.get_mut());
                         let mut p = Peer { local: identity.clone(), remote, remote_base: None, remote_now: None, local_base, tx: (!listening).then_some(tx) };
                         if let Some(tx) = p.tx.as_mut() {
                             let _ = tx.send(&Message::Stats(p.local_base.clone())).await;
@@ -186,7 +200,7 @@ pub async fn run(
                 }
             }
             _ = tick.tick() => {
-                let now = read(&mut reader, probes);
+                let now = read(&mut reader, probes, ring.get_mut());
                 let secs = last_at.elapsed().as_secs_f64();
                 report(&mut out, args.json, &now.since(&last), &now.since(&start), secs, peer.as_ref(), &now)?;
                 metrics.lock().unwrap_or_else(|p| p.into_inner()).update(&now);
@@ -199,12 +213,18 @@ pub async fn run(
                 last = now;
                 last_at = Instant::now();
             }
+            guard = ring.readable_mut() => {
+                let mut guard = guard.context("waiting for drop records")?;
+                guard.clear_ready();
+                count_drops(guard.get_inner_mut(), &mut reader, &cfg, &ports);
+            }
+            _ = drain_tick.tick() => count_drops(ring.get_mut(), &mut reader, &cfg, &ports),
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = &mut deadline => break,
         }
     }
-    let now = read(&mut reader, probes);
+    let now = read(&mut reader, probes, ring.get_mut());
     if let Some(tx) = peer.as_mut().and_then(|p| p.tx.as_mut()) {
         let _ = tx.send(&Message::Stats(now.clone())).await;
         let _ = tx.send(&Message::Bye).await;
@@ -290,11 +310,34 @@ fn report(
     Ok(())
 }
 
+/// Parse the drop records waiting in the ring buffer and count those of
+/// the overlay, by the rules the programs were configured with.
+fn count_drops(ring: &mut RingBuf<MapData>, reader: &mut Reader, cfg: &Config, ports: &Ports) {
+    while let Some(item) = ring.next() {
+        match Record::from_bytes(&item) {
+            Ok(Record::Drop(d)) => {
+                if let Some(raw) = d.parse(cfg, ports) {
+                    reader.count_drop(&raw);
+                }
+            }
+            // Counters mode sends nothing else.
+            Ok(Record::Event(_)) => {}
+            Err(e) => log::debug!("undecodable record: {e}"),
+        }
+    }
+}
+
+/// Packets not counted: the counter map was full, or (drops) the ring
+/// buffer that carries their records.
 fn uncounted(probes: &mut Probes) -> anyhow::Result<u64> {
     let map = probes
         .ebpf_mut()
         .map("COUNTERS")
         .ok_or_else(|| anyhow!("map COUNTERS missing"))?;
     let arr = PerCpuArray::<_, u64>::try_from(map)?;
-    Ok(arr.get(&(Counter::StatsFull as u32), 0)?.iter().sum())
+    let mut n = 0;
+    for c in [Counter::StatsFull, Counter::RingbufFull] {
+        n += arr.get(&(c as u32), 0)?.iter().sum::<u64>();
+    }
+    Ok(n)
 }
