@@ -50,6 +50,8 @@ mod netroute;
 mod output;
 #[path = "../src/peer.rs"]
 mod peer;
+#[path = "../src/peer_feed.rs"]
+mod peer_feed;
 #[path = "../src/podnet.rs"]
 mod podnet;
 #[path = "../src/probe.rs"]
@@ -62,6 +64,8 @@ mod record;
 mod replay;
 #[path = "../src/session.rs"]
 mod session;
+#[path = "../src/thin.rs"]
+mod thin;
 #[path = "../src/trace.rs"]
 mod trace;
 #[path = "../src/tracefs.rs"]
