@@ -159,10 +159,7 @@ impl Feed {
     /// of the session).
     pub async fn drain(&mut self) -> Result<(), Closed> {
         while let Some(ev) = self.overflow.pop_front() {
-            self.tx
-                .send(Message::Event(ev))
-                .await
-                .map_err(|_| Closed)?;
+            self.tx.send(Message::Event(ev)).await.map_err(|_| Closed)?;
         }
         Ok(())
     }
@@ -199,7 +196,10 @@ mod tests {
         }
         assert!(!feed.steps.is_empty());
         let masks: Vec<u32> = feed.steps.iter().map(|s| s.mask).collect();
-        assert!(masks.windows(2).all(|w| w[1] == thin::next_mask(w[0])), "{masks:?}");
+        assert!(
+            masks.windows(2).all(|w| w[1] == thin::next_mask(w[0])),
+            "{masks:?}"
+        );
         let mut got = Vec::new();
         while let Ok(Message::Event(e)) = rx.try_recv() {
             got.push(e);
@@ -220,7 +220,11 @@ mod tests {
                 .unwrap_or(0);
             let sent = got.iter().any(|g| g.ts_mono_ns == ev.ts_mono_ns);
             if thin::keeps(ev, m) {
-                assert!(sent, "event {} passed mask {m} but was not sent", ev.ts_mono_ns);
+                assert!(
+                    sent,
+                    "event {} passed mask {m} but was not sent",
+                    ev.ts_mono_ns
+                );
             }
         }
         assert_eq!(
@@ -239,7 +243,9 @@ mod tests {
             let drain = feed.drain();
             let take = async {
                 while got.len() < 64 {
-                    match tokio::time::timeout(std::time::Duration::from_millis(50), rx.recv()).await {
+                    match tokio::time::timeout(std::time::Duration::from_millis(50), rx.recv())
+                        .await
+                    {
                         Ok(Some(Message::Event(e))) => got.push(e),
                         _ => break,
                     }

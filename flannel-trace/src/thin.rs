@@ -50,7 +50,9 @@ pub fn sample_hash(ev: &Event) -> Option<u32> {
     let i = ev.inner.as_ref()?;
     let e = &i.endpoints;
     let (family, src, dst) = match (e.src, e.dst) {
-        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => (AF_INET, pad(s.octets()), pad(d.octets())),
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+            (AF_INET, pad(s.octets()), pad(d.octets()))
+        }
         (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => (AF_INET6, s.octets(), d.octets()),
         _ => return None,
     };
@@ -233,7 +235,9 @@ mod tests {
     #[test]
     fn the_hash_of_a_decoded_event_is_the_kernels() {
         let mut d = Decoder::new(Clock::sample(), HashMap::new(), Kallsyms::parse(""));
-        let tcp = [0x9c, 0x40, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 2, 0x50, 0x18, 0, 0, 0, 0, 0, 0];
+        let tcp = [
+            0x9c, 0x40, 0x1f, 0x90, 0, 0, 0, 1, 0, 0, 0, 2, 0x50, 0x18, 0, 0, 0, 0, 0, 0,
+        ];
         let udp = [0x9c, 0x40, 0x21, 0x1d, 0, 8, 0, 0];
         let icmp = [8, 0, 0, 0, 0xf7, 1, 0, 3];
         let mut frames = Vec::new();
@@ -256,7 +260,11 @@ mod tests {
                 ..Default::default()
             };
             let ev = d.decode(&raw).unwrap();
-            assert_eq!(sample_hash(&ev), Some(fingerprint::sample_hash(&pkt)), "{ev:?}");
+            assert_eq!(
+                sample_hash(&ev),
+                Some(fingerprint::sample_hash(&pkt)),
+                "{ev:?}"
+            );
             assert_eq!(is_probe(&ev), fingerprint::is_probe(&pkt));
             probes += u32::from(is_probe(&ev));
         }
@@ -281,11 +289,20 @@ mod tests {
         assert!(k3 > 800 && k3 < 1250, "{k3}");
         assert!(k7 > 350 && k7 < 680, "{k7}");
         // Nested: what a larger mask keeps, every smaller one keeps.
-        assert!(evs.iter().all(|e| !keeps(e, 7) || (keeps(e, 3) && keeps(e, 1))));
+        assert!(
+            evs.iter()
+                .all(|e| !keeps(e, 7) || (keeps(e, 3) && keeps(e, 1)))
+        );
 
         let steps = [
-            ThinStep { from_wall_ns: 1_000, mask: 1 },
-            ThinStep { from_wall_ns: 2_000, mask: 3 },
+            ThinStep {
+                from_wall_ns: 1_000,
+                mask: 1,
+            },
+            ThinStep {
+                from_wall_ns: 2_000,
+                mask: 3,
+            },
         ];
         let c = Counting::new([(&steps, 100), (&[], 0)], 0, 50);
         assert!(c.active());

@@ -89,11 +89,7 @@ impl Join {
             let (s, r) = (&sides[d], &sides[1 - d]);
             let shift = Join::shift(clock, d);
             let base = s.identity.sample_rate().max(r.identity.sample_rate()) - 1;
-            let counting = Counting::new(
-                [(&s.thinned, 0), (&r.thinned, -shift)],
-                base,
-                guard,
-            );
+            let counting = Counting::new([(&s.thinned, 0), (&r.thinned, -shift)], base, guard);
             DirectionWindow::new(
                 opts.window_ns,
                 Bounds {

@@ -343,4 +343,6 @@ mod tests;
 #[cfg(test)]
 mod tests_degraded;
 #[cfg(test)]
+mod tests_thinned;
+#[cfg(test)]
 pub use tests::identity as test_identity;
