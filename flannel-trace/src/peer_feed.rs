@@ -2,14 +2,24 @@
 //! through a bounded queue; when the link cannot keep up, the stream is
 //! thinned consistently (see `thin`) rather than cut arbitrarily.
 //!
-//! A small overflow behind the queue takes what does not fit at once. When
-//! it is full too, the mask escalates: the overflow and the event at hand
+//! An overflow behind the queue takes what does not fit at once, up to
+//! about a second of what the link was seen to carry while it was busy
+//! (so the live view lags by a second or two, not by a queue of minutes,
+//! and the end of the session flushes within bounds). When it is full
+//! too, the mask escalates: the overflow and the event at hand
 //! are filtered by the new mask (they were not queued yet, so their time
 //! is where the switch is dated), and the event is retried. Only when the
 //! mask is at its maximum and still nothing fits is an event left out
 //! (`unsent`), which makes the verdict uncertain as before.
 
-use std::{collections::VecDeque, time::Instant};
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use tokio::sync::mpsc::{self, error::TrySendError};
 
@@ -19,8 +29,15 @@ use crate::{
     wire::Message,
 };
 
-/// Events held behind a full queue before the stream is thinned.
-pub const OVERFLOW: usize = 16_384;
+/// Events held behind a full queue before the stream is thinned: about
+/// [`MAX_LAG`] of what the link carries, within these bounds.
+const OVERFLOW_MIN: usize = 2_048;
+const OVERFLOW_MAX: usize = 65_536;
+const MAX_LAG: f64 = 1.0;
+/// How often the link's throughput is measured.
+const MEASURE_EVERY: Duration = Duration::from_millis(200);
+/// A backlog of at least this many events means the link was busy.
+const BUSY: u64 = crate::codec::MAX_BATCH as u64;
 
 /// The listener went away.
 #[derive(Debug)]
@@ -37,6 +54,15 @@ pub struct Escalation {
 
 pub struct Feed {
     tx: mpsc::Sender<Message>,
+    /// Events the writer has sent (it counts them).
+    taken: Arc<AtomicU64>,
+    /// Events put into the queue.
+    queued: u64,
+    /// Bounds of the overflow's size; equal for a fixed size.
+    bounds: (usize, usize),
+    measured_at: Instant,
+    taken_then: u64,
+    busy_then: bool,
     /// The mask in force; starts at the kernel's `--sample` mask, which the
     /// events have passed already.
     mask: u32,
@@ -54,10 +80,20 @@ pub struct Feed {
 }
 
 impl Feed {
-    pub fn new(tx: mpsc::Sender<Message>, base_mask: u32, clock_offset_ns: i64) -> Feed {
-        Feed::with_overflow(tx, base_mask, clock_offset_ns, OVERFLOW)
+    /// `taken` is the writer's count of events sent.
+    pub fn new(
+        tx: mpsc::Sender<Message>,
+        taken: Arc<AtomicU64>,
+        base_mask: u32,
+        clock_offset_ns: i64,
+    ) -> Feed {
+        let mut f = Feed::with_overflow(tx, base_mask, clock_offset_ns, OVERFLOW_MAX);
+        f.taken = taken;
+        f.bounds = (OVERFLOW_MIN, OVERFLOW_MAX);
+        f
     }
 
+    /// An overflow of a fixed size (tests).
     pub fn with_overflow(
         tx: mpsc::Sender<Message>,
         base_mask: u32,
@@ -66,6 +102,12 @@ impl Feed {
     ) -> Feed {
         Feed {
             tx,
+            taken: Arc::default(),
+            queued: 0,
+            bounds: (cap, cap),
+            measured_at: Instant::now(),
+            taken_then: 0,
+            busy_then: false,
             mask: base_mask,
             overflow: VecDeque::new(),
             cap,
@@ -82,7 +124,7 @@ impl Feed {
     fn flush(&mut self) -> Result<(), Closed> {
         while let Some(ev) = self.overflow.pop_front() {
             match self.tx.try_send(Message::Event(ev)) {
-                Ok(()) => {}
+                Ok(()) => self.queued += 1,
                 Err(TrySendError::Full(m)) => {
                     if let Message::Event(ev) = m {
                         self.overflow.push_front(ev);
@@ -95,9 +137,29 @@ impl Feed {
         Ok(())
     }
 
+    /// Sizes the overflow to about [`MAX_LAG`] of the link's throughput,
+    /// measured over an interval it was busy throughout.
+    fn measure(&mut self) {
+        let now = Instant::now();
+        let dt = now.duration_since(self.measured_at);
+        if self.bounds.0 == self.bounds.1 || dt < MEASURE_EVERY {
+            return;
+        }
+        let taken = self.taken.load(Ordering::Relaxed);
+        let busy = self.queued.saturating_sub(taken) + self.overflow.len() as u64 >= BUSY;
+        if busy && self.busy_then {
+            let rate = taken.saturating_sub(self.taken_then) as f64 / dt.as_secs_f64();
+            self.cap = ((rate * MAX_LAG) as usize).clamp(self.bounds.0, self.bounds.1);
+        }
+        (self.measured_at, self.taken_then, self.busy_then) = (now, taken, busy);
+    }
+
     /// Offers one event to the stream; returns the escalations it caused.
     pub fn offer(&mut self, ev: Event) -> Result<Vec<Escalation>, Closed> {
         self.offered += 1;
+        if self.offered.is_multiple_of(256) {
+            self.measure();
+        }
         self.flush()?;
         if !thin::keeps(&ev, self.mask) {
             self.thinned += 1;
@@ -105,7 +167,10 @@ impl Feed {
         }
         let ev = if self.overflow.is_empty() {
             match self.tx.try_send(Message::Event(ev)) {
-                Ok(()) => return Ok(Vec::new()),
+                Ok(()) => {
+                    self.queued += 1;
+                    return Ok(Vec::new());
+                }
                 Err(TrySendError::Full(Message::Event(ev))) => ev,
                 Err(TrySendError::Full(_)) => return Ok(Vec::new()),
                 Err(TrySendError::Closed(_)) => return Err(Closed),
@@ -155,11 +220,19 @@ impl Feed {
         Escalation { step, rate }
     }
 
-    /// Everything still held, into the queue, waiting as needed (the end
-    /// of the session).
-    pub async fn drain(&mut self) -> Result<(), Closed> {
+    /// Everything still held, into the queue, waiting as needed up to
+    /// `deadline` (the end of the session); what is left then is unsent.
+    pub async fn drain(&mut self, deadline: Duration) -> Result<(), Closed> {
+        let until = tokio::time::Instant::now() + deadline;
         while let Some(ev) = self.overflow.pop_front() {
-            self.tx.send(Message::Event(ev)).await.map_err(|_| Closed)?;
+            match tokio::time::timeout_at(until, self.tx.send(Message::Event(ev))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Closed),
+                Err(_) => {
+                    self.unsent += 1 + self.overflow.len() as u64;
+                    self.overflow.clear();
+                }
+            }
         }
         Ok(())
     }
@@ -240,7 +313,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let drain = feed.drain();
+            let drain = feed.drain(Duration::from_secs(5));
             let take = async {
                 while got.len() < 64 {
                     match tokio::time::timeout(std::time::Duration::from_millis(50), rx.recv())

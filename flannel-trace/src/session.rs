@@ -4,6 +4,10 @@
 use std::{
     collections::HashMap,
     io::{self, Write as _},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -281,8 +285,9 @@ pub async fn run(
     s.finish(probes, &mut remote_rx, peer_open).await
 }
 
-/// Queue depth towards the listener.
-const PEER_QUEUE: usize = 65_536;
+/// Queue depth towards the listener (16 batches); the feed holds more
+/// behind it, as much as the link carries in about a second.
+const PEER_QUEUE: usize = 4_096;
 
 /// The task that writes to the listener; ends when the queue closes or the
 /// connection fails. It takes whatever is queued at once (up to a batch of
@@ -293,6 +298,7 @@ const PEER_QUEUE: usize = 65_536;
 fn spawn_writer(
     mut tx: ChannelTx,
     ctx: codec::Context,
+    taken: Arc<AtomicU64>,
 ) -> (
     mpsc::Sender<Message>,
     mpsc::UnboundedSender<Message>,
@@ -320,10 +326,14 @@ fn spawn_writer(
                 }
             }
             let mut bye = false;
+            let mut n = 0u64;
             let mut next = Some(first);
             while let Some(m) = next.take() {
                 match m {
-                    Message::Event(ev) => events.push(ev),
+                    Message::Event(ev) => {
+                        events.push(ev);
+                        n += 1;
+                    }
                     other => {
                         if !events.is_empty() {
                             wire::encode_events(&ctx, &events, &mut out);
@@ -349,6 +359,8 @@ fn spawn_writer(
                 eprintln!("flannel-trace: sending to the listener failed: {e}");
                 break;
             }
+            // The feed sizes its overflow by what the link carries.
+            taken.fetch_add(n, Ordering::Relaxed);
             if bye {
                 break;
             }
@@ -486,8 +498,9 @@ impl Session<'_> {
                 }
             });
         } else {
-            let (q, ctl, handle) = spawn_writer(tx, self.codec_ctx.clone());
-            self.sinks.to_peer = Some(Feed::new(q, self.sample_mask, self.clock_offset_ns));
+            let taken = Arc::new(AtomicU64::new(0));
+            let (q, ctl, handle) = spawn_writer(tx, self.codec_ctx.clone(), taken.clone());
+            self.sinks.to_peer = Some(Feed::new(q, taken, self.sample_mask, self.clock_offset_ns));
             self.sinks.to_peer_ctl = Some(ctl);
             self.sinks.writer = Some(handle);
             drop(rx);
@@ -708,7 +721,7 @@ impl Session<'_> {
         }
         if let Some(mut feed) = self.sinks.to_peer.take() {
             // What waits behind the queue goes first.
-            let _ = feed.drain().await;
+            let _ = feed.drain(Duration::from_secs(5)).await;
             // The listener marks what we could not send, with its cause.
             let mut s = summary.clone();
             s.peer_unsent = feed.unsent;
