@@ -310,24 +310,27 @@ fn spawn_writer(
         let mut events: Vec<Event> = Vec::with_capacity(codec::MAX_BATCH);
         let mut out: Vec<u8> = Vec::new();
         loop {
+            out.clear();
+            // Control messages first, in their order; then what is queued.
             let first = tokio::select! {
                 biased;
-                Some(c) = ctl_rx.recv() => c,
+                Some(c) = ctl_rx.recv() => {
+                    for c in std::iter::once(c).chain(std::iter::from_fn(|| ctl_rx.try_recv().ok())) {
+                        match wire::encode(&c) {
+                            Ok(frame) => out.extend_from_slice(&frame),
+                            Err(e) => log::warn!("not sent to the listener: {e}"),
+                        }
+                    }
+                    q_rx.try_recv().ok()
+                }
                 m = q_rx.recv() => match m {
-                    Some(m) => m,
+                    Some(m) => Some(m),
                     None => break,
                 },
             };
-            out.clear();
-            while let Ok(c) = ctl_rx.try_recv() {
-                match wire::encode(&c) {
-                    Ok(frame) => out.extend_from_slice(&frame),
-                    Err(e) => log::warn!("not sent to the listener: {e}"),
-                }
-            }
             let mut bye = false;
             let mut n = 0u64;
-            let mut next = Some(first);
+            let mut next = first;
             while let Some(m) = next.take() {
                 match m {
                     Message::Event(ev) => {

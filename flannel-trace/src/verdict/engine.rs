@@ -205,7 +205,7 @@ impl Join {
                 "the nodes sample differently (1 in {ra} and 1 in {rb}): packets kept by one may be missing from the other"
             ));
         }
-        let thinned = nodes
+        let mut thinned: Vec<super::Thinned> = nodes
             .iter()
             .enumerate()
             .flat_map(|(i, n)| {
@@ -219,6 +219,7 @@ impl Join {
                 })
             })
             .collect();
+        thinned.sort_by_key(|t| (t.from_wall_ns, t.rate));
         let error_ms = clock.map(|c| c.error_ns as f64 / 1e6);
         let directions = dirs
             .into_iter()

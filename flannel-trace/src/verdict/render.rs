@@ -55,8 +55,14 @@ pub fn text(r: &Report) -> String {
     for u in &r.untraced {
         let _ = writeln!(out, "NOT TRACED: {u}");
     }
-    for t in &r.thinned {
-        let _ = writeln!(out, "THINNED: {}", thinned_sentence(t));
+    // Steps of one moment (a switch escalated at once) read as the last.
+    for (i, t) in r.thinned.iter().enumerate() {
+        let superseded = r.thinned[i + 1..]
+            .iter()
+            .any(|n| n.node == t.node && n.from_wall_ns == t.from_wall_ns);
+        if !superseded {
+            let _ = writeln!(out, "THINNED: {}", thinned_sentence(t));
+        }
     }
     for d in &r.directions {
         let _ = writeln!(out, "\n{}", d.verdict);
