@@ -2,15 +2,19 @@
 //! through a bounded queue; when the link cannot keep up, the stream is
 //! thinned consistently (see `thin`) rather than cut arbitrarily.
 //!
-//! An overflow behind the queue takes what does not fit at once, up to
-//! about a second of what the link was seen to carry while it was busy
-//! (so the live view lags by a second or two, not by a queue of minutes,
-//! and the end of the session flushes within bounds). When it is full
-//! too, the mask escalates: the overflow and the event at hand
-//! are filtered by the new mask (they were not queued yet, so their time
-//! is where the switch is dated), and the event is retried. Only when the
-//! mask is at its maximum and still nothing fits is an event left out
-//! (`unsent`), which makes the verdict uncertain as before.
+//! What the link takes is measured between drains of the ring buffer
+//! (the writer shares the thread): the queue may hold about two seconds
+//! of it and the overflow behind it about one more, so the live view
+//! lags by seconds, not by a queue of minutes, and the end of a session
+//! flushes in time. A drain of the ring buffer goes into the overflow as
+//! a whole (the writer gets no turn meanwhile); after it, if the overflow
+//! holds more than its size, the mask escalates until it does not: the
+//! overflow is filtered by each new mask (nothing in it was queued yet,
+//! so its earliest event is where the switch is dated). Should a drain
+//! exceed even the overflow's hard bound, the event at hand escalates
+//! the same way and is retried. Only when the mask is at its maximum and
+//! still nothing fits is an event left out (`unsent`), which makes the
+//! verdict uncertain as before.
 
 use std::{
     collections::VecDeque,
@@ -29,15 +33,16 @@ use crate::{
     wire::Message,
 };
 
-/// Events held behind a full queue before the stream is thinned: about
-/// [`MAX_LAG`] of what the link carries, within these bounds.
-const OVERFLOW_MIN: usize = 2_048;
-const OVERFLOW_MAX: usize = 65_536;
-const MAX_LAG: f64 = 1.0;
-/// How often the link's throughput is measured.
-const MEASURE_EVERY: Duration = Duration::from_millis(200);
+/// Bounds of what the queue (within its own capacity) and the overflow
+/// hold: (smallest, largest), and how many seconds of the link's rate.
+const QUEUE: (usize, usize, f64) = (8_192, 65_536, 2.0);
+const OVERFLOW: (usize, usize, f64) = (4_096, 16_384, 1.0);
+/// What the overflow may hold within one drain of the ring buffer.
+const OVERFLOW_HARD: usize = 262_144;
+/// How often what the link takes is measured.
+const MEASURE_EVERY: Duration = Duration::from_millis(500);
 /// A backlog of at least this many events means the link was busy.
-const BUSY: u64 = crate::codec::MAX_BATCH as u64;
+const BUSY: u64 = 4 * crate::codec::MAX_BATCH as u64;
 
 /// The listener went away.
 #[derive(Debug)]
@@ -58,16 +63,19 @@ pub struct Feed {
     taken: Arc<AtomicU64>,
     /// Events put into the queue.
     queued: u64,
-    /// Bounds of the overflow's size; equal for a fixed size.
-    bounds: (usize, usize),
+    /// Whether the sizes follow the link's rate (not in tests).
+    adaptive: bool,
     measured_at: Instant,
     taken_then: u64,
     busy_then: bool,
+    queue_cap: u64,
     /// The mask in force; starts at the kernel's `--sample` mask, which the
     /// events have passed already.
     mask: u32,
     overflow: VecDeque<Event>,
+    /// The overflow's size between drains, and within one.
     cap: usize,
+    hard: usize,
     /// Events' monotonic time → this node's wall clock.
     clock_offset_ns: i64,
     offered: u64,
@@ -87,13 +95,15 @@ impl Feed {
         base_mask: u32,
         clock_offset_ns: i64,
     ) -> Feed {
-        let mut f = Feed::with_overflow(tx, base_mask, clock_offset_ns, OVERFLOW_MAX);
+        let mut f = Feed::with_overflow(tx, base_mask, clock_offset_ns, OVERFLOW.1);
         f.taken = taken;
-        f.bounds = (OVERFLOW_MIN, OVERFLOW_MAX);
+        f.adaptive = true;
+        f.hard = OVERFLOW_HARD;
         f
     }
 
-    /// An overflow of a fixed size (tests).
+    /// An overflow of a fixed size, the queue as deep as its channel
+    /// (tests).
     pub fn with_overflow(
         tx: mpsc::Sender<Message>,
         base_mask: u32,
@@ -104,13 +114,15 @@ impl Feed {
             tx,
             taken: Arc::default(),
             queued: 0,
-            bounds: (cap, cap),
+            adaptive: false,
             measured_at: Instant::now(),
             taken_then: 0,
             busy_then: false,
+            queue_cap: u64::MAX,
             mask: base_mask,
             overflow: VecDeque::new(),
             cap,
+            hard: cap,
             clock_offset_ns,
             offered: 0,
             since: Instant::now(),
@@ -120,67 +132,89 @@ impl Feed {
         }
     }
 
+    /// Events queued and not yet written.
+    fn backlog(&self) -> u64 {
+        self.queued
+            .saturating_sub(self.taken.load(Ordering::Relaxed))
+    }
+
+    /// Into the queue, if it takes it; the event back if not.
+    fn try_queue(&mut self, ev: Event) -> Result<Option<Event>, Closed> {
+        if self.backlog() >= self.queue_cap {
+            return Ok(Some(ev));
+        }
+        match self.tx.try_send(Message::Event(ev)) {
+            Ok(()) => {
+                self.queued += 1;
+                Ok(None)
+            }
+            Err(TrySendError::Full(Message::Event(ev))) => Ok(Some(ev)),
+            Err(TrySendError::Full(_)) => Ok(None),
+            Err(TrySendError::Closed(_)) => Err(Closed),
+        }
+    }
+
     /// Moves what the queue takes now from the overflow into it.
     fn flush(&mut self) -> Result<(), Closed> {
         while let Some(ev) = self.overflow.pop_front() {
-            match self.tx.try_send(Message::Event(ev)) {
-                Ok(()) => self.queued += 1,
-                Err(TrySendError::Full(m)) => {
-                    if let Message::Event(ev) = m {
-                        self.overflow.push_front(ev);
-                    }
-                    return Ok(());
-                }
-                Err(TrySendError::Closed(_)) => return Err(Closed),
+            if let Some(ev) = self.try_queue(ev)? {
+                self.overflow.push_front(ev);
+                break;
             }
         }
         Ok(())
     }
 
-    /// Sizes the overflow to about [`MAX_LAG`] of the link's throughput,
-    /// measured over an interval it was busy throughout.
+    /// Between drains of the ring buffer: sizes the queue and the overflow
+    /// by what the link took while it was busy (back to the largest sizes
+    /// when it keeps up), then thins until the overflow is within its size.
+    pub fn tick(&mut self) -> Vec<Escalation> {
+        self.measure();
+        let mut out = Vec::new();
+        while self.overflow.len() > self.cap && self.mask < MAX_MASK {
+            out.push(self.escalate(None));
+        }
+        out
+    }
+
     fn measure(&mut self) {
-        let now = Instant::now();
-        let dt = now.duration_since(self.measured_at);
-        if self.bounds.0 == self.bounds.1 || dt < MEASURE_EVERY {
+        let dt = self.measured_at.elapsed();
+        if !self.adaptive || dt < MEASURE_EVERY {
             return;
         }
         let taken = self.taken.load(Ordering::Relaxed);
-        let busy = self.queued.saturating_sub(taken) + self.overflow.len() as u64 >= BUSY;
+        let busy = self.backlog() + self.overflow.len() as u64 >= BUSY;
+        let size =
+            |(lo, hi, secs): (usize, usize, f64), rate: f64| ((rate * secs) as usize).clamp(lo, hi);
         if busy && self.busy_then {
             let rate = taken.saturating_sub(self.taken_then) as f64 / dt.as_secs_f64();
-            self.cap = ((rate * MAX_LAG) as usize).clamp(self.bounds.0, self.bounds.1);
+            self.queue_cap = size(QUEUE, rate) as u64;
+            self.cap = size(OVERFLOW, rate);
+        } else if !busy {
+            (self.queue_cap, self.cap) = (QUEUE.1 as u64, OVERFLOW.1);
         }
-        (self.measured_at, self.taken_then, self.busy_then) = (now, taken, busy);
+        (self.measured_at, self.taken_then, self.busy_then) = (Instant::now(), taken, busy);
     }
 
     /// Offers one event to the stream; returns the escalations it caused.
     pub fn offer(&mut self, ev: Event) -> Result<Vec<Escalation>, Closed> {
         self.offered += 1;
-        if self.offered.is_multiple_of(256) {
-            self.measure();
-        }
         self.flush()?;
+        let mut out = Vec::new();
         if !thin::keeps(&ev, self.mask) {
             self.thinned += 1;
-            return Ok(Vec::new());
+            return Ok(out);
         }
         let ev = if self.overflow.is_empty() {
-            match self.tx.try_send(Message::Event(ev)) {
-                Ok(()) => {
-                    self.queued += 1;
-                    return Ok(Vec::new());
-                }
-                Err(TrySendError::Full(Message::Event(ev))) => ev,
-                Err(TrySendError::Full(_)) => return Ok(Vec::new()),
-                Err(TrySendError::Closed(_)) => return Err(Closed),
+            match self.try_queue(ev)? {
+                None => return Ok(out),
+                Some(ev) => ev,
             }
         } else {
             ev
         };
-        let mut out = Vec::new();
         loop {
-            if self.overflow.len() < self.cap {
+            if self.overflow.len() < self.hard {
                 self.overflow.push_back(ev);
                 return Ok(out);
             }
@@ -188,7 +222,7 @@ impl Feed {
                 self.unsent += 1;
                 return Ok(out);
             }
-            out.push(self.escalate(&ev));
+            out.push(self.escalate(Some(ev.ts_mono_ns)));
             if !thin::keeps(&ev, self.mask) {
                 self.thinned += 1;
                 return Ok(out);
@@ -198,12 +232,14 @@ impl Feed {
 
     /// Twice as thin: dated by the earliest event not yet queued, which is
     /// the earliest the new mask filters (everything later comes later).
-    fn escalate(&mut self, ev: &Event) -> Escalation {
+    fn escalate(&mut self, at_hand: Option<u64>) -> Escalation {
         let from_mono = self
             .overflow
             .iter()
             .map(|e| e.ts_mono_ns)
-            .fold(ev.ts_mono_ns, u64::min);
+            .chain(at_hand)
+            .min()
+            .unwrap_or(0);
         self.mask = thin::next_mask(self.mask).min(MAX_MASK);
         let mask = self.mask;
         let before = self.overflow.len();

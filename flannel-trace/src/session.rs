@@ -285,9 +285,9 @@ pub async fn run(
     s.finish(probes, &mut remote_rx, peer_open).await
 }
 
-/// Queue depth towards the listener (16 batches); the feed holds more
-/// behind it, as much as the link carries in about a second.
-const PEER_QUEUE: usize = 4_096;
+/// Queue depth towards the listener: a drain of the ring buffer fits, so
+/// that the writer (on the same thread) catches up between drains.
+const PEER_QUEUE: usize = 65_536;
 
 /// The task that writes to the listener; ends when the queue closes or the
 /// connection fails. It takes whatever is queued at once (up to a batch of
@@ -530,23 +530,9 @@ impl Session<'_> {
         let before = feed.unsent;
         match feed.offer(ev) {
             Ok(steps) => {
-                // Degrade explicitly, once per step: the live stream thins
-                // by hash, the local recording keeps everything, the
-                // listener is told from when (and its verdict says so).
-                for e in steps {
-                    eprintln!(
-                        "flannel-trace: the peer link cannot keep up ({:.0} events/s): the live stream now carries 1 in {} packets, chosen by hash on both nodes; the recording keeps every event",
-                        e.rate,
-                        e.step.rate()
-                    );
-                    if let Some(ctl) = &self.sinks.to_peer_ctl {
-                        let _ = ctl.send(Message::Thin {
-                            from_ns: e.step.from_wall_ns,
-                            mask: e.step.mask,
-                        });
-                    }
-                }
-                if before == 0 && feed.unsent > 0 {
+                let unsent = feed.unsent;
+                self.announce(steps);
+                if before == 0 && unsent > 0 {
                     eprintln!(
                         "flannel-trace: the peer link cannot keep up even with the live stream thinned to 1 in {}: events are being left out (the local recording keeps them all; the verdict will be marked uncertain, with the count)",
                         thin::MAX_MASK + 1
@@ -558,6 +544,25 @@ impl Session<'_> {
                 self.sinks.to_peer = None;
                 self.sinks.peer_failed = true;
                 self.sinks.join_missing = Some("the listener went away before the end".into());
+            }
+        }
+    }
+
+    /// Degrade explicitly, once per step: the live stream thins by hash,
+    /// the local recording keeps everything, the listener is told from
+    /// when (and its verdict says so).
+    fn announce(&mut self, steps: Vec<peer_feed::Escalation>) {
+        for e in steps {
+            eprintln!(
+                "flannel-trace: the peer link cannot keep up ({:.0} events/s): the live stream now carries 1 in {} packets, chosen by hash on both nodes; the recording keeps every event",
+                e.rate,
+                e.step.rate()
+            );
+            if let Some(ctl) = &self.sinks.to_peer_ctl {
+                let _ = ctl.send(Message::Thin {
+                    from_ns: e.step.from_wall_ns,
+                    mask: e.step.mask,
+                });
             }
         }
     }
@@ -616,6 +621,10 @@ impl Session<'_> {
         for raw in batch {
             let ev = raw.and_then(|r| self.decoder.decode(&r));
             self.handle(ev).await?;
+        }
+        if let Some(feed) = self.sinks.to_peer.as_mut() {
+            let steps = feed.tick();
+            self.announce(steps);
         }
         if let Some(r) = self.sinks.recorder.as_mut() {
             r.flush_events().fatal(Status::Failure)?;

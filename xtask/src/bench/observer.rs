@@ -203,7 +203,11 @@ pub fn flannel_trace(
     stdout: &Path,
     dir: &Path,
 ) -> Result<Proc> {
-    let bin = setup::release_binary();
+    // `$FLANNEL_TRACE_BIN`, as for the tests: e.g. another build, for a
+    // before/after figure of one phase (`bench --live-only`).
+    let bin = std::env::var_os("FLANNEL_TRACE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(setup::release_binary);
     let bin = bin.to_string_lossy();
     let mut cmd = vec![bin.as_ref(), "--port", "8475"];
     cmd.extend_from_slice(extra);
@@ -242,6 +246,20 @@ pub fn events_of(stderr: &str) -> Option<u64> {
 /// "the tracer itself lost N events" from the text summary; 0 without it.
 pub fn lost_of(stderr: &str) -> u64 {
     number_before(stderr, "lost ", " events").unwrap_or(0)
+}
+
+/// "… ended thinned to 1 in N (M events left out of it by hash …" from a
+/// --peer's stderr: (N, M), or (1, 0) when it never thinned.
+pub fn thinned_of(stderr: &str) -> (u64, u64) {
+    stderr
+        .lines()
+        .find_map(|l| {
+            let rest = l.split_once("ended thinned to 1 in ")?.1;
+            let (n, rest) = rest.split_once(" (")?;
+            let m = rest.split_once(' ')?.0;
+            Some((n.parse().ok()?, m.parse().ok()?))
+        })
+        .unwrap_or((1, 0))
 }
 
 /// "N events could not be sent to the listener" from a --peer's stderr.
