@@ -365,6 +365,32 @@ mod tests {
         });
     }
 
+    /// A drain larger than the overflow's size: it goes in whole, and the
+    /// tick after it thins the overflow down to size, dated by the
+    /// earliest event it filtered.
+    #[test]
+    fn after_a_drain_the_overflow_is_thinned_down_to_its_size() {
+        let (tx, _rx) = mpsc::channel(16);
+        let mut feed = Feed::new(tx, Arc::default(), 0, 0);
+        let n = 40_000u32;
+        for i in 0..n {
+            assert!(feed.offer(udp(i, 1_000 + u64::from(i))).unwrap().is_empty());
+        }
+        assert_eq!(feed.overflow.len() as u32, n - 16);
+        let steps = feed.tick();
+        let masks: Vec<u32> = steps.iter().map(|e| e.step.mask).collect();
+        assert_eq!(masks, [1, 3], "40 k events into an overflow of 16 k");
+        assert!(feed.overflow.len() <= OVERFLOW.1);
+        // The first event not queued (the 17th) dates the first step; the
+        // second, the earliest the first one left.
+        assert_eq!(steps[0].step.from_wall_ns, 1_016);
+        let left = (16..n).find(|&i| thin::keeps(&udp(i, 0), 1)).unwrap();
+        assert_eq!(steps[1].step.from_wall_ns, 1_000 + i64::from(left));
+        assert!(feed.overflow.iter().all(|e| thin::keeps(e, 3)));
+        assert_eq!(feed.overflow.len() as u64 + feed.thinned, u64::from(n - 16));
+        assert!(feed.tick().is_empty());
+    }
+
     #[test]
     fn at_the_maximum_what_does_not_fit_is_unsent() {
         let (tx, _rx) = mpsc::channel(1);
