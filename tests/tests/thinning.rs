@@ -18,9 +18,9 @@ use std::{
 
 use anyhow::{Context as _, Result, ensure};
 use flannel_trace_tests::{
-    preflight,
+    Lab, preflight,
     report::{direction, segment, show, verdict},
-    scenario::{Fault, PORT, Proc, TOKEN},
+    scenario::{Fault, Live, run_live},
     serial, with_lab,
 };
 
@@ -39,7 +39,7 @@ fn a_slow_peer_link_thins_the_live_stream_and_the_verdict_stays_decisive() -> Re
     let fault = Fault::UnderlayDrop;
     with_lab(fault.lab(), |lab| {
         fault.apply(lab)?;
-        let (a, b) = (lab.node('a'), lab.node('b'));
+        let a = lab.node('a');
         // B → A leaves the fabric by A's port: the peer channel (B's
         // overlay frames to A are dropped before, by the fault).
         let port_a = a.fabric_port();
@@ -51,52 +51,16 @@ fn a_slow_peer_link_thins_the_live_stream_and_the_verdict_stays_decisive() -> Re
             .run(&tbf)
             .context("a token-bucket qdisc (sch_tbf) is needed to slow the peer link")?;
 
-        let listen = format!("{}:7800", a.underlay_ip());
-        let port = PORT.to_string();
-        let mut pa = Proc::spawn(
-            a,
-            &[
-                "--name",
-                "node-a",
-                "--port",
-                &port,
-                "--listen",
-                &listen,
-                "--token",
-                TOKEN,
-                "--probe",
-                "--json",
-                "--duration",
-                "90s",
-                "--report-every",
-                "1h",
-            ],
-        )?;
-        pa.wait_stderr("waiting for a peer", Duration::from_secs(30))?;
-        let pb = Proc::spawn(
-            b,
-            &[
-                "--name",
-                "node-b",
-                "--port",
-                &port,
-                "--peer",
-                &listen,
-                "--token",
-                TOKEN,
-                "--probe",
-                "--duration",
-                "12s",
-            ],
-        )?;
-        pa.wait_stderr("joined with", Duration::from_secs(30))?;
-        let sent = flood(a, b)?;
-        // B's pod to A's pod: lost in the underlay, as the probes are.
-        flannel_trace_tests::scenario::pod_ping(b, a, 5);
-        let rb = pb.wait(Duration::from_secs(60))?;
-        let ra = pa.wait(Duration::from_secs(60))?;
+        let live = Live {
+            duration: Duration::from_secs(12),
+            pod_pings: 5,
+            traffic: Some(flood),
+            ..Live::default()
+        };
+        let run = run_live(lab, &live)?;
         lab.fabric()
             .run(&["tc", "qdisc", "del", "dev", &port_a, "root"])?;
+        let (ra, rb, sent) = (run.a, run.b, run.traffic);
         ensure!(rb.status.success(), "peer: {}\n{}", rb.status, rb.stderr);
         ensure!(
             ra.status.success(),
@@ -185,7 +149,8 @@ fn a_slow_peer_link_thins_the_live_stream_and_the_verdict_stays_decisive() -> Re
 
 /// 64-byte UDP, pod A → pod B, paced at [`FLOOD_PPS`] for [`FLOOD_FOR`];
 /// returns how many were sent.
-fn flood(a: &flannel_trace_tests::Node, b: &flannel_trace_tests::Node) -> Result<u64> {
+fn flood(lab: &Lab) -> Result<u64> {
+    let (a, b) = (lab.node('a'), lab.node('b'));
     let dst = SocketAddr::from((b.pod_ip(), FLOOD_PORT));
     let sink = b.pod().in_thread(|| UdpSocket::bind(dst))?;
     sink.set_read_timeout(Some(Duration::from_millis(100)))?;
