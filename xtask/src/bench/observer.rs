@@ -86,6 +86,9 @@ impl Proc {
         let child = Command::new("ip")
             .args(["netns", "exec", ns.name()])
             .args(cmd)
+            // The recordings a live join always makes go with the run's
+            // other files, removed at the end (not to /var/tmp).
+            .env("FLANNEL_TRACE_RECORD_DIR", dir)
             .stdin(Stdio::null())
             .stdout(fs::File::create(stdout).context("stdout file")?)
             .stderr(fs::File::create(&stderr).context("stderr file")?)
