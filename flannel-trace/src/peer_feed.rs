@@ -8,9 +8,10 @@
 //! lags by seconds, not by a queue of minutes, and the end of a session
 //! flushes in time. A drain of the ring buffer goes into the overflow as
 //! a whole (the writer gets no turn meanwhile); after it, if the overflow
-//! holds more than its size, the mask escalates until it does not: the
-//! overflow is filtered by each new mask (nothing in it was queued yet,
-//! so its earliest event is where the switch is dated). Should a drain
+//! holds more than its size and did not shrink since the last drain (the
+//! link is not catching up), the mask escalates one step: the overflow is
+//! filtered by the new mask (nothing in it was queued yet, so its
+//! earliest event is where the switch is dated). Should a drain
 //! exceed even the overflow's hard bound, the event at hand escalates
 //! the same way and is retried. Only when the mask is at its maximum and
 //! still nothing fits is an event left out (`unsent`), which makes the
@@ -69,6 +70,8 @@ pub struct Feed {
     taken_then: u64,
     busy_then: bool,
     queue_cap: u64,
+    /// The overflow's length after the last drain.
+    overflow_then: usize,
     /// The mask in force; starts at the kernel's `--sample` mask, which the
     /// events have passed already.
     mask: u32,
@@ -119,6 +122,7 @@ impl Feed {
             taken_then: 0,
             busy_then: false,
             queue_cap: u64::MAX,
+            overflow_then: 0,
             mask: base_mask,
             overflow: VecDeque::new(),
             cap,
@@ -167,14 +171,16 @@ impl Feed {
 
     /// Between drains of the ring buffer: sizes the queue and the overflow
     /// by what the link took while it was busy (back to the largest sizes
-    /// when it keeps up), then thins until the overflow is within its size.
-    pub fn tick(&mut self) -> Vec<Escalation> {
+    /// when it keeps up), then thins one step if the overflow is over its
+    /// size and not shrinking: one step a drain lets the link show what a
+    /// mask is worth before the next.
+    pub fn tick(&mut self) -> Option<Escalation> {
         self.measure();
-        let mut out = Vec::new();
-        while self.overflow.len() > self.cap && self.mask < MAX_MASK {
-            out.push(self.escalate(None));
-        }
-        out
+        let len = self.overflow.len();
+        let step = (len > self.cap && len >= self.overflow_then && self.mask < MAX_MASK)
+            .then(|| self.escalate(None));
+        self.overflow_then = self.overflow.len();
+        step
     }
 
     fn measure(&mut self) {
@@ -377,7 +383,9 @@ mod tests {
             assert!(feed.offer(udp(i, 1_000 + u64::from(i))).unwrap().is_empty());
         }
         assert_eq!(feed.overflow.len() as u32, n - 16);
-        let steps = feed.tick();
+        // One step a drain, while the overflow is over its size and does
+        // not shrink (nobody reads the queue here).
+        let steps: Vec<Escalation> = std::iter::from_fn(|| feed.tick()).collect();
         let masks: Vec<u32> = steps.iter().map(|e| e.step.mask).collect();
         assert_eq!(masks, [1, 3], "40 k events into an overflow of 16 k");
         assert!(feed.overflow.len() <= OVERFLOW.1);
@@ -388,7 +396,7 @@ mod tests {
         assert_eq!(steps[1].step.from_wall_ns, 1_000 + i64::from(left));
         assert!(feed.overflow.iter().all(|e| thin::keeps(e, 3)));
         assert_eq!(feed.overflow.len() as u64 + feed.thinned, u64::from(n - 16));
-        assert!(feed.tick().is_empty());
+        assert!(feed.tick().is_none());
     }
 
     #[test]

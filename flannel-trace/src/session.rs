@@ -623,8 +623,8 @@ impl Session<'_> {
             self.handle(ev).await?;
         }
         if let Some(feed) = self.sinks.to_peer.as_mut() {
-            let steps = feed.tick();
-            self.announce(steps);
+            let step = feed.tick();
+            self.announce(step.into_iter().collect());
         }
         if let Some(r) = self.sinks.recorder.as_mut() {
             r.flush_events().fatal(Status::Failure)?;
