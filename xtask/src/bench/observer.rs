@@ -309,6 +309,9 @@ mod tests {
         assert_eq!(lost_of("0 events in 1.0s"), 0);
         let peer = "flannel-trace: 319455 events could not be sent to the listener in time\n";
         assert_eq!(unsent_of(peer), 319_455);
+        let thin = "flannel-trace: the live stream ended thinned to 1 in 4 (325300 events left out of it by hash; the recording has them all)\n";
+        assert_eq!(thinned_of(thin), (4, 325_300));
+        assert_eq!(thinned_of(peer), (1, 0));
         let td =
             "10 packets captured\n12 packets received by filter\n2 packets dropped by kernel\n";
         assert_eq!(tcpdump_dropped(td), 2);
