@@ -355,6 +355,19 @@ impl FlowTally {
         }
     }
 
+    /// The TCP sequence range `ev` carries, relative to the flow's first.
+    pub fn range_of(&mut self, ev: &Event) -> Option<(i64, i64)> {
+        let tcp = ev
+            .inner
+            .as_ref()?
+            .tcp
+            .as_ref()
+            .filter(|t| t.payload_len > 0)?;
+        let base = *self.seq_base.get_or_insert(tcp.seq);
+        let start = i64::from(tcp.seq.wrapping_sub(base) as i32);
+        Some((start, start + i64::from(tcp.payload_len)))
+    }
+
     pub fn delivered_len(&mut self, len: u32) {
         self.max_delivered_len = Some(self.max_delivered_len.map_or(len, |m| m.max(len)));
     }

@@ -152,3 +152,70 @@ fn a_switch_dated_too_late_shows_as_losses() {
     let r = judge(&trace(&ia, &ea), &tb, None, opts);
     assert_eq!(r.directions[0].lost.total(), 0);
 }
+
+/// TCP is thinned by flow, and GSO on the sender against split segments
+/// on the receiver means a range is judged by other packets than its own:
+/// ranges straddling the switch must not turn into losses either.
+#[test]
+fn tcp_ranges_straddling_a_switch_are_not_lost() {
+    let (ia, ib) = (a(), b());
+    let (mut ea, mut eb) = (vec![], vec![]);
+    let mut thinned_flows = 0;
+    for flow in 0..16u16 {
+        let port = |mut e: Event| {
+            if let Some(i) = e.inner.as_mut() {
+                i.endpoints.sport = Some(40_000 + flow);
+            }
+            e
+        };
+        let probe = port(ev("overlay-egress", 0, &tcp_pkt(0, 1)));
+        thinned_flows += u32::from(!thin::keeps(&probe, 1));
+        for i in 0..600u32 {
+            let t = 1_000 + u64::from(i) * 5;
+            let seq = i * 2_000;
+            // One GSO skb of two segments on the sender...
+            let big = tcp_pkt(seq, 2_000);
+            ea.push(port(ev("overlay-egress", t, &big)));
+            ea.push(port(ev("underlay-egress", t, &big)));
+            // ... two segments on the receiver, 50 ms later.
+            for half in [seq, seq + 1_000] {
+                let p = tcp_pkt(half, 1_000);
+                eb.push(port(ev("underlay-ingress", t + 50, &p)));
+                eb.push(port(ev("overlay-ingress", t + 50, &p)));
+            }
+        }
+    }
+    assert!(thinned_flows > 0 && thinned_flows < 16, "{thinned_flows}");
+    eb.sort_by_key(|e| e.ts_mono_ns);
+    let step = ThinStep {
+        from_wall_ns: 2_500_000_000,
+        mask: 1,
+    };
+    let eb = thinned(eb, step);
+    let opts = Options {
+        window_ns: 100_000_000,
+        ..Options::default()
+    };
+    let mut tb = trace(&ib, &eb);
+    tb.thinned = vec![step];
+    let r = judge(&trace(&ia, &ea), &tb, None, opts);
+    let ab = &r.directions[0];
+    assert_eq!(ab.lost.total(), 0, "{}", ab.verdict);
+    assert_eq!(ab.segment, Segment::Delivered, "{}", ab.verdict);
+    assert!(ab.certain, "{}", ab.verdict);
+    assert!(
+        ab.flows.iter().all(|f| f.tcp_bytes.is_none()),
+        "thinned flows have no byte counts"
+    );
+}
+
+fn tcp_pkt(seq: u32, len: u32) -> super::tests::Pkt {
+    super::tests::Pkt {
+        src: "10.244.1.0",
+        dst: "10.244.2.0",
+        outer: Some(AB),
+        seq: (seq / 1_000) as u16,
+        tcp: Some((seq, len)),
+        len: len + 100,
+    }
+}

@@ -203,14 +203,10 @@ impl DirectionWindow {
         if w == 0 {
             // Not counted; a TCP range it saw still shows that what
             // earlier hops sent got this far.
-            if let (Some(stage), Some(tcp)) = (
-                tally::stage_of(hop),
-                ev.inner.as_ref().and_then(|i| i.tcp.as_ref()),
-            ) && tcp.payload_len > 0
+            if let Some(stage) = tally::stage_of(hop)
+                && let Some(rg) = f.range_of(ev)
             {
-                let base = *f.seq_base.get_or_insert(tcp.seq);
-                let start = i64::from(tcp.seq.wrapping_sub(base) as i32);
-                f.ranges[stage].insert((start, start + i64::from(tcp.payload_len)));
+                f.ranges[stage].insert(rg);
             }
             return;
         }
@@ -249,16 +245,7 @@ impl DirectionWindow {
             return;
         };
         f.count[stage] += w;
-        let range = ev
-            .inner
-            .as_ref()
-            .and_then(|i| i.tcp.as_ref())
-            .filter(|t| t.payload_len > 0)
-            .map(|tcp| {
-                let base = *f.seq_base.get_or_insert(tcp.seq);
-                let start = i64::from(tcp.seq.wrapping_sub(base) as i32);
-                (start, start + i64::from(tcp.payload_len))
-            });
+        let range = f.range_of(ev);
         if stage == UNDERLAY_EGRESS {
             *f.egress_devs
                 .entry(ev.iface.clone().unwrap_or_else(|| "?".into()))
