@@ -48,6 +48,8 @@ mod net;
 mod output;
 #[path = "../src/peer.rs"]
 mod peer;
+#[path = "../src/peer_feed.rs"]
+mod peer_feed;
 #[path = "../src/probes.rs"]
 mod probes;
 #[path = "../src/record.rs"]
@@ -56,6 +58,8 @@ mod record;
 mod replay;
 #[path = "../src/session.rs"]
 mod session;
+#[path = "../src/thin.rs"]
+mod thin;
 #[path = "../src/trace.rs"]
 mod trace;
 #[path = "../src/tracefs.rs"]

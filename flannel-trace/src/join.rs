@@ -175,6 +175,8 @@ fn trace(r: &Head) -> NodeTrace<'_> {
         lost: r.summary.as_ref().map_or(0, |s| s.lost),
         end_wall_ns: r.summary.as_ref().map(|s| s.end_wall_ns),
         gaps,
+        // Recordings keep every event: nothing to thin.
+        thinned: Vec::new(),
     }
 }
 

@@ -5,6 +5,7 @@ use crate::{
     event::Event,
     identity::NodeIdentity,
     output::Summary,
+    thin::ThinStep,
     verdict::{self, ClockEstimate, NodeTrace, Options, Report},
 };
 
@@ -15,6 +16,8 @@ pub struct Joiner {
     local_events: Vec<Event>,
     remote_events: Vec<Event>,
     pub remote_summary: Option<Summary>,
+    /// How the peer thinned its live stream (its `thin` messages).
+    pub remote_thinned: Vec<ThinStep>,
     pub remote_gaps: Vec<String>,
     pub local_gaps: Vec<String>,
     cap: usize,
@@ -30,6 +33,7 @@ impl Joiner {
             local_events: Vec::new(),
             remote_events: Vec::new(),
             remote_summary: None,
+            remote_thinned: Vec::new(),
             remote_gaps: Vec::new(),
             local_gaps: Vec::new(),
             cap,
@@ -84,6 +88,7 @@ impl Joiner {
             lost: local_lost,
             end_wall_ns: if final_ { local_end } else { Some(now) },
             gaps: self.local_gaps.clone(),
+            thinned: Vec::new(),
         };
         // The peer's end on its own clock; without a summary, its last event.
         let remote_end = self
@@ -105,6 +110,7 @@ impl Joiner {
                 Some(now + self.clock.map_or(0, |c| c.offset_ns))
             },
             gaps: remote_gaps,
+            thinned: self.remote_thinned.clone(),
         };
         let mut opts = Options::default();
         if !final_ {

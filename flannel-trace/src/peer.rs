@@ -73,7 +73,8 @@ use crate::verdict::ClockEstimate;
 use crate::wire::{self, FrameError, Message};
 
 /// Version of the peer protocol; both nodes must speak the same.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: `thin` messages (a thinned live stream).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// First bytes a connecting node sends, followed by the version.
 const MAGIC: &[u8; 6] = b"FTPEER";
 const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";

@@ -4,6 +4,10 @@
 use std::{
     collections::HashMap,
     io::{self, Write as _},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -28,8 +32,10 @@ use crate::{
     net::icmp as probe,
     output::{self, Summary},
     peer::{self, Channel, ChannelTx, Handshake},
+    peer_feed::{self, Feed},
     probes::Probes,
     record,
+    thin::{self, ThinStep},
     verdict::render,
     wire::{self, Message},
 };
@@ -53,11 +59,12 @@ struct Sinks<'a> {
     out: io::BufWriter<io::StdoutLock<'a>>,
     recorder: Option<record::Writer>,
     /// --peer: our events go to a writer task once connected, through a
-    /// bounded queue, so a slow listener never stalls the ring buffer.
-    to_peer: Option<mpsc::Sender<Message>>,
+    /// bounded queue, so a slow listener never stalls the ring buffer; the
+    /// feed thins them consistently when the link cannot keep up.
+    to_peer: Option<Feed>,
+    /// Control messages (`thin`) to the writer, ahead of queued events.
+    to_peer_ctl: Option<mpsc::UnboundedSender<Message>>,
     writer: Option<tokio::task::JoinHandle<()>>,
-    /// Events that did not fit the queue to the listener.
-    unsent: u64,
     pending: Vec<Event>,
     pending_dropped: u64,
     peer_failed: bool,
@@ -84,6 +91,8 @@ pub async fn run(
     let mut s = Session {
         codec_ctx: codec::Context::of(&identity),
         cfg: *cfg,
+        sample_mask: identity.sample_rate() - 1,
+        clock_offset_ns: identity.clock_offset_ns,
         ports,
         decoder,
         summary: Summary {
@@ -97,8 +106,8 @@ pub async fn run(
             out: io::BufWriter::with_capacity(1 << 16, io::stdout().lock()),
             recorder: None,
             to_peer: None,
+            to_peer_ctl: None,
             writer: None,
-            unsent: 0,
             pending: Vec::new(),
             pending_dropped: 0,
             // Events are held for a listener only with --peer; without one,
@@ -278,28 +287,58 @@ pub async fn run(
     s.finish(probes, &mut remote_rx, peer_open).await
 }
 
-/// Queue depth towards the listener.
+/// Queue depth towards the listener: a drain of the ring buffer fits, so
+/// that the writer (on the same thread) catches up between drains.
 const PEER_QUEUE: usize = 65_536;
 
 /// The task that writes to the listener; ends when the queue closes or the
 /// connection fails. It takes whatever is queued at once (up to a batch of
 /// events) and sends it as one encrypted write: events go in the compact
-/// encoding, other messages in JSON, in queue order.
+/// encoding, other messages in JSON, in queue order. Control messages
+/// (`thin`) go first, ahead of the events queued before them: the
+/// listener places a switch by its time, not by where it arrives.
 fn spawn_writer(
     mut tx: ChannelTx,
     ctx: codec::Context,
-) -> (mpsc::Sender<Message>, tokio::task::JoinHandle<()>) {
+    taken: Arc<AtomicU64>,
+) -> (
+    mpsc::Sender<Message>,
+    mpsc::UnboundedSender<Message>,
+    tokio::task::JoinHandle<()>,
+) {
     let (q_tx, mut q_rx) = mpsc::channel::<Message>(PEER_QUEUE);
+    let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel::<Message>();
     let handle = tokio::spawn(async move {
         let mut events: Vec<Event> = Vec::with_capacity(codec::MAX_BATCH);
         let mut out: Vec<u8> = Vec::new();
-        while let Some(first) = q_rx.recv().await {
+        loop {
             out.clear();
+            // Control messages first, in their order; then what is queued.
+            let first = tokio::select! {
+                biased;
+                Some(c) = ctl_rx.recv() => {
+                    for c in std::iter::once(c).chain(std::iter::from_fn(|| ctl_rx.try_recv().ok())) {
+                        match wire::encode(&c) {
+                            Ok(frame) => out.extend_from_slice(&frame),
+                            Err(e) => log::warn!("not sent to the listener: {e}"),
+                        }
+                    }
+                    q_rx.try_recv().ok()
+                }
+                m = q_rx.recv() => match m {
+                    Some(m) => Some(m),
+                    None => break,
+                },
+            };
             let mut bye = false;
-            let mut next = Some(first);
+            let mut n = 0u64;
+            let mut next = first;
             while let Some(m) = next.take() {
                 match m {
-                    Message::Event(ev) => events.push(ev),
+                    Message::Event(ev) => {
+                        events.push(ev);
+                        n += 1;
+                    }
                     other => {
                         if !events.is_empty() {
                             wire::encode_events(&ctx, &events, &mut out);
@@ -325,12 +364,14 @@ fn spawn_writer(
                 eprintln!("flannel-trace: sending to the listener failed: {e}");
                 break;
             }
+            // The feed sizes its overflow by what the link carries.
+            taken.fetch_add(n, Ordering::Relaxed);
             if bye {
                 break;
             }
         }
     });
-    (q_tx, handle)
+    (q_tx, ctl_tx, handle)
 }
 
 fn start_probe(to: std::net::IpAddr, args: &TraceArgs) {
@@ -365,6 +406,10 @@ struct Session<'a> {
     /// What the programs were configured with: the drop records are parsed
     /// and filtered here by the same rules.
     cfg: Config,
+    /// `--sample`'s mask: where thinning the live stream starts from.
+    sample_mask: u32,
+    /// Events' monotonic time → this node's wall clock.
+    clock_offset_ns: i64,
     /// The overlay ports the programs match.
     ports: Ports,
     decoder: Decoder,
@@ -461,12 +506,14 @@ impl Session<'_> {
                 }
             });
         } else {
-            let (q, handle) = spawn_writer(tx, self.codec_ctx.clone());
-            self.sinks.to_peer = Some(q);
+            let taken = Arc::new(AtomicU64::new(0));
+            let (q, ctl, handle) = spawn_writer(tx, self.codec_ctx.clone(), taken.clone());
+            self.sinks.to_peer = Some(Feed::new(q, taken, self.sample_mask, self.clock_offset_ns));
+            self.sinks.to_peer_ctl = Some(ctl);
             self.sinks.writer = Some(handle);
             drop(rx);
             for ev in std::mem::take(&mut self.sinks.pending) {
-                self.send_peer(Message::Event(ev)).await;
+                self.send_peer(ev);
             }
             if self.sinks.pending_dropped > 0 {
                 log::warn!(
@@ -481,27 +528,46 @@ impl Session<'_> {
         Ok(self.sinks.joiner.is_some())
     }
 
-    async fn send_peer(&mut self, m: Message) {
-        let Some(tx) = self.sinks.to_peer.as_ref() else {
+    fn send_peer(&mut self, ev: Event) {
+        let Some(feed) = self.sinks.to_peer.as_mut() else {
             return;
         };
-        match tx.try_send(m) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.sinks.unsent == 0 {
-                    // Degrade explicitly: the live stream thins out, the
-                    // local recording keeps everything, the verdict says so.
+        let before = feed.unsent;
+        match feed.offer(ev) {
+            Ok(steps) => {
+                let unsent = feed.unsent;
+                self.announce(steps);
+                if before == 0 && unsent > 0 {
                     eprintln!(
-                        "flannel-trace: the peer link cannot keep up with this node's event rate: events are being left out of the live stream (the local recording keeps them all; the verdict will be marked uncertain, with the count)"
+                        "flannel-trace: the peer link cannot keep up even with the live stream thinned to 1 in {}: events are being left out (the local recording keeps them all; the verdict will be marked uncertain, with the count)",
+                        thin::MAX_MASK + 1
                     );
                 }
-                self.sinks.unsent += 1;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(peer_feed::Closed) => {
                 eprintln!("flannel-trace: the listener went away; tracing locally only");
                 self.sinks.to_peer = None;
                 self.sinks.peer_failed = true;
                 self.sinks.join_missing = Some("the listener went away before the end".into());
+            }
+        }
+    }
+
+    /// Degrade explicitly, once per step: the live stream thins by hash,
+    /// the local recording keeps everything, the listener is told from
+    /// when (and its verdict says so).
+    fn announce(&mut self, steps: Vec<peer_feed::Escalation>) {
+        for e in steps {
+            eprintln!(
+                "flannel-trace: the peer link cannot keep up ({:.0} events/s): the live stream now carries 1 in {} packets, chosen by hash on both nodes; the recording keeps every event",
+                e.rate,
+                e.step.rate()
+            );
+            if let Some(ctl) = &self.sinks.to_peer_ctl {
+                let _ = ctl.send(Message::Thin {
+                    from_ns: e.step.from_wall_ns,
+                    mask: e.step.mask,
+                });
             }
         }
     }
@@ -513,6 +579,19 @@ impl Session<'_> {
         match m {
             Message::Event(ev) => j.push_remote(ev),
             Message::Summary(sum) => j.remote_summary = Some(sum),
+            Message::Thin { from_ns, mask } => {
+                let step = ThinStep {
+                    from_wall_ns: from_ns,
+                    mask,
+                };
+                let at = crate::clock::rfc3339(from_ns - j.clock.map_or(0, |c| c.offset_ns));
+                eprintln!(
+                    "flannel-trace: the peer's link cannot keep up: its live stream carries 1 in {} packets from {} on; counts after that are estimates",
+                    step.rate(),
+                    at.get(11..19).unwrap_or(&at)
+                );
+                j.remote_thinned.push(step);
+            }
             Message::Bye => {}
             other => log::debug!("ignoring {other:?} from the peer"),
         }
@@ -555,6 +634,10 @@ impl Session<'_> {
                 Err(e) => Err(e),
             };
             self.handle(ev).await?;
+        }
+        if let Some(feed) = self.sinks.to_peer.as_mut() {
+            let step = feed.tick();
+            self.announce(step.into_iter().collect());
         }
         if let Some(r) = self.sinks.recorder.as_mut() {
             r.flush_events().fatal(Status::Failure)?;
@@ -608,7 +691,7 @@ impl Session<'_> {
         if let Some(j) = self.sinks.joiner.as_mut() {
             j.push_local(ev);
         } else if self.sinks.to_peer.is_some() {
-            self.send_peer(Message::Event(ev)).await;
+            self.send_peer(ev);
         } else if !self.sinks.peer_failed
             && self.sinks.pending_dropped == 0
             && self.sinks.pending.len() < PENDING_CAP
@@ -661,18 +744,30 @@ impl Session<'_> {
         if let Some(r) = self.sinks.recorder.take() {
             r.finish(&summary).fatal(Status::Failure)?;
         }
-        if let Some(tx) = self.sinks.to_peer.take() {
+        if let Some(mut feed) = self.sinks.to_peer.take() {
+            // What waits behind the queue goes first.
+            let _ = feed.drain(Duration::from_secs(5)).await;
             // The listener marks what we could not send, with its cause.
             let mut s = summary.clone();
-            s.peer_unsent = self.sinks.unsent;
+            s.peer_unsent = feed.unsent;
             s.pending_dropped = self.sinks.pending_dropped;
-            s.complete &= self.sinks.unsent == 0 && self.sinks.pending_dropped == 0;
-            if self.sinks.unsent > 0 {
+            s.complete &= feed.unsent == 0 && self.sinks.pending_dropped == 0;
+            if let Some(last) = feed.steps.last() {
                 eprintln!(
-                    "flannel-trace: {} events could not be sent to the listener in time",
-                    self.sinks.unsent
+                    "flannel-trace: the live stream ended thinned to 1 in {} ({} events left out of it by hash; the recording has them all)",
+                    last.rate(),
+                    feed.thinned
                 );
             }
+            if feed.unsent > 0 {
+                eprintln!(
+                    "flannel-trace: {} events could not be sent to the listener in time",
+                    feed.unsent
+                );
+            }
+            self.sinks.to_peer_ctl = None;
+            let tx = feed.sender().clone();
+            drop(feed);
             let _ = tx.send(Message::Summary(s)).await;
             let _ = tx.send(Message::Bye).await;
             drop(tx);

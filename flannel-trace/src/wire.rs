@@ -60,6 +60,13 @@ pub enum Message {
     StatsVerdict {
         directions: Vec<crate::counters::CounterVerdict>,
     },
+    /// Peer channel: from `from_ns` (the sender's wall clock) on, its
+    /// live stream carries only the packets whose `--sample` hash has
+    /// `mask`'s bits clear (see `thin`); its recording keeps every event.
+    Thin {
+        from_ns: i64,
+        mask: u32,
+    },
     /// Orderly end of the stream.
     Bye,
 }
@@ -77,6 +84,7 @@ impl Message {
             Message::ClockPong { .. } => "clock_pong",
             Message::Stats(_) => "stats",
             Message::StatsVerdict { .. } => "stats_verdict",
+            Message::Thin { .. } => "thin",
             Message::Bye => "bye",
         }
     }

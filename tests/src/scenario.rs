@@ -324,6 +324,9 @@ pub struct Live {
     pub extra: Vec<String>,
     /// Pings from each pod to the other (default 3).
     pub pod_pings: u32,
+    /// More traffic once both have joined, before the usual pings (e.g. a
+    /// flood); what it returns (e.g. packets sent) is in [`LiveRun`].
+    pub traffic: Option<fn(&Lab) -> Result<u64>>,
 }
 
 impl Default for Live {
@@ -334,6 +337,7 @@ impl Default for Live {
             token_b: TOKEN.into(),
             extra: Vec::new(),
             pod_pings: 3,
+            traffic: None,
         }
     }
 }
@@ -341,6 +345,8 @@ impl Default for Live {
 pub struct LiveRun {
     pub a: Run,
     pub b: Run,
+    /// What [`Live::traffic`] returned.
+    pub traffic: u64,
 }
 
 /// Listener on A, peer on B, both probing; plus full-size pings from A to
@@ -378,6 +384,7 @@ pub fn run_live(lab: &Lab, opts: &Live) -> Result<LiveRun> {
     // Traffic only once both tracers are attached and joined; then
     // full-size frames A -> B, so that an MTU problem shows.
     pa.wait_stderr("joined with", Duration::from_secs(30))?;
+    let traffic = opts.traffic.map(|t| t(lab)).transpose()?.unwrap_or(0);
     // Pod to pod, both ways, as in a cluster.
     pod_ping(a, b, opts.pod_pings);
     pod_ping(b, a, opts.pod_pings);
@@ -406,7 +413,11 @@ pub fn run_live(lab: &Lab, opts: &Live) -> Result<LiveRun> {
     ]);
     let rb = pb.wait(opts.duration + Duration::from_secs(40))?;
     let ra = pa.wait(Duration::from_secs(40))?;
-    Ok(LiveRun { a: ra, b: rb })
+    Ok(LiveRun {
+        a: ra,
+        b: rb,
+        traffic,
+    })
 }
 
 /// Pings from `from`'s pod to `to`'s pod; losses are what the tracers are

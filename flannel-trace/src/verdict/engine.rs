@@ -8,7 +8,11 @@ use super::{
     tally::{Bounds, Traced},
     window::DirectionWindow,
 };
-use crate::{event::Event, identity::NodeIdentity};
+use crate::{
+    event::Event,
+    identity::NodeIdentity,
+    thin::{Counting, ThinStep},
+};
 
 /// What is known of a node besides its events.
 struct Side {
@@ -16,6 +20,7 @@ struct Side {
     lost: u64,
     end_wall_ns: Option<i64>,
     gaps: Vec<String>,
+    thinned: Vec<ThinStep>,
     events: u64,
 }
 
@@ -27,6 +32,7 @@ impl Side {
             lost: self.lost,
             end_wall_ns: self.end_wall_ns,
             gaps: self.gaps.clone(),
+            thinned: self.thinned.clone(),
         }
     }
 }
@@ -59,6 +65,7 @@ impl Join {
             lost: n.lost,
             end_wall_ns: n.end_wall_ns,
             gaps: n.gaps.clone(),
+            thinned: n.thinned.clone(),
             events: 0,
         };
         let mut sides = [side(a), side(b)];
@@ -74,9 +81,15 @@ impl Join {
                 s.identity.node = format!("{}@{ip}", s.identity.node);
             }
         }
+        // A thinned live stream is counted with a guard of two windows (a
+        // packet's observations, then what a TCP range is judged against)
+        // and the clock bound, and a margin for ring-buffer reordering.
+        let guard = 2 * opts.window_ns.max(0) + clock.map_or(0, |c| c.error_ns) + 100_000_000;
         let dirs = [0usize, 1].map(|d| {
             let (s, r) = (&sides[d], &sides[1 - d]);
             let shift = Join::shift(clock, d);
+            let base = s.identity.sample_rate().max(r.identity.sample_rate()) - 1;
+            let counting = Counting::new([(&s.thinned, 0), (&r.thinned, -shift)], base, guard);
             DirectionWindow::new(
                 opts.window_ns,
                 Bounds {
@@ -86,6 +99,7 @@ impl Join {
                     r_end: r.end_wall_ns.map(|e| e - shift),
                     grace_ns: opts.grace_ns,
                 },
+                counting,
             )
         });
         Join {
@@ -191,6 +205,21 @@ impl Join {
                 "the nodes sample differently (1 in {ra} and 1 in {rb}): packets kept by one may be missing from the other"
             ));
         }
+        let mut thinned: Vec<super::Thinned> = nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| {
+                // On a's clock, the report's common timeline.
+                let shift = if i == 1 { -Join::shift(clock, 0) } else { 0 };
+                n.thinned.iter().map(move |t| super::Thinned {
+                    node: n.identity.node.clone(),
+                    from: crate::clock::rfc3339(t.from_wall_ns + shift),
+                    from_wall_ns: t.from_wall_ns + shift,
+                    rate: t.rate(),
+                })
+            })
+            .collect();
+        thinned.sort_by_key(|t| (t.from_wall_ns, t.rate));
         let error_ms = clock.map(|c| c.error_ns as f64 / 1e6);
         let directions = dirs
             .into_iter()
@@ -219,6 +248,7 @@ impl Join {
             directions,
             uncertain,
             untraced,
+            thinned,
         }
     }
 }

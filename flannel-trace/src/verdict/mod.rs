@@ -48,6 +48,8 @@ pub struct NodeTrace<'a> {
     /// Why this node's view may be partial (peer went away, recording cut
     /// short, ...).
     pub gaps: Vec<String>,
+    /// When its live stream was thinned, on its own clock (see `thin`).
+    pub thinned: Vec<crate::thin::ThinStep>,
 }
 
 /// Tunables of the join.
@@ -292,6 +294,22 @@ pub struct Report {
     /// traced: kernel lockdown (confidentiality) …`.
     #[serde(default)]
     pub untraced: Vec<String>,
+    /// Steps by which a node's live stream was thinned, when its link to
+    /// the listener could not keep up: counts after each are estimates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thinned: Vec<Thinned>,
+}
+
+/// One step of a thinned live stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Thinned {
+    /// The node whose live stream was thinned.
+    pub node: String,
+    /// From when (RFC 3339, on the first node's clock) ...
+    pub from: String,
+    pub from_wall_ns: i64,
+    /// ... it carried 1 in `rate` packets, chosen by hash on both nodes.
+    pub rate: u32,
 }
 
 /// Join two nodes' traces held in memory (the live join, tests): their
@@ -324,5 +342,7 @@ pub fn judge(
 mod tests;
 #[cfg(test)]
 mod tests_degraded;
+#[cfg(test)]
+mod tests_thinned;
 #[cfg(test)]
 pub use tests::identity as test_identity;

@@ -55,6 +55,15 @@ pub fn text(r: &Report) -> String {
     for u in &r.untraced {
         let _ = writeln!(out, "NOT TRACED: {u}");
     }
+    // Steps of one moment (a switch escalated at once) read as the last.
+    for (i, t) in r.thinned.iter().enumerate() {
+        let superseded = r.thinned[i + 1..]
+            .iter()
+            .any(|n| n.node == t.node && n.from_wall_ns == t.from_wall_ns);
+        if !superseded {
+            let _ = writeln!(out, "THINNED: {}", thinned_sentence(t));
+        }
+    }
     for d in &r.directions {
         let _ = writeln!(out, "\n{}", d.verdict);
         if let Some(fix) = &d.fix {
@@ -65,6 +74,15 @@ pub fn text(r: &Report) -> String {
         }
     }
     out
+}
+
+/// What a thinned live stream means for the counts.
+pub fn thinned_sentence(t: &super::Thinned) -> String {
+    let hms = t.from.get(11..19).unwrap_or(&t.from);
+    format!(
+        "{}'s live stream thinned to 1 in {} from {hms}: counts after that are estimates ({} × the packets kept); `flannel-trace join` of the recordings gives exact counts",
+        t.node, t.rate, t.rate
+    )
 }
 
 /// A hop's count, or `untraced` for a hop the node could not trace.

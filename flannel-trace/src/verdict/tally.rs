@@ -158,7 +158,8 @@ pub(super) struct Missing {
 }
 
 impl Missing {
-    pub fn add(&mut self, wall: i64, len: u32, b: &Bounds) {
+    /// One packet of `wall` standing for `n` (a thinned live stream).
+    pub fn add(&mut self, wall: i64, len: u32, b: &Bounds, n: u64) {
         for w in [AGAINST_SENDER, AGAINST_RECEIVER] {
             let (start, end) = if w == AGAINST_RECEIVER {
                 (b.r_start, b.r_end)
@@ -166,9 +167,9 @@ impl Missing {
                 (None, b.s_end)
             };
             if end.is_some_and(|e| wall > e - b.grace_ns) || start.is_some_and(|s| wall < s) {
-                self.in_flight[w] += 1;
+                self.in_flight[w] += n;
             } else {
-                self.lost[w] += 1;
+                self.lost[w] += n;
                 self.min_lost_len[w] = Some(self.min_lost_len[w].map_or(len, |m| m.min(len)));
             }
         }
@@ -313,6 +314,9 @@ pub(super) struct FlowTally {
     pub max_delivered_len: Option<u32>,
     /// Seen at the last hop, then dropped before the stack took them.
     pub undelivered: u64,
+    /// Some of its packets were not counted, or counted for several (a
+    /// thinned live stream): its byte counts would be neither.
+    pub thinned: bool,
     pub drops: BTreeMap<DropKey, u64>,
     pub egress_devs: BTreeMap<String, u64>,
     /// Foreign destination MACs per receiver stage, in order of arrival.
@@ -340,6 +344,7 @@ impl FlowTally {
             unmarked_max_len: None,
             max_delivered_len: None,
             undelivered: 0,
+            thinned: false,
             drops: BTreeMap::new(),
             egress_devs: BTreeMap::new(),
             foreign_macs: Default::default(),
@@ -348,6 +353,19 @@ impl FlowTally {
             decap: Median::default(),
             end_to_end: Default::default(),
         }
+    }
+
+    /// The TCP sequence range `ev` carries, relative to the flow's first.
+    pub fn range_of(&mut self, ev: &Event) -> Option<(i64, i64)> {
+        let tcp = ev
+            .inner
+            .as_ref()?
+            .tcp
+            .as_ref()
+            .filter(|t| t.payload_len > 0)?;
+        let base = *self.seq_base.get_or_insert(tcp.seq);
+        let start = i64::from(tcp.seq.wrapping_sub(base) as i32);
+        Some((start, start + i64::from(tcp.payload_len)))
     }
 
     pub fn delivered_len(&mut self, len: u32) {
@@ -452,6 +470,7 @@ impl FlowTally {
         }
         let tcp_bytes = self
             .seq_base
+            .filter(|_| !self.thinned)
             .is_some()
             .then(|| (self.ranges[first].len(), self.ranges[path_last].len()));
         let ms = |m: &Median| m.get().map(|ns| ns / 1e6);

@@ -183,6 +183,7 @@ pub(super) fn trace<'a>(id: &'a NodeIdentity, events: &'a [Event]) -> NodeTrace<
         lost: 0,
         end_wall_ns: Some(100_000_000_000),
         gaps: vec![],
+        thinned: vec![],
     }
 }
 

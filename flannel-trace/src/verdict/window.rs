@@ -22,7 +22,7 @@ use super::tally::{
     self, Bounds, DropKey, FlowKey, FlowTally, OVERLAY_EGRESS, OVERLAY_INGRESS, UNDERLAY_EGRESS,
     UNDERLAY_INGRESS,
 };
-use crate::{event::Event, identity::NodeIdentity};
+use crate::{event::Event, identity::NodeIdentity, thin::Counting};
 
 /// A fingerprint: its 64-bit value, or the text of a non-canonical one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -92,6 +92,9 @@ struct PendingDrop {
 struct Packet {
     seen: Vec<Seen>,
     drops: Vec<PendingDrop>,
+    /// How many packets it stands for (a thinned live stream, see
+    /// [`Counting`]); 1 otherwise.
+    weight: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +104,7 @@ struct Range {
     stage: u8,
     range: (i64, i64),
     len: u32,
+    weight: u64,
 }
 
 pub(super) struct DirectionWindow {
@@ -113,11 +117,14 @@ pub(super) struct DirectionWindow {
     /// Packets in order of their first observation, with when they are due.
     due: VecDeque<(i64, u32, Fp)>,
     ranges: VecDeque<Range>,
+    /// Which packets of a thinned live stream count, and for how many.
+    counting: Option<Counting>,
 }
 
 impl DirectionWindow {
-    pub fn new(window_ns: i64, bounds: Bounds) -> DirectionWindow {
+    pub fn new(window_ns: i64, bounds: Bounds, counting: Counting) -> DirectionWindow {
         DirectionWindow {
+            counting: counting.active().then_some(counting),
             window_ns: window_ns.max(0),
             bounds,
             flow_of: HashMap::new(),
@@ -179,12 +186,35 @@ impl DirectionWindow {
                 i
             }
         };
+        // A packet's weight is decided at its first observation (see
+        // `Counting` for why that keeps every counted packet whole).
+        let w = match &self.counting {
+            None => 1,
+            Some(c) => match ev.fingerprint.as_deref() {
+                Some(fp) => match self.packets.get(&(flow, Fp::of(fp))) {
+                    Some(p) => p.weight,
+                    None => c.weight(ev, wall),
+                },
+                None => c.weight(ev, wall),
+            },
+        };
         let f = &mut self.flows[flow as usize];
+        f.thinned |= w != 1;
+        if w == 0 {
+            // Not counted; a TCP range it saw still shows that what
+            // earlier hops sent got this far.
+            if let Some(stage) = tally::stage_of(hop)
+                && let Some(rg) = f.range_of(ev)
+            {
+                f.ranges[stage].insert(rg);
+            }
+            return;
+        }
         if hop == Hop::Drop {
             if on_receiver {
-                f.receiver_drops += 1;
+                f.receiver_drops += w;
             } else {
-                f.sender_drops += 1;
+                f.sender_drops += w;
             }
             let d = ev.drop.as_ref();
             let location = d
@@ -203,32 +233,23 @@ impl DirectionWindow {
                 // leaves the window.
                 Some(fp) => {
                     let undelivered = on_receiver && tally::undelivered(ev);
-                    self.packet(flow, fp, wall)
+                    self.packet(flow, fp, wall, w)
                         .drops
                         .push(PendingDrop { key, undelivered });
                 }
-                None => *f.drops.entry(key).or_default() += 1,
+                None => *f.drops.entry(key).or_default() += w,
             }
             return;
         }
         let Some(stage) = tally::stage_of(hop) else {
             return;
         };
-        f.count[stage] += 1;
-        let range = ev
-            .inner
-            .as_ref()
-            .and_then(|i| i.tcp.as_ref())
-            .filter(|t| t.payload_len > 0)
-            .map(|tcp| {
-                let base = *f.seq_base.get_or_insert(tcp.seq);
-                let start = i64::from(tcp.seq.wrapping_sub(base) as i32);
-                (start, start + i64::from(tcp.payload_len))
-            });
+        f.count[stage] += w;
+        let range = f.range_of(ev);
         if stage == UNDERLAY_EGRESS {
             *f.egress_devs
                 .entry(ev.iface.clone().unwrap_or_else(|| "?".into()))
-                .or_default() += 1;
+                .or_default() += w;
         }
         if (UNDERLAY_INGRESS..=OVERLAY_INGRESS).contains(&stage) {
             let own = r.vxlan_mac.as_deref().unwrap_or("");
@@ -251,18 +272,19 @@ impl DirectionWindow {
                     stage: stage as u8,
                     range: rg,
                     len: ev.len,
+                    weight: w,
                 });
             }
         }
         match ev.fingerprint.as_deref() {
-            Some(fp) => self.packet(flow, fp, wall).seen.push(Seen {
+            Some(fp) => self.packet(flow, fp, wall, w).seen.push(Seen {
                 stage: stage as u8,
                 ranged: range.is_some(),
                 wall,
                 len: ev.len,
             }),
             None if range.is_none() && judged => {
-                f.unmarked[stage].add(wall, ev.len, &self.bounds);
+                f.unmarked[stage].add(wall, ev.len, &self.bounds, w);
                 if stage == UNDERLAY_EGRESS {
                     f.unmarked_max_len = Some(f.unmarked_max_len.map_or(ev.len, |m| m.max(ev.len)));
                 }
@@ -271,7 +293,7 @@ impl DirectionWindow {
         }
     }
 
-    fn packet(&mut self, flow: u32, fp: &str, wall: i64) -> &mut Packet {
+    fn packet(&mut self, flow: u32, fp: &str, wall: i64, weight: u64) -> &mut Packet {
         match self.packets.entry((flow, Fp::of(fp))) {
             hash_map::Entry::Occupied(p) => p.into_mut(),
             hash_map::Entry::Vacant(v) => {
@@ -281,6 +303,7 @@ impl DirectionWindow {
                     // Seven stages: one allocation for most packets.
                     seen: Vec::with_capacity(7),
                     drops: Vec::new(),
+                    weight,
                 })
             }
         }
@@ -324,7 +347,7 @@ fn judge_range(f: &mut FlowTally, r: Range, b: &Bounds) {
             f.delivered_len(r.len);
         }
     } else {
-        f.missing[k].add(r.wall, r.len, b);
+        f.missing[k].add(r.wall, r.len, b, r.weight);
     }
 }
 
@@ -332,6 +355,7 @@ fn judge_range(f: &mut FlowTally, r: Range, b: &Bounds) {
 /// observations are carried on as the busiest later stage saw of it.
 fn fold(f: &mut FlowTally, p: Packet, b: &Bounds) {
     let (first, last) = (f.path_first, f.path_last);
+    let w = p.weight;
     let mut count = [0u64; 7];
     let mut at: [Option<i64>; 7] = [None; 7];
     for s in &p.seen {
@@ -352,7 +376,7 @@ fn fold(f: &mut FlowTally, p: Packet, b: &Bounds) {
                     f.delivered_len(s.len);
                 }
             } else {
-                f.missing[k].add(s.wall, s.len, b);
+                f.missing[k].add(s.wall, s.len, b, w);
             }
         }
     }
@@ -379,8 +403,8 @@ fn fold(f: &mut FlowTally, p: Packet, b: &Bounds) {
         // the end of its path is not a network loss.
         key.3 = key.0 && !d.undelivered && reached_end;
         undelivered += u64::from(d.undelivered);
-        *f.drops.entry(key).or_default() += 1;
+        *f.drops.entry(key).or_default() += w;
     }
     // Seen at the last hop, then thrown away before the stack took it.
-    f.undelivered += undelivered.min(count[last]);
+    f.undelivered += undelivered.min(count[last]) * w;
 }

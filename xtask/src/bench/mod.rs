@@ -47,6 +47,11 @@ pub struct Options {
     /// --out (default target/BENCHMARKS-join.md).
     #[arg(long)]
     join_only: bool,
+    /// Only the live-channel phase (`--listen a`, `--peer b` under the UDP
+    /// flood), printed; the binary is `$FLANNEL_TRACE_BIN` when set, for a
+    /// before/after figure.
+    #[arg(long)]
+    live_only: bool,
     /// Where the Markdown report goes (default BENCHMARKS.md at the
     /// workspace root; target/BENCHMARKS-quick.md with --quick).
     #[arg(long)]
@@ -146,9 +151,37 @@ fn join_only(opts: &Options, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// `--live-only`: the live channel's figure alone.
+fn live_only(plan: &Plan) -> Result<()> {
+    progress("release build");
+    setup::build_release()?;
+    require_root()?;
+    require_tools()?;
+    let dir = setup::workspace_root().join("target/bench-live-tmp");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    let mut live = None;
+    let outcome = with_lab(Lab::builder().nodes(2), |lab| {
+        live = Some(phases::live(lab, plan, &dir)?);
+        Ok(())
+    });
+    let _ = fs::remove_dir_all(&dir);
+    outcome?;
+    let l = live.expect("set by the lab body");
+    println!(
+        "live channel (--peer b → --listen a): sustained events/s: {}",
+        report::live_row(&l)
+    );
+    println!("listener's verdict: {}", l.listener_note);
+    Ok(())
+}
+
 pub fn run(opts: Options) -> Result<()> {
     if opts.join_only {
         return join_only(&opts, &Plan::new(&opts));
+    }
+    if opts.live_only {
+        return live_only(&Plan::new(&opts));
     }
     progress("set-up and release build");
     setup::run()?;

@@ -86,6 +86,9 @@ impl Proc {
         let child = Command::new("ip")
             .args(["netns", "exec", ns.name()])
             .args(cmd)
+            // The recordings a live join always makes go with the run's
+            // other files, removed at the end (not to /var/tmp).
+            .env("FLANNEL_TRACE_RECORD_DIR", dir)
             .stdin(Stdio::null())
             .stdout(fs::File::create(stdout).context("stdout file")?)
             .stderr(fs::File::create(&stderr).context("stderr file")?)
@@ -203,7 +206,11 @@ pub fn flannel_trace(
     stdout: &Path,
     dir: &Path,
 ) -> Result<Proc> {
-    let bin = setup::release_binary();
+    // `$FLANNEL_TRACE_BIN`, as for the tests: e.g. another build, for a
+    // before/after figure of one phase (`bench --live-only`).
+    let bin = std::env::var_os("FLANNEL_TRACE_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(setup::release_binary);
     let bin = bin.to_string_lossy();
     let mut cmd = vec![bin.as_ref(), "--port", "8475"];
     cmd.extend_from_slice(extra);
@@ -242,6 +249,20 @@ pub fn events_of(stderr: &str) -> Option<u64> {
 /// "the tracer itself lost N events" from the text summary; 0 without it.
 pub fn lost_of(stderr: &str) -> u64 {
     number_before(stderr, "lost ", " events").unwrap_or(0)
+}
+
+/// "… ended thinned to 1 in N (M events left out of it by hash …" from a
+/// --peer's stderr: (N, M), or (1, 0) when it never thinned.
+pub fn thinned_of(stderr: &str) -> (u64, u64) {
+    stderr
+        .lines()
+        .find_map(|l| {
+            let rest = l.split_once("ended thinned to 1 in ")?.1;
+            let (n, rest) = rest.split_once(" (")?;
+            let m = rest.split_once(' ')?.0;
+            Some((n.parse().ok()?, m.parse().ok()?))
+        })
+        .unwrap_or((1, 0))
 }
 
 /// "N events could not be sent to the listener" from a --peer's stderr.
@@ -288,6 +309,9 @@ mod tests {
         assert_eq!(lost_of("0 events in 1.0s"), 0);
         let peer = "flannel-trace: 319455 events could not be sent to the listener in time\n";
         assert_eq!(unsent_of(peer), 319_455);
+        let thin = "flannel-trace: the live stream ended thinned to 1 in 4 (325300 events left out of it by hash; the recording has them all)\n";
+        assert_eq!(thinned_of(thin), (4, 325_300));
+        assert_eq!(thinned_of(peer), (1, 0));
         let td =
             "10 packets captured\n12 packets received by filter\n2 packets dropped by kernel\n";
         assert_eq!(tcpdump_dropped(td), 2);

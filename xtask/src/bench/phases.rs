@@ -173,6 +173,9 @@ pub fn joins(rec: Option<&Recorded>, plan: &Plan, dir: &Path) -> Result<Vec<Join
 pub struct Live {
     pub events: u64,
     pub unsent: u64,
+    /// Left out of the live stream by hash (thinned to 1 in `rate`).
+    pub thinned: u64,
+    pub rate: u64,
     pub secs: f64,
     pub listener_note: String,
 }
@@ -205,17 +208,33 @@ pub fn live(lab: &Lab, plan: &Plan, dir: &Path) -> Result<Live> {
     let l = listener.wait_or_stop(Duration::from_secs(20))?;
     let udp = udp?;
     let text = fs::read_to_string(&verdict).unwrap_or_default();
-    let uncertain = text
+    let mut notes: Vec<&str> = text
         .lines()
         .chain(l.stderr.lines())
-        .find(|l| l.contains("UNCERTAIN") || l.to_lowercase().contains("uncertain"))
-        .unwrap_or("")
-        .trim()
-        .to_owned();
+        .filter(|l| l.contains("UNCERTAIN") || l.to_lowercase().contains("uncertain"))
+        .take(1)
+        .collect();
+    notes.extend(text.lines().filter(|l| l.starts_with("THINNED:")));
+    let (rate, thinned) = observer::thinned_of(&p.stderr);
     Ok(Live {
         events: observer::events_of(&p.stderr).unwrap_or(0),
         unsent: observer::unsent_of(&p.stderr),
+        thinned,
+        rate,
         secs: udp.secs,
-        listener_note: uncertain,
+        listener_note: if notes.is_empty() {
+            first_verdict_line(&text)
+        } else {
+            notes.join(" / ")
+        },
     })
+}
+
+/// The listener's direction sentences, when nothing marked the verdict.
+fn first_verdict_line(text: &str) -> String {
+    text.lines()
+        .filter(|l| l.contains('→') && !l.starts_with(' '))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" / ")
 }

@@ -267,16 +267,9 @@ pub fn render(i: &Inputs) -> String {
         ]);
     }
     let l = i.live;
-    let delivered = l.events.saturating_sub(l.unsent);
     t.row(vec![
         "live channel (--peer b → --listen a): sustained events/s".into(),
-        format!(
-            "{:.0} ({} of {} events sent, {} not sent in time)",
-            delivered as f64 / l.secs,
-            delivered,
-            l.events,
-            l.unsent
-        ),
+        live_row(l),
     ]);
     if !l.listener_note.is_empty() {
         t.row(vec![
@@ -288,6 +281,21 @@ pub fn render(i: &Inputs) -> String {
     let _ = writeln!(s);
     s.push_str(&join_table(i.plan, i.joins));
     s
+}
+
+/// The live channel's figure: events sent a second, and what was thinned
+/// out by hash or not sent at all.
+pub fn live_row(l: &crate::bench::phases::Live) -> String {
+    let delivered = l.events.saturating_sub(l.unsent + l.thinned);
+    format!(
+        "{:.0} ({} of {} events sent; {} thinned out by hash, 1 in {} at the end; {} not sent in time)",
+        delivered as f64 / l.secs,
+        delivered,
+        l.events,
+        l.thinned,
+        l.rate,
+        l.unsent
+    )
 }
 
 /// The `join` figures (also the whole report of `bench --join-only`).
