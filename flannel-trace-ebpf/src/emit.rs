@@ -86,8 +86,10 @@ pub fn scratch(slot: Slot) -> Option<&'static mut PacketInfo> {
     // byte-at-a-time memset that costs the verifier 120 loop iterations.
     const WORDS: usize = core::mem::size_of::<PacketInfo>() / 8;
     for i in 0..WORDS {
+        // SAFETY: `i < WORDS` keeps the write inside the map value.
         unsafe { core::ptr::write_volatile(p.cast::<u64>().add(i), 0) };
     }
+    // SAFETY: as above, this CPU's slot has no other user right now.
     Some(unsafe { &mut *p })
 }
 
@@ -95,7 +97,8 @@ pub fn scratch(slot: Slot) -> Option<&'static mut PacketInfo> {
 #[inline(always)]
 pub fn count(c: Counter) -> u64 {
     match COUNTERS.get_ptr_mut(c as u32) {
-        // A per-CPU slot; a lost increment under nesting only undercounts by one.
+        // SAFETY: a per-CPU slot of the map, valid while the program runs;
+        // a lost increment under nesting only undercounts by one.
         Some(slot) => unsafe {
             *slot += 1;
             *slot
@@ -122,6 +125,7 @@ pub fn submit(cfg: &Config, meta: &Meta, pkt: &PacketInfo) {
         return;
     };
     entry.write(RawEvent {
+        // SAFETY: a helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         skb_addr: meta.skb_addr,
         drop_location: 0,
@@ -177,6 +181,7 @@ pub fn submit_drop(
         entry.discard(0);
         return;
     };
+    // SAFETY: as above; the helper takes no arguments.
     unsafe {
         (*r).ts_ns = bpf_ktime_get_ns();
         (*r).skb_addr = skb.addr;

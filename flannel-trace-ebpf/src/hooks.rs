@@ -334,6 +334,8 @@ pub fn try_vxlan_rcv_decapsulated<C: EbpfContext>(ctx: &C, addr: u64) -> Result<
 #[inline(always)]
 pub fn try_vxlan_rcv_tracepoint(ctx: &TracePointContext) -> Result<(), ()> {
     let off = config().offsets.tp_netif_skbaddr as usize;
+    // SAFETY: read_at goes through bpf_probe_read; the offset is the
+    // field's, from the tracepoint's format file.
     let addr: u64 = unsafe { ctx.read_at(off) }.map_err(|_| ())?;
     try_vxlan_rcv_decapsulated(ctx, addr)
 }
@@ -382,11 +384,16 @@ pub fn try_drop<C: EbpfContext>(ctx: &C, addr: u64, location: u64, reason: u32) 
 pub fn try_drop_tracepoint(ctx: &TracePointContext) -> Result<(), ()> {
     let o = &config().offsets;
     let reason: u32 = if config().has_drop_reason != 0 {
+        // SAFETY: read_at goes through (here and in the two reads below)
+        // bpf_probe_read; the offsets are the fields', from the
+        // tracepoint's format file.
         unsafe { ctx.read_at(o.tp_kfree_reason as usize) }.map_err(|_| ())?
     } else {
         0
     };
+    // SAFETY: as above.
     let addr: u64 = unsafe { ctx.read_at(o.tp_kfree_skbaddr as usize) }.map_err(|_| ())?;
+    // SAFETY: as above.
     let location: u64 = unsafe { ctx.read_at(o.tp_kfree_location as usize) }.map_err(|_| ())?;
     try_drop(ctx, addr, location, reason)
 }

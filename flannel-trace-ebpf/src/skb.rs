@@ -15,6 +15,8 @@ pub fn read<T>(base: u64, off: u32) -> Option<T> {
     if base == 0 {
         return None;
     }
+    // SAFETY: bpf_probe_read_kernel checks the address itself and fails
+    // cleanly on a bad one; nothing is dereferenced directly.
     unsafe { bpf_probe_read_kernel((base + off as u64) as *const T).ok() }
 }
 
@@ -31,6 +33,7 @@ impl Bytes for SkbBytes {
         if off > self.end || N > self.end - off {
             return None;
         }
+        // SAFETY: as in `read`: the helper validates the address.
         unsafe { bpf_probe_read_kernel((self.head + off as u64) as *const [u8; N]).ok() }
     }
 }

@@ -296,16 +296,6 @@ pub fn decode_batch(ctx: &Context, payload: &[u8]) -> Result<Vec<Event>, CodecEr
     }
 }
 
-/// `{:016x}` without the formatting machinery (once per event).
-fn hex16(n: u64) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let b: Vec<u8> = (0..16)
-        .rev()
-        .map(|i| HEX[(n >> (i * 4)) as usize & 0xf])
-        .collect();
-    String::from_utf8(b).expect("ASCII hex digits")
-}
-
 fn decode_event(
     ctx: &Context,
     r: &mut Reader<'_>,
@@ -394,7 +384,7 @@ fn decode_event(
         None
     };
     let fingerprint = if bits & FINGERPRINT != 0 {
-        Some(hex16(r.u64()?))
+        Some(crate::event::hex16(r.u64()?))
     } else if bits & FINGERPRINT_TEXT != 0 {
         Some(r.text()?)
     } else {

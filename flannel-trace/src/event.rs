@@ -12,7 +12,7 @@ use flannel_trace_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{clock::Clock, kallsyms::Kallsyms, net as netdev};
+use crate::{clock::Clock, kallsyms::Kallsyms, net};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
@@ -141,7 +141,7 @@ impl Decoder {
     fn ifname(&mut self, ifindex: u32) -> Option<String> {
         self.ifnames
             .entry(ifindex)
-            .or_insert_with(|| netdev::ifname(ifindex))
+            .or_insert_with(|| net::ifname(ifindex))
             .clone()
     }
 
@@ -300,7 +300,7 @@ pub fn tcp_flags(f: u8) -> String {
 }
 
 /// `{:016x}` of a fingerprint without the formatting machinery (per event).
-fn hex16(v: u64) -> String {
+pub(crate) fn hex16(v: u64) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let b: [u8; 16] = std::array::from_fn(|i| HEX[((v >> (60 - 4 * i)) & 0xf) as usize]);
     String::from_utf8_lossy(&b).into_owned()

@@ -107,7 +107,10 @@ impl Joiner {
             end_wall_ns: if final_ {
                 remote_end
             } else {
-                Some(now + self.clock.map_or(0, |c| c.offset_ns))
+                // Mid-session: no later than the peer's last event received,
+                // since a thinned peer holds seconds of events on purpose.
+                let now_there = now + self.clock.map_or(0, |c| c.offset_ns);
+                Some(remote_end.map_or(now_there, |e| e.min(now_there)))
             },
             gaps: remote_gaps,
             thinned: self.remote_thinned.clone(),

@@ -75,6 +75,10 @@ pub struct Feed {
     /// The mask in force; starts at the kernel's `--sample` mask, which the
     /// events have passed already.
     mask: u32,
+    /// That starting mask: until the first escalation nothing is left out
+    /// (the kernel's sampling already chose, and events without an inner
+    /// packet, e.g. undecodable frames, must still reach the listener).
+    base_mask: u32,
     overflow: VecDeque<Event>,
     /// The overflow's size between drains, and within one.
     cap: usize,
@@ -124,6 +128,7 @@ impl Feed {
             queue_cap: u64::MAX,
             overflow_then: 0,
             mask: base_mask,
+            base_mask,
             overflow: VecDeque::new(),
             cap,
             hard: cap,
@@ -207,7 +212,7 @@ impl Feed {
         self.offered += 1;
         self.flush()?;
         let mut out = Vec::new();
-        if !thin::keeps(&ev, self.mask) {
+        if !self.passes(&ev) {
             self.thinned += 1;
             return Ok(out);
         }
@@ -229,11 +234,16 @@ impl Feed {
                 return Ok(out);
             }
             out.push(self.escalate(Some(ev.ts_mono_ns)));
-            if !thin::keeps(&ev, self.mask) {
+            if !self.passes(&ev) {
                 self.thinned += 1;
                 return Ok(out);
             }
         }
+    }
+
+    /// Whether the stream, as thin as it is now, carries `ev`.
+    fn passes(&self, ev: &Event) -> bool {
+        self.mask == self.base_mask || thin::keeps(ev, self.mask)
     }
 
     /// Twice as thin: dated by the earliest event not yet queued, which is

@@ -17,7 +17,7 @@ use thiserror::Error;
 
 use crate::{
     cli::{DropBackendChoice, TcMode, VxlanBackendChoice},
-    leftovers, net as netdev,
+    leftovers, net,
 };
 
 /// The object built from flannel-trace-ebpf by build.rs.
@@ -108,7 +108,7 @@ pub struct Probes {
     pub unserved: Vec<(&'static str, Vec<(String, String)>)>,
     /// TCX attachments the preload made: (program, ifindex, direction,
     /// outcome), taken by the attach step as its TCX attempt.
-    pre_tcx: Vec<(&'static str, u32, TcAttachType, Result<(), String>)>,
+    pre_tcx: Vec<(&'static str, u32, TcAttachType, Result<(), TcFailure>)>,
     /// Devices with netlink filters of ours, and the netns they are in.
     netlink_devices: Vec<(u32, String)>,
     netns: u32,
@@ -310,11 +310,16 @@ impl Probes {
                 program(self.ebpf_mut(), name).map_err(TcFailure::other)?;
             match pre.unwrap_or_else(|| tcx_attach(prog, ifindex, dir)) {
                 Ok(()) => return Ok(("tcx".into(), fallbacks)),
-                Err(e) if plan.tc_mode == TcMode::Auto => fallbacks.push(("tcx".into(), e)),
-                Err(e) => {
+                Err(e) if plan.tc_mode == TcMode::Auto => {
+                    fallbacks.push(("tcx".into(), e.into_text()))
+                }
+                Err(TcFailure::TcxRefused(e)) => {
                     return Err(TcFailure::TcxRefused(format!(
                         "TCX attach failed ({e}); TCX needs Linux 6.6+, try --tc-mode netlink"
                     )));
+                }
+                Err(TcFailure::Other(e)) => {
+                    return Err(TcFailure::Other(format!("TCX attach failed ({e})")));
                 }
             }
         }
@@ -323,7 +328,7 @@ impl Probes {
         // concurrent tracer's exit cannot remove it between the two steps.
         let netns = self.netns;
         let _lock = leftovers::lock().map_err(TcFailure::other)?;
-        let had_clsact = netdev::has_clsact(ifindex).map_err(TcFailure::other)?;
+        let had_clsact = net::has_clsact(ifindex).map_err(TcFailure::other)?;
         if !had_clsact {
             leftovers::mark_created(netns, ifindex).map_err(TcFailure::other)?;
             if let Err(e) = tc::qdisc_add_clsact(ifindex) {
@@ -597,6 +602,12 @@ impl TcFailure {
     fn other(e: impl std::fmt::Display) -> TcFailure {
         TcFailure::Other(e.to_string())
     }
+
+    fn into_text(self) -> String {
+        match self {
+            TcFailure::TcxRefused(t) | TcFailure::Other(t) => t,
+        }
+    }
 }
 
 /// Every TC attachment of a session: (hop, program, device, direction).
@@ -619,7 +630,15 @@ fn tc_hooks<'a>(
     hooks
 }
 
-fn tcx_attach(prog: &mut SchedClassifier, ifindex: u32, dir: TcAttachType) -> Result<(), String> {
+/// A TCX attach; its error is a [`TcFailure::TcxRefused`] when the kernel
+/// does not know the attach type (no TCX: EINVAL, EOPNOTSUPP or the
+/// kernel's ENOTSUPP), else [`TcFailure::Other`].
+fn tcx_attach(
+    prog: &mut SchedClassifier,
+    ifindex: u32,
+    dir: TcAttachType,
+) -> Result<(), TcFailure> {
+    const ENOTSUPP: i32 = 524;
     prog.attach(
         ifindex,
         TcAttach::Tcx {
@@ -628,7 +647,16 @@ fn tcx_attach(prog: &mut SchedClassifier, ifindex: u32, dir: TcAttachType) -> Re
         },
     )
     .map(|_| ())
-    .map_err(|e| describe(&e, None))
+    .map_err(|e| {
+        let refused = matches!(&e, ProgramError::SyscallError(se)
+            if matches!(se.io_error.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | ENOTSUPP)));
+        let text = describe(&e, None);
+        if refused {
+            TcFailure::TcxRefused(text)
+        } else {
+            TcFailure::Other(text)
+        }
+    })
 }
 
 /// The vxlan-rcv backends to try, in order.

@@ -29,7 +29,7 @@ use crate::{
     exit::{Fatal, OrFatal as _, Status},
     identity::NodeIdentity,
     live::Joiner,
-    net::icmp as probe,
+    net::icmp,
     output::{self, Summary},
     peer::{self, Channel, ChannelTx, Handshake},
     peer_feed::{self, Feed},
@@ -377,7 +377,7 @@ fn spawn_writer(
 fn start_probe(to: std::net::IpAddr, args: &TraceArgs) {
     let (count, interval) = (args.probe_count, args.probe_interval);
     tokio::spawn(async move {
-        match probe::run(to, count, interval).await {
+        match icmp::run(to, count, interval).await {
             Ok(n) => log::info!("sent {n} probes to {to}"),
             Err(e) => eprintln!("flannel-trace: {e}"),
         }
@@ -580,6 +580,23 @@ impl Session<'_> {
             Message::Event(ev) => j.push_remote(ev),
             Message::Summary(sum) => j.remote_summary = Some(sum),
             Message::Thin { from_ns, mask } => {
+                // The counting rule needs nested masks that only grow: a
+                // step that is not one (a peer of another build, or a
+                // damaged one) would turn into false losses, so the live
+                // join stops trusting the peer's counts instead.
+                let last = j.remote_thinned.last().map_or(0, |t| t.mask);
+                if !(mask.wrapping_add(1).is_power_of_two()
+                    && mask > last
+                    && mask <= thin::MAX_MASK)
+                {
+                    eprintln!(
+                        "flannel-trace: the peer sent an impossible thinning step (mask {mask:#x} after {last:#x}): ignored, and the verdict is marked uncertain"
+                    );
+                    j.remote_gaps.push(format!(
+                        "the peer sent an impossible thinning step (mask {mask:#x} after {last:#x}): its counts cannot be trusted"
+                    ));
+                    return;
+                }
                 let step = ThinStep {
                     from_wall_ns: from_ns,
                     mask,

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use crate::{
     identity::PeerRoute,
-    net::{self as netroute, self as podnet, Cidr},
+    net::{self, Cidr},
 };
 
 use anyhow::{Context as _, anyhow};
@@ -24,7 +24,7 @@ use crate::{
     exit::{Fatal, OrFatal as _, Status},
     identity::{FdbPeer, NeighbourEntry, NodeIdentity, PodRoute, mac_string},
     kallsyms::Kallsyms,
-    kernel, net as netdev,
+    kernel,
     probes::{Devices, Plan, Probes},
     session, tracefs,
 };
@@ -33,10 +33,10 @@ const DEFAULT_PORT: u16 = 8472;
 
 /// The node's overlay as flannel-trace will trace it.
 struct Node {
-    vxlan: netdev::LinkInfo,
-    underlay: netdev::LinkInfo,
+    vxlan: net::LinkInfo,
+    underlay: net::LinkInfo,
     /// Other NICs the underlay hops watch too.
-    other_nics: Vec<netdev::LinkInfo>,
+    other_nics: Vec<net::LinkInfo>,
     port: u16,
     port_source: &'static str,
     pods: PodSide,
@@ -44,7 +44,7 @@ struct Node {
 
 /// Where the node's pods are.
 struct PodSide {
-    devs: Vec<netdev::LinkInfo>,
+    devs: Vec<net::LinkInfo>,
     subnets: Vec<Cidr>,
     networks: Vec<Cidr>,
     local_addrs: Vec<IpAddr>,
@@ -56,13 +56,13 @@ struct PodSide {
 /// programs); a node with more names its NICs with --iface/--only-iface.
 const MAX_OTHER_NICS: usize = 8;
 
-fn pod_side(args: &TraceArgs, vxlan: &netdev::LinkInfo) -> Result<PodSide, Fatal> {
-    let routes = netroute::routes().unwrap_or_else(|e| {
+fn pod_side(args: &TraceArgs, vxlan: &net::LinkInfo) -> Result<PodSide, Fatal> {
+    let routes = net::routes().unwrap_or_else(|e| {
         log::warn!("cannot read the routing table ({e}): pod network from --pod-cidr only");
         Vec::new()
     });
-    let env = std::fs::read_to_string(podnet::SUBNET_ENV)
-        .map(|t| podnet::parse_subnet_env(&t))
+    let env = std::fs::read_to_string(net::SUBNET_ENV)
+        .map(|t| net::parse_subnet_env(&t))
         .unwrap_or_default();
     let none = args.pod_dev.iter().any(|d| d == "none");
     if none && args.pod_dev.len() > 1 {
@@ -75,7 +75,7 @@ fn pod_side(args: &TraceArgs, vxlan: &netdev::LinkInfo) -> Result<PodSide, Fatal
     if none {
     } else if !args.pod_dev.is_empty() {
         for name in &args.pod_dev {
-            let l = netdev::link_by_name(name).fatal(Status::Device)?;
+            let l = net::link_by_name(name).fatal(Status::Device)?;
             if l.index == vxlan.index {
                 return Err(Fatal::new(
                     Status::Usage,
@@ -84,7 +84,7 @@ fn pod_side(args: &TraceArgs, vxlan: &netdev::LinkInfo) -> Result<PodSide, Fatal
             }
             devs.push(l);
         }
-    } else if let Ok(l) = netdev::link_by_name("cni0") {
+    } else if let Ok(l) = net::link_by_name("cni0") {
         devs.push(l);
     } else {
         // flannel's own subnet for this node, and the device its route uses.
@@ -92,14 +92,14 @@ fn pod_side(args: &TraceArgs, vxlan: &netdev::LinkInfo) -> Result<PodSide, Fatal
             routes
                 .iter()
                 .find(|r| s.contains(r.dst) && r.oif.is_some_and(|o| o != vxlan.index))
-                .and_then(|r| netdev::link_by_index(r.oif?).ok())
+                .and_then(|r| net::link_by_index(r.oif?).ok())
         });
         devs.extend(dev);
     }
     let mut subnets: Vec<Cidr> = env.subnets.clone();
     for r in &routes {
         if r.oif.is_some_and(|o| devs.iter().any(|d| d.index == o))
-            && !podnet::link_scope(r.dst)
+            && !net::link_scope(r.dst)
             && let Some(c) = Cidr::new(r.dst, r.prefix_len)
             && c.len() > 0
             && !subnets.contains(&c)
@@ -110,10 +110,10 @@ fn pod_side(args: &TraceArgs, vxlan: &netdev::LinkInfo) -> Result<PodSide, Fatal
     let mut local_addrs = Vec::new();
     for d in &devs {
         local_addrs.extend(
-            netdev::addresses(d.index)
+            net::addresses(d.index)
                 .unwrap_or_default()
                 .into_iter()
-                .filter(|a| !podnet::link_scope(*a)),
+                .filter(|a| !net::link_scope(*a)),
         );
     }
     let (networks, source) = if !args.pod_cidr.is_empty() {
@@ -124,21 +124,21 @@ fn pod_side(args: &TraceArgs, vxlan: &netdev::LinkInfo) -> Result<PodSide, Fatal
         let mut known: Vec<Cidr> = subnets.clone();
         for r in &routes {
             if r.oif == Some(vxlan.index)
-                && !podnet::link_scope(r.dst)
+                && !net::link_scope(r.dst)
                 && let Some(c) = Cidr::new(r.dst, r.prefix_len)
                 && c.len() > 0
             {
                 known.push(c);
             }
         }
-        for a in netdev::addresses(vxlan.index)
+        for a in net::addresses(vxlan.index)
             .unwrap_or_default()
             .into_iter()
-            .filter(|a| !podnet::link_scope(*a))
+            .filter(|a| !net::link_scope(*a))
         {
             known.extend(Cidr::new(a, if a.is_ipv4() { 32 } else { 128 }));
         }
-        (podnet::covering(&known), "routes")
+        (net::covering(&known), "routes")
     };
     let mut seen = [false; 2];
     for n in &networks {
@@ -163,14 +163,14 @@ fn pod_side(args: &TraceArgs, vxlan: &netdev::LinkInfo) -> Result<PodSide, Fatal
 /// frames: anything with an address that is not loopback, a vxlan device or
 /// a pod device.
 fn other_nics(
-    underlay: &netdev::LinkInfo,
-    vxlan: &netdev::LinkInfo,
-    pods: &[netdev::LinkInfo],
-) -> Vec<netdev::LinkInfo> {
-    let Ok(all) = netdev::links() else {
+    underlay: &net::LinkInfo,
+    vxlan: &net::LinkInfo,
+    pods: &[net::LinkInfo],
+) -> Vec<net::LinkInfo> {
+    let Ok(all) = net::links() else {
         return Vec::new();
     };
-    let mut out: Vec<netdev::LinkInfo> = all
+    let mut out: Vec<net::LinkInfo> = all
         .into_iter()
         .filter(|l| {
             l.index != underlay.index
@@ -180,8 +180,8 @@ fn other_nics(
                 && !pods.iter().any(|p| p.index == l.index)
                 // Every device has an IPv6 link-local address; only a
                 // routable one makes it a NIC the overlay could leave by.
-                && netdev::addresses(l.index)
-                    .is_ok_and(|a| a.iter().any(|a| !podnet::link_scope(*a)))
+                && net::addresses(l.index)
+                    .is_ok_and(|a| a.iter().any(|a| !net::link_scope(*a)))
         })
         .collect();
     if out.len() > MAX_OTHER_NICS {
@@ -195,7 +195,7 @@ fn other_nics(
 }
 
 fn resolve(args: &TraceArgs) -> Result<Node, Fatal> {
-    let vxlan = netdev::link_by_name(&args.vxlan_dev).fatal(Status::Device)?;
+    let vxlan = net::link_by_name(&args.vxlan_dev).fatal(Status::Device)?;
     let Some(info) = vxlan.vxlan.as_ref() else {
         return Err(Fatal::new(
             Status::Device,
@@ -218,18 +218,18 @@ fn resolve(args: &TraceArgs) -> Result<Node, Fatal> {
         (None, None) => (DEFAULT_PORT, "default"),
     };
     let underlay = match &args.iface {
-        Some(name) => netdev::link_by_name(name).fatal(Status::Device)?,
+        Some(name) => net::link_by_name(name).fatal(Status::Device)?,
         None => {
             let index = match info.link {
                 Some(i) => i,
-                None => netdev::default_route_ifindex().fatal(Status::Device)?.ok_or_else(|| {
+                None => net::default_route_ifindex().fatal(Status::Device)?.ok_or_else(|| {
                     Fatal::new(
                         Status::Device,
                         anyhow!("{} has no link device and there is no default route: name the underlay NIC with --iface", vxlan.name),
                     )
                 })?,
             };
-            netdev::link_by_index(index).fatal(Status::Device)?
+            net::link_by_index(index).fatal(Status::Device)?
         }
     };
     if underlay.index == vxlan.index {
@@ -262,7 +262,7 @@ fn resolve(args: &TraceArgs) -> Result<Node, Fatal> {
 /// never pass it; another vxlan device), and warns about what probably is
 /// not one (no address, down): the verdict would otherwise blame "0 reached
 /// node-b's lo" on the network.
-fn plausible_underlay(u: &netdev::LinkInfo, vxlan: &netdev::LinkInfo) -> Result<(), Fatal> {
+fn plausible_underlay(u: &net::LinkInfo, vxlan: &net::LinkInfo) -> Result<(), Fatal> {
     let refuse = |why: String| {
         Err(Fatal::new(
             Status::Device,
@@ -285,7 +285,7 @@ fn plausible_underlay(u: &netdev::LinkInfo, vxlan: &netdev::LinkInfo) -> Result<
             u.name
         );
     }
-    if netdev::addresses(u.index).is_ok_and(|a| a.is_empty()) {
+    if net::addresses(u.index).is_ok_and(|a| a.is_empty()) {
         eprintln!(
             "flannel-trace: warning: the underlay {} has no address: unless it is a bridge port carrying the node's traffic, VXLAN frames do not pass it (check --iface)",
             u.name
@@ -520,10 +520,10 @@ fn identity(
         vxlan_dev: node.vxlan.name.clone(),
         vxlan_ifindex: node.vxlan.index,
         vxlan_mac: node.vxlan.mac.as_ref().map(mac_string),
-        vtep_addrs: netdev::addresses(node.vxlan.index).unwrap_or_default(),
+        vtep_addrs: net::addresses(node.vxlan.index).unwrap_or_default(),
         underlay_dev: node.underlay.name.clone(),
         underlay_ifindex: node.underlay.index,
-        underlay_addrs: netdev::addresses(node.underlay.index).unwrap_or_default(),
+        underlay_addrs: net::addresses(node.underlay.index).unwrap_or_default(),
         local: vx.and_then(|v| v.local),
         port: node.port,
         ports: std::iter::once(node.port)
@@ -537,7 +537,7 @@ fn identity(
         port_source: node.port_source.into(),
         device_port: vx.and_then(|v| v.port),
         vni: vx.and_then(|v| v.vni),
-        fdb: netdev::vxlan_fdb(node.vxlan.index)
+        fdb: net::vxlan_fdb(node.vxlan.index)
             .unwrap_or_default()
             .into_iter()
             .map(|e| FdbPeer {
@@ -596,7 +596,7 @@ fn pod_routes(networks: &[Cidr]) -> Option<Vec<PodRoute>> {
             dst: r.dst,
             via: r.gateway,
             oif: r.oif,
-            dev: r.oif.and_then(netdev::ifname),
+            dev: r.oif.and_then(net::ifname),
         })
         .collect();
     (routes.len() <= crate::identity::MAX_TABLE).then_some(routes)
@@ -605,15 +605,15 @@ fn pod_routes(networks: &[Cidr]) -> Option<Vec<PodRoute>> {
 /// The route to every peer underlay address in the vxlan device's FDB.
 fn peer_routes(vxlan: u32) -> Vec<PeerRoute> {
     let mut out: Vec<PeerRoute> = Vec::new();
-    for e in netdev::vxlan_fdb(vxlan).unwrap_or_default() {
+    for e in net::vxlan_fdb(vxlan).unwrap_or_default() {
         let Some(dst) = e.dst else { continue };
         if dst.is_unspecified() || out.iter().any(|r| r.dst == dst) {
             continue;
         }
-        if let Ok(Some(r)) = netroute::route_to(dst) {
+        if let Ok(Some(r)) = net::route_to(dst) {
             out.push(PeerRoute {
                 dst,
-                dev: r.oif.and_then(netdev::ifname),
+                dev: r.oif.and_then(net::ifname),
                 via: r.gateway,
             });
         }

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use join::CounterVerdict;
 pub use run::run;
 
-use crate::{event::addr, net as netdev};
+use crate::{event::addr, net};
 
 /// One counter, named for the output edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,7 +182,7 @@ impl Reader {
             let iface = self
                 .names
                 .entry(k.ifindex)
-                .or_insert_with(|| netdev::ifname(k.ifindex))
+                .or_insert_with(|| net::ifname(k.ifindex))
                 .clone();
             let remote = match k.family {
                 0 => None,

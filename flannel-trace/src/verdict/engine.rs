@@ -213,8 +213,8 @@ impl Join {
                 let shift = if i == 1 { -Join::shift(clock, 0) } else { 0 };
                 n.thinned.iter().map(move |t| super::Thinned {
                     node: n.identity.node.clone(),
-                    from: crate::clock::rfc3339(t.from_wall_ns + shift),
-                    from_wall_ns: t.from_wall_ns + shift,
+                    from: crate::clock::rfc3339(t.from_wall_ns.saturating_add(shift)),
+                    from_wall_ns: t.from_wall_ns.saturating_add(shift),
                     rate: t.rate(),
                 })
             })
