@@ -10,8 +10,6 @@
 
 #![allow(dead_code, unused_imports)]
 
-#[path = "../src/btf.rs"]
-mod btf;
 #[path = "../src/check/mod.rs"]
 mod check;
 #[path = "../src/cli.rs"]
@@ -22,21 +20,19 @@ mod clock;
 mod codec;
 #[path = "../src/counters/mod.rs"]
 mod counters;
+#[path = "../src/datapath/mod.rs"]
+mod datapath;
 #[path = "../src/degraded.rs"]
 mod degraded;
 #[path = "../src/event.rs"]
 mod event;
 #[path = "../src/exit.rs"]
 mod exit;
-#[path = "../src/features.rs"]
-mod features;
 #[path = "../src/identity.rs"]
 mod identity;
 #[path = "../src/join.rs"]
 mod join;
-#[path = "../src/kallsyms.rs"]
-mod kallsyms;
-#[path = "../src/kernel.rs"]
+#[path = "../src/kernel/mod.rs"]
 mod kernel;
 #[path = "../src/leftovers.rs"]
 mod leftovers;
@@ -50,8 +46,6 @@ mod output;
 mod peer;
 #[path = "../src/peer_feed.rs"]
 mod peer_feed;
-#[path = "../src/probes.rs"]
-mod probes;
 #[path = "../src/record.rs"]
 mod record;
 #[path = "../src/replay.rs"]
@@ -62,8 +56,6 @@ mod session;
 mod thin;
 #[path = "../src/trace.rs"]
 mod trace;
-#[path = "../src/tracefs.rs"]
-mod tracefs;
 #[path = "../src/verdict/mod.rs"]
 mod verdict;
 #[path = "../src/wire.rs"]
@@ -78,7 +70,7 @@ use std::{
 use divan::{Bencher, counter::ItemsCount};
 use flannel_trace_common::{EventKind, Hop, PacketInfo, RawEvent, Tuple, event::flags};
 
-use crate::{clock::Clock, event::Decoder, kallsyms::Kallsyms, session::bump};
+use crate::{clock::Clock, event::Decoder, kernel::kallsyms::Kallsyms, session::bump};
 
 fn main() {
     divan::main();

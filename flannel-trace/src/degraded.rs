@@ -43,7 +43,7 @@ pub fn lockdown_level() -> Option<String> {
     if let Ok(text) = fs::read_to_string(LOCKDOWN) {
         return parse_lockdown(&text);
     }
-    match crate::tracefs::mount_private("securityfs", "/sys/kernel/security") {
+    match crate::kernel::tracefs::mount_private("securityfs", "/sys/kernel/security") {
         Ok(()) => {
             if let Ok(text) = fs::read_to_string(LOCKDOWN) {
                 return parse_lockdown(&text);

@@ -12,7 +12,7 @@ use flannel_trace_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{clock::Clock, kallsyms::Kallsyms, net};
+use crate::{clock::Clock, kernel::kallsyms::Kallsyms, net};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {

@@ -12,7 +12,9 @@ use flannel_trace_common::{
     parse::{Layer, parse_inner, parse_underlay, recover_outer},
 };
 
-use crate::{clock::Clock, codec, event::Decoder, identity::NodeIdentity, kallsyms::Kallsyms};
+use crate::{
+    clock::Clock, codec, event::Decoder, identity::NodeIdentity, kernel::kallsyms::Kallsyms,
+};
 
 /// A node identity for the stream context of event batches.
 fn identity() -> NodeIdentity {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{degraded::MissingHop, net::Cidr, probes::HookReport};
+use crate::{degraded::MissingHop, net::Cidr};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeIdentity {
@@ -92,6 +92,17 @@ pub struct NodeIdentity {
     /// check. `None` as above, or when there were more than [`MAX_TABLE`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_routes: Option<Vec<PodRoute>>,
+}
+
+/// Which backend serves a hook, and why others were passed over.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct HookReport {
+    pub hop: String,
+    pub backend: String,
+    pub target: String,
+    /// Backends tried before the one chosen, with the error each gave.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fallbacks: Vec<(String, String)>,
 }
 
 /// More entries than this in a table and it is not carried: a verdict must

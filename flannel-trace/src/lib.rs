@@ -6,20 +6,18 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _};
 
-mod btf;
 mod check;
 mod cli;
 mod clock;
 mod codec;
 mod counters;
+mod datapath;
 mod degraded;
 mod event;
 mod exit;
-mod features;
 pub mod fuzzing;
 mod identity;
 mod join;
-mod kallsyms;
 mod kernel;
 mod leftovers;
 mod live;
@@ -27,13 +25,11 @@ mod net;
 mod output;
 mod peer;
 mod peer_feed;
-mod probes;
 mod record;
 mod replay;
 mod session;
 mod thin;
 mod trace;
-mod tracefs;
 mod verdict;
 mod wire;
 
@@ -78,7 +74,9 @@ fn parse() -> cli::Cli {
     let mut cmd = cli::Cli::command();
     if std::env::args_os().skip(1).any(|a| a == "--version") {
         // Computed once per process that prints it and exits.
-        cmd = cmd.long_version(&*Box::leak(features::long_version().into_boxed_str()));
+        cmd = cmd.long_version(&*Box::leak(
+            kernel::features::long_version().into_boxed_str(),
+        ));
     }
     let matches = cmd.get_matches();
     cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())

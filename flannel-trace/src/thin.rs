@@ -215,7 +215,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::{clock::Clock, event::Decoder, kallsyms::Kallsyms};
+    use crate::{clock::Clock, event::Decoder, kernel::kallsyms::Kallsyms};
 
     fn frame(l4: &[u8], proto: u8, id: u16, src: [u8; 4]) -> Vec<u8> {
         let mut f = vec![0u8; 12];

@@ -16,17 +16,15 @@ use flannel_trace_common::{
 };
 
 use crate::{
-    btf::Btf,
     cli::{DropBackendChoice, TraceArgs, VxlanBackendChoice},
     clock::Clock,
+    datapath::{Devices, Plan, Probes},
     degraded::MissingHop,
     event::Decoder,
     exit::{Fatal, OrFatal as _, Status},
     identity::{FdbPeer, NeighbourEntry, NodeIdentity, PodRoute, mac_string},
-    kallsyms::Kallsyms,
-    kernel,
-    probes::{Devices, Plan, Probes},
-    session, tracefs,
+    kernel::{self, btf::Btf, kallsyms::Kallsyms, tracefs},
+    session,
 };
 
 const DEFAULT_PORT: u16 = 8472;

@@ -21,10 +21,10 @@ use tokio::{net::TcpListener, signal::unix::SignalKind, sync::mpsc};
 use super::{Reader, Snapshot, join, metrics, table};
 use crate::{
     cli::TraceArgs,
+    datapath::Probes,
     exit::{Fatal, OrFatal as _, Status},
     identity::NodeIdentity,
     peer::{self, ChannelTx},
-    probes::Probes,
     wire::Message,
 };
 

@@ -6,7 +6,7 @@
 
 use std::{fmt, fs, io, path::Path};
 
-use crate::{btf::Btf, kernel, tracefs};
+use crate::kernel::{self, btf::Btf, tracefs};
 
 /// One answer; `Unknown` when the question cannot be asked from here.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,12 @@ use std::{collections::HashMap, fs, io, os::unix::fs::MetadataExt as _};
 use flannel_trace_common::config::KernelOffsets;
 use thiserror::Error;
 
-use crate::btf::{Btf, BtfError};
+pub mod btf;
+pub mod features;
+pub mod kallsyms;
+pub mod tracefs;
+
+use btf::{Btf, BtfError};
 
 #[derive(Debug, Error)]
 pub enum KernelError {
