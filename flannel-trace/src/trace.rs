@@ -16,9 +16,9 @@ use flannel_trace_common::{
 };
 
 use crate::{
-    cli::{DropBackendChoice, TraceArgs, VxlanBackendChoice},
+    cli::{self, DropBackendChoice, TraceArgs, VxlanBackendChoice},
     clock::Clock,
-    datapath::{Devices, Plan, Probes},
+    datapath::{self, Devices, Plan, Probes},
     degraded::MissingHop,
     event::Decoder,
     exit::{Fatal, OrFatal as _, Status},
@@ -404,9 +404,9 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
     }
 
     let plan = Plan {
-        tc_mode: args.tc_mode,
-        vxlan_rcv: args.vxlan_rcv_backend,
-        drop: (!args.no_drops).then_some(args.drop_backend),
+        tc_mode: args.tc_mode.into(),
+        vxlan_rcv: args.vxlan_rcv_backend.into(),
+        drop: (!args.no_drops).then_some(args.drop_backend.into()),
         ring_size: args.ring_size,
         verifier_log: args.verifier_log.clone(),
         tracefs,
@@ -617,4 +617,38 @@ fn peer_routes(vxlan: u32) -> Vec<PeerRoute> {
         }
     }
     out
+}
+
+// The command line's choices, mapped to the loader's own values (the
+// loader never sees a clap type).
+impl From<cli::TcMode> for datapath::TcMode {
+    fn from(m: cli::TcMode) -> Self {
+        match m {
+            cli::TcMode::Auto => Self::Auto,
+            cli::TcMode::Tcx => Self::Tcx,
+            cli::TcMode::Netlink => Self::Netlink,
+        }
+    }
+}
+
+impl From<VxlanBackendChoice> for datapath::VxlanBackendChoice {
+    fn from(b: VxlanBackendChoice) -> Self {
+        match b {
+            VxlanBackendChoice::Auto => Self::Auto,
+            VxlanBackendChoice::Fentry => Self::Fentry,
+            VxlanBackendChoice::Kprobe => Self::Kprobe,
+            VxlanBackendChoice::TpBtf => Self::TpBtf,
+            VxlanBackendChoice::Tracepoint => Self::Tracepoint,
+        }
+    }
+}
+
+impl From<DropBackendChoice> for datapath::DropBackendChoice {
+    fn from(b: DropBackendChoice) -> Self {
+        match b {
+            DropBackendChoice::Auto => Self::Auto,
+            DropBackendChoice::TpBtf => Self::TpBtf,
+            DropBackendChoice::Tracepoint => Self::Tracepoint,
+        }
+    }
 }

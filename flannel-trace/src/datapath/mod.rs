@@ -11,16 +11,14 @@ use aya::{
 use flannel_trace_common::{Config, Ports};
 use thiserror::Error;
 
-use crate::{
-    cli::{DropBackendChoice, TcMode, VxlanBackendChoice},
-    identity::HookReport,
-    leftovers, net,
-};
+use crate::{identity::HookReport, leftovers, net};
 
+mod choice;
 mod preload;
 mod probe_hooks;
 mod tc;
 
+pub use choice::{DropBackendChoice, TcMode, VxlanBackendChoice};
 use probe_hooks::{kprobe_pmu, vxlan_order};
 use tc::{TcFailure, tc_hooks, tcx_attach};
 
