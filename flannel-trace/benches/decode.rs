@@ -3,63 +3,7 @@
 //! session writes, into a 64 KiB buffered sink as the session does.
 //! Throughput is events/s on one core (divan prints items/s).
 //!
-//! flannel-trace is a binary crate only, so its modules are compiled here
-//! in place (`#[path]`) with the same names, and `crate::` paths resolve as
-//! in the binary. A module added to main.rs that these depend on must be
-//! added to the list below too.
-
-#![allow(dead_code, unused_imports)]
-
-#[path = "../src/check/mod.rs"]
-mod check;
-#[path = "../src/cli.rs"]
-mod cli;
-#[path = "../src/clock.rs"]
-mod clock;
-#[path = "../src/codec.rs"]
-mod codec;
-#[path = "../src/counters/mod.rs"]
-mod counters;
-#[path = "../src/datapath/mod.rs"]
-mod datapath;
-#[path = "../src/degraded.rs"]
-mod degraded;
-#[path = "../src/event.rs"]
-mod event;
-#[path = "../src/exit.rs"]
-mod exit;
-#[path = "../src/identity.rs"]
-mod identity;
-#[path = "../src/join.rs"]
-mod join;
-#[path = "../src/kernel/mod.rs"]
-mod kernel;
-#[path = "../src/leftovers.rs"]
-mod leftovers;
-#[path = "../src/live.rs"]
-mod live;
-#[path = "../src/net/mod.rs"]
-mod net;
-#[path = "../src/output.rs"]
-mod output;
-#[path = "../src/peer.rs"]
-mod peer;
-#[path = "../src/peer_feed.rs"]
-mod peer_feed;
-#[path = "../src/record.rs"]
-mod record;
-#[path = "../src/replay.rs"]
-mod replay;
-#[path = "../src/session.rs"]
-mod session;
-#[path = "../src/thin.rs"]
-mod thin;
-#[path = "../src/trace.rs"]
-mod trace;
-#[path = "../src/verdict/mod.rs"]
-mod verdict;
-#[path = "../src/wire.rs"]
-mod wire;
+//! It uses the library's `hot_path` module: the same code the session runs.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -70,7 +14,7 @@ use std::{
 use divan::{Bencher, counter::ItemsCount};
 use flannel_trace_common::{EventKind, Hop, PacketInfo, RawEvent, Tuple, event::flags};
 
-use crate::{clock::Clock, event::Decoder, kernel::kallsyms::Kallsyms, session::bump};
+use flannel_trace::hot_path::{self as output, Clock, Decoder, Event, Kallsyms, bump};
 
 fn main() {
     divan::main();
@@ -186,7 +130,7 @@ struct Counts {
 
 impl Counts {
     /// As session.rs counts: a key is cloned only when it is new.
-    fn add(&mut self, ev: &event::Event) {
+    fn add(&mut self, ev: &Event) {
         bump(&mut self.per_hop, &ev.hop);
         if let Some(d) = &ev.drop {
             let key = d

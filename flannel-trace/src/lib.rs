@@ -16,6 +16,7 @@ mod degraded;
 mod event;
 mod exit;
 pub mod fuzzing;
+pub mod hot_path;
 mod identity;
 mod join;
 mod kernel;

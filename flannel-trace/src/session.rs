@@ -843,7 +843,7 @@ impl Session<'_> {
 }
 
 /// Counts one more under `key`, allocating the key only when it is new.
-pub(crate) fn bump(map: &mut std::collections::BTreeMap<String, u64>, key: &str) {
+pub fn bump(map: &mut std::collections::BTreeMap<String, u64>, key: &str) {
     match map.get_mut(key) {
         Some(n) => *n += 1,
         None => {
