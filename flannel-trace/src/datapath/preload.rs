@@ -7,9 +7,10 @@ use super::*;
 
 impl Probes {
     /// Verify, in parallel, the programs the plan may attach: the TC
-    /// programs, the drop program and every vxlan-rcv backend the kernel
-    /// may take (a refused fentry answers at once; the fallback is then
-    /// verified already). The kernel runs the verifier in the loading
+    /// programs, the drop program and the vxlan-rcv backends the kernel
+    /// may take, up to the first that surely attaches (a refused fentry
+    /// answers at once, so its fallback is verified beside it; nothing
+    /// after a kprobe with the PMU present). The kernel runs the verifier in the loading
     /// thread and privileged loads take no common lock, so they no longer
     /// queue behind each other. A program that fails here is left
     /// unloaded, and its hook's usual path loads it again and reports the
@@ -34,7 +35,12 @@ impl Probes {
                 VxlanBackendChoice::Fentry if plan.vxlan_rcv_in_vmlinux => {
                     typed.push((prog::VXLAN_FENTRY, "vxlan_rcv"))
                 }
-                VxlanBackendChoice::Kprobe if kprobe_pmu().is_ok() => kprobe = true,
+                // A kprobe with the PMU present attaches: the fallbacks
+                // after it would be verified for nothing.
+                VxlanBackendChoice::Kprobe if kprobe_pmu().is_ok() => {
+                    kprobe = true;
+                    break;
+                }
                 VxlanBackendChoice::TpBtf => typed.push((prog::VXLAN_TPBTF, "netif_receive_skb")),
                 _ => {}
             }
