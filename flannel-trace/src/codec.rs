@@ -455,7 +455,7 @@ fn read_endpoints(r: &mut Reader<'_>) -> Result<Endpoints, CodecError> {
 }
 
 /// The inverse of `proto_name`, where the name is one it produces.
-fn proto_number(name: &str) -> Option<u8> {
+pub(crate) fn proto_number(name: &str) -> Option<u8> {
     let n = match name {
         "icmp" => 1,
         "tcp" => 6,

@@ -177,12 +177,7 @@ pub async fn run(
         start_probe(to, args);
     }
 
-    let map = probes
-        .ebpf_mut()
-        .take_map("EVENTS")
-        .ok_or_else(|| anyhow!("map EVENTS missing from the eBPF object"))?;
-    let ring = RingBuf::try_from(map).context("opening the EVENTS ring buffer")?;
-    let mut ring = register_ring(ring)?;
+    let mut ring = open_ring(probes)?;
     // The programs' own diagnostics (rare, rate-limited) arrive via aya-log.
     let mut logger = match aya_log::EbpfLogger::init(probes.ebpf_mut()) {
         Ok(l) => Some(register_logger(l)?),
@@ -392,8 +387,14 @@ fn register_logger(l: Logger) -> anyhow::Result<AsyncFd<Logger>> {
         .map_err(|e| anyhow!("polling the eBPF log channel: {}", e.into_parts().1))
 }
 
-/// Register the ring buffer's fd with tokio (readable interest only).
-pub(crate) fn register_ring(ring: RingBuf<MapData>) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
+/// The programs' ring buffer, taken from the object and registered with
+/// tokio (readable interest only).
+pub(crate) fn open_ring(probes: &mut Probes) -> anyhow::Result<AsyncFd<RingBuf<MapData>>> {
+    let map = probes
+        .ebpf_mut()
+        .take_map("EVENTS")
+        .ok_or_else(|| anyhow!("map EVENTS missing from the eBPF object"))?;
+    let ring = RingBuf::try_from(map).context("opening the EVENTS ring buffer")?;
     // SAFETY: the ring buffer owns its map fd, which stays open and refers
     // to the same map for as long as the AsyncFd owns the ring buffer.
     unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }

@@ -56,18 +56,8 @@ pub fn sample_hash(ev: &Event) -> Option<u32> {
         (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => (AF_INET6, s.octets(), d.octets()),
         _ => return None,
     };
-    let proto = match e.proto.as_str() {
-        "icmp" => 1,
-        "tcp" => 6,
-        "udp" => 17,
-        "icmpv6" => 58,
-        "sctp" => 132,
-        "arp" => 0,
-        other => other
-            .strip_prefix("ip-proto-")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0),
-    };
+    // The decoder's names back to numbers (ARP, no IP protocol: 0).
+    let proto = crate::codec::proto_number(&e.proto).unwrap_or(0);
     let mut p = PacketInfo {
         inner: Tuple {
             src,

@@ -57,11 +57,7 @@ pub async fn run(
         PerCpuHashMap::try_from(stats_map).context("opening the STATS map")?;
     // Drops are not counted in the kernel: their records come through the
     // ring buffer, to be parsed and counted here.
-    let events = ebpf
-        .take_map("EVENTS")
-        .ok_or_else(|| anyhow!("map EVENTS missing from the eBPF object"))?;
-    let ring = RingBuf::try_from(events).context("opening the EVENTS ring buffer")?;
-    let mut ring = crate::session::register_ring(ring)?;
+    let mut ring = crate::session::open_ring(probes)?;
     let mut reader = Reader::new(reasons);
     let node = identity.node.clone();
     let mut out = io::BufWriter::new(io::stdout().lock());
