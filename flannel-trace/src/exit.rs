@@ -79,9 +79,9 @@ mod tests {
 
     #[test]
     fn causes_are_printed_once() {
-        let json = serde_json::from_str::<crate::event::Event>("{}").unwrap_err();
-        let frame = crate::wire::FrameError::Json(json);
-        let err = crate::record::RecordError::Corrupt {
+        let json = serde_json::from_str::<crate::schema::event::Event>("{}").unwrap_err();
+        let frame = crate::schema::wire::FrameError::Json(json);
+        let err = crate::schema::recording::RecordError::Corrupt {
             path: "a.rec".into(),
             offset: 8,
             source: frame,

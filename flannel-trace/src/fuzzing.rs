@@ -13,7 +13,8 @@ use flannel_trace_common::{
 };
 
 use crate::{
-    clock::Clock, codec, event::Decoder, identity::NodeIdentity, kernel::kallsyms::Kallsyms,
+    kernel::clock::Clock, kernel::kallsyms::Kallsyms, schema::codec, schema::event::Decoder,
+    schema::identity::NodeIdentity,
 };
 
 /// A node identity for the stream context of event batches.
@@ -86,7 +87,8 @@ pub fn event_batch(data: &[u8]) {
     let mut again = Vec::new();
     codec::encode_batch(&ctx, &events, &mut again);
     let back = codec::decode_batch(&ctx, &again).expect("a batch we encoded decodes");
-    let json = |e: &[crate::event::Event]| serde_json::to_value(e).expect("events serialise");
+    let json =
+        |e: &[crate::schema::event::Event]| serde_json::to_value(e).expect("events serialise");
     assert_eq!(
         json(&events),
         json(&back),
@@ -96,7 +98,7 @@ pub fn event_batch(data: &[u8]) {
 
 /// A frame stream (recording body or decrypted peer stream).
 pub fn frames(data: &[u8]) {
-    let mut d = crate::wire::Decoder::default();
+    let mut d = crate::schema::wire::Decoder::default();
     let mut buf = BytesMut::from(data);
     while let Ok(Some(_)) = d.decode(&mut buf) {}
 }
@@ -108,7 +110,7 @@ pub fn peer(data: &[u8]) {
 
 /// A whole recording file.
 pub fn recording(data: &[u8]) {
-    let _ = crate::record::parse(Path::new("fuzz.rec"), data);
+    let _ = crate::schema::recording::parse(Path::new("fuzz.rec"), data);
 }
 
 #[cfg(test)]
@@ -118,7 +120,7 @@ mod tests {
     use flannel_trace_common::{EventKind, Hop, RawEvent};
 
     use super::*;
-    use crate::{output::Summary, wire::Message};
+    use crate::{schema::summary::Summary, schema::wire::Message};
 
     /// Ethernet / IPv4 / UDP to `dport` / VXLAN VNI 1 / Ethernet / IPv4 /
     /// `inner_l4` (protocol `proto`).
@@ -241,15 +243,15 @@ mod tests {
         codec::encode_batch(&ctx, &[ev.clone(), ev.clone()], &mut batch);
         write("event_batch", "two-events", &batch);
 
-        let mut stream = crate::wire::encode(&Message::Start(id.clone()))
+        let mut stream = crate::schema::wire::encode(&Message::Start(id.clone()))
             .unwrap()
             .to_vec();
-        crate::wire::encode_events(&ctx, std::slice::from_ref(&ev), &mut stream);
-        stream.extend_from_slice(&crate::wire::encode(&Message::Bye).unwrap());
+        crate::schema::wire::encode_events(&ctx, std::slice::from_ref(&ev), &mut stream);
+        stream.extend_from_slice(&crate::schema::wire::encode(&Message::Bye).unwrap());
         write("frames", "start-events-bye", &stream);
 
         let path = std::env::temp_dir().join(format!("ft-seed-{}.rec", std::process::id()));
-        let mut w = crate::record::Writer::create(&path, &id).unwrap();
+        let mut w = crate::schema::recording::Writer::create(&path, &id).unwrap();
         w.write_event(ev).unwrap();
         w.finish(&Summary {
             events: 1,

@@ -4,9 +4,9 @@
 //! own reaches the library only through what it exports.
 
 pub use crate::{
-    clock::Clock,
-    event::{Decoder, Event},
+    kernel::clock::Clock,
     kernel::kallsyms::Kallsyms,
-    output::{EventRecord, write_event_text},
+    render::text::{EventRecord, write_event_text},
+    schema::event::{Decoder, Event},
     session::bump,
 };

@@ -8,31 +8,18 @@ use clap::{CommandFactory as _, FromArgMatches as _};
 
 mod check;
 mod cli;
-mod clock;
-mod codec;
 mod counters;
 mod datapath;
-mod degraded;
-mod event;
 mod exit;
 pub mod fuzzing;
 pub mod hot_path;
-mod identity;
-mod join;
 mod kernel;
-mod leftovers;
-mod live;
 mod net;
-mod output;
 mod peer;
-mod peer_feed;
-mod record;
-mod replay;
+mod render;
+mod schema;
 mod session;
-mod thin;
-mod trace;
 mod verdict;
-mod wire;
 
 /// The program: parse the command line, run it, exit with its status.
 pub fn main() -> ExitCode {
@@ -48,7 +35,7 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let result = match cli.cmd {
-        Some(cli::Cmd::Join(args)) => join::run(args),
+        Some(cli::Cmd::Join(args)) => verdict::offline::run(args),
         Some(cli::Cmd::Check(a)) => check::run(check::Request {
             nodes: a.nodes,
             vxlan_dev: a.vxlan_dev,
@@ -57,8 +44,8 @@ pub fn main() -> ExitCode {
             vni: a.vni,
             json: a.json,
         }),
-        Some(cli::Cmd::Cleanup) => leftovers::cleanup_command(),
-        None => trace::run(cli.trace),
+        Some(cli::Cmd::Cleanup) => datapath::leftovers::cleanup_command(),
+        None => session::trace::run(cli.trace),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -14,7 +14,7 @@ use super::{
     model::{ClusterNode, Device, Kind, Neighbour, Route, parse_mac},
     tables,
 };
-use crate::{identity::NodeIdentity, net::FdbEntry};
+use crate::{net::FdbEntry, schema::identity::NodeIdentity};
 
 /// Whether `x` is the node this process runs on (same network namespace
 /// and the vxlan device is there): then its neighbour and route tables can

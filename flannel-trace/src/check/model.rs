@@ -128,7 +128,7 @@ pub struct Finding {
 }
 
 pub fn mac_text(mac: &[u8; 6]) -> String {
-    crate::identity::mac_string(mac)
+    crate::schema::identity::mac_string(mac)
 }
 
 /// `0e:a1:…` (any case, `:` or `-`) → bytes.

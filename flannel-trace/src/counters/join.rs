@@ -8,7 +8,7 @@ use flannel_trace_common::Hop;
 use serde::{Deserialize, Serialize};
 
 use super::Snapshot;
-use crate::{identity::NodeIdentity, verdict::Segment};
+use crate::{schema::identity::NodeIdentity, verdict::Segment};
 
 /// Packets along one direction, as the counters saw them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn a_receiver_without_its_probe_hops_is_not_split_and_has_no_drop_claim() {
-        use crate::degraded::{MissingCause, MissingHop};
+        use crate::datapath::degraded::{MissingCause, MissingHop};
         let (b, mut a) = pair();
         a.missing_hops = ["vxlan-rcv", "drop"]
             .iter()

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use join::CounterVerdict;
 pub use run::run;
 
-use crate::{event::addr, net};
+use crate::{net, schema::event::addr};
 
 /// One counter, named for the output edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,7 +213,7 @@ impl Reader {
         });
         Snapshot {
             node: node.into(),
-            wall_ns: crate::clock::Clock::now_wall_ns(),
+            wall_ns: crate::kernel::clock::Clock::now_wall_ns(),
             rows,
             uncounted: uncounted + self.drops_uncounted,
         }

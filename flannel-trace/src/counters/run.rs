@@ -23,9 +23,9 @@ use crate::{
     cli::TraceArgs,
     datapath::Probes,
     exit::{Fatal, OrFatal as _, Status},
-    identity::NodeIdentity,
     peer::{self, ChannelTx},
-    wire::Message,
+    schema::identity::NodeIdentity,
+    schema::wire::Message,
 };
 
 /// The live peer, once joined.
@@ -88,7 +88,7 @@ pub async fn run(
         )
         .context("writing to stdout")?;
     } else {
-        eprint!("{}", crate::output::start_text(&identity));
+        eprint!("{}", crate::render::text::start_text(&identity));
     }
     // Also in --json mode: the line tells a script the hooks are attached.
     eprintln!(

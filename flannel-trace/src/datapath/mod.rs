@@ -11,9 +11,11 @@ use aya::{
 use flannel_trace_common::{Config, Ports};
 use thiserror::Error;
 
-use crate::{identity::HookReport, leftovers, net};
+use crate::{net, schema::identity::HookReport};
 
 mod choice;
+pub mod degraded;
+pub mod leftovers;
 mod preload;
 mod probe_hooks;
 mod tc;

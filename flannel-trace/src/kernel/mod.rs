@@ -8,6 +8,7 @@ use flannel_trace_common::config::KernelOffsets;
 use thiserror::Error;
 
 pub mod btf;
+pub mod clock;
 pub mod features;
 pub mod kallsyms;
 pub mod tracefs;

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use flannel_trace_common::Hop;
 
-use crate::{event::Event, identity::NodeIdentity};
+use crate::{schema::event::Event, schema::identity::NodeIdentity};
 
 /// An event's part in the conversation between `me` and `peer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,9 @@ use super::{
     window::DirectionWindow,
 };
 use crate::{
-    event::Event,
-    identity::NodeIdentity,
-    thin::{Counting, ThinStep},
+    peer::thin::{Counting, ThinStep},
+    schema::event::Event,
+    schema::identity::NodeIdentity,
 };
 
 /// What is known of a node besides its events.
@@ -213,7 +213,7 @@ impl Join {
                 let shift = if i == 1 { -Join::shift(clock, 0) } else { 0 };
                 n.thinned.iter().map(move |t| super::Thinned {
                     node: n.identity.node.clone(),
-                    from: crate::clock::rfc3339(t.from_wall_ns.saturating_add(shift)),
+                    from: crate::kernel::clock::rfc3339(t.from_wall_ns.saturating_add(shift)),
                     from_wall_ns: t.from_wall_ns.saturating_add(shift),
                     rate: t.rate(),
                 })

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use super::{Flow, Losses, NodeTrace, Segment};
-use crate::identity::NodeIdentity;
+use crate::schema::identity::NodeIdentity;
 
 fn first_ip(n: &NodeIdentity) -> String {
     n.underlay_ips()

@@ -10,7 +10,8 @@
 mod classify;
 mod engine;
 mod explain;
-pub mod render;
+pub mod live;
+pub mod offline;
 mod tally;
 mod window;
 
@@ -18,7 +19,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{event::Event, identity::NodeIdentity};
+use crate::{schema::event::Event, schema::identity::NodeIdentity};
 
 pub use self::engine::Join;
 
@@ -49,7 +50,7 @@ pub struct NodeTrace<'a> {
     /// short, ...).
     pub gaps: Vec<String>,
     /// When its live stream was thinned, on its own clock (see `thin`).
-    pub thinned: Vec<crate::thin::ThinStep>,
+    pub thinned: Vec<crate::peer::thin::ThinStep>,
 }
 
 /// Tunables of the join.

@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use flannel_trace_common::Hop;
 
 use super::{DropCount, Flow, HopCounts, Latency, Losses, NodeTrace, Segment};
-use crate::event::Event;
+use crate::schema::event::Event;
 
 /// Hops along the path, sender then receiver. A flow's own path is a
 /// range of them: it starts at `pod-ingress` only when its source is a pod

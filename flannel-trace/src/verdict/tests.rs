@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use super::*;
 use crate::{
-    event::{Drop, Endpoints, Icmp, Inner, Tcp},
-    identity::FdbPeer,
+    schema::event::{Drop, Endpoints, Icmp, Inner, Tcp},
+    schema::identity::FdbPeer,
 };
 
 const MAC_A: &str = "76:21:69:41:de:fe";

@@ -4,7 +4,7 @@
 
 use super::tests::{AB, a, b, delivered_a_to_b, ev, ping, trace};
 use super::*;
-use crate::degraded::{MissingCause, MissingHop};
+use crate::datapath::degraded::{MissingCause, MissingHop};
 
 const WHY: &str = "kernel lockdown (confidentiality) forbids reading kernel memory";
 
@@ -50,7 +50,7 @@ fn a_receiver_without_vxlan_rcv_delivers_without_claiming_zero_there() {
             format!("node-b: drop not traced: {WHY}")
         ]
     );
-    let text = render::text(&r);
+    let text = crate::render::verdict::text(&r);
     assert!(
         text.contains("vxlan-rcv untraced overlay-ingress 5 drop untraced"),
         "{text}"

@@ -4,7 +4,7 @@
 
 use super::tests::{AB, BA, a, b, ev, ping, trace};
 use super::*;
-use crate::thin::{self, ThinStep};
+use crate::peer::thin::{self, ThinStep};
 
 /// The peer is 20 ms ahead of the listener.
 const AHEAD_MS: u64 = 20;
@@ -107,7 +107,7 @@ fn packets_straddling_a_switch_are_whole_or_not_counted() {
     assert_eq!((t.node.as_str(), t.rate), ("node-b", 4));
     // On the listener's clock: the peer's time less its offset.
     assert_eq!(t.from_wall_ns, (SWITCH_MS * 1_000_000) as i64);
-    let text = render::text(&r);
+    let text = crate::render::verdict::text(&r);
     assert!(
         text.contains("THINNED: node-b's live stream thinned to 1 in 4 from 00:00:05: counts after that are estimates (4 × the packets kept); `flannel-trace join` of the recordings gives exact counts"),
         "{text}"

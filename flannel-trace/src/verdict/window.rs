@@ -22,7 +22,7 @@ use super::tally::{
     self, Bounds, DropKey, FlowKey, FlowTally, OVERLAY_EGRESS, OVERLAY_INGRESS, UNDERLAY_EGRESS,
     UNDERLAY_INGRESS,
 };
-use crate::{event::Event, identity::NodeIdentity, thin::Counting};
+use crate::{peer::thin::Counting, schema::event::Event, schema::identity::NodeIdentity};
 
 /// A fingerprint: its 64-bit value, or the text of a non-canonical one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

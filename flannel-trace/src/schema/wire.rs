@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::{
-    codec::{self, CodecError},
-    event::Event,
-    identity::NodeIdentity,
-    output::Summary,
+    schema::codec::{self, CodecError},
+    schema::event::Event,
+    schema::identity::NodeIdentity,
+    schema::summary::Summary,
     verdict::Report,
 };
 
@@ -164,7 +164,7 @@ pub struct Decoder {
 /// One frame, decoded.
 pub enum Frame {
     /// A batch of events (possibly empty).
-    Events(Vec<crate::event::Event>),
+    Events(Vec<crate::schema::event::Event>),
     Message(Box<Message>),
 }
 
@@ -245,7 +245,7 @@ mod tests {
         let id = crate::verdict::test_identity("node-a");
         let ctx = codec::Context::of(&id);
         let ev: Event = serde_json::from_value(serde_json::json!({
-            "time": crate::clock::rfc3339(10 + id.clock_offset_ns), "ts_mono_ns": 10,
+            "time": crate::kernel::clock::rfc3339(10 + id.clock_offset_ns), "ts_mono_ns": 10,
             "hop": "drop", "ifindex": 1, "iface": null, "len": 1,
         }))
         .unwrap();

@@ -17,7 +17,7 @@ use flannel_trace_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
+use crate::schema::event::Event;
 
 /// The largest mask the peer thins to (1 in 1024): beyond it, events that
 /// still do not fit are left out (`unsent`) and the verdict is uncertain.
@@ -57,7 +57,7 @@ pub fn sample_hash(ev: &Event) -> Option<u32> {
         _ => return None,
     };
     // The decoder's names back to numbers (ARP, no IP protocol: 0).
-    let proto = crate::codec::proto_number(&e.proto).unwrap_or(0);
+    let proto = crate::schema::codec::proto_number(&e.proto).unwrap_or(0);
     let mut p = PacketInfo {
         inner: Tuple {
             src,
@@ -205,7 +205,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::{clock::Clock, event::Decoder, kernel::kallsyms::Kallsyms};
+    use crate::{kernel::clock::Clock, kernel::kallsyms::Kallsyms, schema::event::Decoder};
 
     fn frame(l4: &[u8], proto: u8, id: u16, src: [u8; 4]) -> Vec<u8> {
         let mut f = vec![0u8; 12];

@@ -17,11 +17,11 @@ use std::{
 use bytes::BytesMut;
 
 use crate::{
-    event::Event,
-    identity::NodeIdentity,
-    output::Summary,
-    record::{MAGIC, RecordError},
-    wire::{self, Frame, Message},
+    schema::event::Event,
+    schema::identity::NodeIdentity,
+    schema::recording::{MAGIC, RecordError},
+    schema::summary::Summary,
+    schema::wire::{self, Frame, Message},
 };
 
 /// Bytes read from the file at a time.
@@ -227,7 +227,7 @@ impl<R: Read> Replay<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{record::Writer, verdict::test_identity as identity};
+    use crate::{schema::recording::Writer, verdict::test_identity as identity};
 
     fn event(i: u64) -> Event {
         serde_json::from_value(serde_json::json!({

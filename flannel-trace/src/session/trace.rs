@@ -4,8 +4,8 @@
 use std::net::IpAddr;
 
 use crate::{
-    identity::PeerRoute,
     net::{self, Cidr},
+    schema::identity::PeerRoute,
 };
 
 use anyhow::{Context as _, anyhow};
@@ -17,13 +17,13 @@ use flannel_trace_common::{
 
 use crate::{
     cli::{self, DropBackendChoice, TraceArgs, VxlanBackendChoice},
-    clock::Clock,
+    datapath::degraded::MissingHop,
     datapath::{self, Devices, Plan, Probes},
-    degraded::MissingHop,
-    event::Decoder,
     exit::{Fatal, OrFatal as _, Status},
-    identity::{FdbPeer, NeighbourEntry, NodeIdentity, PodRoute, mac_string},
+    kernel::clock::Clock,
     kernel::{self, btf::Btf, kallsyms::Kallsyms, tracefs},
+    schema::event::Decoder,
+    schema::identity::{FdbPeer, NeighbourEntry, NodeIdentity, PodRoute, mac_string},
     session,
 };
 
@@ -360,7 +360,7 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
     let mut cfg = Config::zeroed();
     cfg.vni = args.vni.unwrap_or(ANY_VNI);
     cfg.netns_ino = kernel::netns_inode().fatal(Status::Failure)?;
-    crate::leftovers::sweep_at_start(cfg.netns_ino);
+    crate::datapath::leftovers::sweep_at_start(cfg.netns_ino);
     cfg.vxlan_ifindex = node.vxlan.index;
     cfg.underlay_ifindex = node.underlay.index;
     cfg.has_drop_reason = u8::from(has_reason);
@@ -450,7 +450,7 @@ pub fn run(args: TraceArgs) -> Result<(), Fatal> {
     let missing: Vec<MissingHop> = if probes.unserved.is_empty() {
         Vec::new()
     } else {
-        let lockdown = crate::degraded::lockdown_level();
+        let lockdown = crate::datapath::degraded::lockdown_level();
         std::mem::take(&mut probes.unserved)
             .into_iter()
             .map(|(hop, tried)| MissingHop::explained(hop, tried, lockdown.as_deref()))
@@ -562,7 +562,7 @@ fn identity(
         stats_mode: args.stats,
         vxlan_neighbours: crate::check::tables::neighbours(node.vxlan.index)
             .ok()
-            .filter(|n| n.len() <= crate::identity::MAX_TABLE)
+            .filter(|n| n.len() <= crate::schema::identity::MAX_TABLE)
             .map(|n| {
                 n.into_iter()
                     .map(|e| NeighbourEntry {
@@ -597,7 +597,7 @@ fn pod_routes(networks: &[Cidr]) -> Option<Vec<PodRoute>> {
             dev: r.oif.and_then(net::ifname),
         })
         .collect();
-    (routes.len() <= crate::identity::MAX_TABLE).then_some(routes)
+    (routes.len() <= crate::schema::identity::MAX_TABLE).then_some(routes)
 }
 
 /// The route to every peer underlay address in the vxlan device's FDB.

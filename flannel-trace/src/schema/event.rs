@@ -12,7 +12,7 @@ use flannel_trace_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{clock::Clock, kernel::kallsyms::Kallsyms, net};
+use crate::{kernel::clock::Clock, kernel::kallsyms::Kallsyms, net};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
@@ -124,7 +124,7 @@ pub struct Decoder {
     pub reasons: HashMap<u32, String>,
     pub kallsyms: Kallsyms,
     ifnames: HashMap<u32, Option<String>>,
-    times: crate::clock::Rfc3339Cache,
+    times: crate::kernel::clock::Rfc3339Cache,
 }
 
 impl Decoder {
@@ -185,7 +185,7 @@ impl Decoder {
                     seq: p.icmp_seq,
                 }),
             dst_mac: (p.flags & flags::HAS_INNER_MAC != 0)
-                .then(|| crate::identity::mac_string(&p.inner_dmac)),
+                .then(|| crate::schema::identity::mac_string(&p.inner_dmac)),
             fragment: p.flags & flags::INNER_FRAGMENT != 0,
             truncated: p.flags & flags::TRUNCATED != 0,
         });
@@ -373,6 +373,9 @@ mod tests {
             assert_eq!(hex16(v), format!("{v:016x}"));
         }
         let mac = [0x0e, 0xf7, 0, 0xa0, 0x0b, 0xff];
-        assert_eq!(crate::identity::mac_string(&mac), "0e:f7:00:a0:0b:ff");
+        assert_eq!(
+            crate::schema::identity::mac_string(&mac),
+            "0e:f7:00:a0:0b:ff"
+        );
     }
 }

@@ -18,7 +18,7 @@ fn tcp_event(i: u64) -> Event {
     let id = identity("node-a");
     let ts = 1_000_000_000 + i * 13_000;
     event(json!({
-        "time": crate::clock::rfc3339(ts as i64 + id.clock_offset_ns),
+        "time": crate::kernel::clock::rfc3339(ts as i64 + id.clock_offset_ns),
         "ts_mono_ns": ts,
         "hop": "underlay-ingress",
         "ifindex": id.underlay_ifindex,
@@ -35,7 +35,7 @@ fn tcp_event(i: u64) -> Event {
 
 fn samples() -> Vec<Event> {
     let id = identity("node-a");
-    let t = |ts: i64| crate::clock::rfc3339(ts + id.clock_offset_ns);
+    let t = |ts: i64| crate::kernel::clock::rfc3339(ts + id.clock_offset_ns);
     vec![
         tcp_event(0),
         event(json!({
@@ -108,7 +108,7 @@ fn a_busy_stream_takes_at_most_80_bytes_per_event() {
     encode_batch(&ctx(), &events, &mut out);
     // Frame header (length, CRC) included.
     let per_event = (out.len() + 8) as f64 / events.len() as f64;
-    let json = serde_json::to_vec(&crate::wire::Message::Event(events[0].clone()))
+    let json = serde_json::to_vec(&crate::schema::wire::Message::Event(events[0].clone()))
         .unwrap()
         .len();
     eprintln!(

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Flow, Report, Segment};
+use crate::verdict::{Flow, Report, Segment};
 
 pub fn text(r: &Report) -> String {
     let mut out = String::new();
@@ -77,7 +77,7 @@ pub fn text(r: &Report) -> String {
 }
 
 /// What a thinned live stream means for the counts.
-pub fn thinned_sentence(t: &super::Thinned) -> String {
+pub fn thinned_sentence(t: &crate::verdict::Thinned) -> String {
     let hms = t.from.get(11..19).unwrap_or(&t.from);
     format!(
         "{}'s live stream thinned to 1 in {} from {hms}: counts after that are estimates ({} × the packets kept); `flannel-trace join` of the recordings gives exact counts",

@@ -7,14 +7,15 @@ use thiserror::Error;
 
 use crate::{
     cli::JoinArgs,
-    clock,
     exit::{Fatal, OrFatal as _, Status},
-    identity::NodeIdentity,
-    output::Summary,
-    record::RecordError,
-    replay::Replay,
-    verdict::{Join, NodeTrace, Options, render},
-    wire::Message,
+    kernel::clock,
+    render,
+    schema::identity::NodeIdentity,
+    schema::recording::RecordError,
+    schema::replay::Replay,
+    schema::summary::Summary,
+    schema::wire::Message,
+    verdict::{Join, NodeTrace, Options},
 };
 
 /// What `join` knows of a recording besides its events.
@@ -194,18 +195,19 @@ const BATCHES_AHEAD: usize = 16;
 /// One recording decoded on its own thread (decoding is most of the cost
 /// of a join): batches come in order, an error ends the stream.
 struct Source {
-    rx: std::sync::mpsc::Receiver<Result<Vec<crate::event::Event>, RecordError>>,
+    rx: std::sync::mpsc::Receiver<Result<Vec<crate::schema::event::Event>, RecordError>>,
     /// Batches done with go back to be freed where they were allocated
     /// (cheaper for the allocator than freeing them here).
-    back: std::sync::mpsc::SyncSender<Vec<crate::event::Event>>,
-    batch: Vec<crate::event::Event>,
+    back: std::sync::mpsc::SyncSender<Vec<crate::schema::event::Event>>,
+    batch: Vec<crate::schema::event::Event>,
     at: usize,
 }
 
 impl Source {
     fn spawn<'s>(scope: &'s std::thread::Scope<'s, '_>, mut r: Replay<std::fs::File>) -> Source {
         let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
-        let (back, done) = std::sync::mpsc::sync_channel::<Vec<crate::event::Event>>(BATCHES_AHEAD);
+        let (back, done) =
+            std::sync::mpsc::sync_channel::<Vec<crate::schema::event::Event>>(BATCHES_AHEAD);
         scope.spawn(move || {
             loop {
                 while let Ok(old) = done.try_recv() {
@@ -232,7 +234,7 @@ impl Source {
     }
 
     /// The next event, without taking it; `None` at the end.
-    fn peek(&mut self) -> Result<Option<&crate::event::Event>, Fatal> {
+    fn peek(&mut self) -> Result<Option<&crate::schema::event::Event>, Fatal> {
         if self.at == self.batch.len() {
             match self.rx.recv() {
                 Ok(b) => {
@@ -304,7 +306,7 @@ pub fn run(args: JoinArgs) -> Result<(), Fatal> {
                 .context("encoding the verdict")?
         );
     } else {
-        print!("{}", render::text(&report));
+        print!("{}", render::verdict::text(&report));
     }
     Ok(())
 }
@@ -388,7 +390,7 @@ mod tests {
     /// Writes two recordings of a ping flood between node-a and node-b,
     /// `events` in all (2 on a, 3 on b per packet), every packet delivered.
     fn write_pair(pa: &Path, pb: &Path, events: u64) {
-        use crate::{event::Event, record::Writer};
+        use crate::{schema::event::Event, schema::recording::Writer};
 
         let packets = events / 5;
         let (ia, ib) = (identity("node-a"), identity("node-b"));

@@ -29,9 +29,9 @@ use std::{
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::{
-    event::Event,
-    thin::{self, MAX_MASK, ThinStep},
-    wire::Message,
+    peer::thin::{self, MAX_MASK, ThinStep},
+    schema::event::Event,
+    schema::wire::Message,
 };
 
 /// Bounds of what the queue (within its own capacity) and the overflow
@@ -43,7 +43,7 @@ const OVERFLOW_HARD: usize = 262_144;
 /// How often what the link takes is measured.
 const MEASURE_EVERY: Duration = Duration::from_millis(500);
 /// A backlog of at least this many events means the link was busy.
-const BUSY: u64 = 4 * crate::codec::MAX_BATCH as u64;
+const BUSY: u64 = 4 * crate::schema::codec::MAX_BATCH as u64;
 
 /// The listener went away.
 #[derive(Debug)]

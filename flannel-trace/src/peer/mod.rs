@@ -49,6 +49,9 @@
 //! Every frame is bounded before anything is allocated, and TCP keepalive
 //! bounds how long a vanished peer goes unnoticed.
 
+pub mod feed;
+pub mod thin;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -67,10 +70,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::{Instant, sleep, timeout};
 
-use crate::clock::Clock;
-use crate::identity::NodeIdentity;
+use crate::kernel::clock::Clock;
+use crate::schema::identity::NodeIdentity;
+use crate::schema::wire::{self, FrameError, Message};
 use crate::verdict::ClockEstimate;
-use crate::wire::{self, FrameError, Message};
 
 /// Version of the peer protocol; both nodes must speak the same.
 /// 3: `thin` messages (a thinned live stream).
@@ -1662,9 +1665,9 @@ mod tests {
         let (_, mut rx) = a.split();
         let (mut tx, _) = b.split();
         let id = identity("node-b");
-        let ctx = crate::codec::Context::of(&id);
-        let ev: crate::event::Event = serde_json::from_value(serde_json::json!({
-            "time": crate::clock::rfc3339(5 + id.clock_offset_ns), "ts_mono_ns": 5,
+        let ctx = crate::schema::codec::Context::of(&id);
+        let ev: crate::schema::event::Event = serde_json::from_value(serde_json::json!({
+            "time": crate::kernel::clock::rfc3339(5 + id.clock_offset_ns), "ts_mono_ns": 5,
             "hop": "underlay-egress", "ifindex": id.underlay_ifindex, "iface": id.underlay_dev,
             "len": 1514,
             "outer": {"src": "192.0.2.1", "dst": "192.0.2.2", "proto": "udp", "sport": 40000, "dport": 8472},
@@ -1675,7 +1678,7 @@ mod tests {
             "fingerprint": "0123456789abcdef",
         }))
         .unwrap();
-        let batch = vec![ev; crate::codec::MAX_BATCH];
+        let batch = vec![ev; crate::schema::codec::MAX_BATCH];
         let batches = 4_000usize;
         let started = Instant::now();
         let sender = async {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{degraded::MissingHop, net::Cidr};
+use crate::{datapath::degraded::MissingHop, net::Cidr};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeIdentity {

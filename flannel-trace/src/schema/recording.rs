@@ -18,11 +18,11 @@ use std::{
 use thiserror::Error;
 
 use crate::{
-    codec::{self, MAX_BATCH},
-    event::Event,
-    identity::NodeIdentity,
-    output::Summary,
-    wire::{self, FrameError, Message},
+    schema::codec::{self, MAX_BATCH},
+    schema::event::Event,
+    schema::identity::NodeIdentity,
+    schema::summary::Summary,
+    schema::wire::{self, FrameError, Message},
 };
 
 pub const MAGIC: &[u8; 8] = b"FTREC\x00\x02\n";
@@ -96,7 +96,7 @@ pub fn default_path(node: &str) -> Result<PathBuf, RecordError> {
         })
         .collect();
     // 2026-12-01T09:15:30.123456789Z → 20261201T091530Z
-    let stamp: String = crate::clock::rfc3339(crate::clock::Clock::now_wall_ns())
+    let stamp: String = crate::kernel::clock::rfc3339(crate::kernel::clock::Clock::now_wall_ns())
         .chars()
         .take(19)
         .filter(|c| c.is_ascii_digit() || *c == 'T')
@@ -195,17 +195,19 @@ pub struct Recording {
 
 #[cfg(test)]
 pub fn read(path: &Path) -> Result<Recording, RecordError> {
-    let mut r = crate::replay::Replay::open(path)?;
+    let mut r = crate::schema::replay::Replay::open(path)?;
     collect(&mut r)
 }
 
 pub(crate) fn parse(path: &Path, data: &[u8]) -> Result<Recording, RecordError> {
-    let mut r = crate::replay::Replay::start(path, data)?;
+    let mut r = crate::schema::replay::Replay::start(path, data)?;
     collect(&mut r)
 }
 
 /// The whole of a recording in memory (tests, fuzzing; `join` streams).
-fn collect<R: std::io::Read>(r: &mut crate::replay::Replay<R>) -> Result<Recording, RecordError> {
+fn collect<R: std::io::Read>(
+    r: &mut crate::schema::replay::Replay<R>,
+) -> Result<Recording, RecordError> {
     let mut events = Vec::new();
     while let Some(batch) = r.next_batch()? {
         events.extend(batch);
@@ -235,7 +237,7 @@ mod tests {
         let mut w = Writer::create(&path, &id).unwrap();
         for i in 0..3u64 {
             let ev: Event = serde_json::from_value(serde_json::json!({
-                "time": crate::clock::rfc3339(i as i64 + id.clock_offset_ns), "ts_mono_ns": i,
+                "time": crate::kernel::clock::rfc3339(i as i64 + id.clock_offset_ns), "ts_mono_ns": i,
                 "hop": "underlay-egress", "ifindex": id.underlay_ifindex, "iface": id.underlay_dev,
                 "len": 100 + i,
                 "outer": {"src": "10.25.1.51", "dst": "10.25.1.55", "proto": "udp", "sport": 1, "dport": 8475},

@@ -1,6 +1,8 @@
 //! The event loop of a trace session and where its events go: stdout, a
 //! recording, a peer, or (when listening) the live join.
 
+pub mod trace;
+
 use std::{
     collections::HashMap,
     io::{self, Write as _},
@@ -23,21 +25,21 @@ use tokio::{
 
 use crate::{
     cli::TraceArgs,
-    clock::Clock,
-    codec,
     datapath::Probes,
-    event::{Decoder, Event, is_real_drop},
     exit::{Fatal, OrFatal as _, Status},
-    identity::NodeIdentity,
-    live::Joiner,
+    kernel::clock::Clock,
     net::icmp,
-    output::{self, Summary},
+    peer::feed::{self, Feed},
+    peer::thin::{self, ThinStep},
     peer::{self, Channel, ChannelTx, Handshake},
-    peer_feed::{self, Feed},
-    record,
-    thin::{self, ThinStep},
-    verdict::render,
-    wire::{self, Message},
+    render::{self, text},
+    schema::codec,
+    schema::event::{Decoder, Event, is_real_drop},
+    schema::identity::NodeIdentity,
+    schema::recording,
+    schema::summary::Summary,
+    schema::wire::{self, Message},
+    verdict::live::Joiner,
 };
 
 /// How often the ring buffer is drained when no wakeup came.
@@ -57,7 +59,7 @@ struct Sinks<'a> {
     print_events: bool,
     // Buffered: stdout alone is line-buffered, a write(2) per event.
     out: io::BufWriter<io::StdoutLock<'a>>,
-    recorder: Option<record::Writer>,
+    recorder: Option<recording::Writer>,
     /// --peer: our events go to a writer task once connected, through a
     /// bounded queue, so a slow listener never stalls the ring buffer; the
     /// feed thins them consistently when the link cannot keep up.
@@ -123,11 +125,11 @@ pub async fn run(
     let live = args.listen.is_some() || args.peer.is_some();
     let record_path = match (&args.record, live) {
         (Some(p), _) => Some(p.clone()),
-        (None, true) => Some(record::default_path(&identity.node).fatal(Status::Failure)?),
+        (None, true) => Some(recording::default_path(&identity.node).fatal(Status::Failure)?),
         (None, false) => None,
     };
     if let Some(path) = &record_path {
-        s.sinks.recorder = Some(record::Writer::create(path, &identity).fatal(Status::Failure)?);
+        s.sinks.recorder = Some(recording::Writer::create(path, &identity).fatal(Status::Failure)?);
         if args.record.is_none() {
             eprintln!(
                 "flannel-trace: recording this session to {} (for `flannel-trace join` if the live join fails)",
@@ -272,7 +274,7 @@ pub async fn run(
     s.summary.duration_s = began.elapsed().as_secs_f64();
     s.summary.end_wall_ns = Clock::now_wall_ns();
     let step = Clock::sample().offset_ns() - s.decoder.clock.offset_ns();
-    if step.abs() > output::CLOCK_STEP_NOTED {
+    if step.abs() > crate::schema::summary::CLOCK_STEP_NOTED {
         s.summary.clock_step_ns = step;
         eprintln!(
             "flannel-trace: the wall clock stepped by {:+.3} s during the session: the verdict is marked uncertain",
@@ -433,7 +435,7 @@ impl Session<'_> {
         if self.sinks.json {
             self.json(&Message::Start(id.clone()))?;
         } else {
-            eprint!("{}", output::start_text(id));
+            eprint!("{}", text::start_text(id));
             eprintln!("  (Ctrl-C to stop)");
         }
         self.sinks.out.flush().context("writing to stdout")?;
@@ -545,7 +547,7 @@ impl Session<'_> {
                     );
                 }
             }
-            Err(peer_feed::Closed) => {
+            Err(feed::Closed) => {
                 eprintln!("flannel-trace: the listener went away; tracing locally only");
                 self.sinks.to_peer = None;
                 self.sinks.peer_failed = true;
@@ -557,7 +559,7 @@ impl Session<'_> {
     /// Degrade explicitly, once per step: the live stream thins by hash,
     /// the local recording keeps everything, the listener is told from
     /// when (and its verdict says so).
-    fn announce(&mut self, steps: Vec<peer_feed::Escalation>) {
+    fn announce(&mut self, steps: Vec<feed::Escalation>) {
         for e in steps {
             eprintln!(
                 "flannel-trace: the peer link cannot keep up ({:.0} events/s): the live stream now carries 1 in {} packets, chosen by hash on both nodes; the recording keeps every event",
@@ -602,7 +604,8 @@ impl Session<'_> {
                     from_wall_ns: from_ns,
                     mask,
                 };
-                let at = crate::clock::rfc3339(from_ns - j.clock.map_or(0, |c| c.offset_ns));
+                let at =
+                    crate::kernel::clock::rfc3339(from_ns - j.clock.map_or(0, |c| c.offset_ns));
                 eprintln!(
                     "flannel-trace: the peer's link cannot keep up: its live stream carries 1 in {} packets from {} on; counts after that are estimates",
                     step.rate(),
@@ -694,10 +697,10 @@ impl Session<'_> {
             // of the event.
             let out = &mut self.sinks.out;
             if self.sinks.json {
-                serde_json::to_writer(&mut *out, &output::EventRecord::Event(&ev))
+                serde_json::to_writer(&mut *out, &text::EventRecord::Event(&ev))
                     .context("encoding event")?;
             } else {
-                output::write_event_text(out, &ev, self.decoder.clock.offset_ns())
+                text::write_event_text(out, &ev, self.decoder.clock.offset_ns())
                     .context("writing to stdout")?;
             }
             out.write_all(b"\n").context("writing to stdout")?;
@@ -757,7 +760,7 @@ impl Session<'_> {
         if self.sinks.json {
             self.json(&Message::Summary(summary.clone()))?;
         } else {
-            eprint!("{}", output::summary_text(&summary));
+            eprint!("{}", text::summary_text(&summary));
         }
         if let Some(r) = self.sinks.recorder.take() {
             r.finish(&summary).fatal(Status::Failure)?;
@@ -815,7 +818,7 @@ impl Session<'_> {
             j.local_gaps.extend(summary.gaps());
             match j.report(summary.lost, Some(summary.end_wall_ns), true) {
                 Some(report) if self.sinks.json => self.json(&Message::Verdict(report))?,
-                Some(report) => self.line(&render::text(&report))?,
+                Some(report) => self.line(&render::verdict::text(&report))?,
                 None => {
                     self.sinks
                         .join_missing

@@ -2,10 +2,10 @@
 //! verdicts as they change and once more at the end.
 
 use crate::{
-    event::Event,
-    identity::NodeIdentity,
-    output::Summary,
-    thin::ThinStep,
+    peer::thin::ThinStep,
+    schema::event::Event,
+    schema::identity::NodeIdentity,
+    schema::summary::Summary,
     verdict::{self, ClockEstimate, NodeTrace, Options, Report},
 };
 
@@ -81,7 +81,7 @@ impl Joiner {
         }
         // Mid-session, "now" is the end of observation on both sides, and
         // packets of the last seconds count as in flight.
-        let now = crate::clock::Clock::now_wall_ns();
+        let now = crate::kernel::clock::Clock::now_wall_ns();
         let a = NodeTrace {
             identity: &self.local,
             events: &self.local_events,

@@ -23,8 +23,8 @@ use flannel_trace_common::Hop;
 use thiserror::Error;
 
 use crate::{
-    event::{Arp, Drop, Endpoints, Event, Icmp, Inner, Tcp, proto_name, tcp_flags},
-    identity::NodeIdentity,
+    schema::event::{Arp, Drop, Endpoints, Event, Icmp, Inner, Tcp, proto_name, tcp_flags},
+    schema::identity::NodeIdentity,
 };
 
 /// First byte of a batch payload.
@@ -284,7 +284,7 @@ pub fn decode_batch(ctx: &Context, payload: &[u8]) -> Result<Vec<Event>, CodecEr
     let mut prev = 0u64;
     // A batch's events fall within a second or two: the date is formatted
     // once a second, not per event.
-    let mut times = crate::clock::Rfc3339Cache::default();
+    let mut times = crate::kernel::clock::Rfc3339Cache::default();
     for _ in 0..count {
         let ev = decode_event(ctx, &mut r, prev, &mut times)?;
         prev = ev.ts_mono_ns;
@@ -300,7 +300,7 @@ fn decode_event(
     ctx: &Context,
     r: &mut Reader<'_>,
     prev_ts: u64,
-    times: &mut crate::clock::Rfc3339Cache,
+    times: &mut crate::kernel::clock::Rfc3339Cache,
 ) -> Result<Event, CodecError> {
     let bits = r.varint()? as u32;
     let hop = if bits & HOP_NAMED != 0 {
@@ -366,7 +366,7 @@ fn decode_event(
         let dst_mac = (bits & DST_MAC != 0)
             .then(|| {
                 r.bytes(6)
-                    .map(|b| crate::identity::mac_string(&b.try_into().expect("6 bytes")))
+                    .map(|b| crate::schema::identity::mac_string(&b.try_into().expect("6 bytes")))
             })
             .transpose()?;
         Some(Inner {
@@ -384,7 +384,7 @@ fn decode_event(
         None
     };
     let fingerprint = if bits & FINGERPRINT != 0 {
-        Some(crate::event::hex16(r.u64()?))
+        Some(crate::schema::event::hex16(r.u64()?))
     } else if bits & FINGERPRINT_TEXT != 0 {
         Some(r.text()?)
     } else {
