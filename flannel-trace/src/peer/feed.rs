@@ -29,9 +29,10 @@ use std::{
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::{
+    peer::Message,
     peer::thin::{self, MAX_MASK, ThinStep},
     schema::event::Event,
-    schema::wire::Message,
+    schema::record::Record,
 };
 
 /// Bounds of what the queue (within its own capacity) and the overflow
@@ -152,12 +153,12 @@ impl Feed {
         if self.backlog() >= self.queue_cap {
             return Ok(Some(ev));
         }
-        match self.tx.try_send(Message::Event(ev)) {
+        match self.tx.try_send(Message::Record(Record::Event(ev))) {
             Ok(()) => {
                 self.queued += 1;
                 Ok(None)
             }
-            Err(TrySendError::Full(Message::Event(ev))) => Ok(Some(ev)),
+            Err(TrySendError::Full(Message::Record(Record::Event(ev)))) => Ok(Some(ev)),
             Err(TrySendError::Full(_)) => Ok(None),
             Err(TrySendError::Closed(_)) => Err(Closed),
         }
@@ -277,7 +278,9 @@ impl Feed {
     pub async fn drain(&mut self, deadline: Duration) -> Result<(), Closed> {
         let until = tokio::time::Instant::now() + deadline;
         while let Some(ev) = self.overflow.pop_front() {
-            match tokio::time::timeout_at(until, self.tx.send(Message::Event(ev))).await {
+            match tokio::time::timeout_at(until, self.tx.send(Message::Record(Record::Event(ev))))
+                .await
+            {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(Closed),
                 Err(_) => {
@@ -326,7 +329,7 @@ mod tests {
             "{masks:?}"
         );
         let mut got = Vec::new();
-        while let Ok(Message::Event(e)) = rx.try_recv() {
+        while let Ok(Message::Record(Record::Event(e))) = rx.try_recv() {
             got.push(e);
         }
         // Freed slots: the overflow moves up, then drains at the end.
@@ -371,7 +374,7 @@ mod tests {
                     match tokio::time::timeout(std::time::Duration::from_millis(50), rx.recv())
                         .await
                     {
-                        Ok(Some(Message::Event(e))) => got.push(e),
+                        Ok(Some(Message::Record(Record::Event(e)))) => got.push(e),
                         _ => break,
                     }
                 }
