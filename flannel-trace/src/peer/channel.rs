@@ -20,9 +20,7 @@ use crate::schema::wire;
 
 /// Largest Noise message (the spec's limit), and the plaintext it carries.
 pub(super) const RECORD_MAX: usize = 65_535;
-
 const TAG: usize = 16;
-
 const CHUNK: usize = RECORD_MAX - TAG;
 
 /// A peer that vanishes without closing (crash, power, cut link) sends no
@@ -31,11 +29,8 @@ const CHUNK: usize = RECORD_MAX - TAG;
 /// that waits forever. Generous, since the underlay being debugged may
 /// itself be lossy.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
-
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-
 const KEEPALIVE_PROBES: u32 = 9;
-
 const DEAD_PEER_AFTER: Duration = Duration::from_secs(60);
 
 /// Initial read buffer; it grows with the largest frame seen.
@@ -44,8 +39,9 @@ const READ_BUFFER: usize = 16 * 1024;
 /// A framed, bounded, encrypted message stream over TCP.
 #[derive(Debug)]
 pub struct Channel {
+    /// Visible to the tests, which write raw bytes on its socket.
     pub(super) tx: ChannelTx,
-    pub(super) rx: ChannelRx,
+    rx: ChannelRx,
 }
 
 /// Sending half of a [`Channel`].

@@ -16,7 +16,6 @@ use super::protocol::{Control, MAGIC, Message, PROTOCOL_VERSION, STEP_TIMEOUT, h
 use super::{Channel, PeerError};
 use crate::schema::identity::NodeIdentity;
 use crate::verdict::ClockEstimate;
-
 const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_SHA256";
 
 /// Handshake messages are tens of bytes; anything larger is not one.

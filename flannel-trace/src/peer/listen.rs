@@ -26,18 +26,17 @@ use crate::schema::identity::NodeIdentity;
 use crate::schema::record::Record;
 
 /// Time an accepted connection has to complete the Noise handshake.
-pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(3);
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Time an authenticated peer has for identities and the clock exchange.
 const ADMIT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Handshakes in progress at once on the listener (the total number of
 /// connections it holds open while waiting).
-pub const MAX_PENDING: usize = 64;
+const MAX_PENDING: usize = 64;
 
 /// Refusal log lines: a burst, then a steady rate.
 pub(super) const LOG_BURST: f64 = 10.0;
-
 const LOG_PER_SEC: f64 = 2.0;
 
 /// Refusal lines, rate-limited (token bucket), with a count of those not

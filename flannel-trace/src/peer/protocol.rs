@@ -139,7 +139,6 @@ mod tests {
     use bytes::BytesMut;
 
     use super::*;
-    use crate::schema::codec;
     use crate::schema::wire::{self, Decoder, FrameError};
 
     /// The bytes of protocol version 3, as a node built before the split
@@ -228,23 +227,11 @@ mod tests {
 
     #[test]
     fn event_batches_need_the_start_first_and_come_out_one_by_one() {
-        let id = crate::verdict::test_identity("node-a");
-        let ctx = codec::Context::of(&id);
-        let ev: Event = serde_json::from_value(serde_json::json!({
-            "time": crate::kernel::clock::rfc3339(10 + id.clock_offset_ns), "ts_mono_ns": 10,
-            "hop": "drop", "ifindex": 1, "iface": null, "len": 1,
-        }))
-        .unwrap();
-        let mut batch = Vec::new();
-        wire::encode_events(&ctx, &[ev.clone(), ev.clone()], &mut batch);
+        let (batch, mut stream) = wire::test_stream(&Message::Control(Control::Bye));
         let mut d = Decoder::<Message>::default();
         let mut early = BytesMut::from(&batch[..]);
         assert!(matches!(d.decode(&mut early), Err(FrameError::NoContext)));
 
-        let start = Message::Record(Record::Start(id));
-        let mut stream = BytesMut::from(&wire::encode(&start).unwrap()[..]);
-        stream.extend_from_slice(&batch);
-        stream.extend_from_slice(&wire::encode(&Message::Control(Control::Bye)).unwrap());
         let mut d = Decoder::<Message>::default();
         let kinds: Vec<&str> = std::iter::from_fn(|| d.decode(&mut stream).unwrap())
             .map(|m| m.kind())

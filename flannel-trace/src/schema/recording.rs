@@ -271,6 +271,26 @@ mod tests {
         assert_eq!(r.events[0].iface, Some(identity("node-a").underlay_dev));
     }
 
+    /// A peer channel's own message (here its `bye`, as a peer frames
+    /// it) is not a record: a file holding one is refused, naming it.
+    #[test]
+    fn a_peer_control_message_in_a_recording_is_refused() {
+        let mut data = MAGIC.to_vec();
+        data.extend_from_slice(&wire::encode(&Record::Start(identity("node-a"))).unwrap());
+        let at = data.len();
+        let bye = serde_json::json!({"type": "bye"});
+        data.extend_from_slice(&wire::encode(&bye).unwrap());
+        let Err(e) = parse(Path::new("x.rec"), &data) else {
+            panic!("a recording with a `bye` accepted")
+        };
+        assert!(
+            matches!(e, RecordError::Corrupt { offset, .. } if offset == at),
+            "{e}"
+        );
+        let msg = e.to_string();
+        assert!(msg.contains("x.rec") && msg.contains("unknown variant `bye`"), "{msg}");
+    }
+
     #[test]
     fn every_truncation_and_corruption_is_a_clear_error() {
         let data = sample();

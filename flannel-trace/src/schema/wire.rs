@@ -199,26 +199,36 @@ mod tests {
 
     #[test]
     fn event_batches_need_the_start_first_and_come_out_one_by_one() {
-        let id = crate::verdict::test_identity("node-a");
-        let ctx = codec::Context::of(&id);
-        let ev: Event = serde_json::from_value(serde_json::json!({
-            "time": crate::kernel::clock::rfc3339(10 + id.clock_offset_ns), "ts_mono_ns": 10,
-            "hop": "drop", "ifindex": 1, "iface": null, "len": 1,
-        }))
-        .unwrap();
-        let mut batch = Vec::new();
-        encode_events(&ctx, &[ev.clone(), ev.clone()], &mut batch);
+        let (batch, mut stream) = test_stream(&Record::Summary(Default::default()));
         let mut d = Decoder::<Record>::default();
         let mut early = BytesMut::from(&batch[..]);
         assert!(matches!(d.decode(&mut early), Err(FrameError::NoContext)));
 
-        let mut stream = BytesMut::from(&encode(&Record::Start(id)).unwrap()[..]);
-        stream.extend_from_slice(&batch);
-        stream.extend_from_slice(&encode(&Record::Summary(Default::default())).unwrap());
         let mut d = Decoder::<Record>::default();
         let kinds: Vec<&str> = std::iter::from_fn(|| d.decode(&mut stream).unwrap())
             .map(|m| m.kind())
             .collect();
         assert_eq!(kinds, ["start", "event", "event", "summary"]);
     }
+}
+
+/// For the decoder tests (here and of the peer protocol): a batch of two
+/// events alone, and a whole stream: the `start` of a test identity, that
+/// batch, then `last`.
+#[cfg(test)]
+pub(crate) fn test_stream(last: &impl Serialize) -> (Vec<u8>, BytesMut) {
+    let id = crate::verdict::test_identity("node-a");
+    let ctx = codec::Context::of(&id);
+    let ev: Event = serde_json::from_value(serde_json::json!({
+        "time": crate::kernel::clock::rfc3339(10 + id.clock_offset_ns), "ts_mono_ns": 10,
+        "hop": "drop", "ifindex": 1, "iface": null, "len": 1,
+    }))
+    .unwrap();
+    let mut batch = Vec::new();
+    encode_events(&ctx, &[ev.clone(), ev], &mut batch);
+    let start = crate::schema::record::Record::Start(id);
+    let mut stream = BytesMut::from(&encode(&start).unwrap()[..]);
+    stream.extend_from_slice(&batch);
+    stream.extend_from_slice(&encode(last).unwrap());
+    (batch, stream)
 }

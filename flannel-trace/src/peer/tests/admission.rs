@@ -30,16 +30,7 @@ async fn turned_away(addr: SocketAddr, bytes: &[u8]) -> String {
 #[tokio::test]
 async fn garbage_oversized_and_silent_clients_are_dropped() {
     capture_logs();
-    let (listener, addr) = bound().await;
-    let server = tokio::spawn(async move {
-        listen(
-            listener,
-            TOKEN,
-            &identity("a"),
-            Some(Duration::from_secs(30)),
-        )
-        .await
-    });
+    let (server, addr) = listener_a(30).await;
 
     let http = b"GET / HTTP/1.1\r\nHost: node-a\r\n\r\n";
     assert!(turned_away(addr, http).await.contains("bad hello"));
@@ -85,16 +76,7 @@ async fn garbage_oversized_and_silent_clients_are_dropped() {
 async fn the_real_peer_gets_in_during_a_flood() {
     const IDLE: usize = 150;
     const GARBAGE: usize = 150;
-    let (listener, addr) = bound().await;
-    let server = tokio::spawn(async move {
-        listen(
-            listener,
-            TOKEN,
-            &identity("a"),
-            Some(Duration::from_secs(30)),
-        )
-        .await
-    });
+    let (server, addr) = listener_a(30).await;
     let mut idle = Vec::new();
     for _ in 0..IDLE {
         idle.push(TcpStream::connect(addr).await.unwrap());

@@ -30,16 +30,7 @@ async fn handshake_exchanges_identities_and_measures_the_clock() {
 #[tokio::test]
 async fn wrong_token_is_refused_and_the_listener_keeps_waiting() {
     capture_logs();
-    let (listener, addr) = bound().await;
-    let server = tokio::spawn(async move {
-        listen(
-            listener,
-            TOKEN,
-            &identity("a"),
-            Some(Duration::from_secs(20)),
-        )
-        .await
-    });
+    let (server, addr) = listener_a(20).await;
     let wait = Duration::from_secs(5);
     let err = connect(addr, "guess", &identity("intruder"), wait)
         .await
@@ -69,16 +60,7 @@ async fn wrong_token_is_refused_and_the_listener_keeps_waiting() {
 #[tokio::test]
 async fn a_listener_without_the_token_is_not_trusted() {
     // Capture a genuine reply through a recording proxy.
-    let (listener, real) = bound().await;
-    let server = tokio::spawn(async move {
-        listen(
-            listener,
-            TOKEN,
-            &identity("a"),
-            Some(Duration::from_secs(20)),
-        )
-        .await
-    });
+    let (server, real) = listener_a(20).await;
     let (proxy, proxy_addr) = bound().await;
     let recorder = tokio::spawn(async move {
         let (mut client, _) = proxy.accept().await.unwrap();
@@ -128,16 +110,7 @@ async fn a_listener_without_the_token_is_not_trusted() {
 /// with an integrity error, never a misread message.
 #[tokio::test]
 async fn a_tampered_record_fails_its_integrity_check() {
-    let (listener, real) = bound().await;
-    let _server = tokio::spawn(async move {
-        listen(
-            listener,
-            TOKEN,
-            &identity("a"),
-            Some(Duration::from_secs(20)),
-        )
-        .await
-    });
+    let (_server, real) = listener_a(20).await;
     let (proxy, proxy_addr) = bound().await;
     tokio::spawn(async move {
         let (client, _) = proxy.accept().await.unwrap();

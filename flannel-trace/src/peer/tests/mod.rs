@@ -7,6 +7,7 @@ use std::thread::{self, ThreadId};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use super::{Channel, Handshake, connect, listen};
 use crate::schema::identity::NodeIdentity;
@@ -93,6 +94,16 @@ fn warnings() -> Vec<String> {
         .map(|(_, l)| l.clone())
         .collect()
 }
+
+/// Node "a" listening on a fresh loopback port for up to `secs`, in a task.
+async fn listener_a(secs: u64) -> (JoinHandle<Listened>, SocketAddr) {
+    let (listener, addr) = bound().await;
+    let wait = Some(Duration::from_secs(secs));
+    let server = tokio::spawn(async move { listen(listener, TOKEN, &identity("a"), wait).await });
+    (server, addr)
+}
+
+type Listened = Result<(Handshake, Channel), super::PeerError>;
 
 async fn pair() -> (Handshake, Channel, Handshake, Channel) {
     let (listener, addr) = bound().await;
