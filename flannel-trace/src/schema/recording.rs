@@ -288,7 +288,10 @@ mod tests {
             "{e}"
         );
         let msg = e.to_string();
-        assert!(msg.contains("x.rec") && msg.contains("unknown variant `bye`"), "{msg}");
+        assert!(
+            msg.contains("x.rec") && msg.contains("unknown variant `bye`"),
+            "{msg}"
+        );
     }
 
     #[test]

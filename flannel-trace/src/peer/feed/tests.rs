@@ -73,9 +73,7 @@ fn drain_into(feed: &mut Feed, rx: &mut mpsc::Receiver<Message>, got: &mut Vec<E
         let drain = feed.drain(Duration::from_secs(5));
         let take = async {
             while got.len() < 64 {
-                match tokio::time::timeout(std::time::Duration::from_millis(50), rx.recv())
-                    .await
-                {
+                match tokio::time::timeout(std::time::Duration::from_millis(50), rx.recv()).await {
                     Ok(Some(Message::Record(Record::Event(e)))) => got.push(e),
                     _ => break,
                 }
