@@ -40,6 +40,9 @@ pub(super) const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 /// One message of the peer channel: a public record, or one of the
 /// channel's own control messages. Both are written as they are (each
 /// carries its own `"type"`), so the bytes are those of one flat enum.
+// Unboxed: records (every event) are the common case, and a box would
+// cost an allocation per event on the way to the channel's writer.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Message {

@@ -167,6 +167,27 @@ pub fn crc32(data: &[u8]) -> u32 {
     crc32fast::hash(data)
 }
 
+/// For the decoder tests (here and of the peer protocol): a batch of two
+/// events alone, and a whole stream: the `start` of a test identity, that
+/// batch, then `last`.
+#[cfg(test)]
+pub(crate) fn test_stream(last: &impl Serialize) -> (Vec<u8>, BytesMut) {
+    let id = crate::verdict::test_identity("node-a");
+    let ctx = codec::Context::of(&id);
+    let ev: Event = serde_json::from_value(serde_json::json!({
+        "time": crate::kernel::clock::rfc3339(10 + id.clock_offset_ns), "ts_mono_ns": 10,
+        "hop": "drop", "ifindex": 1, "iface": null, "len": 1,
+    }))
+    .unwrap();
+    let mut batch = Vec::new();
+    encode_events(&ctx, &[ev.clone(), ev], &mut batch);
+    let start = crate::schema::record::Record::Start(id);
+    let mut stream = BytesMut::from(&encode(&start).unwrap()[..]);
+    stream.extend_from_slice(&batch);
+    stream.extend_from_slice(&encode(last).unwrap());
+    (batch, stream)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,25 +231,4 @@ mod tests {
             .collect();
         assert_eq!(kinds, ["start", "event", "event", "summary"]);
     }
-}
-
-/// For the decoder tests (here and of the peer protocol): a batch of two
-/// events alone, and a whole stream: the `start` of a test identity, that
-/// batch, then `last`.
-#[cfg(test)]
-pub(crate) fn test_stream(last: &impl Serialize) -> (Vec<u8>, BytesMut) {
-    let id = crate::verdict::test_identity("node-a");
-    let ctx = codec::Context::of(&id);
-    let ev: Event = serde_json::from_value(serde_json::json!({
-        "time": crate::kernel::clock::rfc3339(10 + id.clock_offset_ns), "ts_mono_ns": 10,
-        "hop": "drop", "ifindex": 1, "iface": null, "len": 1,
-    }))
-    .unwrap();
-    let mut batch = Vec::new();
-    encode_events(&ctx, &[ev.clone(), ev], &mut batch);
-    let start = crate::schema::record::Record::Start(id);
-    let mut stream = BytesMut::from(&encode(&start).unwrap()[..]);
-    stream.extend_from_slice(&batch);
-    stream.extend_from_slice(&encode(last).unwrap());
-    (batch, stream)
 }
