@@ -221,7 +221,7 @@ fn write_padded(out: &mut impl io::Write, text: &str, width: usize) -> io::Resul
 }
 
 /// An event as the `--json` stream carries it: the same object as
-/// `Message::Event`, serialised from a borrow, so printing an event does
+/// `Record::Event`, serialised from a borrow, so printing an event does
 /// not copy it.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -271,7 +271,7 @@ pub fn summary_text(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::wire::Message;
+    use crate::schema::record::Record;
 
     fn sample() -> Event {
         let ep = |a: &str, b: &str, proto: &str, ports: bool| Endpoints {
@@ -320,7 +320,7 @@ mod tests {
         let ev = sample();
         assert_eq!(
             serde_json::to_string(&EventRecord::Event(&ev)).unwrap(),
-            serde_json::to_string(&Message::Event(ev.clone())).unwrap()
+            serde_json::to_string(&Record::Event(ev.clone())).unwrap()
         );
     }
 

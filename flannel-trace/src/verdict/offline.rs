@@ -11,10 +11,10 @@ use crate::{
     kernel::clock,
     render,
     schema::identity::NodeIdentity,
+    schema::record::Record,
     schema::recording::RecordError,
     schema::replay::Replay,
     schema::summary::Summary,
-    schema::wire::Message,
     verdict::{Join, NodeTrace, Options},
 };
 
@@ -302,7 +302,7 @@ pub fn run(args: JoinArgs) -> Result<(), Fatal> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&Message::Verdict(report))
+            serde_json::to_string_pretty(&Record::Verdict(report))
                 .context("encoding the verdict")?
         );
     } else {

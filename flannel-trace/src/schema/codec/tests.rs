@@ -108,7 +108,7 @@ fn a_busy_stream_takes_at_most_80_bytes_per_event() {
     encode_batch(&ctx(), &events, &mut out);
     // Frame header (length, CRC) included.
     let per_event = (out.len() + 8) as f64 / events.len() as f64;
-    let json = serde_json::to_vec(&crate::schema::wire::Message::Event(events[0].clone()))
+    let json = serde_json::to_vec(&crate::schema::record::Record::Event(events[0].clone()))
         .unwrap()
         .len();
     eprintln!(
