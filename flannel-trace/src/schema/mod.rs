@@ -8,4 +8,5 @@ pub mod identity;
 pub mod recording;
 pub mod replay;
 pub mod summary;
+pub mod values;
 pub mod wire;
