@@ -5,7 +5,7 @@
 //! `FromStr`. Each parser accepts exactly the text its `Display` writes,
 //! so a JSON round trip is exact and anything else is an error.
 
-use std::{cmp::Ordering, fmt, marker::PhantomData, str::FromStr};
+use std::{cmp::Ordering, fmt, str::FromStr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
@@ -31,19 +31,40 @@ fn bad<T>(what: &'static str, text: &str) -> Result<T, BadValue> {
     })
 }
 
-/// Reads a string field through `T::from_str` without an owned copy.
-struct TextVisitor<T>(PhantomData<T>);
+/// `v` where `s` is exactly how it is written: "ip-proto-07" or "ACK|SYN"
+/// are not what the decoder writes, and would not round-trip.
+fn canonical<T: fmt::Display>(v: T, what: &'static str, s: &str) -> Result<T, BadValue> {
+    if v.to_string() == s {
+        Ok(v)
+    } else {
+        bad(what, s)
+    }
+}
 
-impl<T: FromStr<Err = BadValue>> de::Visitor<'_> for TextVisitor<T> {
+/// Reads a string field through `parse`, without an owned copy.
+struct TextVisitor<T> {
+    what: &'static str,
+    parse: fn(&str) -> Result<T, BadValue>,
+}
+
+impl<T> de::Visitor<'_> for TextVisitor<T> {
     type Value = T;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string")
+        f.write_str(self.what)
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
-        s.parse().map_err(E::custom)
+        (self.parse)(s).map_err(E::custom)
     }
+}
+
+fn deserialize_text<'de, D: Deserializer<'de>, T>(
+    d: D,
+    what: &'static str,
+    parse: fn(&str) -> Result<T, BadValue>,
+) -> Result<T, D::Error> {
+    d.deserialize_str(TextVisitor { what, parse })
 }
 
 /// Serde through `Display` and `FromStr`: the JSON form is the text.
@@ -57,7 +78,7 @@ macro_rules! as_text {
 
         impl<'de> Deserialize<'de> for $t {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_str(TextVisitor(PhantomData))
+                deserialize_text(d, "a string", <$t>::from_str)
             }
         }
     )*};
@@ -107,24 +128,45 @@ impl Proto {
 
     /// The name, where it needs no formatting (all but `Other`).
     pub fn static_name(self) -> Option<&'static str> {
-        Some(match self {
-            Proto::Icmp => "icmp",
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-            Proto::Icmpv6 => "icmpv6",
-            Proto::Sctp => "sctp",
-            Proto::Arp => "arp",
-            Proto::Other(_) => return None,
-        })
+        PROTO_NAMES
+            .iter()
+            .find(|(p, _)| *p == self)
+            .map(|(_, n)| *n)
     }
+}
+
+const PROTO_NAMES: [(Proto, &str); 6] = [
+    (Proto::Icmp, "icmp"),
+    (Proto::Tcp, "tcp"),
+    (Proto::Udp, "udp"),
+    (Proto::Icmpv6, "icmpv6"),
+    (Proto::Sctp, "sctp"),
+    (Proto::Arp, "arp"),
+];
+
+/// A value written as one of `names`, else as `prefix` and a number.
+fn named_or_numbered<T: Copy + fmt::Display>(
+    s: &str,
+    what: &'static str,
+    names: &[(T, &str)],
+    prefix: &str,
+    number: fn(u8) -> T,
+) -> Result<T, BadValue> {
+    let v = match names.iter().find(|(_, n)| *n == s) {
+        Some((v, _)) => *v,
+        None => match s.strip_prefix(prefix).map(str::parse::<u8>) {
+            Some(Ok(n)) => number(n),
+            _ => return bad(what, s),
+        },
+    };
+    canonical(v, what, s)
 }
 
 impl fmt::Display for Proto {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.static_name(), self) {
-            (Some(name), _) => f.write_str(name),
-            (None, Proto::Other(n)) => write!(f, "ip-proto-{n}"),
-            (None, _) => unreachable!("only Other has no static name"),
+        match (self, self.static_name()) {
+            (Proto::Other(n), _) => write!(f, "ip-proto-{n}"),
+            (_, name) => f.write_str(name.expect("a name for all but Other")),
         }
     }
 }
@@ -133,25 +175,13 @@ impl FromStr for Proto {
     type Err = BadValue;
 
     fn from_str(s: &str) -> Result<Proto, BadValue> {
-        let p = match s {
-            "arp" => Proto::Arp,
-            other => match other.strip_prefix("ip-proto-").map(str::parse::<u8>) {
-                Some(Ok(n)) => Proto::from_number(n),
-                _ => match ["icmp", "tcp", "udp", "icmpv6", "sctp"]
-                    .iter()
-                    .position(|n| *n == s)
-                {
-                    Some(i) => Proto::from_number([1, 6, 17, 58, 132][i]),
-                    None => return bad("a protocol", s),
-                },
-            },
-        };
-        // "ip-proto-6" or "ip-proto-07" are not what the decoder writes.
-        if p.to_string() == s {
-            Ok(p)
-        } else {
-            bad("a protocol", s)
-        }
+        named_or_numbered(
+            s,
+            "a protocol",
+            &PROTO_NAMES,
+            "ip-proto-",
+            Proto::from_number,
+        )
     }
 }
 
@@ -220,13 +250,7 @@ impl FromStr for TcpFlags {
                 None => return bad("TCP flags", s),
             }
         }
-        // Only the canonical order and spelling.
-        let f = TcpFlags(bits);
-        if f.to_string() == s {
-            Ok(f)
-        } else {
-            bad("TCP flags", s)
-        }
+        canonical(TcpFlags(bits), "TCP flags", s)
     }
 }
 
@@ -349,19 +373,8 @@ impl FromStr for ArpOp {
     type Err = BadValue;
 
     fn from_str(s: &str) -> Result<ArpOp, BadValue> {
-        let op = match s {
-            "request" => ArpOp::Request,
-            "reply" => ArpOp::Reply,
-            other => match other.strip_prefix("op ").map(str::parse::<u8>) {
-                Some(Ok(n)) => ArpOp::from_code(n),
-                _ => return bad("an ARP operation", s),
-            },
-        };
-        if op.to_string() == s {
-            Ok(op)
-        } else {
-            bad("an ARP operation", s)
-        }
+        let names = [(ArpOp::Request, "request"), (ArpOp::Reply, "reply")];
+        named_or_numbered(s, "an ARP operation", &names, "op ", ArpOp::from_code)
     }
 }
 
@@ -380,14 +393,13 @@ impl FromStr for KernelAddr {
     type Err = BadValue;
 
     fn from_str(s: &str) -> Result<KernelAddr, BadValue> {
-        let a = s
+        match s
             .strip_prefix("0x")
             .filter(|h| lower_hex(h))
             .and_then(|h| u64::from_str_radix(h, 16).ok())
-            .map(KernelAddr);
-        match a {
-            Some(a) if a.to_string() == s => Ok(a),
-            _ => bad("a kernel address", s),
+        {
+            Some(a) => canonical(KernelAddr(a), "a kernel address", s),
+            None => bad("a kernel address", s),
         }
     }
 }
@@ -410,22 +422,8 @@ pub mod hop_name {
         s.serialize_str(h.name())
     }
 
-    struct Name;
-
-    impl de::Visitor<'_> for Name {
-        type Value = Hop;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a hop name")
-        }
-
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<Hop, E> {
-            parse(s).map_err(E::custom)
-        }
-    }
-
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hop, D::Error> {
-        d.deserialize_str(Name)
+        deserialize_text(d, "a hop name", parse)
     }
 }
 
@@ -461,22 +459,8 @@ pub mod rfc3339_text {
         }
     }
 
-    struct Text;
-
-    impl de::Visitor<'_> for Text {
-        type Value = i64;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("an RFC 3339 time")
-        }
-
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<i64, E> {
-            parse(s).map_err(E::custom)
-        }
-    }
-
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-        d.deserialize_str(Text)
+        deserialize_text(d, "an RFC 3339 time", parse)
     }
 }
 

@@ -28,18 +28,14 @@ fn rejected<T: DeserializeOwned + FromStr<Err = BadValue> + fmt::Debug>(text: &s
 
 #[test]
 fn protocols() {
-    for (p, t) in [
-        (Proto::Icmp, "icmp"),
-        (Proto::Tcp, "tcp"),
-        (Proto::Udp, "udp"),
-        (Proto::Icmpv6, "icmpv6"),
-        (Proto::Sctp, "sctp"),
-        (Proto::Arp, "arp"),
-        (Proto::Other(99), "ip-proto-99"),
-        (Proto::Other(0), "ip-proto-0"),
-    ] {
-        exact(p, t);
-    }
+    exact(Proto::Icmp, "icmp");
+    exact(Proto::Tcp, "tcp");
+    exact(Proto::Udp, "udp");
+    exact(Proto::Icmpv6, "icmpv6");
+    exact(Proto::Sctp, "sctp");
+    exact(Proto::Arp, "arp");
+    exact(Proto::Other(99), "ip-proto-99");
+    exact(Proto::Other(0), "ip-proto-0");
     for n in 0..=255u8 {
         assert_eq!(Proto::from_number(n).number(), Some(n));
     }
