@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// A node identity for the stream context of event batches.
-fn identity() -> NodeIdentity {
+pub(crate) fn identity() -> NodeIdentity {
     serde_json::from_value(serde_json::json!({
         "version": "fuzz", "node": "node-a", "kernel": "6.1.0", "netns_inode": 1,
         "vxlan_dev": "flannel.1", "vxlan_ifindex": 3, "vxlan_mac": null, "vtep_addrs": [],

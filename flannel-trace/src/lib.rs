@@ -17,7 +17,7 @@ mod kernel;
 mod net;
 mod peer;
 mod render;
-mod schema;
+pub mod schema;
 mod session;
 mod verdict;
 

@@ -10,4 +10,5 @@ pub mod record;
 pub mod recording;
 pub mod replay;
 pub mod summary;
+pub mod values;
 pub mod wire;

@@ -14,6 +14,9 @@ use crate::{
     verdict::Report,
 };
 
+// `Start` comes once per session and `Event`s are moved in batches: the
+// size of the enum costs nothing worth a box around the identity.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Record {

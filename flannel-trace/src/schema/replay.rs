@@ -232,7 +232,7 @@ mod tests {
 
     fn event(i: u64) -> Event {
         serde_json::from_value(serde_json::json!({
-            "time": "", "ts_mono_ns": i, "hop": "underlay-egress", "ifindex": 2,
+            "time": "1970-01-01T00:00:00.000000000Z", "ts_mono_ns": i, "hop": "underlay-egress", "ifindex": 2,
             "iface": "eth1", "len": 100,
         }))
         .unwrap()

@@ -684,14 +684,9 @@ impl Session<'_> {
         }
         self.summary.events += 1;
         // Keys are cloned only the first time a hop or reason is seen.
-        bump(&mut self.summary.per_hop, &ev.hop);
+        bump(&mut self.summary.per_hop, ev.hop.name());
         if let Some(d) = &ev.drop {
-            let key = d
-                .reason
-                .as_ref()
-                .or(d.location.as_ref())
-                .unwrap_or(&d.location_addr);
-            bump(&mut self.summary.drops_by_reason, key);
+            bump(&mut self.summary.drops_by_reason, &d.summary_key());
         }
         if self.sinks.print_events {
             // Straight into the 64 KiB buffer: no per-event String, no copy

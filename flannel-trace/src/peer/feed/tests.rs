@@ -5,7 +5,7 @@ use super::*;
 
 fn udp(id: u32, ts: u64) -> Event {
     serde_json::from_value(serde_json::json!({
-        "time": "x", "ts_mono_ns": ts, "hop": "overlay-egress", "ifindex": 1, "len": 100,
+        "time": "1970-01-01T00:00:00.000000000Z", "ts_mono_ns": ts, "hop": "overlay-egress", "ifindex": 1, "len": 100,
         "inner": {"src": "10.244.1.5", "dst": "10.244.2.9", "proto": "udp",
                   "sport": 4000, "dport": 8080, "ip_id": id, "ip_len": 60},
     }))
