@@ -33,7 +33,6 @@ pub const RAW_DROP_KIND: u8 = 3;
 pub struct RawDrop {
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
     pub ts_ns: u64,
-    pub skb_addr: u64,
     /// Kernel text address that freed the packet.
     pub drop_location: u64,
     /// [`RAW_DROP_KIND`].
@@ -56,7 +55,7 @@ pub struct RawDrop {
     pub bytes: [u8; RAW_CAP],
 }
 
-const _: () = assert!(size_of::<RawDrop>() == 48 + RAW_CAP);
+const _: () = assert!(size_of::<RawDrop>() == 40 + RAW_CAP);
 const _: () = assert!(RAW_CAP.is_power_of_two() && RAW_CAP <= u16::MAX as usize);
 // The kind byte lies at the same offset in both records.
 const _: () =
@@ -68,7 +67,6 @@ impl RawDrop {
     pub const fn zeroed() -> RawDrop {
         RawDrop {
             ts_ns: 0,
-            skb_addr: 0,
             drop_location: 0,
             kind: RAW_DROP_KIND,
             on_vxlan: 0,
@@ -118,7 +116,6 @@ impl RawDrop {
         }
         Some(RawEvent {
             ts_ns: self.ts_ns,
-            skb_addr: self.skb_addr,
             drop_location: self.drop_location,
             kind: EventKind::Drop as u8,
             hop: Hop::Drop as u8,

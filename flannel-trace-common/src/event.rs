@@ -223,8 +223,6 @@ pub struct PacketInfo {
 pub struct RawEvent {
     /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC nanoseconds.
     pub ts_ns: u64,
-    /// Address of the `struct sk_buff` (ties hops of one node together).
-    pub skb_addr: u64,
     /// Kernel text address that freed the packet (drops only).
     pub drop_location: u64,
     /// [`EventKind`] tag.
@@ -242,7 +240,7 @@ pub struct RawEvent {
 
 const _: () = assert!(size_of::<Tuple>() == 40);
 const _: () = assert!(size_of::<PacketInfo>() == 128);
-const _: () = assert!(size_of::<RawEvent>() == 168);
+const _: () = assert!(size_of::<RawEvent>() == 160);
 
 impl RawEvent {
     pub const SIZE: usize = size_of::<RawEvent>();

@@ -112,7 +112,6 @@ pub struct Meta {
     pub hop: Hop,
     pub ifindex: u32,
     pub skb_len: u32,
-    pub skb_addr: u64,
 }
 
 /// Reserve a record in the ring buffer, fill it and submit it. The packet is
@@ -127,7 +126,6 @@ pub fn submit(cfg: &Config, meta: &Meta, pkt: &PacketInfo) {
     entry.write(RawEvent {
         // SAFETY: a helper without arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
-        skb_addr: meta.skb_addr,
         drop_location: 0,
         kind: EventKind::Packet as u8,
         hop: meta.hop as u8,
@@ -184,7 +182,6 @@ pub fn submit_drop(
     // SAFETY: as above; the helper takes no arguments.
     unsafe {
         (*r).ts_ns = bpf_ktime_get_ns();
-        (*r).skb_addr = skb.addr;
         (*r).drop_location = location;
         (*r).kind = RAW_DROP_KIND;
         (*r).on_vxlan = on_vxlan as u8;

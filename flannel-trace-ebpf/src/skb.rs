@@ -72,7 +72,6 @@ impl SkbBytes {
 
 /// What the hooks need to know about one skb.
 pub struct Skb {
-    pub addr: u64,
     pub bytes: SkbBytes,
     pub len: u32,
     pub protocol: u16,
@@ -105,7 +104,6 @@ impl Skb {
             }
         };
         Some(Skb {
-            addr,
             bytes: SkbBytes { head, end },
             len,
             protocol: u16::from_be(protocol),

@@ -293,7 +293,7 @@ mod tests {
             b"\x01\x02\x03",
             &[0xff; 300],
             &[0u8; 160],
-            &[3u8; 304],
+            &[3u8; flannel_trace_common::dropped::RawDrop::SIZE],
         ] {
             packet(data);
             ring_event(data);

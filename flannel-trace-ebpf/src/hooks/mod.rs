@@ -129,10 +129,10 @@ pub(crate) fn local_ifindex(cfg: &Config, addr: u64) -> Option<u32> {
 
 /// The `struct sk_buff *` first argument of a tp_btf program, as a plain
 /// number. Loaded straight from the context the verifier types it as a
-/// BTF pointer, and kernels before 6.x (5.10 measured) then refuse the
-/// shifts of the byte-wise copy of `skb_addr` into the event ("pointer
-/// arithmetic with >>= operator prohibited"). Read through the helper it
-/// is a scalar; the programs only ever pass it to bpf_probe_read_kernel.
+/// BTF pointer, on which kernels before 6.x (5.10 measured) refuse the
+/// arithmetic a copy of it into a record takes ("pointer arithmetic with
+/// >>= operator prohibited"). The programs only pass it to
+/// bpf_probe_read_kernel, for which a scalar is all they need.
 #[inline(always)]
 pub(crate) fn skb_arg(ctx: &BtfTracePointContext) -> u64 {
     use aya_ebpf::{EbpfContext as _, helpers::bpf_probe_read_kernel};

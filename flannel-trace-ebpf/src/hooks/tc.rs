@@ -145,7 +145,6 @@ fn try_tc(ctx: &TcContext, hop: Hop, side: TcSide) -> Result<(), ()> {
         hop,
         ifindex,
         skb_len: ctx.len(),
-        skb_addr: 0,
     };
     report(cfg, &meta, pkt);
     Ok(())

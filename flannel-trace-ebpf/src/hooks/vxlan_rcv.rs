@@ -116,7 +116,6 @@ fn vxlan_event(cfg: &Config, skb: &Skb, pkt: &PacketInfo) {
         hop: Hop::VxlanRcv,
         ifindex: cfg.vxlan_ifindex,
         skb_len: skb.len,
-        skb_addr: skb.addr,
     };
     report(cfg, &meta, pkt);
 }
