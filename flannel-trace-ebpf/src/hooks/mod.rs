@@ -130,9 +130,9 @@ pub(crate) fn local_ifindex(cfg: &Config, addr: u64) -> Option<u32> {
 /// The `struct sk_buff *` first argument of a tp_btf program, as a plain
 /// number. Loaded straight from the context the verifier types it as a
 /// BTF pointer, on which kernels before 6.x (5.10 measured) refuse the
-/// arithmetic a copy of it into a record takes ("pointer arithmetic with
-/// >>= operator prohibited"). The programs only pass it to
-/// bpf_probe_read_kernel, for which a scalar is all they need.
+/// arithmetic a copy of it into a record takes (the verifier's "pointer
+/// arithmetic with >>= operator prohibited"). The programs only pass it
+/// to bpf_probe_read_kernel, for which a scalar is all they need.
 #[inline(always)]
 pub(crate) fn skb_arg(ctx: &BtfTracePointContext) -> u64 {
     use aya_ebpf::{EbpfContext as _, helpers::bpf_probe_read_kernel};
