@@ -344,6 +344,8 @@ pub fn judge(
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cases;
+#[cfg(test)]
 mod tests_degraded;
 #[cfg(test)]
 mod tests_thinned;
