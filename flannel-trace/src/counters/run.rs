@@ -20,9 +20,9 @@ use tokio::{net::TcpListener, signal::unix::SignalKind, sync::mpsc};
 
 use super::{Reader, Snapshot, join, metrics, table};
 use crate::{
-    cli::TraceArgs,
     datapath::Probes,
     exit::{Fatal, OrFatal as _, Status},
+    options::{Mode, Role, TraceOptions},
     peer::{self, ChannelTx},
     schema::identity::NodeIdentity,
     schema::wire::Message,
@@ -42,7 +42,7 @@ struct Peer {
 }
 
 pub async fn run(
-    args: &TraceArgs,
+    opts: &TraceOptions,
     identity: NodeIdentity,
     reasons: HashMap<u32, String>,
     probes: &mut Probes,
@@ -71,7 +71,10 @@ pub async fn run(
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let metrics = Arc::new(Mutex::new(metrics::Metrics::new()));
-    if let Some(addr) = args.metrics {
+    if let Mode::Stats {
+        metrics: Some(addr),
+    } = opts.mode
+    {
         let l = metrics::bind(addr)
             .await
             .with_context(|| format!("serving metrics on {addr}"))
@@ -80,7 +83,7 @@ pub async fn run(
         tokio::spawn(metrics::serve(l, metrics.clone()));
     }
 
-    if args.json {
+    if opts.output.json {
         writeln!(
             out,
             "{}",
@@ -93,38 +96,42 @@ pub async fn run(
     // Also in --json mode: the line tells a script the hooks are attached.
     eprintln!(
         "flannel-trace: counting (counters mode), a report every {:?} (Ctrl-C to stop)",
-        args.report_every
+        opts.report_every
     );
     out.flush().context("writing to stdout")?;
 
     // The peer channel, set up in the background.
     let (peer_tx, mut peer_rx) = mpsc::channel::<Result<(NodeIdentity, peer::Channel), String>>(1);
-    let token = args.token.clone().unwrap_or_default();
-    if let Some(addr) = args.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {addr}"))
-            .fatal(Status::Failure)?;
-        eprintln!("flannel-trace: waiting for a peer on {addr}");
-        let id = identity.clone();
-        tokio::spawn(async move {
-            let r = peer::listen(listener, &token, &id, None)
-                .await
-                .map(|(h, c)| (h.remote, c))
-                .map_err(|e| e.to_string());
-            let _ = peer_tx.send(r).await;
-        });
-    } else if let Some(addr) = args.peer {
-        let (id, wait) = (identity.clone(), args.peer_wait);
-        tokio::spawn(async move {
-            let r = peer::connect(addr, &token, &id, wait)
-                .await
-                .map(|(h, c)| (h.remote, c))
-                .map_err(|e| e.to_string());
-            let _ = peer_tx.send(r).await;
-        });
-    } else {
-        drop(peer_tx);
+    match &opts.live {
+        Some(live) => {
+            let (token, id) = (live.token.clone(), identity.clone());
+            match live.role {
+                Role::Listen(addr) => {
+                    let listener = TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("listening on {addr}"))
+                        .fatal(Status::Failure)?;
+                    eprintln!("flannel-trace: waiting for a peer on {addr}");
+                    tokio::spawn(async move {
+                        let r = peer::listen(listener, &token, &id, None)
+                            .await
+                            .map(|(h, c)| (h.remote, c))
+                            .map_err(|e| e.to_string());
+                        let _ = peer_tx.send(r).await;
+                    });
+                }
+                Role::Peer { addr, wait } => {
+                    tokio::spawn(async move {
+                        let r = peer::connect(addr, &token, &id, wait)
+                            .await
+                            .map(|(h, c)| (h.remote, c))
+                            .map_err(|e| e.to_string());
+                        let _ = peer_tx.send(r).await;
+                    });
+                }
+            }
+        }
+        None => drop(peer_tx),
     }
     let (remote_tx, mut remote_rx) = mpsc::channel::<Message>(64);
 
@@ -133,19 +140,19 @@ pub async fn run(
     let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
         .context("installing a SIGINT handler")?;
     let deadline = tokio::time::sleep(
-        args.duration
+        opts.duration
             .unwrap_or(Duration::from_secs(10 * 365 * 24 * 3600)),
     );
     tokio::pin!(deadline);
-    let mut tick = tokio::time::interval(args.report_every);
+    let mut tick = tokio::time::interval(opts.report_every);
     tick.tick().await;
     let start = read(&mut reader, probes, ring.get_mut());
     let mut last = start.clone();
     let mut last_at = Instant::now();
     let mut peer: Option<Peer> = None;
-    let mut peer_pending = args.listen.is_some() || args.peer.is_some();
+    let mut peer_pending = opts.live.is_some();
     let mut join_failed: Option<String> = None;
-    let listening = args.listen.is_some();
+    let listening = opts.listening();
     loop {
         tokio::select! {
             joined = peer_rx.recv(), if peer_pending => {
@@ -198,7 +205,7 @@ pub async fn run(
             _ = tick.tick() => {
                 let now = read(&mut reader, probes, ring.get_mut());
                 let secs = last_at.elapsed().as_secs_f64();
-                report(&mut out, args.json, &now.since(&last), &now.since(&start), secs, peer.as_ref(), &now)?;
+                report(&mut out, opts.output.json, &now.since(&last), &now.since(&start), secs, peer.as_ref(), &now)?;
                 metrics.lock().unwrap_or_else(|p| p.into_inner()).update(&now);
                 if let Some(tx) = peer.as_mut().and_then(|p| p.tx.as_mut())
                     && let Err(e) = tx.send(&Message::Stats(now.clone())).await
@@ -237,12 +244,12 @@ pub async fn run(
         }
     }
     let secs = last_at.elapsed().as_secs_f64();
-    if !args.json {
+    if !opts.output.json {
         eprintln!("flannel-trace: final counters");
     }
     report(
         &mut out,
-        args.json,
+        opts.output.json,
         &now.since(&last),
         &now.since(&start),
         secs,
@@ -255,7 +262,7 @@ pub async fn run(
             anyhow!("the live join did not happen ({e}); the counters above are this node's alone"),
         ));
     }
-    if (listening || args.peer.is_some()) && peer.is_none() {
+    if opts.live.is_some() && peer.is_none() {
         return Err(Fatal::new(
             Status::NoJoin,
             anyhow!("no peer joined before the end: the counters above are this node's alone"),
