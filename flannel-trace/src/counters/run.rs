@@ -16,14 +16,14 @@ use flannel_trace_common::{
     dropped::Record,
     stats::{StatKey, StatValue},
 };
-use tokio::{net::TcpListener, signal::unix::SignalKind, sync::mpsc};
+use tokio::sync::mpsc;
 
 use super::{Reader, Snapshot, join, metrics, table};
 use crate::{
     datapath::Probes,
     exit::{Fatal, OrFatal as _, Status},
-    options::{Mode, Role, TraceOptions},
-    peer::{self, ChannelTx},
+    options::{Mode, TraceOptions},
+    peer::ChannelTx,
     schema::identity::NodeIdentity,
     schema::wire::Message,
 };
@@ -101,49 +101,10 @@ pub async fn run(
     out.flush().context("writing to stdout")?;
 
     // The peer channel, set up in the background.
-    let (peer_tx, mut peer_rx) = mpsc::channel::<Result<(NodeIdentity, peer::Channel), String>>(1);
-    match &opts.live {
-        Some(live) => {
-            let (token, id) = (live.token.clone(), identity.clone());
-            match live.role {
-                Role::Listen(addr) => {
-                    let listener = TcpListener::bind(addr)
-                        .await
-                        .with_context(|| format!("listening on {addr}"))
-                        .fatal(Status::Failure)?;
-                    eprintln!("flannel-trace: waiting for a peer on {addr}");
-                    tokio::spawn(async move {
-                        let r = peer::listen(listener, &token, &id, None)
-                            .await
-                            .map(|(h, c)| (h.remote, c))
-                            .map_err(|e| e.to_string());
-                        let _ = peer_tx.send(r).await;
-                    });
-                }
-                Role::Peer { addr, wait } => {
-                    tokio::spawn(async move {
-                        let r = peer::connect(addr, &token, &id, wait)
-                            .await
-                            .map(|(h, c)| (h.remote, c))
-                            .map_err(|e| e.to_string());
-                        let _ = peer_tx.send(r).await;
-                    });
-                }
-            }
-        }
-        None => drop(peer_tx),
-    }
+    let mut peer_rx = crate::session::handshake(opts.live.as_ref(), &identity, false).await?;
     let (remote_tx, mut remote_rx) = mpsc::channel::<Message>(64);
 
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate())
-        .context("installing a SIGTERM handler")?;
-    let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
-        .context("installing a SIGINT handler")?;
-    let deadline = tokio::time::sleep(
-        opts.duration
-            .unwrap_or(Duration::from_secs(10 * 365 * 24 * 3600)),
-    );
-    tokio::pin!(deadline);
+    let mut stop = crate::session::Stop::new(opts.duration)?;
     let mut tick = tokio::time::interval(opts.report_every);
     tick.tick().await;
     let start = read(&mut reader, probes, ring.get_mut());
@@ -155,10 +116,12 @@ pub async fn run(
     let listening = opts.listening();
     loop {
         tokio::select! {
-            joined = peer_rx.recv(), if peer_pending => {
+            joined = &mut peer_rx, if peer_pending => {
                 peer_pending = false;
                 match joined {
-                    Some(Ok((remote, channel))) => {
+                    Ok(Ok(joined)) => {
+                        let (h, channel) = *joined;
+                        let remote = h.remote;
                         eprintln!("flannel-trace: joined with {} ({})", remote.node, channel.peer_addr());
                         let (tx, mut rx) = channel.split();
                         let fwd = remote_tx.clone();
@@ -176,13 +139,13 @@ pub async fn run(
                         }
                         peer = Some(p);
                     }
-                    Some(Err(e)) => {
+                    Ok(Err(e)) => {
                         // Counters are not recorded: what this node counted
                         // is printed below, and the status says the join failed.
                         eprintln!("flannel-trace: live join failed: {e}; counting locally only");
                         join_failed = Some(e);
                     }
-                    None => {}
+                    Err(_) => {}
                 }
             }
             m = remote_rx.recv() => {
@@ -222,9 +185,7 @@ pub async fn run(
                 count_drops(guard.get_inner_mut(), &mut reader, &cfg, &ports);
             }
             _ = drain_tick.tick() => count_drops(ring.get_mut(), &mut reader, &cfg, &ports),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = &mut deadline => break,
+            _ = stop.wait() => break,
         }
     }
     let now = read(&mut reader, probes, ring.get_mut());

@@ -7,40 +7,23 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, anyhow};
 use aya::maps::{MapData, RingBuf};
 use flannel_trace_common::{Config, Ports};
-use tokio::{
-    io::unix::AsyncFd,
-    net::TcpListener,
-    signal::unix::SignalKind,
-    sync::{mpsc, oneshot},
-};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use super::{
     events::Session,
     joined::{Remote, start_probe},
     peer_link::PeerLink,
     sinks::Sinks,
+    waits::{self, Stop},
 };
 use crate::{
-    datapath::Probes,
-    exit::{Fatal, OrFatal as _, Status},
-    kernel::clock::Clock,
-    options::{Role, TraceOptions},
-    peer::{self, Channel, Handshake},
-    schema::codec,
-    schema::event::Decoder,
-    schema::identity::NodeIdentity,
-    schema::summary::Summary,
+    datapath::Probes, exit::Fatal, kernel::clock::Clock, options::TraceOptions, schema::codec,
+    schema::event::Decoder, schema::identity::NodeIdentity, schema::summary::Summary,
     verdict::live::Joiner,
 };
 
 /// How often the ring buffer is drained when no wakeup came.
 pub(crate) const DRAIN_EVERY: Duration = Duration::from_millis(50);
-
-/// What the handshake's task delivers to the loop.
-enum PeerNews {
-    Joined(Box<(Handshake, Channel)>),
-    Failed(String),
-}
 
 pub async fn run(
     opts: &TraceOptions,
@@ -73,7 +56,7 @@ pub async fn run(
 
     // The peer channel is set up in the background: the ring buffer must be
     // drained meanwhile.
-    let mut news_rx = handshake(opts, &identity).await?;
+    let mut news_rx = waits::handshake(opts.live.as_ref(), &identity, true).await?;
     if let Some(p) = opts.probe
         && let Some(to) = p.to
     {
@@ -89,15 +72,7 @@ pub async fn run(
             None
         }
     };
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate())
-        .context("installing a SIGTERM handler")?;
-    let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
-        .context("installing a SIGINT handler")?;
-    let deadline = tokio::time::sleep(
-        opts.duration
-            .unwrap_or(Duration::from_secs(10 * 365 * 24 * 3600)),
-    );
-    tokio::pin!(deadline);
+    let mut stop = Stop::new(opts.duration)?;
     let mut report_tick = tokio::time::interval(opts.report_every);
     // The programs wake us only once a batch is waiting (see
     // Config::wakeup_bytes); this tick collects what a quiet moment leaves.
@@ -119,11 +94,11 @@ pub async fn run(
             }
             news = &mut news_rx, if s.link.waiting() => {
                 match news {
-                    Ok(PeerNews::Joined(joined)) => {
+                    Ok(Ok(joined)) => {
                         let (h, channel) = *joined;
                         s.joined(h, channel, &remote_tx, probes).await?;
                     }
-                    Ok(PeerNews::Failed(e)) => {
+                    Ok(Err(e)) => {
                         let what = if listening { "no peer joined" } else { "could not join the listener" };
                         eprintln!("flannel-trace: {what}: {e}; tracing locally only");
                         s.join_missing = Some(format!("{what}: {e}"));
@@ -163,9 +138,7 @@ pub async fn run(
                 s.sinks.flush()?;
             }
             _ = report_tick.tick(), if listening => s.interim_report(probes)?,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = &mut deadline => break,
+            _ = stop.wait() => break,
         }
     }
     // What arrived between the last wake-up and the stop.
@@ -181,46 +154,6 @@ pub async fn run(
         );
     }
     s.finish(probes, &mut remote_rx).await
-}
-
-/// Starts the handshake of a live join in the background; its outcome
-/// arrives on the returned channel (closed at once without a live join).
-async fn handshake(
-    opts: &TraceOptions,
-    identity: &NodeIdentity,
-) -> Result<oneshot::Receiver<PeerNews>, Fatal> {
-    let (news_tx, news_rx) = oneshot::channel::<PeerNews>();
-    let Some(live) = &opts.live else {
-        return Ok(news_rx);
-    };
-    let (token, id) = (live.token.clone(), identity.clone());
-    let news = |r: Result<(Handshake, Channel), peer::PeerError>| match r {
-        Ok(joined) => PeerNews::Joined(Box::new(joined)),
-        Err(e) => PeerNews::Failed(e.to_string()),
-    };
-    match live.role {
-        Role::Listen(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listening on {addr}"))
-                .fatal(Status::Failure)?;
-            if addr.ip().is_unspecified() {
-                eprintln!(
-                    "flannel-trace: warning: --listen {addr} accepts connections on every address of this node, overlay and pod-facing ones included; prefer this node's underlay address"
-                );
-            }
-            eprintln!("flannel-trace: waiting for a peer on {addr}");
-            tokio::spawn(async move {
-                let _ = news_tx.send(news(peer::listen(listener, &token, &id, None).await));
-            });
-        }
-        Role::Peer { addr, wait } => {
-            tokio::spawn(async move {
-                let _ = news_tx.send(news(peer::connect(addr, &token, &id, wait).await));
-            });
-        }
-    }
-    Ok(news_rx)
 }
 
 type Logger = aya_log::EbpfLogger<&'static dyn log::Log>;

@@ -1,7 +1,7 @@
 //! A trace session's state, and what becomes of each record the programs
 //! write: decoded, counted, printed, recorded, joined or streamed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::anyhow;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -91,16 +91,11 @@ impl Session<'_> {
             return Ok(());
         }
         self.summary.events += 1;
-        // Keys are cloned only the first time a hop or reason is seen.
-        bump(&mut self.summary.per_hop, &ev.hop);
-        if let Some(d) = &ev.drop {
-            let key = d
-                .reason
-                .as_ref()
-                .or(d.location.as_ref())
-                .unwrap_or(&d.location_addr);
-            bump(&mut self.summary.drops_by_reason, key);
-        }
+        count(
+            &mut self.summary.per_hop,
+            &mut self.summary.drops_by_reason,
+            &ev,
+        );
         self.sinks.event(&ev, self.decoder.clock.offset_ns())?;
         if let Some(j) = self.joiner.as_mut() {
             j.push_local(ev);
@@ -157,8 +152,22 @@ impl Session<'_> {
     }
 }
 
+/// The summary's per-hop and per-reason counts of one event. Keys are
+/// cloned only the first time a hop or reason is seen.
+pub fn count(per_hop: &mut BTreeMap<String, u64>, drops: &mut BTreeMap<String, u64>, ev: &Event) {
+    bump(per_hop, &ev.hop);
+    if let Some(d) = &ev.drop {
+        let key = d
+            .reason
+            .as_ref()
+            .or(d.location.as_ref())
+            .unwrap_or(&d.location_addr);
+        bump(drops, key);
+    }
+}
+
 /// Counts one more under `key`, allocating the key only when it is new.
-pub fn bump(map: &mut std::collections::BTreeMap<String, u64>, key: &str) {
+fn bump(map: &mut BTreeMap<String, u64>, key: &str) {
     match map.get_mut(key) {
         Some(n) => *n += 1,
         None => {

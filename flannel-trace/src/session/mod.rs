@@ -8,6 +8,7 @@
 //!   of each record; `sinks.rs` stdout and the recording
 //! - `peer_link.rs` (the live join's state machine), `joined.rs`,
 //!   `writer.rs` (the task writing to the listener), `end.rs`
+//! - `waits.rs`: the end and the handshake, which `--stats` waits on too
 
 mod attach;
 mod end;
@@ -18,13 +19,15 @@ mod joined;
 mod node;
 mod peer_link;
 mod sinks;
+mod waits;
 mod writer;
 
 use anyhow::Context as _;
 
 pub(crate) use event_loop::{DRAIN_EVERY, open_ring};
-pub use events::bump;
+pub use events::count;
 pub use node::NodeError;
+pub(crate) use waits::{Stop, handshake};
 
 use crate::{
     exit::{Fatal, OrFatal as _, Status},
