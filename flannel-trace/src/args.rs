@@ -4,11 +4,11 @@
 //! the run touches the kernel.
 
 use crate::{
-    cli::{self, TraceArgs},
+    cli::{self, JoinArgs, TraceArgs},
     datapath,
     options::{
-        self, DatapathOptions, Filter, LiveJoin, MAX_PORTS, Mode, NodeOptions, OptionsError,
-        Output, Probe, Role, TraceOptions,
+        self, DatapathOptions, Filter, JoinOptions, LiveJoin, MAX_PORTS, Mode, NodeOptions,
+        OptionsError, Output, Probe, Role, TraceOptions,
     },
 };
 
@@ -81,6 +81,18 @@ pub fn trace_options(args: TraceArgs) -> Result<TraceOptions, OptionsError> {
     })
 }
 
+/// `join`'s options (clap takes exactly two files).
+pub fn join_options(args: JoinArgs) -> JoinOptions {
+    let mut files = args.files.into_iter();
+    let mut next = || files.next().unwrap_or_default();
+    JoinOptions {
+        files: [next(), next()],
+        json: args.json,
+        grace: args.grace,
+        window: args.window,
+    }
+}
+
 // The command line's choices, mapped to the loader's own values (the
 // loader never sees a clap type).
 impl From<cli::TcMode> for datapath::TcMode {
@@ -119,6 +131,8 @@ impl From<cli::DropBackendChoice> for datapath::DropBackendChoice {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use clap::Parser as _;
 
     use super::*;
@@ -182,6 +196,19 @@ mod tests {
             options(&["--pod-cidr", "10.244.0.0/16", "--pod-cidr", "10.1.0.0/16"]).unwrap_err(),
             OptionsError::SecondPodNetwork(_)
         ));
+    }
+
+    #[test]
+    fn join_takes_two_recordings() {
+        let cli = cli::Cli::try_parse_from(["flannel-trace", "join", "a.rec", "b.rec", "--json"])
+            .unwrap();
+        let Some(cli::Cmd::Join(a)) = cli.cmd else {
+            panic!("not the join command");
+        };
+        let o = join_options(a);
+        assert_eq!(o.files, [PathBuf::from("a.rec"), PathBuf::from("b.rec")]);
+        assert!(o.json);
+        assert_eq!(o.window, std::time::Duration::from_secs(5));
     }
 
     #[test]

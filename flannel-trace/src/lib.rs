@@ -37,7 +37,7 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let result = match cli.cmd {
-        Some(cli::Cmd::Join(args)) => verdict::offline::run(args),
+        Some(cli::Cmd::Join(a)) => verdict::offline::run(args::join_options(a)),
         Some(cli::Cmd::Check(a)) => check::run(check::Request {
             nodes: a.nodes,
             vxlan_dev: a.vxlan_dev,

@@ -1,5 +1,5 @@
 //! The options of a trace run (`flannel-trace` without a subcommand), typed
-//! and checked once, before anything touches the kernel. The session, the
+//! and checked once, before anything touches the kernel (and of `join`). The session, the
 //! counters mode and the loader take these, never the command line: a
 //! newcomer changing a flag edits `cli.rs` and `args.rs`, nothing below.
 
@@ -150,6 +150,20 @@ impl TraceOptions {
     pub fn stats(&self) -> bool {
         matches!(self.mode, Mode::Stats { .. })
     }
+}
+
+/// `flannel-trace join A.rec B.rec`.
+#[derive(Debug, Clone)]
+pub struct JoinOptions {
+    /// The two recordings, one per node.
+    pub files: [PathBuf; 2],
+    /// One JSON document instead of text.
+    pub json: bool,
+    /// Packets sent less than this before a node stopped recording are in
+    /// flight, not lost.
+    pub grace: Duration,
+    /// How far apart in time a packet's two observations may be.
+    pub window: Duration,
 }
 
 /// A combination of flags that cannot run. Each is a usage error (exit
