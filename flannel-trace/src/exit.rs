@@ -64,6 +64,12 @@ impl From<crate::session::NodeError> for Fatal {
     }
 }
 
+impl From<crate::session::AttachError> for Fatal {
+    fn from(e: crate::session::AttachError) -> Fatal {
+        Fatal::new(e.status(), e)
+    }
+}
+
 /// `.fatal(Status::Device)` on any result.
 pub trait OrFatal<T> {
     fn fatal(self, status: Status) -> Result<T, Fatal>;

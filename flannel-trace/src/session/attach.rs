@@ -4,7 +4,6 @@
 
 use std::{collections::HashMap, net::IpAddr};
 
-use anyhow::Context as _;
 use flannel_trace_common::{
     Config, Ports,
     config::ANY_VNI,
@@ -14,12 +13,42 @@ use flannel_trace_common::{
 use super::node::Node;
 use crate::{
     datapath::{
-        self, Devices, DropBackendChoice, Plan, Probes, VxlanBackendChoice, degraded::MissingHop,
+        self, Devices, DropBackendChoice, Plan, ProbeError, Probes, VxlanBackendChoice,
+        degraded::MissingHop,
     },
-    exit::{Fatal, OrFatal as _, Status},
-    kernel::{self, btf::Btf, kallsyms::Kallsyms, tracefs},
+    exit::Status,
+    kernel::{
+        self, KernelError,
+        btf::{Btf, BtfError},
+        kallsyms::Kallsyms,
+        tracefs,
+    },
     options::TraceOptions,
 };
+
+/// Why the programs could not be attached; [`AttachError::status`] tells
+/// a kernel that cannot (exit status 5) from a failure (1).
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+    #[error("reading kernel struct offsets from BTF")]
+    Offsets(#[source] KernelError),
+    #[error(transparent)]
+    Netns(KernelError),
+    #[error(transparent)]
+    Load(#[from] ProbeError),
+}
+
+impl AttachError {
+    pub fn status(&self) -> Status {
+        match self {
+            AttachError::Btf(_) | AttachError::Offsets(_) => Status::Unsupported,
+            AttachError::Load(e) if e.is_unsupported() => Status::Unsupported,
+            AttachError::Netns(_) | AttachError::Load(_) => Status::Failure,
+        }
+    }
+}
 
 /// The loaded programs and what the session needs to read their output.
 pub struct Attached {
@@ -35,7 +64,7 @@ pub struct Attached {
 }
 
 /// Loads and attaches the programs for `node`.
-pub fn attach(opts: &TraceOptions, node: &Node) -> Result<Attached, Fatal> {
+pub fn attach(opts: &TraceOptions, node: &Node) -> Result<Attached, AttachError> {
     let dp = &opts.datapath;
     // Classic tracepoints are a fallback; find (or privately mount) tracefs
     // now, while the process is single-threaded, in case one is needed.
@@ -61,10 +90,8 @@ pub fn attach(opts: &TraceOptions, node: &Node) -> Result<Attached, Fatal> {
     let aya_btf = std::thread::spawn(|| aya::Btf::from_sys_fs().map_err(|e| e.to_string()));
     let kallsyms = std::thread::spawn(Kallsyms::load);
 
-    let btf = Btf::vmlinux().fatal(Status::Unsupported)?;
-    let mut offsets = kernel::offsets(&btf)
-        .context("reading kernel struct offsets from BTF")
-        .fatal(Status::Unsupported)?;
+    let btf = Btf::vmlinux()?;
+    let mut offsets = kernel::offsets(&btf).map_err(AttachError::Offsets)?;
     let reasons = kernel::drop_reasons(&btf);
     let has_reason = btf.tracepoint_params("kfree_skb").is_some_and(|n| n >= 3);
     if let Some(p) = &tracefs {
@@ -76,7 +103,7 @@ pub fn attach(opts: &TraceOptions, node: &Node) -> Result<Attached, Fatal> {
     }
 
     let mut cfg = Config::zeroed();
-    cfg.netns_ino = kernel::netns_inode().fatal(Status::Failure)?;
+    cfg.netns_ino = kernel::netns_inode().map_err(AttachError::Netns)?;
     datapath::leftovers::sweep_at_start(cfg.netns_ino);
     cfg.vxlan_ifindex = node.vxlan.index;
     cfg.underlay_ifindex = node.underlay.index;
@@ -117,14 +144,7 @@ pub fn attach(opts: &TraceOptions, node: &Node) -> Result<Attached, Fatal> {
         .ok();
     let loaded = Probes::load(&cfg, ports, &plan, &devices, aya_btf);
     let kallsyms = kallsyms.join().expect("the kallsyms thread does not panic");
-    let mut probes = loaded.map_err(|e| {
-        let status = if e.is_unsupported() {
-            Status::Unsupported
-        } else {
-            Status::Failure
-        };
-        Fatal::new(status, e)
-    })?;
+    let mut probes = loaded?;
     // Explained only now: the process is single-threaded again (the
     // loader's and the set-up threads are joined), which a private
     // securityfs mount for the lockdown level needs.

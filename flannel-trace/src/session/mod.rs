@@ -24,6 +24,7 @@ mod writer;
 
 use anyhow::Context as _;
 
+pub use attach::AttachError;
 pub(crate) use event_loop::{DRAIN_EVERY, open_ring};
 pub use events::count;
 pub use node::NodeError;

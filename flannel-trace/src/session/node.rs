@@ -286,3 +286,34 @@ fn plausible_underlay(u: &net::LinkInfo, vxlan: &net::LinkInfo) -> Result<(), No
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::{Fatal, Status};
+
+    #[test]
+    fn a_wrong_flag_is_a_usage_error_a_wrong_device_a_device_error() {
+        let usage = Fatal::from(NodeError::PodDevIsTheVxlanDevice("flannel.1".into()));
+        assert_eq!(usage.status, Status::Usage);
+        assert_eq!(
+            usage.error.to_string(),
+            "--pod-dev flannel.1 is the vxlan device; name the pods' bridge (cni0)"
+        );
+        let second = "10.1.0.0/16".parse().unwrap();
+        let usage = Fatal::from(NodeError::from(OptionsError::SecondPodNetwork(second)));
+        assert_eq!(usage.status, Status::Usage);
+        let device = Fatal::from(NodeError::NotVxlan {
+            name: "eth0".into(),
+            kind: "veth".into(),
+        });
+        assert_eq!(device.status, Status::Device);
+        assert_eq!(
+            device.error.to_string(),
+            "eth0 is not a vxlan device (kind: veth); name the overlay device with --vxlan-dev"
+        );
+        let missing = Fatal::from(NodeError::from(NetError::NoSuchName("eth9".into())));
+        assert_eq!(missing.status, Status::Device);
+        assert!(missing.error.to_string().starts_with("no network interface named eth9"));
+    }
+}
