@@ -199,6 +199,19 @@ mod tests {
     }
 
     #[test]
+    fn every_refusal_is_a_usage_error() {
+        for argv in [
+            &["--listen", "127.0.0.1:7800"][..],
+            &["--probe"],
+            &["--port", "1,2,3,4,5"],
+            &["--pod-dev", "none", "--pod-dev", "cni0"],
+        ] {
+            let fatal = crate::exit::Fatal::from(options(argv).unwrap_err());
+            assert_eq!(fatal.status, crate::exit::Status::Usage, "{argv:?}");
+        }
+    }
+
+    #[test]
     fn join_takes_two_recordings() {
         let cli = cli::Cli::try_parse_from(["flannel-trace", "join", "a.rec", "b.rec", "--json"])
             .unwrap();

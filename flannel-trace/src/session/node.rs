@@ -314,6 +314,11 @@ mod tests {
         );
         let missing = Fatal::from(NodeError::from(NetError::NoSuchName("eth9".into())));
         assert_eq!(missing.status, Status::Device);
-        assert!(missing.error.to_string().starts_with("no network interface named eth9"));
+        assert!(
+            missing
+                .error
+                .to_string()
+                .starts_with("no network interface named eth9")
+        );
     }
 }
