@@ -388,6 +388,10 @@ mod tests {
     fn after_a_drain_the_overflow_is_thinned_down_to_its_size() {
         let (tx, _rx) = mpsc::channel(16);
         let mut feed = Feed::new(tx, Arc::default(), 0, 0);
+        // Sizes fixed: on a loaded machine the 40 k offers outlast the
+        // measuring period, and the measured rate (nothing read) would
+        // shrink the overflow and take more steps than this test is about.
+        feed.adaptive = false;
         let n = 40_000u32;
         for i in 0..n {
             assert!(feed.offer(udp(i, 1_000 + u64::from(i))).unwrap().is_empty());
