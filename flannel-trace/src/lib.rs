@@ -19,7 +19,7 @@ mod net;
 mod options;
 mod peer;
 mod render;
-mod schema;
+pub mod schema;
 mod session;
 mod verdict;
 

@@ -14,8 +14,9 @@ use super::{
 use crate::{
     datapath::Probes,
     exit::{Fatal, Status},
+    peer::{Control, Message},
     render,
-    schema::wire::Message,
+    schema::record::Record,
 };
 
 impl Session<'_> {
@@ -44,7 +45,7 @@ impl Session<'_> {
                 let until = tokio::time::Instant::now() + Duration::from_secs(3);
                 while let Ok(Some(msg)) = tokio::time::timeout_at(until, remote_rx.recv()).await {
                     match msg {
-                        Ok(Some(Message::Bye)) | Ok(None) | Err(_) => break,
+                        Ok(Some(Message::Control(Control::Bye))) | Ok(None) | Err(_) => break,
                         Ok(Some(m)) => self.remote(m),
                     }
                 }
@@ -53,7 +54,7 @@ impl Session<'_> {
             j.local_gaps.extend(summary.gaps());
             match j.report(summary.lost, Some(summary.end_wall_ns), true) {
                 Some(report) if self.sinks.json => {
-                    self.sinks.json_line(&Message::Verdict(report))?
+                    self.sinks.json_line(&Record::Verdict(report))?
                 }
                 Some(report) => self.sinks.line(&render::verdict::text(&report))?,
                 None => {

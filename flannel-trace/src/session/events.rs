@@ -155,14 +155,9 @@ impl Session<'_> {
 /// The summary's per-hop and per-reason counts of one event. Keys are
 /// cloned only the first time a hop or reason is seen.
 pub fn count(per_hop: &mut BTreeMap<String, u64>, drops: &mut BTreeMap<String, u64>, ev: &Event) {
-    bump(per_hop, &ev.hop);
+    bump(per_hop, ev.hop.name());
     if let Some(d) = &ev.drop {
-        let key = d
-            .reason
-            .as_ref()
-            .or(d.location.as_ref())
-            .unwrap_or(&d.location_addr);
-        bump(drops, key);
+        bump(drops, &d.summary_key());
     }
 }
 

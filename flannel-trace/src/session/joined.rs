@@ -14,7 +14,8 @@ use crate::{
     peer::feed::Feed,
     peer::thin::{self, ThinStep},
     peer::{Channel, Handshake},
-    schema::wire::Message,
+    peer::{Control, Message},
+    schema::record::Record,
 };
 
 /// What the peer's reader task hands the loop: a message, the end of the
@@ -109,9 +110,9 @@ impl Session<'_> {
             return;
         };
         match m {
-            Message::Event(ev) => j.push_remote(ev),
-            Message::Summary(sum) => j.remote_summary = Some(sum),
-            Message::Thin { from_ns, mask } => {
+            Message::Record(Record::Event(ev)) => j.push_remote(ev),
+            Message::Record(Record::Summary(sum)) => j.remote_summary = Some(sum),
+            Message::Control(Control::Thin { from_ns, mask }) => {
                 // The counting rule needs nested masks that only grow: a
                 // step that is not one (a peer of another build, or a
                 // damaged one) would turn into false losses, so the live
@@ -142,7 +143,7 @@ impl Session<'_> {
                 );
                 j.remote_thinned.push(step);
             }
-            Message::Bye => {}
+            Message::Control(Control::Bye) => {}
             other => log::debug!("ignoring {other:?} from the peer"),
         }
     }

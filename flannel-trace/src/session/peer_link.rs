@@ -21,7 +21,8 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use crate::{
     options::Role,
     peer::feed::{self, Escalation, Feed},
-    schema::{event::Event, summary::Summary, wire::Message},
+    peer::{Control, Message},
+    schema::{event::Event, record::Record, summary::Summary},
 };
 
 /// Events held while the peer connection is being set up.
@@ -226,10 +227,10 @@ impl Stream {
         steps
             .into_iter()
             .map(|e| {
-                let _ = self.ctl.send(Message::Thin {
+                let _ = self.ctl.send(Message::Control(Control::Thin {
                     from_ns: e.step.from_wall_ns,
                     mask: e.step.mask,
-                });
+                }));
                 Effect::Thinned(e)
             })
             .collect()
@@ -269,8 +270,8 @@ impl Stream {
         drop(ctl);
         let tx = feed.sender().clone();
         drop(feed);
-        let _ = tx.send(Message::Summary(s)).await;
-        let _ = tx.send(Message::Bye).await;
+        let _ = tx.send(Message::Record(Record::Summary(s))).await;
+        let _ = tx.send(Message::Control(Control::Bye)).await;
         drop(tx);
         // Let the writer flush, within bounds.
         if tokio::time::timeout(CLOSE_WAIT, writer).await.is_err() {

@@ -17,7 +17,7 @@ const PEER: Role = Role::Peer {
 
 fn udp(id: u32) -> Event {
     serde_json::from_value(serde_json::json!({
-        "time": "x", "ts_mono_ns": 1000 + u64::from(id), "hop": "overlay-egress", "ifindex": 1,
+        "time": "1970-01-01T00:00:00.000000000Z", "ts_mono_ns": 1000 + u64::from(id), "hop": "overlay-egress", "ifindex": 1,
         "len": 100,
         "inner": {"src": "10.244.1.5", "dst": "10.244.2.9", "proto": "udp",
                   "sport": 4000, "dport": 8080, "ip_id": id, "ip_len": 60},
@@ -27,7 +27,7 @@ fn udp(id: u32) -> Event {
 
 fn ip_id(m: &Message) -> Option<u32> {
     match m {
-        Message::Event(ev) => ev.inner.as_ref().map(|i| i.ip_id),
+        Message::Record(Record::Event(ev)) => ev.inner.as_ref().map(|i| i.ip_id),
         _ => None,
     }
 }
@@ -47,7 +47,7 @@ fn writer(depth: usize) -> Writer {
     let (keep, sent) = mpsc::unbounded_channel();
     let handle = tokio::spawn(async move {
         while let Some(m) = q_rx.recv().await {
-            let bye = matches!(m, Message::Bye);
+            let bye = matches!(m, Message::Control(Control::Bye));
             let _ = keep.send(m);
             if bye {
                 break;
@@ -122,9 +122,9 @@ async fn events_of_before_the_join_are_replayed_in_order() {
     // The summary, then bye, after the events.
     let n = got.len();
     assert!(
-        matches!(&got[n - 2], Message::Summary(s) if s.pending_dropped == 0 && s.peer_unsent == 0)
+        matches!(&got[n - 2], Message::Record(Record::Summary(s)) if s.pending_dropped == 0 && s.peer_unsent == 0)
     );
-    assert!(matches!(got[n - 1], Message::Bye));
+    assert!(matches!(got[n - 1], Message::Control(Control::Bye)));
 }
 
 #[tokio::test]
@@ -147,7 +147,7 @@ async fn beyond_the_cap_events_are_counted_and_the_summary_says_so() {
     let mut last = None;
     while let Ok(m) = parts.sent.try_recv() {
         ids.extend(ip_id(&m));
-        if let Message::Summary(s) = m {
+        if let Message::Record(Record::Summary(s)) = m {
             last = Some(s);
         }
     }
@@ -212,7 +212,7 @@ async fn a_link_that_cannot_keep_up_thins_and_tells_the_writer_first() {
     }
     assert!(!steps.is_empty(), "an overflowing feed thins");
     let mut told = Vec::new();
-    while let Ok(Message::Thin { from_ns, mask }) = parts.ctl_rx.try_recv() {
+    while let Ok(Message::Control(Control::Thin { from_ns, mask })) = parts.ctl_rx.try_recv() {
         told.push(crate::peer::thin::ThinStep {
             from_wall_ns: from_ns,
             mask,

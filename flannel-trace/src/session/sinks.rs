@@ -12,7 +12,7 @@ use crate::{
     exit::{Fatal, OrFatal as _, Status},
     options::TraceOptions,
     render::text,
-    schema::{event::Event, identity::NodeIdentity, recording, summary::Summary, wire::Message},
+    schema::{event::Event, identity::NodeIdentity, record::Record, recording, summary::Summary},
 };
 
 pub struct Sinks<'a> {
@@ -62,7 +62,7 @@ impl Sinks<'_> {
         Ok(())
     }
 
-    pub fn json_line(&mut self, m: &Message) -> Result<(), Fatal> {
+    pub fn json_line(&mut self, m: &Record) -> Result<(), Fatal> {
         let s = serde_json::to_string(m).context("encoding JSON")?;
         self.line(&s)
     }
@@ -75,7 +75,7 @@ impl Sinks<'_> {
     /// The start banner (stderr) or the `start` line.
     pub fn start(&mut self, id: &NodeIdentity) -> Result<(), Fatal> {
         if self.json {
-            self.json_line(&Message::Start(id.clone()))?;
+            self.json_line(&Record::Start(id.clone()))?;
         } else {
             eprint!("{}", text::start_text(id));
             eprintln!("  (Ctrl-C to stop)");
@@ -116,7 +116,7 @@ impl Sinks<'_> {
     /// recording closed with it.
     pub fn summary(&mut self, summary: &Summary) -> Result<(), Fatal> {
         if self.json {
-            self.json_line(&Message::Summary(summary.clone()))?;
+            self.json_line(&Record::Summary(summary.clone()))?;
         } else {
             eprint!("{}", text::summary_text(summary));
         }

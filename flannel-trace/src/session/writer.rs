@@ -9,9 +9,11 @@ use tokio::sync::mpsc;
 
 use crate::{
     peer::ChannelTx,
+    peer::{Control, Message},
     schema::codec,
     schema::event::Event,
-    schema::wire::{self, Message},
+    schema::record::Record,
+    schema::wire,
 };
 
 /// Queue depth towards the listener: a drain of the ring buffer fits, so
@@ -62,7 +64,7 @@ pub fn spawn_writer(
             let mut next = first;
             while let Some(m) = next.take() {
                 match m {
-                    Message::Event(ev) => {
+                    Message::Record(Record::Event(ev)) => {
                         events.push(ev);
                         n += 1;
                     }
@@ -71,7 +73,7 @@ pub fn spawn_writer(
                             wire::encode_events(&ctx, &events, &mut out);
                             events.clear();
                         }
-                        bye = matches!(other, Message::Bye);
+                        bye = matches!(other, Message::Control(Control::Bye));
                         match wire::encode(&other) {
                             Ok(frame) => out.extend_from_slice(&frame),
                             Err(e) => log::warn!("not sent to the listener: {e}"),
