@@ -194,7 +194,7 @@ impl Join {
                     .map(|m| format!("{}: {} not traced: {}", n.identity.node, m.hop, m.reason))
             })
             .collect();
-        let mut config = explain::config_findings(a.identity, b.identity);
+        let mut config = super::fixes::config_findings(a.identity, b.identity);
         let (ra, rb) = (a.identity.sample_rate(), b.identity.sample_rate());
         if ra != rb {
             config.push(format!(

@@ -10,7 +10,9 @@
 mod classify;
 mod engine;
 mod explain;
+mod fixes;
 pub mod live;
+mod measures;
 pub mod offline;
 mod tally;
 mod window;

@@ -329,7 +329,7 @@ fn judge_range(f: &mut FlowTally, r: Range, b: &Bounds) {
     let k = usize::from(r.stage);
     // Seen at any later stage means not lost here: a hook that missed a
     // packet must not invent a loss.
-    if tally::covered(r.range, f.ranges[k + 1..=f.path_last].iter()) {
+    if super::measures::covered(r.range, f.ranges[k + 1..=f.path_last].iter()) {
         if k == UNDERLAY_EGRESS {
             f.delivered_len(r.len);
         }

@@ -2,7 +2,14 @@ use std::time::Instant;
 
 use serde_json::json;
 
+use flannel_trace_common::Hop;
+
+use super::encode::{text, varint};
 use super::*;
+use crate::schema::{
+    event::Event,
+    values::{Fingerprint, Proto, TcpFlags},
+};
 use crate::verdict::test_identity as identity;
 
 fn ctx() -> Context {
