@@ -14,7 +14,7 @@ use std::{
 use divan::{Bencher, counter::ItemsCount};
 use flannel_trace_common::{EventKind, Hop, PacketInfo, RawEvent, Tuple, event::flags};
 
-use flannel_trace::hot_path::{self as output, Clock, Decoder, Event, Kallsyms, bump};
+use flannel_trace::hot_path::{self as output, Clock, Decoder, Event, Kallsyms, count};
 
 fn main() {
     divan::main();
@@ -120,7 +120,7 @@ fn decoder() -> Decoder {
     Decoder::new(Clock::sample(), reasons, syms)
 }
 
-/// What session.rs does with each event besides rendering it: the
+/// What the session does with each event besides rendering it: the
 /// summary's per-hop and per-reason counts.
 #[derive(Default)]
 struct Counts {
@@ -129,12 +129,8 @@ struct Counts {
 }
 
 impl Counts {
-    /// As session.rs counts: a key is cloned only when it is new.
     fn add(&mut self, ev: &Event) {
-        bump(&mut self.per_hop, ev.hop.name());
-        if let Some(d) = &ev.drop {
-            bump(&mut self.drops, &d.summary_key());
-        }
+        count(&mut self.per_hop, &mut self.drops, ev);
     }
 }
 

@@ -45,6 +45,31 @@ impl From<anyhow::Error> for Fatal {
     }
 }
 
+/// Flags that cannot run together: a usage error.
+impl From<crate::options::OptionsError> for Fatal {
+    fn from(e: crate::options::OptionsError) -> Fatal {
+        Fatal::new(Status::Usage, e)
+    }
+}
+
+/// A device named wrong (usage) or missing / of the wrong kind (device).
+impl From<crate::session::NodeError> for Fatal {
+    fn from(e: crate::session::NodeError) -> Fatal {
+        let status = if e.is_usage() {
+            Status::Usage
+        } else {
+            Status::Device
+        };
+        Fatal::new(status, e)
+    }
+}
+
+impl From<crate::session::AttachError> for Fatal {
+    fn from(e: crate::session::AttachError) -> Fatal {
+        Fatal::new(e.status(), e)
+    }
+}
+
 /// `.fatal(Status::Device)` on any result.
 pub trait OrFatal<T> {
     fn fatal(self, status: Status) -> Result<T, Fatal>;

@@ -8,5 +8,5 @@ pub use crate::{
     kernel::kallsyms::Kallsyms,
     render::text::{EventRecord, write_event_text},
     schema::event::{Decoder, Event},
-    session::bump,
+    session::count,
 };

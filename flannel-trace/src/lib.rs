@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, FromArgMatches as _};
 
+mod args;
 mod check;
 mod cli;
 mod counters;
@@ -15,6 +16,7 @@ pub mod fuzzing;
 pub mod hot_path;
 mod kernel;
 mod net;
+mod options;
 mod peer;
 mod render;
 pub mod schema;
@@ -35,7 +37,7 @@ pub fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let result = match cli.cmd {
-        Some(cli::Cmd::Join(args)) => verdict::offline::run(args),
+        Some(cli::Cmd::Join(a)) => verdict::offline::run(args::join_options(a)),
         Some(cli::Cmd::Check(a)) => check::run(check::Request {
             nodes: a.nodes,
             vxlan_dev: a.vxlan_dev,
@@ -45,7 +47,9 @@ pub fn main() -> ExitCode {
             json: a.json,
         }),
         Some(cli::Cmd::Cleanup) => datapath::leftovers::cleanup_command(),
-        None => session::trace::run(cli.trace),
+        None => args::trace_options(cli.trace)
+            .map_err(exit::Fatal::from)
+            .and_then(session::run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,14 +16,14 @@ use flannel_trace_common::{
     dropped::Record,
     stats::{StatKey, StatValue},
 };
-use tokio::{net::TcpListener, signal::unix::SignalKind, sync::mpsc};
+use tokio::sync::mpsc;
 
 use super::{Reader, Snapshot, join, metrics, table};
 use crate::{
-    cli::TraceArgs,
     datapath::Probes,
     exit::{Fatal, OrFatal as _, Status},
-    peer::{self, ChannelTx, Control, Message},
+    options::{Mode, TraceOptions},
+    peer::{ChannelTx, Control, Message},
     schema::identity::NodeIdentity,
     schema::record,
 };
@@ -42,7 +42,7 @@ struct Peer {
 }
 
 pub async fn run(
-    args: &TraceArgs,
+    opts: &TraceOptions,
     identity: NodeIdentity,
     reasons: HashMap<u32, String>,
     probes: &mut Probes,
@@ -71,7 +71,10 @@ pub async fn run(
     drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     let metrics = Arc::new(Mutex::new(metrics::Metrics::new()));
-    if let Some(addr) = args.metrics {
+    if let Mode::Stats {
+        metrics: Some(addr),
+    } = opts.mode
+    {
         let l = metrics::bind(addr)
             .await
             .with_context(|| format!("serving metrics on {addr}"))
@@ -80,7 +83,7 @@ pub async fn run(
         tokio::spawn(metrics::serve(l, metrics.clone()));
     }
 
-    if args.json {
+    if opts.output.json {
         writeln!(
             out,
             "{}",
@@ -94,65 +97,32 @@ pub async fn run(
     // Also in --json mode: the line tells a script the hooks are attached.
     eprintln!(
         "flannel-trace: counting (counters mode), a report every {:?} (Ctrl-C to stop)",
-        args.report_every
+        opts.report_every
     );
     out.flush().context("writing to stdout")?;
 
     // The peer channel, set up in the background.
-    let (peer_tx, mut peer_rx) = mpsc::channel::<Result<(NodeIdentity, peer::Channel), String>>(1);
-    let token = args.token.clone().unwrap_or_default();
-    if let Some(addr) = args.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listening on {addr}"))
-            .fatal(Status::Failure)?;
-        eprintln!("flannel-trace: waiting for a peer on {addr}");
-        let id = identity.clone();
-        tokio::spawn(async move {
-            let r = peer::listen(listener, &token, &id, None)
-                .await
-                .map(|(h, c)| (h.remote, c))
-                .map_err(|e| e.to_string());
-            let _ = peer_tx.send(r).await;
-        });
-    } else if let Some(addr) = args.peer {
-        let (id, wait) = (identity.clone(), args.peer_wait);
-        tokio::spawn(async move {
-            let r = peer::connect(addr, &token, &id, wait)
-                .await
-                .map(|(h, c)| (h.remote, c))
-                .map_err(|e| e.to_string());
-            let _ = peer_tx.send(r).await;
-        });
-    } else {
-        drop(peer_tx);
-    }
+    let mut peer_rx = crate::session::handshake(opts.live.as_ref(), &identity, false).await?;
     let (remote_tx, mut remote_rx) = mpsc::channel::<Message>(64);
 
-    let mut term = tokio::signal::unix::signal(SignalKind::terminate())
-        .context("installing a SIGTERM handler")?;
-    let mut int = tokio::signal::unix::signal(SignalKind::interrupt())
-        .context("installing a SIGINT handler")?;
-    let deadline = tokio::time::sleep(
-        args.duration
-            .unwrap_or(Duration::from_secs(10 * 365 * 24 * 3600)),
-    );
-    tokio::pin!(deadline);
-    let mut tick = tokio::time::interval(args.report_every);
+    let mut stop = crate::session::Stop::new(opts.duration)?;
+    let mut tick = tokio::time::interval(opts.report_every);
     tick.tick().await;
     let start = read(&mut reader, probes, ring.get_mut());
     let mut last = start.clone();
     let mut last_at = Instant::now();
     let mut peer: Option<Peer> = None;
-    let mut peer_pending = args.listen.is_some() || args.peer.is_some();
+    let mut peer_pending = opts.live.is_some();
     let mut join_failed: Option<String> = None;
-    let listening = args.listen.is_some();
+    let listening = opts.listening();
     loop {
         tokio::select! {
-            joined = peer_rx.recv(), if peer_pending => {
+            joined = &mut peer_rx, if peer_pending => {
                 peer_pending = false;
                 match joined {
-                    Some(Ok((remote, channel))) => {
+                    Ok(Ok(joined)) => {
+                        let (h, channel) = *joined;
+                        let remote = h.remote;
                         eprintln!("flannel-trace: joined with {} ({})", remote.node, channel.peer_addr());
                         let (tx, mut rx) = channel.split();
                         let fwd = remote_tx.clone();
@@ -170,13 +140,13 @@ pub async fn run(
                         }
                         peer = Some(p);
                     }
-                    Some(Err(e)) => {
+                    Ok(Err(e)) => {
                         // Counters are not recorded: what this node counted
                         // is printed below, and the status says the join failed.
                         eprintln!("flannel-trace: live join failed: {e}; counting locally only");
                         join_failed = Some(e);
                     }
-                    None => {}
+                    Err(_) => {}
                 }
             }
             m = remote_rx.recv() => {
@@ -199,7 +169,7 @@ pub async fn run(
             _ = tick.tick() => {
                 let now = read(&mut reader, probes, ring.get_mut());
                 let secs = last_at.elapsed().as_secs_f64();
-                report(&mut out, args.json, &now.since(&last), &now.since(&start), secs, peer.as_ref(), &now)?;
+                report(&mut out, opts.output.json, &now.since(&last), &now.since(&start), secs, peer.as_ref(), &now)?;
                 metrics.lock().unwrap_or_else(|p| p.into_inner()).update(&now);
                 if let Some(tx) = peer.as_mut().and_then(|p| p.tx.as_mut())
                     && let Err(e) = tx.send(&Message::Record(record::Record::Stats(now.clone()))).await
@@ -216,9 +186,7 @@ pub async fn run(
                 count_drops(guard.get_inner_mut(), &mut reader, &cfg, &ports);
             }
             _ = drain_tick.tick() => count_drops(ring.get_mut(), &mut reader, &cfg, &ports),
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = &mut deadline => break,
+            _ = stop.wait() => break,
         }
     }
     let now = read(&mut reader, probes, ring.get_mut());
@@ -240,12 +208,12 @@ pub async fn run(
         }
     }
     let secs = last_at.elapsed().as_secs_f64();
-    if !args.json {
+    if !opts.output.json {
         eprintln!("flannel-trace: final counters");
     }
     report(
         &mut out,
-        args.json,
+        opts.output.json,
         &now.since(&last),
         &now.since(&start),
         secs,
@@ -258,7 +226,7 @@ pub async fn run(
             anyhow!("the live join did not happen ({e}); the counters above are this node's alone"),
         ));
     }
-    if (listening || args.peer.is_some()) && peer.is_none() {
+    if opts.live.is_some() && peer.is_none() {
         return Err(Fatal::new(
             Status::NoJoin,
             anyhow!("no peer joined before the end: the counters above are this node's alone"),

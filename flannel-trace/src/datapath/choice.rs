@@ -1,6 +1,6 @@
 //! What the user may ask of the datapath, as the loader sees it: plain
 //! values, so that the loader does not depend on the command line (the
-//! CLI's clap enums are mapped to these in `trace.rs`).
+//! CLI's clap enums are mapped to these in `args.rs`).
 
 /// How the TC hooks attach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,9 +6,9 @@ use anyhow::Context as _;
 use thiserror::Error;
 
 use crate::{
-    cli::JoinArgs,
     exit::{Fatal, OrFatal as _, Status},
     kernel::clock,
+    options::JoinOptions,
     render,
     schema::identity::NodeIdentity,
     schema::record::Record,
@@ -284,9 +284,9 @@ fn stream(
     Ok((join, heads))
 }
 
-pub fn run(args: JoinArgs) -> Result<(), Fatal> {
-    let a = open(&args.files[0])?;
-    let b = open(&args.files[1])?;
+pub fn run(args: JoinOptions) -> Result<(), Fatal> {
+    let [a, b] = &args.files;
+    let (a, b) = (open(a)?, open(b)?);
     let opts = Options {
         grace_ns: nanos(args.grace),
         window_ns: nanos(args.window),
