@@ -32,9 +32,9 @@ pub fn read(name: &str) -> Result<Device, Fatal> {
         vni: vx.vni,
         port: vx.port.filter(|p| *p != 0),
         local: vx.local,
-        host_addrs: tables::all_addresses().fatal(Status::Failure)?,
+        host_addrs: net::all_addresses().fatal(Status::Failure)?,
         fdb: net::vxlan_fdb(link.index).fatal(Status::Failure)?,
-        neighbours: Some(tables::neighbours(link.index).fatal(Status::Failure)?),
+        neighbours: Some(net::neighbours(link.index).fatal(Status::Failure)?),
         routes: Some(routes),
     })
 }

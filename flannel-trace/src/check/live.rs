@@ -66,7 +66,7 @@ fn as_device(x: &NodeIdentity) -> Device {
         routes: None,
     };
     if is_here(x) {
-        dev.neighbours = tables::neighbours(x.vxlan_ifindex).ok();
+        dev.neighbours = crate::net::neighbours(x.vxlan_ifindex).ok();
         dev.routes = tables::routes().ok();
     } else {
         dev.neighbours = x.vxlan_neighbours.as_ref().map(|n| {

@@ -3,7 +3,6 @@
 
 use super::model::{Cidr, Route};
 use crate::net::{self, NetError};
-pub use crate::net::{all_addresses, neighbours};
 
 /// The main table's unicast IPv4 and IPv6 routes (`ip route show table
 /// main`). A blackhole or unreachable route is no route to a peer.

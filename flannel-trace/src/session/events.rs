@@ -51,8 +51,8 @@ pub(super) struct Session<'a> {
 
 impl Session<'_> {
     pub async fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<(), Fatal> {
-        // The whole batch is copied out first (168 bytes a packet record,
-        // 304 a drop), so the ring's space is handed back to the programs
+        // The whole batch is copied out first (160 bytes a packet record,
+        // 296 a drop), so the ring's space is handed back to the programs
         // before the slower parsing, decoding and output.
         let mut batch = Vec::new();
         while let Some(item) = ring.next() {

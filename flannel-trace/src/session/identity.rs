@@ -73,7 +73,7 @@ pub fn identity(
         peer_routes: peer_routes(node.vxlan.index),
         sample: opts.sample,
         stats_mode: opts.stats(),
-        vxlan_neighbours: crate::check::tables::neighbours(node.vxlan.index)
+        vxlan_neighbours: net::neighbours(node.vxlan.index)
             .ok()
             .filter(|n| n.len() <= crate::schema::identity::MAX_TABLE)
             .map(|n| {
@@ -99,12 +99,13 @@ fn pod_routes(networks: &[Cidr]) -> Option<Vec<PodRoute>> {
             .iter()
             .any(|n| n.contains(r.addr()) || r.contains(n.addr()))
     };
-    let routes: Vec<PodRoute> = crate::check::tables::routes()
+    let routes: Vec<PodRoute> = net::routes()
         .ok()?
         .into_iter()
-        .filter(|r| r.dst.len() > 0 && overlaps(r.dst))
-        .map(|r| PodRoute {
-            dst: r.dst,
+        .filter_map(|r| Some((Cidr::new(r.dst, r.prefix_len)?, r)))
+        .filter(|(dst, _)| dst.len() > 0 && overlaps(*dst))
+        .map(|(dst, r)| PodRoute {
+            dst,
             via: r.gateway,
             oif: r.oif,
             dev: r.oif.and_then(net::ifname),
