@@ -22,7 +22,7 @@
 use std::{
     fs::{self, File, OpenOptions},
     io,
-    os::{fd::AsRawFd as _, unix::fs::DirBuilderExt as _},
+    os::unix::fs::DirBuilderExt as _,
     path::PathBuf,
 };
 
@@ -60,14 +60,13 @@ pub fn lock() -> Result<Lock, LeftoverError> {
         .write(true)
         .open(format!("{RUN_DIR}/lock"))
         .map_err(LeftoverError::RunDir)?;
+    // std's `File::lock` is an exclusive `flock` on Linux: the lock other
+    // tracers' versions take too.
     loop {
-        // SAFETY: flock on a descriptor we own.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-            return Ok(Lock { _file: file });
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(LeftoverError::RunDir(e));
+        match file.lock() {
+            Ok(()) => return Ok(Lock { _file: file }),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(LeftoverError::RunDir(e)),
         }
     }
 }
