@@ -11,9 +11,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::Value;
+use flannel_trace::schema::{event::Event, identity::NodeIdentity, summary::Summary};
+use flannel_trace_common::Hop;
 
-use crate::{LineReader, Netns};
+use crate::{
+    LineReader, Netns,
+    records::{Record, is_hop, line, record},
+};
 
 /// The binary under test: `$FLANNEL_TRACE_BIN` (set by `cargo xtask test`),
 /// else the workspace's release build.
@@ -30,15 +34,15 @@ pub struct Tracer {
     child: Child,
     stdout: LineReader,
     stderr: Arc<Mutex<String>>,
-    pub start: Value,
+    pub start: NodeIdentity,
 }
 
 /// Everything one session printed.
 #[derive(Debug)]
 pub struct Session {
-    pub start: Value,
-    pub events: Vec<Value>,
-    pub summary: Option<Value>,
+    pub start: NodeIdentity,
+    pub events: Vec<Event>,
+    pub summary: Option<Summary>,
     pub status: ExitStatus,
     pub stderr: String,
 }
@@ -96,7 +100,9 @@ impl Tracer {
                 );
             }
         };
-        let start = serde_json::from_str(&line).context("start record is not JSON")?;
+        let Record::Start(start) = record(&line)? else {
+            bail!("the first record is not the start record: {line}");
+        };
         Ok(Tracer {
             child,
             stdout,
@@ -136,12 +142,10 @@ impl Tracer {
         let mut events = Vec::new();
         let mut summary = None;
         while let Ok(line) = self.stdout.wait_for_line(|_| true, Duration::from_secs(5)) {
-            let v: Value =
-                serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
-            match v["type"].as_str() {
-                Some("event") => events.push(v),
-                Some("summary") => summary = Some(v),
-                other => bail!("unexpected record type {other:?}: {line}"),
+            match record(&line)? {
+                Record::Event(e) => events.push(e),
+                Record::Summary(s) => summary = Some(s),
+                other => bail!("unexpected {} record: {line}", other.kind()),
             }
         }
         thread::sleep(Duration::from_millis(50));
@@ -177,27 +181,32 @@ pub fn run_tracer(ns: &Netns, args: &[&str]) -> Result<(ExitStatus, String, Stri
 }
 
 impl Session {
-    pub fn at<'a>(&'a self, hop: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-        self.events.iter().filter(move |e| e["hop"] == hop)
+    /// The events reported at `hop`.
+    pub fn at(&self, hop: Hop) -> impl Iterator<Item = &Event> + '_ {
+        self.events.iter().filter(move |e| is_hop(&e.hop, hop))
     }
 
     /// The backend the tracer chose for `hop`.
-    pub fn backend(&self, hop: &str) -> Option<String> {
-        self.start["hooks"]
-            .as_array()?
-            .iter()
-            .find(|h| h["hop"] == hop)?["backend"]
-            .as_str()
-            .map(str::to_owned)
+    pub fn backend(&self, hop: Hop) -> Option<String> {
+        backend(&self.start, hop)
     }
 
     pub fn dump(&self) -> String {
         let mut s = format!("exit {:?}\nstderr:\n{}\n", self.status, self.stderr);
         for e in &self.events {
-            s.push_str(&e.to_string());
+            s.push_str(&line(e));
             s.push('\n');
         }
         s.push_str(&format!("summary: {:?}\n", self.summary));
         s
     }
+}
+
+/// The backend a start record says serves `hop`.
+pub fn backend(start: &NodeIdentity, hop: Hop) -> Option<String> {
+    start
+        .hooks
+        .iter()
+        .find(|h| is_hop(&h.hop, hop))
+        .map(|h| h.backend.to_string())
 }

@@ -11,13 +11,17 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail, ensure};
+use flannel_trace::{CheckReport, FindingKind};
 use flannel_trace_tests::{
     Lab, Node, VXLAN_IFACE,
     kube::{kubectl_get_nodes, node_name, set_vtep_mac},
     preflight,
+    records::line,
+    report::verdict,
     scenario::{Live, run_live},
     serial, tracer_bin, with_lab,
 };
+// The node list given to `check` is Kubernetes' document, not the tool's.
 use serde_json::Value;
 
 /// A MAC no lab node has.
@@ -36,7 +40,7 @@ fn write_doc(doc: &Value) -> Result<PathBuf> {
 }
 
 /// `flannel-trace check FILE --name node-X --json ARGS` inside the node.
-fn check(node: &Node, doc: &Value, args: &[&str]) -> Result<(Output, Value)> {
+fn check(node: &Node, doc: &Value, args: &[&str]) -> Result<(Output, CheckReport)> {
     let file = write_doc(doc)?;
     let bin = tracer_bin();
     let name = node_name(node);
@@ -47,7 +51,7 @@ fn check(node: &Node, doc: &Value, args: &[&str]) -> Result<(Output, Value)> {
     let out = node.exec(&argv)?;
     let _ = std::fs::remove_file(&file);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: Value = serde_json::from_str(stdout.trim()).with_context(|| {
+    let report: CheckReport = serde_json::from_str(stdout.trim()).with_context(|| {
         format!(
             "check printed no JSON (status {}):\n{stdout}\n{}",
             out.status,
@@ -57,22 +61,12 @@ fn check(node: &Node, doc: &Value, args: &[&str]) -> Result<(Output, Value)> {
     Ok((out, report))
 }
 
-fn kinds(report: &Value) -> Vec<(String, String)> {
-    report["findings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| {
-            (
-                f["kind"].as_str().unwrap_or_default().to_owned(),
-                f["node"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
+fn kinds(report: &CheckReport) -> Vec<(FindingKind, String)> {
+    report
+        .findings
+        .iter()
+        .map(|f| (f.kind, f.node.clone()))
         .collect()
-}
-
-fn pair(kind: &str, node: &str) -> (String, String) {
-    (kind.to_owned(), node.to_owned())
 }
 
 /// Asserts exactly these findings and exit status 1; returns the report.
@@ -80,38 +74,50 @@ fn expect_findings(
     node: &Node,
     doc: &Value,
     args: &[&str],
-    want: &[(&str, &str)],
-) -> Result<Value> {
+    want: &[(FindingKind, &str)],
+) -> Result<CheckReport> {
     let (out, report) = check(node, doc, args)?;
     let got = kinds(&report);
-    let want: Vec<_> = want.iter().map(|(k, n)| pair(k, n)).collect();
-    ensure!(got == want, "findings {got:?}, expected {want:?}: {report}");
+    let want: Vec<_> = want.iter().map(|(k, n)| (*k, n.to_string())).collect();
+    ensure!(
+        got == want,
+        "findings {got:?}, expected {want:?}: {}",
+        line(&report)
+    );
     ensure!(
         out.status.code() == Some(1),
         "exit status {} with findings",
         out.status
     );
-    ensure!(report["ok"] == false, "{report}");
+    ensure!(!report.ok, "{}", line(&report));
     Ok(report)
 }
 
 fn expect_clean(node: &Node, doc: &Value, args: &[&str]) -> Result<()> {
     let (out, report) = check(node, doc, args)?;
     ensure!(
-        kinds(&report).is_empty() && report["ok"] == true,
-        "{} has findings: {report}",
-        node_name(node)
+        kinds(&report).is_empty() && report.ok,
+        "{} has findings: {}",
+        node_name(node),
+        line(&report)
     );
     ensure!(out.status.success(), "exit status {}", out.status);
     Ok(())
 }
 
+/// The message of the report's first finding ("" without one).
+fn first_message(report: &CheckReport) -> &str {
+    report.findings.first().map_or("", |f| f.message.as_str())
+}
+
 /// Runs a finding's fix (one or more `;`-separated iproute2 commands,
 /// before any parenthesised remark) inside the node.
-fn apply_fix(node: &Node, report: &Value) -> Result<()> {
-    let fix = report["findings"][0]["fix"]
-        .as_str()
-        .context("no fix")?
+fn apply_fix(node: &Node, report: &CheckReport) -> Result<()> {
+    let fix = report
+        .findings
+        .first()
+        .context("no finding")?
+        .fix
         .split(" (")
         .next()
         .unwrap_or_default()
@@ -150,20 +156,9 @@ fn stale_neighbour(node: &Node, vtep: &str) -> Result<()> {
 fn live_config(lab: &Lab) -> Result<Vec<String>> {
     let run = run_live(lab, &Live::default())?;
     ensure!(run.a.status.success(), "listener: {}", run.a.stderr);
-    let verdict = run
-        .a
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["type"] == "verdict")
-        .with_context(|| format!("no verdict; listener stderr: {}", run.a.stderr))?;
-    Ok(verdict["config"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect())
+    let verdict =
+        verdict(&run.a.stdout).with_context(|| format!("listener stderr: {}", run.a.stderr))?;
+    Ok(verdict.config)
 }
 
 #[test]
@@ -229,9 +224,8 @@ fn a_stale_fdb_entry_is_found_and_its_fix_works() -> Result<()> {
             "dst",
             &dst,
         ])?;
-        let report = expect_findings(a, &doc, &[], &[("fdb-mac", "node-b")])?;
-        let f = &report["findings"][0];
-        let msg = f["message"].as_str().unwrap_or_default();
+        let report = expect_findings(a, &doc, &[], &[(FindingKind::FdbMac, "node-b")])?;
+        let msg = first_message(&report);
         ensure!(
             msg.contains(OLD_MAC) && msg.contains(&b.vtep_mac()) && msg.contains(&dst),
             "{msg}"
@@ -261,7 +255,7 @@ fn a_missing_fdb_entry_is_found() -> Result<()> {
             "dst",
             &dst,
         ])?;
-        let report = expect_findings(a, &doc, &[], &[("missing-fdb", "node-b")])?;
+        let report = expect_findings(a, &doc, &[], &[(FindingKind::MissingFdb, "node-b")])?;
         apply_fix(a, &report)?;
         expect_clean(a, &doc, &[])
     })
@@ -280,13 +274,14 @@ fn a_wrong_vtep_mac_annotation_is_found_on_both_nodes() -> Result<()> {
             a,
             &doc,
             &[],
-            &[("fdb-mac", "node-b"), ("stale-neighbour", "node-b")],
+            &[
+                (FindingKind::FdbMac, "node-b"),
+                (FindingKind::StaleNeighbour, "node-b"),
+            ],
         )?;
         // …and node-b's own annotation disagrees with its device.
-        let report = expect_findings(b, &doc, &[], &[("self-vtep-mac", "node-b")])?;
-        let msg = report["findings"][0]["message"]
-            .as_str()
-            .unwrap_or_default();
+        let report = expect_findings(b, &doc, &[], &[(FindingKind::SelfVtepMac, "node-b")])?;
+        let msg = first_message(&report);
         ensure!(
             msg.contains(OLD_MAC) && msg.contains(&b.vtep_mac()),
             "{msg}"
@@ -304,7 +299,7 @@ fn a_stale_neighbour_entry_is_found_and_its_fix_works() -> Result<()> {
         let doc = kubectl_get_nodes(lab)?;
         let vtep = b.vtep_ip().to_string();
         stale_neighbour(a, &vtep)?;
-        let report = expect_findings(a, &doc, &[], &[("stale-neighbour", "node-b")])?;
+        let report = expect_findings(a, &doc, &[], &[(FindingKind::StaleNeighbour, "node-b")])?;
         apply_fix(a, &report)?;
         expect_clean(a, &doc, &[])
     })
@@ -319,8 +314,8 @@ fn a_missing_route_is_found_and_its_fix_works() -> Result<()> {
         let doc = kubectl_get_nodes(lab)?;
         let subnet = format!("{}/24", b.pod_subnet());
         a.run(&["ip", "route", "del", &subnet])?;
-        let report = expect_findings(a, &doc, &[], &[("missing-route", "node-b")])?;
-        let fix = report["findings"][0]["fix"].as_str().unwrap_or_default();
+        let report = expect_findings(a, &doc, &[], &[(FindingKind::MissingRoute, "node-b")])?;
+        let fix = report.findings.first().map_or("", |f| f.fix.as_str());
         ensure!(fix.contains(&subnet), "{fix}");
         apply_fix(a, &report)?;
         expect_clean(a, &doc, &[])
@@ -340,13 +335,13 @@ fn port_vni_and_backend_disagreements_are_found() -> Result<()> {
             a,
             &doc,
             &["--port", &other_port, "--vni", &other_vni],
-            &[("port", ""), ("vni", "")],
+            &[(FindingKind::Port, ""), (FindingKind::Vni, "")],
         )?;
-        let msg = r["findings"][0]["message"].as_str().unwrap_or_default();
+        let msg = first_message(&r);
         ensure!(msg.contains(&a.vxlan_port().to_string()), "{msg}");
         doc["items"][1]["metadata"]["annotations"]["flannel.alpha.coreos.com/backend-type"] =
             "host-gw".into();
-        expect_findings(a, &doc, &[], &[("backend-type", "node-b")])?;
+        expect_findings(a, &doc, &[], &[(FindingKind::BackendType, "node-b")])?;
         Ok(())
     })
 }

@@ -1285,9 +1285,9 @@ mod tests {
         let data = match std::fs::read(VMLINUX_BTF_PATH) {
             Ok(d) => d,
             Err(e) => {
-                eprintln!(
-                    "SKIPPED: cannot read {VMLINUX_BTF_PATH} ({e}); kernel without CONFIG_DEBUG_INFO_BTF?"
-                );
+                crate::testing::skip_test(&format!(
+                    "cannot read {VMLINUX_BTF_PATH} ({e}); kernel without CONFIG_DEBUG_INFO_BTF?"
+                ));
                 return None;
             }
         };
