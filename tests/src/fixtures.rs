@@ -9,10 +9,20 @@ use std::{
     time::Duration,
 };
 
+use flannel_trace_common::Hop;
+
 /// `--name` of the tracer on lab node a in live runs (the listener).
 pub const NODE_A: &str = "node-a";
 /// `--name` of the tracer on lab node b in live runs (the peer).
 pub const NODE_B: &str = "node-b";
+
+/// The hops a TC program serves on the vxlan device and the underlay NIC.
+pub const TC_HOPS: [Hop; 4] = [
+    Hop::OverlayEgress,
+    Hop::OverlayIngress,
+    Hop::UnderlayEgress,
+    Hop::UnderlayIngress,
+];
 
 /// Echo requests of one test ping, and their spacing.
 pub const PINGS: u32 = 3;

@@ -12,6 +12,7 @@ use anyhow::{Result, ensure};
 use flannel_trace::{MissingCause, Segment};
 use flannel_trace_common::Hop;
 use flannel_trace_tests::{
+    fixtures::TC_HOPS,
     preflight,
     records::{Output, is_hop},
     report::{direction, show, verdict},
@@ -78,12 +79,7 @@ fn under_confidentiality_lockdown_the_tracers_run_tc_only_and_the_verdict_says_w
             show(&start.missing_hops)
         );
         let hooked: Vec<String> = start.hooks.iter().map(|h| h.hop.to_string()).collect();
-        for hop in [
-            Hop::OverlayEgress,
-            Hop::OverlayIngress,
-            Hop::UnderlayEgress,
-            Hop::UnderlayIngress,
-        ] {
+        for hop in TC_HOPS {
             ensure!(
                 start.hooks.iter().any(|h| is_hop(&h.hop, hop)),
                 "{} not attached: {hooked:?}",

@@ -6,7 +6,9 @@ use std::{collections::HashSet, net::IpAddr, thread, time::Duration};
 use anyhow::{Context as _, Result, ensure};
 use flannel_trace_common::Hop;
 use flannel_trace_tests::{
-    Kernel, Lab, Tracer, VXLAN_IFACE, backend, preflight,
+    Kernel, Lab, Tracer, VXLAN_IFACE, backend,
+    fixtures::TC_HOPS,
+    preflight,
     records::{Output, drop_reason, line, outer_dport, outer_src},
     run_tracer, serial, with_lab,
 };
@@ -219,12 +221,7 @@ fn every_backend_the_kernel_offers_reports_the_packets() -> Result<()> {
             );
             let start = Output::parse(&out)?;
             let start = start.start()?;
-            for hop in [
-                Hop::OverlayEgress,
-                Hop::OverlayIngress,
-                Hop::UnderlayEgress,
-                Hop::UnderlayIngress,
-            ] {
+            for hop in TC_HOPS {
                 ensure!(
                     backend(start, hop).as_deref() == Some("tcx"),
                     "--tc-mode tcx on {}: {} is not on TCX: {}",

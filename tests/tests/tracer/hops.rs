@@ -12,7 +12,9 @@ use std::{
 use anyhow::{Context as _, Result, ensure};
 use flannel_trace_common::Hop;
 use flannel_trace_tests::{
-    Kernel, Lab, Tracer, VXLAN_IFACE, input_drop_udp, preflight,
+    Kernel, Lab, Tracer, VXLAN_IFACE,
+    fixtures::TC_HOPS,
+    input_drop_udp, preflight,
     records::{
         drop_reason, inner_dst, inner_proto_is, inner_src, line, named, outer_dport, outer_dst,
         outer_src,
@@ -52,12 +54,7 @@ fn every_hop_reports_ping_and_tcp_with_inner_and_outer_tuples() -> Result<()> {
         ensure!(s.start.vni == Some(1), "{}", line(&s.start));
         // The best backend this kernel offers, found out independently.
         let k = Kernel::running();
-        for hop in [
-            Hop::OverlayEgress,
-            Hop::OverlayIngress,
-            Hop::UnderlayEgress,
-            Hop::UnderlayIngress,
-        ] {
+        for hop in TC_HOPS {
             let be = s.backend(hop).unwrap_or_default();
             ensure!(
                 be == k.expected_tc_backend(),
