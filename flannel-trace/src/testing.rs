@@ -1,5 +1,5 @@
-//! Visible skips for the unit tests that read the running kernel (BTF,
-//! kallsyms): a test that cannot run on this host says so — `SKIPPED: …` on
+//! Visible skips for the unit tests that read the running kernel
+//! (kallsyms): a test that cannot run on this host says so — `SKIPPED: …` on
 //! stderr and a line in `$FLANNEL_TRACE_SKIP_LOG` — so that `cargo xtask
 //! test` counts it as skipped, not passed (xtask/src/test.rs reads the
 //! file; the integration tests' lab writes the same lines).

@@ -37,12 +37,7 @@ pub struct ClusterNode {
 }
 
 /// A neighbour entry on the vxlan device: peers' VTEP address → VTEP MAC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Neighbour {
-    pub ip: IpAddr,
-    /// None for an entry that resolved to nothing (incomplete, failed).
-    pub mac: Option<[u8; 6]>,
-}
+pub use crate::net::Neighbour;
 
 /// A route of the main table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use aya::{
 use flannel_trace_common::{Config, Ports};
 use thiserror::Error;
 
-use crate::{net, schema::identity::HookReport};
+use crate::schema::identity::HookReport;
 
 mod choice;
 pub mod degraded;

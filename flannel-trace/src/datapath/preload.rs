@@ -3,7 +3,10 @@
 
 use flannel_trace_common::programs as prog;
 
-use super::*;
+use super::{
+    Devices, DropBackendChoice, Plan, Probes, TcMode, VxlanBackendChoice, kprobe_pmu, tc_hooks,
+    tcx_attach, vxlan_order,
+};
 
 impl Probes {
     /// Verify, in parallel, the programs the plan may attach: the TC

@@ -4,7 +4,10 @@
 use aya::programs::{BtfTracePoint, FEntry, KProbe, TracePoint};
 use flannel_trace_common::programs as prog;
 
-use super::*;
+use super::{
+    DropBackendChoice, HookReport, Plan, ProbeError, Probes, VxlanBackendChoice, describe,
+    format_tried, program,
+};
 
 impl Probes {
     pub(super) fn attach_vxlan_rcv(&mut self, plan: &Plan) -> Result<(), ProbeError> {

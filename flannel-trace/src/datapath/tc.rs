@@ -7,7 +7,8 @@ use aya::programs::{
 };
 use flannel_trace_common::programs as prog;
 
-use super::*;
+use super::{Devices, HookReport, Plan, ProbeError, Probes, TcMode, describe, leftovers, program};
+use crate::net;
 
 impl Probes {
     pub(super) fn attach_tc(&mut self, plan: &Plan, dev: &Devices<'_>) -> Result<(), ProbeError> {

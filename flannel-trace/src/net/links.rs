@@ -107,7 +107,17 @@ pub fn addresses(index: u32) -> Result<Vec<IpAddr>, NetError> {
     let payloads = dump(request, libc::RTM_NEWADDR, &what)?;
     Ok(payloads
         .iter()
-        .filter_map(|p| address_of(p, index))
+        .filter_map(|p| address_of(p, Some(index)))
+        .collect())
+}
+
+/// Every address of every interface in this network namespace.
+pub fn all_addresses() -> Result<Vec<IpAddr>, NetError> {
+    let request = RouteNetlinkMessage::GetAddress(AddressMessage::default());
+    let payloads = dump(request, libc::RTM_NEWADDR, "list the addresses")?;
+    Ok(payloads
+        .iter()
+        .filter_map(|p| address_of(p, None))
         .collect())
 }
 
@@ -227,10 +237,11 @@ fn vxlan_info(attributes: &[InfoVxlan]) -> VxlanInfo {
     vxlan
 }
 
-/// Decodes an RTM_NEWADDR payload if it belongs to interface `index`.
-fn address_of(payload: &[u8], index: u32) -> Option<IpAddr> {
+/// Decodes an RTM_NEWADDR payload if it belongs to interface `index`
+/// (any interface's with `None`).
+fn address_of(payload: &[u8], index: Option<u32>) -> Option<IpAddr> {
     let header = AddressHeader::parse(payload).ok()?;
-    if header.index != index {
+    if index.is_some_and(|i| header.index != i) {
         return None;
     }
     let (mut local, mut address) = (None, None);

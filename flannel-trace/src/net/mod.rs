@@ -35,9 +35,8 @@ mod captured;
 mod netns_tests;
 
 pub use error::NetError;
-pub use links::{LinkInfo, addresses, ifname, link_by_index, link_by_name, links};
-pub use neighbours::{FdbEntry, vxlan_fdb};
-pub(crate) use netlink::{attributes, dump};
+pub use links::{LinkInfo, addresses, all_addresses, ifname, link_by_index, link_by_name, links};
+pub use neighbours::{FdbEntry, Neighbour, neighbours, vxlan_fdb};
 pub use podnet::{Cidr, SUBNET_ENV, covering, link_scope, parse_subnet_env};
 pub use qdisc::{
     TcFilter, clsact_filter_count, clsact_filters, delete_clsact, delete_filter, has_clsact,

@@ -1,12 +1,15 @@
 //! The forwarding database of a vxlan device (`bridge fdb show dev
-//! flannel.1`): which VTEP each remote MAC lives behind.
+//! flannel.1`): which VTEP each remote MAC lives behind; and its neighbour
+//! table (`ip neigh show dev flannel.1`): which MAC each VTEP address has.
 
 use std::net::IpAddr;
 
 use netlink_packet_core::{Emitable, NlaBuffer, ParseableParametrized, parse_ip};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourHeader, NeighbourMessage},
+    neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourHeader, NeighbourMessage, NeighbourState,
+    },
 };
 
 use super::{
@@ -70,6 +73,56 @@ pub(super) fn fdb_entry(payload: &[u8], index: u32) -> Option<FdbEntry> {
         }
     }
     Some(FdbEntry { mac: mac?, dst })
+}
+
+/// A neighbour entry: an address and the MAC it resolved to, `None` for an
+/// entry that resolved to nothing (incomplete, failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbour {
+    pub ip: IpAddr,
+    pub mac: Option<[u8; 6]>,
+}
+
+/// IPv4 and IPv6 neighbour entries of interface `index` (`ip neigh show dev`).
+/// An entry without a MAC (incomplete, failed) is kept, with `mac: None`.
+pub fn neighbours(index: u32) -> Result<Vec<Neighbour>, NetError> {
+    let mut out = Vec::new();
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut request = NeighbourMessage::default();
+        request.header.family = family;
+        let payloads = dump(
+            RouteNetlinkMessage::GetNeighbour(request),
+            libc::RTM_NEWNEIGH,
+            "list the neighbour entries",
+        )?;
+        out.extend(payloads.iter().filter_map(|p| neighbour(p, index)));
+    }
+    Ok(out)
+}
+
+fn neighbour(payload: &[u8], index: u32) -> Option<Neighbour> {
+    let header = NeighbourHeader::parse(payload).ok()?;
+    if header.ifindex != index {
+        return None;
+    }
+    let (mut ip, mut mac) = (None, None);
+    let decode = |nla: &NlaBuffer<&[u8]>| NeighbourAttribute::parse_with_param(nla, header.family);
+    for attribute in attributes(payload, header.buffer_len(), decode) {
+        match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(a.into()),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => ip = Some(a.into()),
+            NeighbourAttribute::LinkLayerAddress(l) => mac = l.as_slice().try_into().ok(),
+            _ => {}
+        }
+    }
+    // A failed entry may still carry the MAC it had; it is not used.
+    if matches!(
+        header.state,
+        NeighbourState::Failed | NeighbourState::Incomplete
+    ) {
+        mac = None;
+    }
+    Some(Neighbour { ip: ip?, mac })
 }
 
 #[cfg(test)]
