@@ -14,7 +14,7 @@ use flannel_trace_common::Hop;
 use flannel_trace_tests::{
     fixtures::TC_HOPS,
     preflight,
-    records::{Output, is_hop},
+    records::{HopName as _, Output, is_hop},
     report::{direction, show, verdict},
     scenario::{Fault, Live, run_live},
     serial, with_lab,
@@ -67,7 +67,7 @@ fn under_confidentiality_lockdown_the_tracers_run_tc_only_and_the_verdict_says_w
         let missing: Vec<(String, MissingCause)> = start
             .missing_hops
             .iter()
-            .map(|m| (m.hop.to_string(), m.cause))
+            .map(|m| (m.hop.hop_name().to_owned(), m.cause))
             .collect();
         ensure!(
             missing
@@ -78,7 +78,7 @@ fn under_confidentiality_lockdown_the_tracers_run_tc_only_and_the_verdict_says_w
             "{}",
             show(&start.missing_hops)
         );
-        let hooked: Vec<String> = start.hooks.iter().map(|h| h.hop.to_string()).collect();
+        let hooked: Vec<&str> = start.hooks.iter().map(|h| h.hop.hop_name()).collect();
         for hop in TC_HOPS {
             ensure!(
                 start.hooks.iter().any(|h| is_hop(&h.hop, hop)),
