@@ -33,6 +33,13 @@ pub struct KernelOffsets {
     pub _pad: u32,
 }
 
+impl KernelOffsets {
+    /// Every offset 0, for the compile-time default of [`Config`].
+    // SAFETY: the struct is `#[repr(C)]` and all `u32`: all-zero bytes are
+    // a valid value. `zeroed` here keeps adding a field to one place.
+    pub const ZERO: KernelOffsets = unsafe { core::mem::zeroed() };
+}
+
 /// Filters and identity of the traced node.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,31 +210,20 @@ impl Config {
             _pad2: 0,
             sample_mask: 0,
             _pad3: 0,
-            offsets: KernelOffsets {
-                skb_head: 0,
-                skb_data: 0,
-                skb_len: 0,
-                skb_data_len: 0,
-                skb_mac_header: 0,
-                skb_network_header: 0,
-                skb_protocol: 0,
-                skb_dev: 0,
-                dev_ifindex: 0,
-                dev_nd_net: 0,
-                net_ns_inum: 0,
-                tp_kfree_skbaddr: 0,
-                tp_kfree_location: 0,
-                tp_kfree_reason: 0,
-                tp_netif_skbaddr: 0,
-                _pad: 0,
-            },
+            offsets: KernelOffsets::ZERO,
         }
     }
 }
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 64);
+// No implicit padding, whose bytes userspace could leave uninitialised: the
+// offsets end on an 8-byte boundary (add or drop `_pad` with a field), and
+// `Config` is its fields and nothing else.
+const _: () = assert!(core::mem::size_of::<KernelOffsets>().is_multiple_of(8));
 const _: () = assert!(core::mem::size_of::<Overlay>() == 48);
-const _: () = assert!(core::mem::size_of::<Config>() == 40 + 48 + 24 + 64);
+const _: () = assert!(
+    core::mem::size_of::<Config>()
+        == 40 + core::mem::size_of::<Overlay>() + 24 + core::mem::size_of::<KernelOffsets>()
+);
 
 /// The UDP destination ports that carry this overlay (host byte order; 0 =
 /// unused slot). Kept in a map rather than in [`Config`], because the live

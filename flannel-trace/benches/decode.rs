@@ -131,14 +131,9 @@ struct Counts {
 impl Counts {
     /// As session.rs counts: a key is cloned only when it is new.
     fn add(&mut self, ev: &Event) {
-        bump(&mut self.per_hop, &ev.hop);
+        bump(&mut self.per_hop, ev.hop.name());
         if let Some(d) = &ev.drop {
-            let key = d
-                .reason
-                .as_ref()
-                .or(d.location.as_ref())
-                .unwrap_or(&d.location_addr);
-            bump(&mut self.drops, key);
+            bump(&mut self.drops, &d.summary_key());
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::{
 };
 
 /// A node identity for the stream context of event batches.
-fn identity() -> NodeIdentity {
+pub(crate) fn identity() -> NodeIdentity {
     serde_json::from_value(serde_json::json!({
         "version": "fuzz", "node": "node-a", "kernel": "6.1.0", "netns_inode": 1,
         "vxlan_dev": "flannel.1", "vxlan_ifindex": 3, "vxlan_mac": null, "vtep_addrs": [],
@@ -98,9 +98,13 @@ pub fn event_batch(data: &[u8]) {
 
 /// A frame stream (recording body or decrypted peer stream).
 pub fn frames(data: &[u8]) {
-    let mut d = crate::schema::wire::Decoder::default();
+    // As a recording holds it (records only), and as the peer reads it.
+    let mut records = crate::schema::wire::Decoder::<crate::schema::record::Record>::default();
     let mut buf = BytesMut::from(data);
-    while let Ok(Some(_)) = d.decode(&mut buf) {}
+    while let Ok(Some(_)) = records.decode(&mut buf) {}
+    let mut messages = crate::schema::wire::Decoder::<crate::peer::Message>::default();
+    let mut buf = BytesMut::from(data);
+    while let Ok(Some(_)) = messages.decode(&mut buf) {}
 }
 
 /// The peer handshake and record layer.
@@ -120,7 +124,11 @@ mod tests {
     use flannel_trace_common::{EventKind, Hop, RawEvent};
 
     use super::*;
-    use crate::{schema::summary::Summary, schema::wire::Message};
+    use crate::{
+        peer::{Control, Message},
+        schema::record::Record,
+        schema::summary::Summary,
+    };
 
     /// Ethernet / IPv4 / UDP to `dport` / VXLAN VNI 1 / Ethernet / IPv4 /
     /// `inner_l4` (protocol `proto`).
@@ -243,11 +251,13 @@ mod tests {
         codec::encode_batch(&ctx, &[ev.clone(), ev.clone()], &mut batch);
         write("event_batch", "two-events", &batch);
 
-        let mut stream = crate::schema::wire::encode(&Message::Start(id.clone()))
+        let mut stream = crate::schema::wire::encode(&Record::Start(id.clone()))
             .unwrap()
             .to_vec();
         crate::schema::wire::encode_events(&ctx, std::slice::from_ref(&ev), &mut stream);
-        stream.extend_from_slice(&crate::schema::wire::encode(&Message::Bye).unwrap());
+        stream.extend_from_slice(
+            &crate::schema::wire::encode(&Message::Control(Control::Bye)).unwrap(),
+        );
         write("frames", "start-events-bye", &stream);
 
         let path = std::env::temp_dir().join(format!("ft-seed-{}.rec", std::process::id()));

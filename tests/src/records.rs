@@ -11,12 +11,12 @@ use std::net::IpAddr;
 use anyhow::{Context as _, Result, bail};
 use flannel_trace::{
     CounterSnapshot, CounterVerdict, Direction, Report,
-    schema::{event::Event, identity::NodeIdentity, summary::Summary, wire::Message},
+    schema::{event::Event, identity::NodeIdentity, summary::Summary},
 };
 use flannel_trace_common::Hop;
 
 /// One `--json` record (or a recording's), tagged by its `"type"`.
-pub type Record = Message;
+pub use flannel_trace::schema::record::Record;
 
 /// One line of `--json` output as a record; the error quotes the line.
 pub fn record(line: &str) -> Result<Record> {
@@ -51,7 +51,7 @@ impl Output {
         self.records
             .iter()
             .find_map(|r| match r {
-                Message::Start(id) => Some(id),
+                Record::Start(id) => Some(id),
                 _ => None,
             })
             .with_context(|| format!("no start record in {} records", self.records.len()))
@@ -59,14 +59,14 @@ impl Output {
 
     pub fn events(&self) -> impl Iterator<Item = &Event> {
         self.records.iter().filter_map(|r| match r {
-            Message::Event(e) => Some(e),
+            Record::Event(e) => Some(e),
             _ => None,
         })
     }
 
     pub fn summary(&self) -> Option<&Summary> {
         self.records.iter().find_map(|r| match r {
-            Message::Summary(s) => Some(s),
+            Record::Summary(s) => Some(s),
             _ => None,
         })
     }
@@ -76,7 +76,7 @@ impl Output {
         self.records
             .iter()
             .find_map(|r| match r {
-                Message::Verdict(v) => Some(v),
+                Record::Verdict(v) => Some(v),
                 _ => None,
             })
             .with_context(|| format!("no verdict in {} records", self.records.len()))
@@ -85,7 +85,7 @@ impl Output {
     /// The `stats` snapshots of a counters run, in order.
     pub fn stats(&self) -> impl Iterator<Item = &CounterSnapshot> {
         self.records.iter().filter_map(|r| match r {
-            Message::Stats(s) => Some(s),
+            Record::Stats(s) => Some(s),
             _ => None,
         })
     }
@@ -93,7 +93,7 @@ impl Output {
     /// The last counters verdict (`stats_verdict`) of a listener.
     pub fn stats_verdict(&self) -> Option<&[CounterVerdict]> {
         self.records.iter().rev().find_map(|r| match r {
-            Message::StatsVerdict { directions } => Some(directions.as_slice()),
+            Record::StatsVerdict { directions } => Some(directions.as_slice()),
             _ => None,
         })
     }
@@ -104,7 +104,7 @@ impl Output {
 pub fn report(doc: &[u8]) -> Result<Report> {
     let text = String::from_utf8_lossy(doc);
     match serde_json::from_slice::<Record>(doc) {
-        Ok(Message::Verdict(v)) => Ok(v),
+        Ok(Record::Verdict(v)) => Ok(v),
         Ok(other) => bail!("expected a verdict document, got a {} record", other.kind()),
         Err(e) => bail!("not a verdict document ({e}):\n{text}"),
     }

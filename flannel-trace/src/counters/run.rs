@@ -23,9 +23,9 @@ use crate::{
     cli::TraceArgs,
     datapath::Probes,
     exit::{Fatal, OrFatal as _, Status},
-    peer::{self, ChannelTx},
+    peer::{self, ChannelTx, Control, Message},
     schema::identity::NodeIdentity,
-    schema::wire::Message,
+    schema::record,
 };
 
 /// The live peer, once joined.
@@ -84,7 +84,8 @@ pub async fn run(
         writeln!(
             out,
             "{}",
-            serde_json::to_string(&Message::Start(identity.clone())).context("encoding JSON")?
+            serde_json::to_string(&record::Record::Start(identity.clone()))
+                .context("encoding JSON")?
         )
         .context("writing to stdout")?;
     } else {
@@ -165,7 +166,7 @@ pub async fn run(
                         let local_base = read(&mut reader, probes, ring.get_mut());
                         let mut p = Peer { local: identity.clone(), remote, remote_base: None, remote_now: None, local_base, tx: (!listening).then_some(tx) };
                         if let Some(tx) = p.tx.as_mut() {
-                            let _ = tx.send(&Message::Stats(p.local_base.clone())).await;
+                            let _ = tx.send(&Message::Record(record::Record::Stats(p.local_base.clone()))).await;
                         }
                         peer = Some(p);
                     }
@@ -180,18 +181,18 @@ pub async fn run(
             }
             m = remote_rx.recv() => {
                 match (m, peer.as_mut()) {
-                    (Some(Message::Stats(s)), Some(p)) => {
+                    (Some(Message::Record(record::Record::Stats(s))), Some(p)) => {
                         if p.remote_base.is_none() {
                             p.remote_base = Some(s.clone());
                         }
                         p.remote_now = Some(s);
                     }
-                    (Some(Message::Event(_)), Some(p)) => {
+                    (Some(Message::Record(record::Record::Event(_))), Some(p)) => {
                         return Err(Fatal::new(Status::Usage, anyhow!(
                             "{} streams per-packet events: run both nodes with --stats, or neither", p.remote.node
                         )));
                     }
-                    (Some(Message::Bye), _) if listening => break,
+                    (Some(Message::Control(Control::Bye)), _) if listening => break,
                     _ => {}
                 }
             }
@@ -201,7 +202,7 @@ pub async fn run(
                 report(&mut out, args.json, &now.since(&last), &now.since(&start), secs, peer.as_ref(), &now)?;
                 metrics.lock().unwrap_or_else(|p| p.into_inner()).update(&now);
                 if let Some(tx) = peer.as_mut().and_then(|p| p.tx.as_mut())
-                    && let Err(e) = tx.send(&Message::Stats(now.clone())).await
+                    && let Err(e) = tx.send(&Message::Record(record::Record::Stats(now.clone()))).await
                 {
                     eprintln!("flannel-trace: sending counters to the listener failed: {e}");
                     if let Some(p) = peer.as_mut() { p.tx = None; }
@@ -222,16 +223,18 @@ pub async fn run(
     }
     let now = read(&mut reader, probes, ring.get_mut());
     if let Some(tx) = peer.as_mut().and_then(|p| p.tx.as_mut()) {
-        let _ = tx.send(&Message::Stats(now.clone())).await;
-        let _ = tx.send(&Message::Bye).await;
+        let _ = tx
+            .send(&Message::Record(record::Record::Stats(now.clone())))
+            .await;
+        let _ = tx.send(&Message::Control(Control::Bye)).await;
     }
     if listening && let Some(p) = peer.as_mut() {
         // The peer's last counters, if it is still sending.
         let until = tokio::time::Instant::now() + Duration::from_secs(2);
         while let Ok(Some(m)) = tokio::time::timeout_at(until, remote_rx.recv()).await {
             match m {
-                Message::Stats(s) => p.remote_now = Some(s),
-                Message::Bye => break,
+                Message::Record(record::Record::Stats(s)) => p.remote_now = Some(s),
+                Message::Control(Control::Bye) => break,
                 _ => {}
             }
         }
@@ -285,11 +288,11 @@ fn report(
         ])
     });
     if json {
-        let line =
-            serde_json::to_string(&Message::Stats(total.clone())).context("encoding JSON")?;
+        let line = serde_json::to_string(&record::Record::Stats(total.clone()))
+            .context("encoding JSON")?;
         writeln!(out, "{line}").context("writing to stdout")?;
         if let Some(v) = verdicts {
-            let line = serde_json::to_string(&Message::StatsVerdict { directions: v })
+            let line = serde_json::to_string(&record::Record::StatsVerdict { directions: v })
                 .context("encoding JSON")?;
             writeln!(out, "{line}").context("writing to stdout")?;
         }

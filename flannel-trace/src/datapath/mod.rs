@@ -21,7 +21,7 @@ mod probe_hooks;
 mod tc;
 
 pub use choice::{DropBackendChoice, TcMode, VxlanBackendChoice};
-use probe_hooks::{kprobe_pmu, vxlan_order};
+use probe_hooks::{Attach, drop_backends, kprobe_pmu, vxlan_rcv_backends};
 use tc::{TcFailure, tc_hooks, tcx_attach};
 
 /// The object built from flannel-trace-ebpf by build.rs.

@@ -4,8 +4,8 @@
 use flannel_trace_common::programs as prog;
 
 use super::{
-    Devices, DropBackendChoice, Plan, Probes, TcMode, VxlanBackendChoice, kprobe_pmu, tc_hooks,
-    tcx_attach, vxlan_order,
+    Attach, Devices, Plan, Probes, TcMode, drop_backends, kprobe_pmu, tc_hooks, tcx_attach,
+    vxlan_rcv_backends,
 };
 
 impl Probes {
@@ -24,27 +24,24 @@ impl Probes {
         let tcx = plan.tc_mode != TcMode::Netlink;
         // (program, BTF target) of the BTF-typed programs.
         let mut typed: Vec<(&str, &str)> = Vec::new();
-        if let Some(DropBackendChoice::Auto | DropBackendChoice::TpBtf) = plan.drop {
-            let name = if has_reason {
-                prog::DROP_TPBTF
-            } else {
-                prog::DROP_TPBTF_NOREASON
-            };
-            typed.push((name, "kfree_skb"));
+        if let Some(choice) = plan.drop {
+            for b in drop_backends(choice, has_reason) {
+                if let Attach::TpBtf(tp) = b.attach {
+                    typed.push((b.program, tp));
+                }
+            }
         }
         let mut kprobe = false;
-        for b in vxlan_order(plan.vxlan_rcv) {
-            match b {
-                VxlanBackendChoice::Fentry if plan.vxlan_rcv_in_vmlinux => {
-                    typed.push((prog::VXLAN_FENTRY, "vxlan_rcv"))
-                }
+        for b in vxlan_rcv_backends(plan.vxlan_rcv) {
+            match b.attach {
+                Attach::Fentry(func) if plan.vxlan_rcv_in_vmlinux => typed.push((b.program, func)),
                 // A kprobe with the PMU present attaches: the fallbacks
                 // after it would be verified for nothing.
-                VxlanBackendChoice::Kprobe if kprobe_pmu().is_ok() => {
+                Attach::Kprobe(_) if kprobe_pmu().is_ok() => {
                     kprobe = true;
                     break;
                 }
-                VxlanBackendChoice::TpBtf => typed.push((prog::VXLAN_TPBTF, "netif_receive_skb")),
+                Attach::TpBtf(tp) => typed.push((b.program, tp)),
                 _ => {}
             }
         }

@@ -1,5 +1,8 @@
-//! The probe hooks (vxlan-rcv and drop): each a table of backends tried
-//! in order, the first that loads and attaches serving the hop.
+//! The probe hooks (vxlan-rcv and drop): each hop has one table of
+//! backends, and one mechanism ([`Probes::attach_first`]) tries a table in
+//! order, the first backend that loads and attaches serving the hop. A new
+//! backend is a row in its hop's table (and a program in the eBPF crate's
+//! `hooks/`, its name in `flannel_trace_common::programs`).
 
 use aya::programs::{BtfTracePoint, FEntry, KProbe, TracePoint};
 use flannel_trace_common::programs as prog;
@@ -9,48 +12,156 @@ use super::{
     format_tried, program,
 };
 
+/// How a backend's program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Attach {
+    /// fentry on a kernel function (it must be in vmlinux BTF).
+    Fentry(&'static str),
+    /// kprobe on a kernel function.
+    Kprobe(&'static str),
+    /// BTF-typed tracepoint.
+    TpBtf(&'static str),
+    /// Classic tracepoint: category and name.
+    Tracepoint(&'static str, &'static str),
+}
+
+/// One way of serving a hop: its name in reports and flags, the program,
+/// where it attaches.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Backend {
+    pub(super) label: &'static str,
+    pub(super) program: &'static str,
+    pub(super) attach: Attach,
+}
+
+impl Backend {
+    const fn new(label: &'static str, program: &'static str, attach: Attach) -> Backend {
+        Backend {
+            label,
+            program,
+            attach,
+        }
+    }
+
+    /// Where it attaches, as the start banner and `--json` name it.
+    fn target(&self) -> String {
+        match self.attach {
+            Attach::Fentry(f) | Attach::Kprobe(f) | Attach::TpBtf(f) => f.into(),
+            Attach::Tracepoint(category, name) => format!("{category}:{name}"),
+        }
+    }
+}
+
+const VXLAN_FENTRY: Backend =
+    Backend::new("fentry", prog::VXLAN_FENTRY, Attach::Fentry("vxlan_rcv"));
+const VXLAN_KPROBE: Backend =
+    Backend::new("kprobe", prog::VXLAN_KPROBE, Attach::Kprobe("vxlan_rcv"));
+/// Where neither kprobes nor fentry are allowed: the decapsulated frame.
+const VXLAN_TPBTF: Backend = Backend::new(
+    "tp_btf",
+    prog::VXLAN_TPBTF,
+    Attach::TpBtf("netif_receive_skb"),
+);
+const VXLAN_TP: Backend = Backend::new(
+    "tracepoint",
+    prog::VXLAN_TP,
+    Attach::Tracepoint("net", "netif_receive_skb"),
+);
+const DROP_TPBTF: Backend = Backend::new("tp_btf", prog::DROP_TPBTF, Attach::TpBtf("kfree_skb"));
+/// Before 5.17 kfree_skb has no reason argument, and the verifier refuses
+/// a tp_btf program that merely mentions a third one.
+const DROP_TPBTF_NOREASON: Backend = Backend::new(
+    "tp_btf",
+    prog::DROP_TPBTF_NOREASON,
+    Attach::TpBtf("kfree_skb"),
+);
+const DROP_TP: Backend = Backend::new(
+    "tracepoint",
+    prog::DROP_TP,
+    Attach::Tracepoint("skb", "kfree_skb"),
+);
+
+/// The vxlan-rcv backends to try, in order.
+pub(super) fn vxlan_rcv_backends(choice: VxlanBackendChoice) -> &'static [Backend] {
+    use VxlanBackendChoice as V;
+    match choice {
+        V::Auto => &[VXLAN_FENTRY, VXLAN_KPROBE, VXLAN_TPBTF, VXLAN_TP],
+        V::Fentry => &[VXLAN_FENTRY],
+        V::Kprobe => &[VXLAN_KPROBE],
+        V::TpBtf => &[VXLAN_TPBTF],
+        V::Tracepoint => &[VXLAN_TP],
+    }
+}
+
+/// The drop backends to try, in order.
+pub(super) fn drop_backends(choice: DropBackendChoice, has_reason: bool) -> &'static [Backend] {
+    use DropBackendChoice as D;
+    match (choice, has_reason) {
+        (D::Auto, true) => &[DROP_TPBTF, DROP_TP],
+        (D::Auto, false) => &[DROP_TPBTF_NOREASON, DROP_TP],
+        (D::TpBtf, true) => &[DROP_TPBTF],
+        (D::TpBtf, false) => &[DROP_TPBTF_NOREASON],
+        (D::Tracepoint, _) => &[DROP_TP],
+    }
+}
+
 impl Probes {
     pub(super) fn attach_vxlan_rcv(&mut self, plan: &Plan) -> Result<(), ProbeError> {
-        use VxlanBackendChoice as V;
-        let order = vxlan_order(plan.vxlan_rcv);
+        let auto = plan.vxlan_rcv == VxlanBackendChoice::Auto;
+        self.attach_first("vxlan-rcv", vxlan_rcv_backends(plan.vxlan_rcv), auto, plan)
+    }
+
+    pub(super) fn attach_drop(
+        &mut self,
+        plan: &Plan,
+        choice: DropBackendChoice,
+        has_reason: bool,
+    ) -> Result<(), ProbeError> {
+        let auto = choice == DropBackendChoice::Auto;
+        self.attach_first("drop", drop_backends(choice, has_reason), auto, plan)
+    }
+
+    /// Serves `hop` with the first of `order` that loads and attaches;
+    /// the others are unloaded (preloaded ones included). What each
+    /// refused goes to the hop's report.
+    fn attach_first(
+        &mut self,
+        hop: &'static str,
+        order: &[Backend],
+        auto: bool,
+        plan: &Plan,
+    ) -> Result<(), ProbeError> {
         let mut fallbacks = Vec::new();
-        for (i, &b) in order.iter().enumerate() {
-            let attempt = match b {
-                V::Fentry => self
-                    .fentry(prog::VXLAN_FENTRY, "vxlan_rcv", plan)
-                    .map(|()| ("fentry", "vxlan_rcv")),
-                V::Kprobe => self
-                    .kprobe(prog::VXLAN_KPROBE, "vxlan_rcv", plan)
-                    .map(|()| ("kprobe", "vxlan_rcv")),
-                V::TpBtf => self
-                    .tp_btf(prog::VXLAN_TPBTF, "netif_receive_skb", plan)
-                    .map(|()| ("tp_btf", "netif_receive_skb")),
-                V::Tracepoint => self
-                    .tracepoint(prog::VXLAN_TP, "net", "netif_receive_skb", plan)
-                    .map(|()| ("tracepoint", "net:netif_receive_skb")),
-                V::Auto => unreachable!("not in the order"),
-            };
-            match attempt {
-                Ok((backend, target)) => {
-                    // Backends preloaded but not needed any more.
-                    for &later in &order[i + 1..] {
-                        self.unload(vxlan_program(later));
+        for (i, b) in order.iter().enumerate() {
+            match self.attach_backend(b, plan) {
+                Ok(()) => {
+                    for later in &order[i + 1..] {
+                        self.unload(later.program);
                     }
                     self.hooks.push(HookReport {
-                        hop: "vxlan-rcv".into(),
-                        backend: backend.into(),
-                        target: target.into(),
+                        hop: hop.into(),
+                        backend: b.label.into(),
+                        target: b.target(),
                         fallbacks,
                     });
                     return Ok(());
                 }
                 Err(e) => {
-                    self.unload(vxlan_program(b));
-                    fallbacks.push((backend_name(b).into(), e));
+                    self.unload(b.program);
+                    fallbacks.push((b.label.into(), e));
                 }
             }
         }
-        self.no_backend("vxlan-rcv", plan.vxlan_rcv == V::Auto, fallbacks)
+        self.no_backend(hop, auto, fallbacks)
+    }
+
+    fn attach_backend(&mut self, b: &Backend, plan: &Plan) -> Result<(), String> {
+        match b.attach {
+            Attach::Fentry(func) => self.fentry(b.program, func, plan),
+            Attach::Kprobe(func) => self.kprobe(b.program, func, plan),
+            Attach::TpBtf(tp) => self.tp_btf(b.program, tp, plan),
+            Attach::Tracepoint(category, tp) => self.tracepoint(b.program, category, tp, plan),
+        }
     }
 
     /// A hook without a working backend: a hard error when the user chose
@@ -72,69 +183,7 @@ impl Probes {
         Ok(())
     }
 
-    pub(super) fn attach_drop(
-        &mut self,
-        plan: &Plan,
-        choice: DropBackendChoice,
-        has_reason: bool,
-    ) -> Result<(), ProbeError> {
-        use DropBackendChoice as D;
-        // Before 5.17 kfree_skb has no reason argument, and the verifier
-        // refuses a tp_btf program that merely mentions a third one.
-        let tpbtf = if has_reason {
-            prog::DROP_TPBTF
-        } else {
-            prog::DROP_TPBTF_NOREASON
-        };
-        let order: &[D] = match choice {
-            D::Auto => &[D::TpBtf, D::Tracepoint],
-            D::TpBtf => &[D::TpBtf],
-            D::Tracepoint => &[D::Tracepoint],
-        };
-        let mut fallbacks = Vec::new();
-        for &b in order {
-            let attempt = match b {
-                D::TpBtf => self
-                    .tp_btf(tpbtf, "kfree_skb", plan)
-                    .map(|()| ("tp_btf", "kfree_skb")),
-                D::Tracepoint => self
-                    .tracepoint(prog::DROP_TP, "skb", "kfree_skb", plan)
-                    .map(|()| ("tracepoint", "skb:kfree_skb")),
-                D::Auto => unreachable!("not in the order"),
-            };
-            match attempt {
-                Ok((backend, target)) => {
-                    self.hooks.push(HookReport {
-                        hop: "drop".into(),
-                        backend: backend.into(),
-                        target: target.into(),
-                        fallbacks,
-                    });
-                    return Ok(());
-                }
-                Err(e) => {
-                    self.unload(if b == D::TpBtf { tpbtf } else { prog::DROP_TP });
-                    fallbacks.push((
-                        if b == D::TpBtf {
-                            "tp_btf"
-                        } else {
-                            "tracepoint"
-                        }
-                        .into(),
-                        e,
-                    ));
-                }
-            }
-        }
-        self.no_backend("drop", choice == D::Auto, fallbacks)
-    }
-
-    pub(super) fn fentry(
-        &mut self,
-        name: &'static str,
-        func: &str,
-        plan: &Plan,
-    ) -> Result<(), String> {
+    fn fentry(&mut self, name: &'static str, func: &str, plan: &Plan) -> Result<(), String> {
         if !plan.vxlan_rcv_in_vmlinux {
             return Err(format!(
                 "{func} is not in vmlinux BTF (vxlan is a module; fentry would need its module BTF)"
@@ -151,12 +200,7 @@ impl Probes {
         Ok(())
     }
 
-    pub(super) fn kprobe(
-        &mut self,
-        name: &'static str,
-        func: &str,
-        plan: &Plan,
-    ) -> Result<(), String> {
+    fn kprobe(&mut self, name: &'static str, func: &str, plan: &Plan) -> Result<(), String> {
         kprobe_pmu()?;
         let prog: &mut KProbe = program(self.ebpf_mut(), name).map_err(|e| e.to_string())?;
         if prog.fd().is_err() {
@@ -167,12 +211,7 @@ impl Probes {
         Ok(())
     }
 
-    pub(super) fn tp_btf(
-        &mut self,
-        name: &'static str,
-        tp: &str,
-        plan: &Plan,
-    ) -> Result<(), String> {
+    fn tp_btf(&mut self, name: &'static str, tp: &str, plan: &Plan) -> Result<(), String> {
         let btf = self.btf.as_ref().ok_or("kernel BTF is not readable")?;
         let ebpf = self.ebpf.as_mut().expect("present until drop");
         let prog: &mut BtfTracePoint = program(ebpf, name).map_err(|e| e.to_string())?;
@@ -184,7 +223,7 @@ impl Probes {
         Ok(())
     }
 
-    pub(super) fn tracepoint(
+    fn tracepoint(
         &mut self,
         name: &'static str,
         category: &str,
@@ -202,18 +241,6 @@ impl Probes {
     }
 }
 
-/// The vxlan-rcv backends to try, in order.
-pub(super) fn vxlan_order(choice: VxlanBackendChoice) -> &'static [VxlanBackendChoice] {
-    use VxlanBackendChoice as V;
-    match choice {
-        V::Auto => &[V::Fentry, V::Kprobe, V::TpBtf, V::Tracepoint],
-        V::Fentry => &[V::Fentry],
-        V::Kprobe => &[V::Kprobe],
-        V::TpBtf => &[V::TpBtf],
-        V::Tracepoint => &[V::Tracepoint],
-    }
-}
-
 /// Without the kprobe PMU a kprobe attach must fail: do not pay for the
 /// program's verification first.
 pub(super) fn kprobe_pmu() -> Result<(), String> {
@@ -224,24 +251,5 @@ pub(super) fn kprobe_pmu() -> Result<(), String> {
             "no kprobe PMU (/sys/bus/event_source/devices/kprobe): kernel without CONFIG_KPROBES"
                 .into(),
         )
-    }
-}
-
-pub(super) fn vxlan_program(b: VxlanBackendChoice) -> &'static str {
-    match b {
-        VxlanBackendChoice::Fentry => prog::VXLAN_FENTRY,
-        VxlanBackendChoice::Kprobe => prog::VXLAN_KPROBE,
-        VxlanBackendChoice::TpBtf => prog::VXLAN_TPBTF,
-        VxlanBackendChoice::Tracepoint | VxlanBackendChoice::Auto => prog::VXLAN_TP,
-    }
-}
-
-pub(super) fn backend_name(b: VxlanBackendChoice) -> &'static str {
-    match b {
-        VxlanBackendChoice::Auto => "auto",
-        VxlanBackendChoice::Fentry => "fentry",
-        VxlanBackendChoice::Kprobe => "kprobe",
-        VxlanBackendChoice::TpBtf => "tp_btf",
-        VxlanBackendChoice::Tracepoint => "tracepoint",
     }
 }

@@ -101,25 +101,32 @@ fn digits(out: &mut [u8], mut v: i64) {
 pub struct Rfc3339Cache {
     second: Option<i64>,
     /// `YYYY-MM-DDTHH:MM:SS.` of `second`.
-    prefix: String,
+    prefix_len: usize,
+    /// The prefix, then the last time written's nanoseconds and `Z`.
+    text: String,
 }
 
 impl Rfc3339Cache {
+    #[cfg(test)]
     pub fn format(&mut self, unix_ns: i64) -> String {
+        self.write(unix_ns).to_owned()
+    }
+
+    /// The text of `unix_ns`, valid until the next call.
+    pub fn write(&mut self, unix_ns: i64) -> &str {
         let secs = unix_ns.div_euclid(1_000_000_000);
         if self.second != Some(secs) {
-            let mut full = rfc3339(unix_ns);
-            full.truncate(full.len() - 10);
-            self.prefix = full;
+            self.text = rfc3339(unix_ns);
+            self.prefix_len = self.text.len() - 10;
             self.second = Some(secs);
         }
         let mut nanos = [0u8; 9];
         digits(&mut nanos, unix_ns.rem_euclid(1_000_000_000));
-        let mut out = String::with_capacity(self.prefix.len() + 10);
-        out.push_str(&self.prefix);
-        out.push_str(std::str::from_utf8(&nanos).expect("ASCII digits"));
-        out.push('Z');
-        out
+        self.text.truncate(self.prefix_len);
+        self.text
+            .push_str(std::str::from_utf8(&nanos).expect("ASCII digits"));
+        self.text.push('Z');
+        &self.text
     }
 }
 

@@ -29,48 +29,65 @@ pub enum KernelError {
     Privilege(String),
 }
 
-/// The size each field must have for the programs to read it right; a
-/// kernel that differs is refused rather than misread.
-const FIELD_SIZES: [(&str, &[&str], u32); 11] = [
-    ("sk_buff", &["head"], 8),
-    ("sk_buff", &["data"], 8),
-    ("sk_buff", &["len"], 4),
-    ("sk_buff", &["data_len"], 4),
-    ("sk_buff", &["mac_header"], 2),
-    ("sk_buff", &["network_header"], 2),
-    ("sk_buff", &["protocol"], 2),
-    ("sk_buff", &["dev"], 8),
-    ("net_device", &["ifindex"], 4),
-    ("net_device", &["nd_net", "net"], 8),
-    ("net", &["ns", "inum"], 4),
+/// A kernel struct field the probes read: where BTF has it, the size the
+/// programs read it with (a kernel that differs is refused rather than
+/// misread), and the slot of [`KernelOffsets`] its offset goes to. Adding
+/// a field: a slot in `KernelOffsets`, a row here, the read in the eBPF
+/// crate's `skb.rs`.
+struct BtfField {
+    ty: &'static str,
+    path: &'static [&'static str],
+    size: u32,
+    slot: fn(&mut KernelOffsets) -> &mut u32,
+}
+
+const BTF_FIELDS: [BtfField; 11] = [
+    field("sk_buff", &["head"], 8, |o| &mut o.skb_head),
+    field("sk_buff", &["data"], 8, |o| &mut o.skb_data),
+    field("sk_buff", &["len"], 4, |o| &mut o.skb_len),
+    field("sk_buff", &["data_len"], 4, |o| &mut o.skb_data_len),
+    field("sk_buff", &["mac_header"], 2, |o| &mut o.skb_mac_header),
+    field("sk_buff", &["network_header"], 2, |o| {
+        &mut o.skb_network_header
+    }),
+    field("sk_buff", &["protocol"], 2, |o| &mut o.skb_protocol),
+    field("sk_buff", &["dev"], 8, |o| &mut o.skb_dev),
+    field("net_device", &["ifindex"], 4, |o| &mut o.dev_ifindex),
+    field("net_device", &["nd_net", "net"], 8, |o| &mut o.dev_nd_net),
+    field("net", &["ns", "inum"], 4, |o| &mut o.net_ns_inum),
 ];
 
-/// Offsets of the kernel fields the probes read, from the running kernel's BTF.
+const fn field(
+    ty: &'static str,
+    path: &'static [&'static str],
+    size: u32,
+    slot: fn(&mut KernelOffsets) -> &mut u32,
+) -> BtfField {
+    BtfField {
+        ty,
+        path,
+        size,
+        slot,
+    }
+}
+
+/// Offsets of the kernel fields the probes read, from the running kernel's
+/// BTF (the tracepoints' fields come from tracefs, see `tracefs`).
 pub fn offsets(btf: &Btf) -> Result<KernelOffsets, KernelError> {
-    for (ty, path, want) in FIELD_SIZES {
-        let got = btf.member_size(ty, path)?;
-        if got != want {
+    let mut out = KernelOffsets::default();
+    for f in &BTF_FIELDS {
+        let got = btf.member_size(f.ty, f.path)?;
+        if got != f.size {
             return Err(KernelError::Layout(format!(
-                "{ty}.{} is {got} bytes, expected {want}",
-                path.join(".")
+                "{}.{} is {got} bytes, expected {}",
+                f.ty,
+                f.path.join("."),
+                f.size
             )));
         }
+        *(f.slot)(&mut out) = btf.member_offset(f.ty, f.path)?;
     }
-    let skb = |f: &str| btf.member_offset("sk_buff", &[f]);
-    Ok(KernelOffsets {
-        skb_head: skb("head")?,
-        skb_data: skb("data")?,
-        skb_len: skb("len")?,
-        skb_data_len: skb("data_len")?,
-        skb_mac_header: skb("mac_header")?,
-        skb_network_header: skb("network_header")?,
-        skb_protocol: skb("protocol")?,
-        skb_dev: skb("dev")?,
-        dev_ifindex: btf.member_offset("net_device", &["ifindex"])?,
-        dev_nd_net: btf.member_offset("net_device", &["nd_net", "net"])?,
-        net_ns_inum: btf.member_offset("net", &["ns", "inum"])?,
-        ..KernelOffsets::default()
-    })
+    Ok(out)
 }
 
 /// `enum skb_drop_reason` of the running kernel, value → name without the
@@ -176,4 +193,35 @@ pub fn release() -> String {
     fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each row fills its own slot: a copy-pasted row that writes another
+    /// field's slot would leave one offset at 0 and read the wrong bytes.
+    #[test]
+    fn every_field_has_its_own_slot() {
+        let mut o = KernelOffsets::ZERO;
+        for (i, f) in BTF_FIELDS.iter().enumerate() {
+            *(f.slot)(&mut o) = 1000 + i as u32;
+        }
+        for (i, f) in BTF_FIELDS.iter().enumerate() {
+            assert_eq!(*(f.slot)(&mut o), 1000 + i as u32, "{}.{:?}", f.ty, f.path);
+        }
+    }
+
+    /// On the running kernel, every offset is the one BTF gives for its
+    /// row (this host and every matrix guest have BTF).
+    #[test]
+    fn offsets_of_the_running_kernel() {
+        let btf = Btf::vmlinux().expect("the running kernel has BTF");
+        let mut o = offsets(&btf).expect("this kernel's layout is supported");
+        for f in &BTF_FIELDS {
+            let want = btf.member_offset(f.ty, f.path).unwrap();
+            assert_eq!(*(f.slot)(&mut o), want, "{}.{:?}", f.ty, f.path);
+        }
+        assert!(o.skb_head != 0 && o.dev_ifindex != 0 && o.net_ns_inum != 0);
+    }
 }

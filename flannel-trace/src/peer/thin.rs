@@ -56,8 +56,8 @@ pub fn sample_hash(ev: &Event) -> Option<u32> {
         (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => (AF_INET6, s.octets(), d.octets()),
         _ => return None,
     };
-    // The decoder's names back to numbers (ARP, no IP protocol: 0).
-    let proto = crate::schema::codec::proto_number(&e.proto).unwrap_or(0);
+    // ARP has no IP protocol: 0.
+    let proto = e.proto.number().unwrap_or(0);
     let mut p = PacketInfo {
         inner: Tuple {
             src,
@@ -263,7 +263,7 @@ mod tests {
 
     fn udp(id: u32) -> Event {
         serde_json::from_value(serde_json::json!({
-            "time": "x", "ts_mono_ns": 0, "hop": "overlay-egress", "ifindex": 1, "len": 100,
+            "time": "1970-01-01T00:00:00.000000000Z", "ts_mono_ns": 0, "hop": "overlay-egress", "ifindex": 1, "len": 100,
             "inner": {"src": "10.244.1.5", "dst": "10.244.2.9", "proto": "udp",
                       "sport": 4000, "dport": 8080, "ip_id": id, "ip_len": 60},
         }))

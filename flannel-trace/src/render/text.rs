@@ -9,6 +9,7 @@ use crate::{
     schema::event::{Endpoints, Event},
     schema::identity::NodeIdentity,
     schema::summary::Summary,
+    schema::values::ArpOp,
 };
 
 pub fn start_text(s: &NodeIdentity) -> String {
@@ -74,7 +75,10 @@ pub fn start_text(s: &NodeIdentity) -> String {
 /// `proto src:sport > dst:dport` (IPv6 bracketed when ports follow), or
 /// `proto src > dst` without ports.
 fn write_endpoints(out: &mut impl io::Write, e: &Endpoints) -> io::Result<()> {
-    out.write_all(e.proto.as_bytes())?;
+    match e.proto.static_name() {
+        Some(name) => out.write_all(name.as_bytes())?,
+        None => write!(out, "{}", e.proto)?,
+    }
     out.write_all(b" ")?;
     match (e.sport, e.dport) {
         (Some(sp), Some(dp)) => {
@@ -145,7 +149,7 @@ pub fn write_event_text(s: &mut impl io::Write, e: &Event, clock_offset_ns: i64)
         &mut tod,
     ))?;
     s.write_all(b" ")?;
-    write_padded(s, &e.hop, 16)?;
+    write_padded(s, e.hop.name(), 16)?;
     s.write_all(b" ")?;
     write_padded(s, e.iface.as_deref().unwrap_or("?"), 10)?;
     if let Some(o) = &e.outer {
@@ -164,10 +168,11 @@ pub fn write_event_text(s: &mut impl io::Write, e: &Event, clock_offset_ns: i64)
     match &e.inner {
         Some(i) if i.arp.is_some() => {
             let (src, dst) = (i.endpoints.src, i.endpoints.dst);
-            match i.arp.as_ref().map_or("", |a| a.op.as_str()) {
-                "reply" => write!(s, " arp reply {src} is-at (to {dst})")?,
-                "request" => write!(s, " arp request who-has {dst} tell {src}")?,
-                op => write!(s, " arp {op} {src} > {dst}")?,
+            match i.arp.as_ref().map(|a| a.op) {
+                Some(ArpOp::Reply) => write!(s, " arp reply {src} is-at (to {dst})")?,
+                Some(ArpOp::Request) => write!(s, " arp request who-has {dst} tell {src}")?,
+                Some(op @ ArpOp::Other(_)) => write!(s, " arp {op} {src} > {dst}")?,
+                None => unreachable!("matched on arp"),
             }
         }
         Some(i) => {
@@ -198,16 +203,15 @@ pub fn write_event_text(s: &mut impl io::Write, e: &Event, clock_offset_ns: i64)
     s.write_all(b" len ")?;
     write_u64(s, e.len.into())?;
     if let Some(d) = &e.drop {
-        write!(
-            s,
-            " | DROP {} at {}",
-            d.reason.as_deref().unwrap_or("(no reason on this kernel)"),
-            d.location.as_deref().unwrap_or(&d.location_addr)
-        )?;
+        let reason = d.reason.as_deref().unwrap_or("(no reason on this kernel)");
+        match d.location.as_deref() {
+            Some(l) => write!(s, " | DROP {reason} at {l}")?,
+            None => write!(s, " | DROP {reason} at {}", d.location_addr)?,
+        }
     }
     if let Some(fp) = &e.fingerprint {
         s.write_all(b" fp ")?;
-        s.write_all(fp.as_bytes())?;
+        s.write_all(&fp.digits())?;
     }
     Ok(())
 }
@@ -221,7 +225,7 @@ fn write_padded(out: &mut impl io::Write, text: &str, width: usize) -> io::Resul
 }
 
 /// An event as the `--json` stream carries it: the same object as
-/// `Message::Event`, serialised from a borrow, so printing an event does
+/// `Record::Event`, serialised from a borrow, so printing an event does
 /// not copy it.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -271,20 +275,21 @@ pub fn summary_text(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::wire::Message;
+    use crate::schema::record::Record;
 
     fn sample() -> Event {
         let ep = |a: &str, b: &str, proto: &str, ports: bool| Endpoints {
             src: a.parse().unwrap(),
             dst: b.parse().unwrap(),
-            proto: proto.into(),
+            proto: proto.parse().unwrap(),
             sport: ports.then_some(49839),
             dport: ports.then_some(8475),
         };
         Event {
-            time: "2026-12-01T09:15:30.643302000Z".into(),
+            time: crate::schema::values::rfc3339_text::parse("2026-12-01T09:15:30.643302000Z")
+                .unwrap(),
             ts_mono_ns: 1_000_000,
-            hop: "underlay-ingress".into(),
+            hop: flannel_trace_common::Hop::UnderlayIngress,
             ifindex: 2,
             iface: Some("eth1".into()),
             len: 148,
@@ -310,7 +315,7 @@ mod tests {
                 fragment: false,
                 truncated: false,
             }),
-            fingerprint: Some("6953c514e9ff7c04".into()),
+            fingerprint: Some(crate::schema::values::Fingerprint(0x6953_c514_e9ff_7c04)),
             drop: None,
         }
     }
@@ -320,7 +325,7 @@ mod tests {
         let ev = sample();
         assert_eq!(
             serde_json::to_string(&EventRecord::Event(&ev)).unwrap(),
-            serde_json::to_string(&Message::Event(ev.clone())).unwrap()
+            serde_json::to_string(&Record::Event(ev.clone())).unwrap()
         );
     }
 

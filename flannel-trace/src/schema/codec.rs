@@ -13,18 +13,27 @@
 //!
 //! Adding a hop needs nothing here (it is a `Hop` value); adding an
 //! optional field is one presence bit plus its write and its read below.
-//! Anything the compact form cannot express (an unknown hop or protocol
-//! name, a non-canonical fingerprint) is written as a string instead, so a
-//! round trip is always exact.
+//! ARP, which has no IP protocol number, is written as the name `arp`.
+//!
+//! The event's values are typed (see `values`), so every hop, fingerprint
+//! and set of TCP flags has its compact form: the `*_TEXT` / `*_NAMED`
+//! bits, which once carried text the compact form could not express, are
+//! no longer written. Batches of older writers may still carry them: the
+//! text is accepted where it parses to the typed value, and is a
+//! [`CodecError::Value`] otherwise.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    str::FromStr,
+};
 
 use flannel_trace_common::Hop;
 use thiserror::Error;
 
 use crate::{
-    schema::event::{Arp, Drop, Endpoints, Event, Icmp, Inner, Tcp, proto_name, tcp_flags},
+    schema::event::{Arp, Endpoints, Event, Icmp, Inner, KernelDrop, Tcp},
     schema::identity::NodeIdentity,
+    schema::values::{BadValue, Fingerprint, Mac, Proto, TcpFlags, hop_name},
 };
 
 /// First byte of a batch payload.
@@ -40,12 +49,15 @@ const VLAN: u32 = 1 << 2;
 const OUTER_RECOVERED: u32 = 1 << 3;
 const INNER: u32 = 1 << 4;
 const FINGERPRINT: u32 = 1 << 5;
+/// Read only: written by older versions (see the module's comment).
 const FINGERPRINT_TEXT: u32 = 1 << 6;
 const DROP: u32 = 1 << 7;
 const IFACE_NONE: u32 = 1 << 8;
 const IFACE_NAMED: u32 = 1 << 9;
+/// Read only: written by older versions (see the module's comment).
 const HOP_NAMED: u32 = 1 << 10;
 const TCP: u32 = 1 << 11;
+/// Read only: written by older versions (see the module's comment).
 const TCP_FLAGS_TEXT: u32 = 1 << 12;
 const ICMP: u32 = 1 << 13;
 const FRAGMENT: u32 = 1 << 14;
@@ -80,6 +92,8 @@ pub enum CodecError {
     Trailing(usize),
     #[error("event batch: not a batch (tag {0:#04x})")]
     Tag(u8),
+    #[error("event batch: {1} (text at byte {0})")]
+    Value(usize, BadValue),
 }
 
 /// What the node's identity contributes to every event of its stream.
@@ -120,19 +134,6 @@ pub fn encode_batch(ctx: &Context, events: &[Event], out: &mut Vec<u8>) {
 }
 
 fn encode_event(ctx: &Context, ev: &Event, prev_ts: u64, out: &mut Vec<u8>) {
-    let hop = Hop::ALL.into_iter().find(|h| h.name() == ev.hop);
-    let fp = ev
-        .fingerprint
-        .as_deref()
-        .map(|f| match parse_fingerprint(f) {
-            Some(n) => Ok(n),
-            None => Err(f),
-        });
-    let tcp_bits = ev
-        .inner
-        .as_ref()
-        .and_then(|i| i.tcp.as_ref())
-        .map(|t| tcp_flag_bits(&t.flags).ok_or(t.flags.as_str()));
     let mut bits = 0;
     let mut set = |b: u32, on: bool| {
         if on {
@@ -146,30 +147,21 @@ fn encode_event(ctx: &Context, ev: &Event, prev_ts: u64, out: &mut Vec<u8>) {
     set(UNDECODABLE, ev.undecodable);
     set(OUTER_RECOVERED, ev.outer_recovered);
     set(INNER, ev.inner.is_some());
-    set(FINGERPRINT, matches!(fp, Some(Ok(_))));
-    set(FINGERPRINT_TEXT, matches!(fp, Some(Err(_))));
+    set(FINGERPRINT, ev.fingerprint.is_some());
     set(DROP, ev.drop.is_some());
     let iface_implied = ev.iface.as_deref() == ctx.name_of(ev.ifindex) && ev.iface.is_some();
     set(IFACE_NONE, ev.iface.is_none());
     set(IFACE_NAMED, ev.iface.is_some() && !iface_implied);
-    set(HOP_NAMED, hop.is_none());
     if let Some(inner) = &ev.inner {
         set(TCP, inner.tcp.is_some());
-        set(TCP_FLAGS_TEXT, matches!(tcp_bits, Some(Err(_))));
         set(ICMP, inner.icmp.is_some());
         set(FRAGMENT, inner.fragment);
         set(TRUNCATED, inner.truncated);
         set(ARP, inner.arp.is_some());
-        set(
-            DST_MAC,
-            inner.dst_mac.as_deref().and_then(parse_mac).is_some(),
-        );
+        set(DST_MAC, inner.dst_mac.is_some());
     }
     varint(out, u64::from(bits));
-    match hop {
-        Some(h) => out.push(h as u8),
-        None => text(out, &ev.hop),
-    }
+    out.push(ev.hop as u8);
     varint(out, zigzag(ev.ts_mono_ns.wrapping_sub(prev_ts) as i64));
     varint(out, u64::from(ev.ifindex));
     if bits & IFACE_NAMED != 0 {
@@ -195,10 +187,7 @@ fn encode_event(ctx: &Context, ev: &Event, prev_ts: u64, out: &mut Vec<u8>) {
         if let Some(t) = &i.tcp {
             out.extend_from_slice(&t.seq.to_le_bytes());
             out.extend_from_slice(&t.ack.to_le_bytes());
-            match tcp_bits {
-                Some(Ok(b)) => out.push(b),
-                _ => text(out, &t.flags),
-            }
+            out.push(t.flags.0);
             varint(out, u64::from(t.payload_len));
         }
         if let Some(c) = &i.icmp {
@@ -207,16 +196,14 @@ fn encode_event(ctx: &Context, ev: &Event, prev_ts: u64, out: &mut Vec<u8>) {
             out.extend_from_slice(&c.seq.to_le_bytes());
         }
         if let Some(a) = &i.arp {
-            text(out, &a.op);
+            text(out, &a.op.to_string());
         }
-        if let Some(m) = i.dst_mac.as_deref().and_then(parse_mac) {
-            out.extend_from_slice(&m);
+        if let Some(m) = i.dst_mac {
+            out.extend_from_slice(&m.0);
         }
     }
-    match fp {
-        Some(Ok(n)) => out.extend_from_slice(&n.to_le_bytes()),
-        Some(Err(s)) => text(out, s),
-        None => {}
+    if let Some(Fingerprint(n)) = ev.fingerprint {
+        out.extend_from_slice(&n.to_le_bytes());
     }
     if let Some(d) = &ev.drop {
         let mut b = 0;
@@ -237,12 +224,12 @@ fn encode_event(ctx: &Context, ev: &Event, prev_ts: u64, out: &mut Vec<u8>) {
         if let Some(l) = &d.location {
             text(out, l);
         }
-        text(out, &d.location_addr);
+        text(out, &d.location_addr.to_string());
     }
 }
 
 fn endpoints(out: &mut Vec<u8>, e: &Endpoints) {
-    let proto = proto_number(&e.proto);
+    let proto = e.proto.number();
     let mut b = 0;
     b |= if e.src.is_ipv6() { V6 } else { 0 };
     b |= if e.sport.is_some() { SPORT } else { 0 };
@@ -260,7 +247,7 @@ fn endpoints(out: &mut Vec<u8>, e: &Endpoints) {
     }
     match proto {
         Some(p) => out.push(p),
-        None => text(out, &e.proto),
+        None => text(out, &e.proto.to_string()),
     }
     if let Some(p) = e.sport {
         out.extend_from_slice(&p.to_le_bytes());
@@ -282,11 +269,8 @@ pub fn decode_batch(ctx: &Context, payload: &[u8]) -> Result<Vec<Event>, CodecEr
     // reserve more than the payload could hold.
     let mut events = Vec::with_capacity((count as usize).min(payload.len() / 3));
     let mut prev = 0u64;
-    // A batch's events fall within a second or two: the date is formatted
-    // once a second, not per event.
-    let mut times = crate::kernel::clock::Rfc3339Cache::default();
     for _ in 0..count {
-        let ev = decode_event(ctx, &mut r, prev, &mut times)?;
+        let ev = decode_event(ctx, &mut r, prev)?;
         prev = ev.ts_mono_ns;
         events.push(ev);
     }
@@ -296,21 +280,13 @@ pub fn decode_batch(ctx: &Context, payload: &[u8]) -> Result<Vec<Event>, CodecEr
     }
 }
 
-fn decode_event(
-    ctx: &Context,
-    r: &mut Reader<'_>,
-    prev_ts: u64,
-    times: &mut crate::kernel::clock::Rfc3339Cache,
-) -> Result<Event, CodecError> {
+fn decode_event(ctx: &Context, r: &mut Reader<'_>, prev_ts: u64) -> Result<Event, CodecError> {
     let bits = r.varint()? as u32;
     let hop = if bits & HOP_NAMED != 0 {
-        r.text()?
+        r.parsed_with(hop_name::parse)?
     } else {
         let h = r.u8()?;
-        Hop::try_from(h)
-            .map_err(|_| CodecError::Hop(h))?
-            .name()
-            .to_owned()
+        Hop::try_from(h).map_err(|_| CodecError::Hop(h))?
     };
     let ts_mono_ns = prev_ts.wrapping_add(unzigzag(r.varint()?) as u64);
     let ifindex = r.varint()? as u32;
@@ -336,9 +312,9 @@ fn decode_event(
             let seq = r.u32()?;
             let ack = r.u32()?;
             let flags = if bits & TCP_FLAGS_TEXT != 0 {
-                r.text()?
+                r.parsed()?
             } else {
-                tcp_flags(r.u8()?)
+                TcpFlags(r.u8()?)
             };
             let payload_len = r.varint()? as u32;
             Some(Tcp {
@@ -361,13 +337,10 @@ fn decode_event(
             None
         };
         let arp = (bits & ARP != 0)
-            .then(|| r.text().map(|op| Arp { op }))
+            .then(|| r.parsed().map(|op| Arp { op }))
             .transpose()?;
         let dst_mac = (bits & DST_MAC != 0)
-            .then(|| {
-                r.bytes(6)
-                    .map(|b| crate::schema::identity::mac_string(&b.try_into().expect("6 bytes")))
-            })
+            .then(|| r.bytes(6).map(|b| Mac(b.try_into().expect("6 bytes"))))
             .transpose()?;
         Some(Inner {
             endpoints,
@@ -384,9 +357,9 @@ fn decode_event(
         None
     };
     let fingerprint = if bits & FINGERPRINT != 0 {
-        Some(crate::schema::event::hex16(r.u64()?))
+        Some(Fingerprint(r.u64()?))
     } else if bits & FINGERPRINT_TEXT != 0 {
-        Some(r.text()?)
+        Some(r.parsed()?)
     } else {
         None
     };
@@ -397,17 +370,17 @@ fn decode_event(
             .then(|| r.varint().map(|v| v as u32))
             .transpose()?;
         let location = (b & LOCATION != 0).then(|| r.text()).transpose()?;
-        Some(Drop {
+        Some(KernelDrop {
             reason,
             reason_code,
             location,
-            location_addr: r.text()?,
+            location_addr: r.parsed()?,
         })
     } else {
         None
     };
     Ok(Event {
-        time: times.format((ts_mono_ns as i64).wrapping_add(ctx.offset_ns)),
+        time: (ts_mono_ns as i64).wrapping_add(ctx.offset_ns),
         ts_mono_ns,
         hop,
         ifindex,
@@ -439,9 +412,9 @@ fn read_endpoints(r: &mut Reader<'_>) -> Result<Endpoints, CodecError> {
     let src = addr()?;
     let dst = addr()?;
     let proto = if b & PROTO_NAMED != 0 {
-        r.text()?
+        r.parsed()?
     } else {
-        proto_name(r.u8()?)
+        Proto::from_number(r.u8()?)
     };
     let sport = (b & SPORT != 0).then(|| r.u16()).transpose()?;
     let dport = (b & DPORT != 0).then(|| r.u16()).transpose()?;
@@ -452,58 +425,6 @@ fn read_endpoints(r: &mut Reader<'_>) -> Result<Endpoints, CodecError> {
         sport,
         dport,
     })
-}
-
-/// The inverse of `proto_name`, where the name is one it produces.
-pub(crate) fn proto_number(name: &str) -> Option<u8> {
-    let n = match name {
-        "icmp" => 1,
-        "tcp" => 6,
-        "udp" => 17,
-        "icmpv6" => 58,
-        "sctp" => 132,
-        other => other.strip_prefix("ip-proto-")?.parse().ok()?,
-    };
-    (proto_name(n) == name).then_some(n)
-}
-
-/// The inverse of `tcp_flags`, where the text is one it produces.
-/// `aa:bb:cc:dd:ee:ff` as six bytes.
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut out {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
-fn tcp_flag_bits(text: &str) -> Option<u8> {
-    if text == "-" {
-        return Some(0);
-    }
-    let mut b = 0u8;
-    for name in text.split('|') {
-        b |= match name {
-            "FIN" => 0x01,
-            "SYN" => 0x02,
-            "RST" => 0x04,
-            "PSH" => 0x08,
-            "ACK" => 0x10,
-            "URG" => 0x20,
-            "ECE" => 0x40,
-            "CWR" => 0x80,
-            _ => return None,
-        };
-    }
-    // Only the canonical order and spelling round-trip as bits.
-    (tcp_flags(b) == text).then_some(b)
-}
-
-/// 16 lowercase hex digits, as the decoder writes fingerprints.
-fn parse_fingerprint(f: &str) -> Option<u64> {
-    let canonical = f.len() == 16 && f.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
-    canonical.then(|| u64::from_str_radix(f, 16).ok()).flatten()
 }
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
@@ -573,12 +494,29 @@ impl<'a> Reader<'a> {
         Err(CodecError::Varint(start))
     }
 
-    fn text(&mut self) -> Result<String, CodecError> {
+    fn str(&mut self) -> Result<&'a str, CodecError> {
         let n = self.varint()?;
         let at = self.at;
         let n = usize::try_from(n).map_err(|_| CodecError::Truncated(at))?;
         let b = self.bytes(n)?;
-        String::from_utf8(b.to_vec()).map_err(|_| CodecError::Utf8(at))
+        std::str::from_utf8(b).map_err(|_| CodecError::Utf8(at))
+    }
+
+    fn text(&mut self) -> Result<String, CodecError> {
+        self.str().map(str::to_owned)
+    }
+
+    /// A typed value written as its text.
+    fn parsed_with<T>(
+        &mut self,
+        parse: impl FnOnce(&str) -> Result<T, BadValue>,
+    ) -> Result<T, CodecError> {
+        let at = self.at;
+        parse(self.str()?).map_err(|e| CodecError::Value(at, e))
+    }
+
+    fn parsed<T: FromStr<Err = BadValue>>(&mut self) -> Result<T, CodecError> {
+        self.parsed_with(str::parse)
     }
 }
 

@@ -12,13 +12,21 @@ use flannel_trace_common::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{kernel::clock::Clock, kernel::kallsyms::Kallsyms, net};
+use crate::{
+    kernel::clock::Clock,
+    kernel::kallsyms::Kallsyms,
+    net,
+    schema::values::{ArpOp, Fingerprint, KernelAddr, Mac, Proto, TcpFlags},
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
-    pub time: String,
+    /// Wall-clock nanoseconds since the epoch; RFC 3339 text in JSON.
+    #[serde(with = "crate::schema::values::rfc3339_text")]
+    pub time: i64,
     pub ts_mono_ns: u64,
-    pub hop: String,
+    #[serde(with = "crate::schema::values::hop_name")]
+    pub hop: Hop,
     pub ifindex: u32,
     pub iface: Option<String>,
     pub len: u32,
@@ -40,19 +48,17 @@ pub struct Event {
     pub outer_recovered: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inner: Option<Inner>,
-    /// Hex fingerprint of the inner packet: equal on every hop and node the
-    /// same inner packet passes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
+    pub fingerprint: Option<Fingerprint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drop: Option<Drop>,
+    pub drop: Option<KernelDrop>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoints {
     pub src: IpAddr,
     pub dst: IpAddr,
-    pub proto: String,
+    pub proto: Proto,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sport: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -75,7 +81,7 @@ pub struct Inner {
     pub arp: Option<Arp>,
     /// Destination MAC of the inner Ethernet frame, where the hook saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dst_mac: Option<String>,
+    pub dst_mac: Option<Mac>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fragment: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -86,7 +92,7 @@ pub struct Inner {
 pub struct Tcp {
     pub seq: u32,
     pub ack: u32,
-    pub flags: String,
+    pub flags: TcpFlags,
     /// Payload bytes by the IP header's length: sequence space covered is
     /// `[seq, seq + payload_len)`. A GSO/GRO skb covers several wire segments.
     pub payload_len: u32,
@@ -103,19 +109,30 @@ pub struct Icmp {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Arp {
-    /// `request`, `reply`, or `op N`.
-    pub op: String,
+    pub op: ArpOp,
 }
 
+/// The kernel freed the packet (`drop` in JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Drop {
+pub struct KernelDrop {
     /// Name from the running kernel's `enum skb_drop_reason`; absent on
     /// kernels without reasons (before 5.17).
     pub reason: Option<String>,
     pub reason_code: Option<u32>,
     /// Kernel function that freed the packet, e.g. `nft_do_chain+0x3a4`.
     pub location: Option<String>,
-    pub location_addr: String,
+    pub location_addr: KernelAddr,
+}
+
+impl KernelDrop {
+    /// What the summary counts the drop under: its reason, else where it
+    /// happened.
+    pub fn summary_key(&self) -> std::borrow::Cow<'_, str> {
+        match self.reason.as_deref().or(self.location.as_deref()) {
+            Some(k) => k.into(),
+            None => self.location_addr.to_string().into(),
+        }
+    }
 }
 
 /// Everything needed to turn raw records into [`Event`]s.
@@ -124,7 +141,6 @@ pub struct Decoder {
     pub reasons: HashMap<u32, String>,
     pub kallsyms: Kallsyms,
     ifnames: HashMap<u32, Option<String>>,
-    times: crate::kernel::clock::Rfc3339Cache,
 }
 
 impl Decoder {
@@ -134,7 +150,6 @@ impl Decoder {
             reasons,
             kallsyms,
             ifnames: HashMap::new(),
-            times: Default::default(),
         }
     }
 
@@ -155,7 +170,7 @@ impl Decoder {
         let inner = (p.flags & flags::HAS_INNER != 0).then(|| Inner {
             endpoints: if is_arp {
                 Endpoints {
-                    proto: "arp".into(),
+                    proto: Proto::Arp,
                     ..endpoints(&p.inner, false)
                 }
             } else {
@@ -166,16 +181,12 @@ impl Decoder {
             tcp: (!is_arp && p.inner.proto == 6 && p.flags & flags::HAS_L4 != 0).then(|| Tcp {
                 seq: p.tcp_seq,
                 ack: p.tcp_ack,
-                flags: tcp_flags(p.tcp_flags),
+                flags: TcpFlags(p.tcp_flags),
                 payload_len: u32::from(p.inner_len)
                     .saturating_sub(u32::from(p.ip_hlen) + u32::from(p.tcp_hlen)),
             }),
             arp: is_arp.then(|| Arp {
-                op: match p.icmp_type {
-                    1 => "request".into(),
-                    2 => "reply".into(),
-                    n => format!("op {n}"),
-                },
+                op: ArpOp::from_code(p.icmp_type),
             }),
             icmp: (!is_arp && matches!(p.inner.proto, 1 | 58) && p.flags & flags::HAS_L4 != 0)
                 .then_some(Icmp {
@@ -184,12 +195,11 @@ impl Decoder {
                     id: p.icmp_id,
                     seq: p.icmp_seq,
                 }),
-            dst_mac: (p.flags & flags::HAS_INNER_MAC != 0)
-                .then(|| crate::schema::identity::mac_string(&p.inner_dmac)),
+            dst_mac: (p.flags & flags::HAS_INNER_MAC != 0).then_some(Mac(p.inner_dmac)),
             fragment: p.flags & flags::INNER_FRAGMENT != 0,
             truncated: p.flags & flags::TRUNCATED != 0,
         });
-        let drop = (kind == EventKind::Drop).then(|| Drop {
+        let drop = (kind == EventKind::Drop).then(|| KernelDrop {
             reason: (p.flags & flags::HAS_REASON != 0).then(|| {
                 self.reasons
                     .get(&raw.drop_reason)
@@ -201,12 +211,12 @@ impl Decoder {
                 .kallsyms
                 .symbolize(raw.drop_location)
                 .map(|s| s.to_string()),
-            location_addr: format!("{:#x}", raw.drop_location),
+            location_addr: KernelAddr(raw.drop_location),
         });
         Ok(Event {
-            time: self.times.format(self.clock.wall_ns(raw.ts_ns)),
+            time: self.clock.wall_ns(raw.ts_ns),
             ts_mono_ns: raw.ts_ns,
-            hop: hop.name().into(),
+            hop,
             ifindex: raw.ifindex,
             iface: self.ifname(raw.ifindex),
             len: raw.skb_len,
@@ -217,7 +227,7 @@ impl Decoder {
             undecodable,
             outer_recovered: p.flags & flags::OUTER_FROM_HEADROOM != 0,
             inner,
-            fingerprint: fingerprint(p).map(hex16),
+            fingerprint: fingerprint(p).map(Fingerprint),
             drop,
         })
     }
@@ -231,16 +241,6 @@ pub fn is_real_drop(ev: &Event) -> bool {
         ev.drop.as_ref().and_then(|d| d.reason.as_deref()),
         Some("SKB_CONSUMED" | "NOT_DROPPED_YET")
     )
-}
-
-pub fn hop_of(ev: &Event) -> Option<Hop> {
-    Hop::ALL.into_iter().find(|h| h.name() == ev.hop)
-}
-
-impl Event {
-    pub fn hop(&self) -> Option<Hop> {
-        hop_of(self)
-    }
 }
 
 pub fn addr(family: u8, b: &[u8; 16]) -> IpAddr {
@@ -257,53 +257,10 @@ fn endpoints(t: &Tuple, l4: bool) -> Endpoints {
     Endpoints {
         src: addr(t.family, &t.src),
         dst: addr(t.family, &t.dst),
-        proto: proto_name(t.proto),
+        proto: Proto::from_number(t.proto),
         sport: ports.then_some(t.sport),
         dport: ports.then_some(t.dport),
     }
-}
-
-pub fn proto_name(p: u8) -> String {
-    match p {
-        1 => "icmp".into(),
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        58 => "icmpv6".into(),
-        132 => "sctp".into(),
-        other => format!("ip-proto-{other}"),
-    }
-}
-
-pub fn tcp_flags(f: u8) -> String {
-    const NAMES: [(u8, &str); 8] = [
-        (0x02, "SYN"),
-        (0x10, "ACK"),
-        (0x01, "FIN"),
-        (0x04, "RST"),
-        (0x08, "PSH"),
-        (0x20, "URG"),
-        (0x40, "ECE"),
-        (0x80, "CWR"),
-    ];
-    // Once per TCP event: built in place, no intermediate list.
-    let mut s = String::with_capacity(8);
-    for (_, name) in NAMES.iter().filter(|(b, _)| f & b != 0) {
-        if !s.is_empty() {
-            s.push('|');
-        }
-        s.push_str(name);
-    }
-    if s.is_empty() {
-        s.push('-');
-    }
-    s
-}
-
-/// `{:016x}` of a fingerprint without the formatting machinery (per event).
-pub(crate) fn hex16(v: u64) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let b: [u8; 16] = std::array::from_fn(|i| HEX[((v >> (60 - 4 * i)) & 0xf) as usize]);
-    String::from_utf8_lossy(&b).into_owned()
 }
 
 #[cfg(test)]
@@ -343,7 +300,7 @@ mod tests {
         let syms = Kallsyms::parse("ffffffff81000000 T nft_do_chain\nffffffff81000100 T other\n");
         let mut d = Decoder::new(Clock::sample(), reasons, syms);
         let ev = d.decode(&raw_drop(12)).unwrap();
-        assert_eq!(ev.hop, "drop");
+        assert_eq!(ev.hop, Hop::Drop);
         let drop = ev.drop.as_ref().unwrap();
         assert_eq!(drop.reason.as_deref(), Some("NETFILTER_DROP"));
         assert_eq!(drop.location.as_deref(), Some("nft_do_chain+0x10"));
@@ -358,24 +315,5 @@ mod tests {
         // An unknown number is shown as such, never as a wrong name.
         let ev = d.decode(&raw_drop(999)).unwrap();
         assert_eq!(ev.drop.unwrap().reason.as_deref(), Some("reason#999"));
-    }
-
-    #[test]
-    fn tcp_flag_names() {
-        assert_eq!(tcp_flags(0x12), "SYN|ACK");
-        assert_eq!(tcp_flags(0x19), "ACK|FIN|PSH");
-        assert_eq!(tcp_flags(0), "-");
-    }
-
-    #[test]
-    fn hand_made_hex_matches_the_formatter() {
-        for v in [0, 1, 0x6953_c514_e9ff_7c04, u64::MAX] {
-            assert_eq!(hex16(v), format!("{v:016x}"));
-        }
-        let mac = [0x0e, 0xf7, 0, 0xa0, 0x0b, 0xff];
-        assert_eq!(
-            crate::schema::identity::mac_string(&mac),
-            "0e:f7:00:a0:0b:ff"
-        );
     }
 }

@@ -143,17 +143,7 @@ pub struct FdbPeer {
 }
 
 pub fn mac_string(mac: &[u8; 6]) -> String {
-    // Called per event for the inner MAC: digits by hand, one allocation.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(17);
-    for (i, b) in mac.iter().enumerate() {
-        if i > 0 {
-            s.push(':');
-        }
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-    s
+    crate::schema::values::Mac(*mac).to_string()
 }
 
 impl NodeIdentity {

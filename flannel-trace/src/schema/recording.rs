@@ -21,8 +21,9 @@ use crate::{
     schema::codec::{self, MAX_BATCH},
     schema::event::Event,
     schema::identity::NodeIdentity,
+    schema::record::Record,
     schema::summary::Summary,
-    schema::wire::{self, FrameError, Message},
+    schema::wire::{self, FrameError},
 };
 
 pub const MAGIC: &[u8; 8] = b"FTREC\x00\x02\n";
@@ -128,7 +129,7 @@ impl Writer {
             frame: Vec::new(),
         };
         w.raw(MAGIC)?;
-        w.write(&Message::Start(identity.clone()))?;
+        w.write(&Record::Start(identity.clone()))?;
         Ok(w)
     }
 
@@ -140,7 +141,7 @@ impl Writer {
     }
 
     /// A message in JSON (after the events before it).
-    pub fn write(&mut self, msg: &Message) -> Result<(), RecordError> {
+    pub fn write(&mut self, msg: &Record) -> Result<(), RecordError> {
         self.flush_events()?;
         let frame = wire::encode(msg).map_err(|e| RecordError::Write {
             path: self.path.clone(),
@@ -175,7 +176,7 @@ impl Writer {
     }
 
     pub fn finish(mut self, summary: &Summary) -> Result<(), RecordError> {
-        self.write(&Message::Summary(summary.clone()))?;
+        self.write(&Record::Summary(summary.clone()))?;
         self.out.flush().map_err(|source| RecordError::Write {
             path: self.path.clone(),
             source,
@@ -268,6 +269,29 @@ mod tests {
         assert_eq!(r.events.len(), 3);
         assert_eq!(r.events[2].len, 102);
         assert_eq!(r.events[0].iface, Some(identity("node-a").underlay_dev));
+    }
+
+    /// A peer channel's own message (here its `bye`, as a peer frames
+    /// it) is not a record: a file holding one is refused, naming it.
+    #[test]
+    fn a_peer_control_message_in_a_recording_is_refused() {
+        let mut data = MAGIC.to_vec();
+        data.extend_from_slice(&wire::encode(&Record::Start(identity("node-a"))).unwrap());
+        let at = data.len();
+        let bye = serde_json::json!({"type": "bye"});
+        data.extend_from_slice(&wire::encode(&bye).unwrap());
+        let Err(e) = parse(Path::new("x.rec"), &data) else {
+            panic!("a recording with a `bye` accepted")
+        };
+        assert!(
+            matches!(e, RecordError::Corrupt { offset, .. } if offset == at),
+            "{e}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains("x.rec") && msg.contains("unknown variant `bye`"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -19,9 +19,10 @@ use bytes::BytesMut;
 use crate::{
     schema::event::Event,
     schema::identity::NodeIdentity,
+    schema::record::Record,
     schema::recording::{MAGIC, RecordError},
     schema::summary::Summary,
-    schema::wire::{self, Frame, Message},
+    schema::wire::{self, Frame},
 };
 
 /// Bytes read from the file at a time.
@@ -36,7 +37,7 @@ pub struct Replay<R> {
     pub summary: Option<Summary>,
     input: R,
     buf: BytesMut,
-    decoder: wire::Decoder,
+    decoder: wire::Decoder<Record>,
     /// Bytes taken from `input` so far, the magic included.
     fed: usize,
     eof: bool,
@@ -91,7 +92,7 @@ fn last_summary(file: &mut File) -> io::Result<Option<Summary>> {
     file.seek(SeekFrom::Start(from))?;
     file.read_exact(&mut payload)?;
     Ok(match serde_json::from_slice(&payload) {
-        Ok(Message::Summary(s)) => Some(s),
+        Ok(Record::Summary(s)) => Some(s),
         _ => None,
     })
 }
@@ -127,8 +128,8 @@ impl<R: Read> Replay<R> {
             summary_seen: false,
         };
         match r.frame()? {
-            Some((Frame::Message(m), _)) if matches!(*m, Message::Start(_)) => {
-                let Message::Start(id) = *m else {
+            Some((Frame::Message(m), _)) if matches!(*m, Record::Start(_)) => {
+                let Record::Start(id) = *m else {
                     unreachable!("matched a start")
                 };
                 r.identity = id;
@@ -140,7 +141,7 @@ impl<R: Read> Replay<R> {
 
     /// The next frame and the file offset it was read at; `None` at a
     /// clean end (between frames).
-    fn frame(&mut self) -> Result<Option<(Frame, usize)>, RecordError> {
+    fn frame(&mut self) -> Result<Option<(Frame<Record>, usize)>, RecordError> {
         loop {
             let offset = self.fed - self.buf.len();
             if self.eof && self.buf.is_empty() {
@@ -201,8 +202,8 @@ impl<R: Read> Replay<R> {
                 Frame::Message(m) => *m,
             };
             match msg {
-                Message::Event(e) => return Ok(Some(vec![e])),
-                Message::Summary(s) if !self.summary_seen => {
+                Record::Event(e) => return Ok(Some(vec![e])),
+                Record::Summary(s) if !self.summary_seen => {
                     self.summary_seen = true;
                     self.summary = Some(s);
                 }
@@ -231,7 +232,7 @@ mod tests {
 
     fn event(i: u64) -> Event {
         serde_json::from_value(serde_json::json!({
-            "time": "", "ts_mono_ns": i, "hop": "underlay-egress", "ifindex": 2,
+            "time": "1970-01-01T00:00:00.000000000Z", "ts_mono_ns": i, "hop": "underlay-egress", "ifindex": 2,
             "iface": "eth1", "len": 100,
         }))
         .unwrap()
@@ -265,7 +266,7 @@ mod tests {
         // Cut between the event batches and the summary: no summary, and
         // the events before the cut.
         let data = std::fs::read(&path).unwrap();
-        let summary_frame = data.len() - wire::encode(&Message::Summary(summary)).unwrap().len();
+        let summary_frame = data.len() - wire::encode(&Record::Summary(summary)).unwrap().len();
         std::fs::write(&path, &data[..summary_frame]).unwrap();
         let mut r = Replay::open(&path).unwrap();
         assert!(r.summary.is_none());

@@ -1,6 +1,5 @@
-//! One envelope for everything flannel-trace writes or sends: the `--json`
-//! stream, recording files and the peer channel all carry [`Message`]s,
-//! tagged by `"type"`.
+//! The framing shared by recording files and the peer channel: what the
+//! frames carry is [`Framed`] (records, or the peer protocol's messages).
 //!
 //! Frames (recordings and the peer channel) are
 //! `[u32 length, big-endian][u32 CRC-32 of the payload][payload]`, bounded
@@ -13,81 +12,31 @@
 use std::collections::VecDeque;
 
 use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use thiserror::Error;
 
+#[cfg(doc)]
+use crate::schema::record::Record;
 use crate::{
     schema::codec::{self, CodecError},
     schema::event::Event,
     schema::identity::NodeIdentity,
-    schema::summary::Summary,
-    verdict::Report,
 };
 
 /// Largest frame accepted, header excluded.
 pub const MAX_FRAME: usize = 1 << 20;
 const HEADER: usize = 8;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Message {
-    /// Who is tracing what, with which hooks: first record of a session.
-    Start(NodeIdentity),
-    Event(Event),
-    Summary(Summary),
-    /// A joined verdict (live `--listen` mode and `join`).
-    Verdict(Report),
-    /// Peer channel, after the handshake: one side gives up on the other
-    /// (identity or clock exchange failed).
-    Refused {
-        reason: String,
-    },
-    /// Peer channel clock probe (NTP-style): t1 by the listener.
-    ClockPing {
-        id: u32,
-        t1: i64,
-    },
-    /// Reply with the peer's receive (t2) and send (t3) wall-clock times.
-    ClockPong {
-        id: u32,
-        t1: i64,
-        t2: i64,
-        t3: i64,
-    },
-    /// Counters mode: one node's counters at one moment.
-    Stats(crate::counters::Snapshot),
-    /// Counters mode: the joined verdict of both directions.
-    StatsVerdict {
-        directions: Vec<crate::counters::CounterVerdict>,
-    },
-    /// Peer channel: from `from_ns` (the sender's wall clock) on, its
-    /// live stream carries only the packets whose `--sample` hash has
-    /// `mask`'s bits clear (see `thin`); its recording keeps every event.
-    Thin {
-        from_ns: i64,
-        mask: u32,
-    },
-    /// Orderly end of the stream.
-    Bye,
-}
+/// What a stream of frames carries: the public [`Record`]s (recordings),
+/// or the peer protocol's messages (`peer::protocol`), which add control
+/// messages of their own. A batch of events decodes to one item per event,
+/// and the stream's `start` gives the context of the batches after it.
+pub trait Framed: Serialize + From<Event> {
+    /// The node's identity, if this is a stream's `start`.
+    fn start(&self) -> Option<&NodeIdentity>;
 
-impl Message {
-    /// The `"type"` tag, for error messages.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Message::Start(_) => "start",
-            Message::Event(_) => "event",
-            Message::Summary(_) => "summary",
-            Message::Verdict(_) => "verdict",
-            Message::Refused { .. } => "refused",
-            Message::ClockPing { .. } => "clock_ping",
-            Message::ClockPong { .. } => "clock_pong",
-            Message::Stats(_) => "stats",
-            Message::StatsVerdict { .. } => "stats_verdict",
-            Message::Thin { .. } => "thin",
-            Message::Bye => "bye",
-        }
-    }
+    /// One JSON payload.
+    fn from_json(payload: &[u8]) -> Result<Self, serde_json::Error>;
 }
 
 #[derive(Debug, Error)]
@@ -106,7 +55,7 @@ pub enum FrameError {
     NoContext,
 }
 
-pub fn encode(msg: &Message) -> Result<Bytes, FrameError> {
+pub fn encode(msg: &impl Serialize) -> Result<Bytes, FrameError> {
     let payload = serde_json::to_vec(msg)?;
     if payload.len() > MAX_FRAME {
         return Err(FrameError::TooLarge(payload.len()));
@@ -155,32 +104,39 @@ fn take_payload(buf: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
 /// Turns a stream of frames back into messages, one at a time: it keeps
 /// the identity of the stream's `start` (the context of its event
 /// batches) and the rest of a batch between calls.
-#[derive(Debug, Default)]
-pub struct Decoder {
+#[derive(Debug)]
+pub struct Decoder<T> {
     ctx: Option<codec::Context>,
-    queue: VecDeque<Message>,
+    queue: VecDeque<T>,
+}
+
+impl<T> Default for Decoder<T> {
+    fn default() -> Self {
+        Decoder {
+            ctx: None,
+            queue: VecDeque::new(),
+        }
+    }
 }
 
 /// One frame, decoded.
-pub enum Frame {
+pub enum Frame<T> {
     /// A batch of events (possibly empty).
-    Events(Vec<crate::schema::event::Event>),
-    Message(Box<Message>),
+    Events(Vec<Event>),
+    Message(Box<T>),
 }
 
-impl Decoder {
+impl<T: Framed> Decoder<T> {
     /// The next message, from what is queued or off the front of `buf`;
     /// `Ok(None)` when more bytes are needed.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, FrameError> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<T>, FrameError> {
         loop {
             if let Some(m) = self.queue.pop_front() {
                 return Ok(Some(m));
             }
             match self.decode_frame(buf)? {
                 None => return Ok(None),
-                Some(Frame::Events(events)) => {
-                    self.queue.extend(events.into_iter().map(Message::Event))
-                }
+                Some(Frame::Events(events)) => self.queue.extend(events.into_iter().map(T::from)),
                 Some(Frame::Message(m)) => return Ok(Some(*m)),
             }
         }
@@ -190,7 +146,7 @@ impl Decoder {
     /// (a reader of recordings needs no message per event); `Ok(None)`
     /// when more bytes are needed. Not to be mixed with [`Self::decode`]
     /// while it has messages queued.
-    pub fn decode_frame(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    pub fn decode_frame(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<T>>, FrameError> {
         let Some(payload) = take_payload(buf)? else {
             return Ok(None);
         };
@@ -198,8 +154,8 @@ impl Decoder {
             let ctx = self.ctx.as_ref().ok_or(FrameError::NoContext)?;
             return Ok(Some(Frame::Events(codec::decode_batch(ctx, &payload)?)));
         }
-        let msg: Message = serde_json::from_slice(&payload)?;
-        if let Message::Start(id) = &msg {
+        let msg = T::from_json(&payload)?;
+        if let Some(id) = msg.start() {
             self.ctx = Some(codec::Context::of(id));
         }
         Ok(Some(Frame::Message(Box::new(msg))))
@@ -211,9 +167,31 @@ pub fn crc32(data: &[u8]) -> u32 {
     crc32fast::hash(data)
 }
 
+/// For the decoder tests (here and of the peer protocol): a batch of two
+/// events alone, and a whole stream: the `start` of a test identity, that
+/// batch, then `last`.
+#[cfg(test)]
+pub(crate) fn test_stream(last: &impl Serialize) -> (Vec<u8>, BytesMut) {
+    let id = crate::verdict::test_identity("node-a");
+    let ctx = codec::Context::of(&id);
+    let ev: Event = serde_json::from_value(serde_json::json!({
+        "time": crate::kernel::clock::rfc3339(10 + id.clock_offset_ns), "ts_mono_ns": 10,
+        "hop": "drop", "ifindex": 1, "iface": null, "len": 1,
+    }))
+    .unwrap();
+    let mut batch = Vec::new();
+    encode_events(&ctx, &[ev.clone(), ev], &mut batch);
+    let start = crate::schema::record::Record::Start(id);
+    let mut stream = BytesMut::from(&encode(&start).unwrap()[..]);
+    stream.extend_from_slice(&batch);
+    stream.extend_from_slice(&encode(last).unwrap());
+    (batch, stream)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::record::Record;
 
     #[test]
     fn crc_matches_the_standard_check_value() {
@@ -222,10 +200,10 @@ mod tests {
 
     #[test]
     fn round_trip_partial_and_corrupt() {
-        let msg = Message::ClockPing { id: 7, t1: -5 };
+        let msg = Record::Summary(Default::default());
         let frame = encode(&msg).unwrap();
         let mut buf = BytesMut::new();
-        let mut d = Decoder::default();
+        let mut d = Decoder::<Record>::default();
         // Byte by byte: nothing until the frame is whole.
         for (i, b) in frame.iter().enumerate() {
             buf.put_u8(*b);
@@ -242,26 +220,15 @@ mod tests {
 
     #[test]
     fn event_batches_need_the_start_first_and_come_out_one_by_one() {
-        let id = crate::verdict::test_identity("node-a");
-        let ctx = codec::Context::of(&id);
-        let ev: Event = serde_json::from_value(serde_json::json!({
-            "time": crate::kernel::clock::rfc3339(10 + id.clock_offset_ns), "ts_mono_ns": 10,
-            "hop": "drop", "ifindex": 1, "iface": null, "len": 1,
-        }))
-        .unwrap();
-        let mut batch = Vec::new();
-        encode_events(&ctx, &[ev.clone(), ev.clone()], &mut batch);
-        let mut d = Decoder::default();
+        let (batch, mut stream) = test_stream(&Record::Summary(Default::default()));
+        let mut d = Decoder::<Record>::default();
         let mut early = BytesMut::from(&batch[..]);
         assert!(matches!(d.decode(&mut early), Err(FrameError::NoContext)));
 
-        let mut stream = BytesMut::from(&encode(&Message::Start(id)).unwrap()[..]);
-        stream.extend_from_slice(&batch);
-        stream.extend_from_slice(&encode(&Message::Bye).unwrap());
-        let mut d = Decoder::default();
+        let mut d = Decoder::<Record>::default();
         let kinds: Vec<&str> = std::iter::from_fn(|| d.decode(&mut stream).unwrap())
             .map(|m| m.kind())
             .collect();
-        assert_eq!(kinds, ["start", "event", "event", "bye"]);
+        assert_eq!(kinds, ["start", "event", "event", "summary"]);
     }
 }

@@ -31,14 +31,15 @@ use crate::{
     net::icmp,
     peer::feed::{self, Feed},
     peer::thin::{self, ThinStep},
-    peer::{self, Channel, ChannelTx, Handshake},
+    peer::{self, Channel, ChannelTx, Control, Handshake, Message},
     render::{self, text},
     schema::codec,
     schema::event::{Decoder, Event, is_real_drop},
     schema::identity::NodeIdentity,
+    schema::record,
     schema::recording,
     schema::summary::Summary,
-    schema::wire::{self, Message},
+    schema::wire,
     verdict::live::Joiner,
 };
 
@@ -332,7 +333,7 @@ fn spawn_writer(
             let mut next = first;
             while let Some(m) = next.take() {
                 match m {
-                    Message::Event(ev) => {
+                    Message::Record(record::Record::Event(ev)) => {
                         events.push(ev);
                         n += 1;
                     }
@@ -341,7 +342,7 @@ fn spawn_writer(
                             wire::encode_events(&ctx, &events, &mut out);
                             events.clear();
                         }
-                        bye = matches!(other, Message::Bye);
+                        bye = matches!(other, Message::Control(Control::Bye));
                         match wire::encode(&other) {
                             Ok(frame) => out.extend_from_slice(&frame),
                             Err(e) => log::warn!("not sent to the listener: {e}"),
@@ -426,14 +427,14 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn json(&mut self, m: &Message) -> Result<(), Fatal> {
+    fn json(&mut self, m: &record::Record) -> Result<(), Fatal> {
         let s = serde_json::to_string(m).context("encoding JSON")?;
         self.line(&s)
     }
 
     fn emit_start(&mut self, id: &NodeIdentity) -> Result<(), Fatal> {
         if self.sinks.json {
-            self.json(&Message::Start(id.clone()))?;
+            self.json(&record::Record::Start(id.clone()))?;
         } else {
             eprint!("{}", text::start_text(id));
             eprintln!("  (Ctrl-C to stop)");
@@ -567,10 +568,10 @@ impl Session<'_> {
                 e.step.rate()
             );
             if let Some(ctl) = &self.sinks.to_peer_ctl {
-                let _ = ctl.send(Message::Thin {
+                let _ = ctl.send(Message::Control(Control::Thin {
                     from_ns: e.step.from_wall_ns,
                     mask: e.step.mask,
-                });
+                }));
             }
         }
     }
@@ -580,9 +581,9 @@ impl Session<'_> {
             return;
         };
         match m {
-            Message::Event(ev) => j.push_remote(ev),
-            Message::Summary(sum) => j.remote_summary = Some(sum),
-            Message::Thin { from_ns, mask } => {
+            Message::Record(record::Record::Event(ev)) => j.push_remote(ev),
+            Message::Record(record::Record::Summary(sum)) => j.remote_summary = Some(sum),
+            Message::Control(Control::Thin { from_ns, mask }) => {
                 // The counting rule needs nested masks that only grow: a
                 // step that is not one (a peer of another build, or a
                 // damaged one) would turn into false losses, so the live
@@ -613,7 +614,7 @@ impl Session<'_> {
                 );
                 j.remote_thinned.push(step);
             }
-            Message::Bye => {}
+            Message::Control(Control::Bye) => {}
             other => log::debug!("ignoring {other:?} from the peer"),
         }
     }
@@ -683,14 +684,9 @@ impl Session<'_> {
         }
         self.summary.events += 1;
         // Keys are cloned only the first time a hop or reason is seen.
-        bump(&mut self.summary.per_hop, &ev.hop);
+        bump(&mut self.summary.per_hop, ev.hop.name());
         if let Some(d) = &ev.drop {
-            let key = d
-                .reason
-                .as_ref()
-                .or(d.location.as_ref())
-                .unwrap_or(&d.location_addr);
-            bump(&mut self.summary.drops_by_reason, key);
+            bump(&mut self.summary.drops_by_reason, &d.summary_key());
         }
         if self.sinks.print_events {
             // Straight into the 64 KiB buffer: no per-event String, no copy
@@ -758,7 +754,7 @@ impl Session<'_> {
             && self.summary.probe_read_errors == 0;
         let summary = self.summary.clone();
         if self.sinks.json {
-            self.json(&Message::Summary(summary.clone()))?;
+            self.json(&record::Record::Summary(summary.clone()))?;
         } else {
             eprint!("{}", text::summary_text(&summary));
         }
@@ -789,8 +785,8 @@ impl Session<'_> {
             self.sinks.to_peer_ctl = None;
             let tx = feed.sender().clone();
             drop(feed);
-            let _ = tx.send(Message::Summary(s)).await;
-            let _ = tx.send(Message::Bye).await;
+            let _ = tx.send(Message::Record(record::Record::Summary(s))).await;
+            let _ = tx.send(Message::Control(Control::Bye)).await;
             drop(tx);
             // Let the writer flush, within bounds.
             if let Some(w) = self.sinks.writer.take()
@@ -809,7 +805,7 @@ impl Session<'_> {
                 let until = tokio::time::Instant::now() + Duration::from_secs(3);
                 while let Ok(Some(msg)) = tokio::time::timeout_at(until, remote_rx.recv()).await {
                     match msg {
-                        Ok(Some(Message::Bye)) | Ok(None) | Err(_) => break,
+                        Ok(Some(Message::Control(Control::Bye))) | Ok(None) | Err(_) => break,
                         Ok(Some(m)) => self.remote(m),
                     }
                 }
@@ -817,7 +813,7 @@ impl Session<'_> {
             let j = self.sinks.joiner.as_mut().expect("checked");
             j.local_gaps.extend(summary.gaps());
             match j.report(summary.lost, Some(summary.end_wall_ns), true) {
-                Some(report) if self.sinks.json => self.json(&Message::Verdict(report))?,
+                Some(report) if self.sinks.json => self.json(&record::Record::Verdict(report))?,
                 Some(report) => self.line(&render::verdict::text(&report))?,
                 None => {
                     self.sinks

@@ -35,7 +35,7 @@ pub fn role(ev: &Event, me: &NodeIdentity, peer: &NodeIdentity) -> Option<Role> 
         _ => false,
     };
     let _ = me;
-    match ev.hop()? {
+    match ev.hop {
         Hop::PodIngress | Hop::OverlayEgress | Hop::UnderlayEgress => {
             to_peer(outer, inner).then_some(Role::Sent)
         }

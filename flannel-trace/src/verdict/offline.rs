@@ -11,10 +11,10 @@ use crate::{
     kernel::clock,
     render,
     schema::identity::NodeIdentity,
+    schema::record::Record,
     schema::recording::RecordError,
     schema::replay::Replay,
     schema::summary::Summary,
-    schema::wire::Message,
     verdict::{Join, NodeTrace, Options},
 };
 
@@ -302,7 +302,7 @@ pub fn run(args: JoinArgs) -> Result<(), Fatal> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&Message::Verdict(report))
+            serde_json::to_string_pretty(&Record::Verdict(report))
                 .context("encoding the verdict")?
         );
     } else {
@@ -314,6 +314,7 @@ pub fn run(args: JoinArgs) -> Result<(), Fatal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schema::values::Fingerprint;
     use crate::verdict::{self, test_identity as identity};
 
     const S: i64 = 1_000_000_000;
@@ -396,7 +397,7 @@ mod tests {
         let (ia, ib) = (identity("node-a"), identity("node-b"));
         let template = |id: &NodeIdentity, hop: &str, outer: bool| -> Event {
             let mut v = serde_json::json!({
-                "time": "", "ts_mono_ns": 0, "hop": hop, "ifindex": id.underlay_ifindex,
+                "time": "1970-01-01T00:00:00.000000000Z", "ts_mono_ns": 0, "hop": hop, "ifindex": id.underlay_ifindex,
                 "iface": id.underlay_dev, "len": 98,
                 "inner": {"src": "10.244.1.0", "dst": "10.244.2.0", "proto": "icmp",
                           "ip_id": 0, "ip_len": 84,
@@ -424,12 +425,12 @@ mod tests {
         let gap = 50_000u64;
         for i in 0..packets {
             let t = 1_000_000_000 + i * gap;
-            let fp = format!("{:016x}", 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i + 1));
+            let fp = Fingerprint(0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i + 1));
             for (w, hops) in [(&mut wa, &hops_a[..]), (&mut wb, &hops_b[..])] {
                 for (ev, dt) in hops {
                     let mut ev = ev.clone();
                     ev.ts_mono_ns = t + dt;
-                    ev.fingerprint = Some(fp.clone());
+                    ev.fingerprint = Some(fp);
                     let inner = ev.inner.as_mut().unwrap();
                     inner.ip_id = i as u32;
                     inner.icmp.as_mut().unwrap().seq = i as u16;

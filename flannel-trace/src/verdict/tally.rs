@@ -9,7 +9,10 @@ use std::{collections::BTreeMap, net::IpAddr};
 use flannel_trace_common::Hop;
 
 use super::{DropCount, Flow, HopCounts, Latency, Losses, NodeTrace, Segment};
-use crate::schema::event::Event;
+use crate::{
+    schema::event::Event,
+    schema::values::{Mac, Proto},
+};
 
 /// Hops along the path, sender then receiver. A flow's own path is a
 /// range of them: it starts at `pod-ingress` only when its source is a pod
@@ -64,7 +67,8 @@ pub(super) fn undelivered(ev: &Event) -> bool {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) struct FlowKey {
-    pub proto: String,
+    /// First, and ordered by its name: flows sort as they always did.
+    pub proto: Proto,
     pub src: IpAddr,
     pub dst: IpAddr,
     pub sport: Option<u16>,
@@ -90,7 +94,7 @@ impl FlowKey {
         let i = ev.inner.as_ref()?;
         let e = &i.endpoints;
         Some(FlowKey {
-            proto: e.proto.clone(),
+            proto: e.proto,
             src: e.src,
             dst: e.dst,
             sport: e.sport,
@@ -320,7 +324,7 @@ pub(super) struct FlowTally {
     pub drops: BTreeMap<DropKey, u64>,
     pub egress_devs: BTreeMap<String, u64>,
     /// Foreign destination MACs per receiver stage, in order of arrival.
-    pub foreign_macs: [Vec<String>; 3],
+    pub foreign_macs: [Vec<Mac>; 3],
     pub underlay: Median,
     pub encap: Median,
     pub decap: Median,
@@ -463,7 +467,12 @@ impl FlowTally {
             )
             .collect();
         let mut foreign_dst_macs: Vec<String> = Vec::new();
-        for m in self.foreign_macs.into_iter().flatten() {
+        for m in self
+            .foreign_macs
+            .into_iter()
+            .flatten()
+            .map(|m| m.to_string())
+        {
             if !foreign_dst_macs.contains(&m) {
                 foreign_dst_macs.push(m);
             }
@@ -488,7 +497,7 @@ impl FlowTally {
         Flow {
             sample: scale as u32,
             key: key.label(),
-            proto: key.proto.clone(),
+            proto: key.proto.to_string(),
             src: key.src,
             dst: key.dst,
             sport: key.sport,

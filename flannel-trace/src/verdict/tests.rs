@@ -2,10 +2,13 @@
 
 use std::net::IpAddr;
 
+use flannel_trace_common::Hop;
+
 use super::*;
 use crate::{
-    schema::event::{Drop, Endpoints, Icmp, Inner, Tcp},
+    schema::event::{Endpoints, Icmp, Inner, KernelDrop, Tcp},
     schema::identity::FdbPeer,
+    schema::values::{Fingerprint, KernelAddr, Proto, TcpFlags, hop_name},
 };
 
 const MAC_A: &str = "76:21:69:41:de:fe";
@@ -95,6 +98,15 @@ pub(super) struct Pkt {
     pub len: u32,
 }
 
+/// A fingerprint per packet: equal for the same source, sequence and TCP
+/// segment, as the kernel's is for the same inner packet.
+fn fingerprint_of(p: &Pkt) -> Fingerprint {
+    use std::hash::{DefaultHasher, Hash as _, Hasher as _};
+    let mut h = DefaultHasher::new();
+    (p.src, p.seq, p.tcp).hash(&mut h);
+    Fingerprint(h.finish())
+}
+
 pub(super) fn ev(hop: &str, t_ms: u64, p: &Pkt) -> Event {
     let outer = p.outer.filter(|_| {
         matches!(
@@ -103,21 +115,21 @@ pub(super) fn ev(hop: &str, t_ms: u64, p: &Pkt) -> Event {
         )
     });
     let (proto, sport, dport) = if p.tcp.is_some() {
-        ("tcp", Some(40000), Some(8080))
+        (Proto::Tcp, Some(40000), Some(8080))
     } else {
-        ("icmp", None, None)
+        (Proto::Icmp, None, None)
     };
     Event {
-        time: String::new(),
+        time: 0,
         ts_mono_ns: t_ms * 1_000_000,
-        hop: hop.into(),
+        hop: hop_name::parse(hop).unwrap(),
         ifindex: 2,
         iface: Some("eth1".into()),
         len: p.len,
         outer: outer.map(|(s, d)| Endpoints {
             src: ip(s),
             dst: ip(d),
-            proto: "udp".into(),
+            proto: Proto::Udp,
             sport: Some(50000),
             dport: Some(8475),
         }),
@@ -130,7 +142,7 @@ pub(super) fn ev(hop: &str, t_ms: u64, p: &Pkt) -> Event {
             endpoints: Endpoints {
                 src: ip(p.src),
                 dst: ip(p.dst),
-                proto: proto.into(),
+                proto,
                 sport,
                 dport,
             },
@@ -139,7 +151,7 @@ pub(super) fn ev(hop: &str, t_ms: u64, p: &Pkt) -> Event {
             tcp: p.tcp.map(|(seq, payload_len)| Tcp {
                 seq,
                 ack: 1,
-                flags: "ACK".into(),
+                flags: TcpFlags(0x10),
                 payload_len,
             }),
             icmp: p.tcp.is_none().then_some(Icmp {
@@ -153,7 +165,7 @@ pub(super) fn ev(hop: &str, t_ms: u64, p: &Pkt) -> Event {
             fragment: false,
             truncated: false,
         }),
-        fingerprint: Some(format!("fp-{}-{}-{:?}", p.src, p.seq, p.tcp)),
+        fingerprint: Some(fingerprint_of(p)),
         drop: None,
     }
 }
@@ -235,7 +247,7 @@ fn tracer_loss_makes_the_verdict_uncertain_instead_of_blaming_the_network() {
     let (ia, ib) = (a(), b());
     let (mut ea, mut eb) = (vec![], vec![]);
     delivered_a_to_b(&mut ea, &mut eb, 3);
-    eb.retain(|e| e.hop != "overlay-ingress");
+    eb.retain(|e| e.hop != Hop::OverlayIngress);
     let mut tb = trace(&ib, &eb);
     tb.lost = 3;
     let r = judge(&trace(&ia, &ea), &tb, None, Options::default());
@@ -259,11 +271,11 @@ fn receiver_firewall_names_the_reason_and_the_fix() {
         ea.push(ev("underlay-egress", 1000, &p));
         eb.push(ev("underlay-ingress", 1001, &p));
         let mut d = ev("drop", 1001, &p);
-        d.drop = Some(Drop {
+        d.drop = Some(KernelDrop {
             reason: Some("NETFILTER_DROP".into()),
             reason_code: Some(12),
             location: Some("nft_do_chain+0x3e8".into()),
-            location_addr: "0x1".into(),
+            location_addr: KernelAddr(0x1),
         });
         eb.push(d);
     }
@@ -297,11 +309,11 @@ fn a_bad_outer_udp_checksum_names_the_senders_offload_and_its_fix() {
         ea.push(ev("underlay-egress", 1000, &p));
         eb.push(ev("underlay-ingress", 1001, &p));
         let mut d = ev("drop", 1001, &p);
-        d.drop = Some(Drop {
+        d.drop = Some(KernelDrop {
             reason: Some("UDP_CSUM".into()),
             reason_code: Some(9),
             location: Some("udp_queue_rcv_one_skb+0x1a0".into()),
-            location_addr: "0x1".into(),
+            location_addr: KernelAddr(0x1),
         });
         eb.push(d);
     }
@@ -327,11 +339,11 @@ fn port_mismatch_is_named_from_no_socket_and_the_device_port() {
     ea.push(ev("underlay-egress", 1000, &p));
     eb.push(ev("underlay-ingress", 1001, &p));
     let mut d = ev("drop", 1001, &p);
-    d.drop = Some(Drop {
+    d.drop = Some(KernelDrop {
         reason: Some("NO_SOCKET".into()),
         reason_code: Some(3),
         location: None,
-        location_addr: "0x1".into(),
+        location_addr: KernelAddr(0x1),
     });
     eb.push(d);
     let r = judge(&trace(&ia, &ea), &trace(&ib, &eb), None, Options::default());
@@ -413,7 +425,7 @@ fn gso_and_gro_are_matched_by_sequence_ranges() {
     let mut eb2: Vec<Event> = eb
         .iter()
         .filter(|e| {
-            e.hop != "overlay-ingress"
+            e.hop != Hop::OverlayIngress
                 && e.inner.as_ref().unwrap().tcp.as_ref().unwrap().seq != 6000
         })
         .cloned()
@@ -465,11 +477,11 @@ fn late_packets_are_in_flight_and_drops_after_delivery_are_not_losses() {
     delivered_a_to_b(&mut ea, &mut eb, 2);
     let p = ping("10.244.1.0", "10.244.2.0", AB, 1);
     let mut d = ev("drop", 1200, &p);
-    d.drop = Some(Drop {
+    d.drop = Some(KernelDrop {
         reason: Some("NO_SOCKET".into()),
         reason_code: Some(3),
         location: Some("ping_rcv+0xab".into()),
-        location_addr: "0x1".into(),
+        location_addr: KernelAddr(0x1),
     });
     eb.push(d);
     let late = ping("10.244.1.0", "10.244.2.0", AB, 9);
@@ -513,7 +525,7 @@ fn a_hop_that_missed_a_packet_does_not_invent_a_loss() {
     let (mut ea, mut eb) = (vec![], vec![]);
     delivered_a_to_b(&mut ea, &mut eb, 3);
     // vxlan-rcv missed one packet that overlay-ingress saw.
-    let idx = eb.iter().position(|e| e.hop == "vxlan-rcv").unwrap();
+    let idx = eb.iter().position(|e| e.hop == Hop::VxlanRcv).unwrap();
     eb.remove(idx);
     let r = judge(&trace(&ia, &ea), &trace(&ib, &eb), None, Options::default());
     assert_eq!(

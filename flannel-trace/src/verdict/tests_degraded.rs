@@ -5,6 +5,7 @@
 use super::tests::{AB, a, b, delivered_a_to_b, ev, ping, trace};
 use super::*;
 use crate::datapath::degraded::{MissingCause, MissingHop};
+use flannel_trace_common::Hop;
 
 const WHY: &str = "kernel lockdown (confidentiality) forbids reading kernel memory";
 
@@ -23,7 +24,7 @@ fn without(mut id: NodeIdentity, hops: &[&str]) -> NodeIdentity {
 
 /// What a receiver without the probe hops records: only its TC hops.
 fn tc_only(events: &mut Vec<Event>) {
-    events.retain(|e| e.hop != "vxlan-rcv" && e.hop != "drop");
+    events.retain(|e| e.hop != Hop::VxlanRcv && e.hop != Hop::Drop);
 }
 
 #[test]

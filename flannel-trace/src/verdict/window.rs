@@ -22,23 +22,10 @@ use super::tally::{
     self, Bounds, DropKey, FlowKey, FlowTally, OVERLAY_EGRESS, OVERLAY_INGRESS, UNDERLAY_EGRESS,
     UNDERLAY_INGRESS,
 };
-use crate::{peer::thin::Counting, schema::event::Event, schema::identity::NodeIdentity};
-
-/// A fingerprint: its 64-bit value, or the text of a non-canonical one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Fp {
-    Hash(u64),
-    Text(Box<str>),
-}
-
-impl Fp {
-    fn of(s: &str) -> Fp {
-        match u64::from_str_radix(s, 16) {
-            Ok(n) if s.len() == 16 => Fp::Hash(n),
-            _ => Fp::Text(s.into()),
-        }
-    }
-}
+use crate::{
+    peer::thin::Counting, schema::event::Event, schema::identity::NodeIdentity,
+    schema::values::Fingerprint as Fp,
+};
 
 /// Hashing for keys that are mostly fingerprints, which are hashes of the
 /// packet already: a multiply-xorshift of the words is enough, and the
@@ -175,7 +162,7 @@ impl DirectionWindow {
         s: &NodeIdentity,
         r: &NodeIdentity,
     ) {
-        let Some(hop) = ev.hop() else { return };
+        let hop = ev.hop;
         // Consecutive events are mostly of one flow: no key built for them.
         let flow = match self.last_flow {
             Some(i) if self.flows[i as usize].key.is_of(ev) => i,
@@ -190,8 +177,8 @@ impl DirectionWindow {
         // `Counting` for why that keeps every counted packet whole).
         let w = match &self.counting {
             None => 1,
-            Some(c) => match ev.fingerprint.as_deref() {
-                Some(fp) => match self.packets.get(&(flow, Fp::of(fp))) {
+            Some(c) => match ev.fingerprint {
+                Some(fp) => match self.packets.get(&(flow, fp)) {
                     Some(p) => p.weight,
                     None => c.weight(ev, wall),
                 },
@@ -228,7 +215,7 @@ impl DirectionWindow {
                 ev.outer.is_some(),
                 ev.iface.clone(),
             );
-            match ev.fingerprint.as_deref() {
+            match ev.fingerprint {
                 // Whether it came after delivery is known when the packet
                 // leaves the window.
                 Some(fp) => {
@@ -254,12 +241,12 @@ impl DirectionWindow {
         if (UNDERLAY_INGRESS..=OVERLAY_INGRESS).contains(&stage) {
             let own = r.vxlan_mac.as_deref().unwrap_or("");
             let macs = &mut f.foreign_macs[stage - UNDERLAY_INGRESS];
-            if let Some(m) = ev.inner.as_ref().and_then(|i| i.dst_mac.as_ref())
+            if let Some(m) = ev.inner.as_ref().and_then(|i| i.dst_mac)
                 && !own.is_empty()
-                && !m.eq_ignore_ascii_case(own)
-                && !macs.contains(m)
+                && !m.is_text(own)
+                && !macs.contains(&m)
             {
-                macs.push(m.clone());
+                macs.push(m);
             }
         }
         let judged = (f.path_first..f.path_last).contains(&stage);
@@ -276,7 +263,7 @@ impl DirectionWindow {
                 });
             }
         }
-        match ev.fingerprint.as_deref() {
+        match ev.fingerprint {
             Some(fp) => self.packet(flow, fp, wall, w).seen.push(Seen {
                 stage: stage as u8,
                 ranged: range.is_some(),
@@ -293,12 +280,12 @@ impl DirectionWindow {
         }
     }
 
-    fn packet(&mut self, flow: u32, fp: &str, wall: i64, weight: u64) -> &mut Packet {
-        match self.packets.entry((flow, Fp::of(fp))) {
+    fn packet(&mut self, flow: u32, fp: Fp, wall: i64, weight: u64) -> &mut Packet {
+        match self.packets.entry((flow, fp)) {
             hash_map::Entry::Occupied(p) => p.into_mut(),
             hash_map::Entry::Vacant(v) => {
                 self.due
-                    .push_back((wall.saturating_add(self.window_ns), flow, v.key().1.clone()));
+                    .push_back((wall.saturating_add(self.window_ns), flow, v.key().1));
                 v.insert(Packet {
                     // Seven stages: one allocation for most packets.
                     seen: Vec::with_capacity(7),

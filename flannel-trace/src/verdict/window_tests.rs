@@ -98,7 +98,8 @@ fn tcp_ranges_are_matched_within_the_window_only() {
             ev("overlay-ingress", SEC + ms, &seg(5000)),
         ];
         for e in &mut eb {
-            e.fingerprint = Some("merged".into());
+            // Any value other than the sender's.
+            e.fingerprint = Some(crate::schema::values::Fingerprint(0x6d65_7267_6564));
         }
         judge(&trace(&ia, &ea), &trace(&ib, &eb), None, window(5)).directions[0].lost
     };

@@ -7,9 +7,11 @@
 //! and powers off; the host parses the console log into a per-kernel
 //! verdict, `target/vm/matrix.json` and a Markdown table for README.md.
 
+mod apt;
 pub(crate) mod host;
 mod initramfs;
 mod kernel;
+mod matrix;
 mod qemu;
 mod report;
 
@@ -84,7 +86,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         host::check_kvm()?;
     }
     let bins = host::artifacts(!opts.no_build).context("building the binaries for the guests")?;
-    let apt = kernel::Apt::new(&dir.join("apt"), &dir.join("cache"))?;
+    let apt = apt::Apt::new(&dir.join("apt"), &dir.join("cache"))?;
     if !opts.offline {
         apt.update()
             .context("refreshing the private package lists (target/vm/apt)")?;
@@ -167,7 +169,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         results.push(result);
     }
 
-    let matrix = report::Matrix::new(results, opts.kvm, &test_args);
+    let matrix = matrix::Matrix::new(results, opts.kvm, &test_args);
     let json_path = dir.join("matrix.json");
     fs::write(&json_path, matrix.json())
         .with_context(|| format!("writing {}", json_path.display()))?;
@@ -234,7 +236,7 @@ fn select_kernels(asked: &[String]) -> anyhow::Result<Vec<String>> {
 #[allow(clippy::too_many_arguments)]
 fn run_one(
     opts: &Options,
-    apt: &kernel::Apt,
+    apt: &apt::Apt,
     bins: &host::Artifacts,
     key: &str,
     lockdown: bool,

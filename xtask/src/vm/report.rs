@@ -1,5 +1,5 @@
-//! Reading a guest's console log into a verdict, and the matrix outputs:
-//! one line per kernel, target/vm/matrix.json, and a Markdown table.
+//! Reading a guest's console log into a verdict per kernel.
+//! (The matrix outputs are in `matrix.rs`.)
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -280,7 +280,7 @@ impl KernelResult {
             .unwrap_or_default()
     }
 
-    fn tc_backend(&self) -> String {
+    pub(super) fn tc_backend(&self) -> String {
         let b = self.auto_backends();
         let tc: Vec<&String> = HOPS[..4].iter().filter_map(|h| b.get(*h)).collect();
         match tc.first() {
@@ -326,7 +326,7 @@ impl KernelResult {
 
     /// A forced backend: "yes", or "no: <reason>". `flag` is the option
     /// the probe run starts with.
-    fn forced(&self, flag: &str, hop: &str, want: &str) -> String {
+    pub(super) fn forced(&self, flag: &str, hop: &str, want: &str) -> String {
         match self
             .probes
             .iter()
@@ -344,7 +344,7 @@ impl KernelResult {
         }
     }
 
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         json!({
             "kernel": self.key,
             "release": self.release,
@@ -382,226 +382,12 @@ fn short_reason(err: &str) -> String {
     s.replace('|', "\\|")
 }
 
-pub struct Matrix {
-    pub results: Vec<KernelResult>,
-    kvm: bool,
-    test_args: Vec<String>,
-}
-
-impl Matrix {
-    pub fn new(results: Vec<KernelResult>, kvm: bool, test_args: &[String]) -> Matrix {
-        Matrix {
-            results,
-            kvm,
-            test_args: test_args.to_vec(),
-        }
-    }
-
-    pub fn json(&self) -> String {
-        let v = json!({
-            "accelerator": if self.kvm { "kvm" } else { "tcg" },
-            "test_args": self.test_args,
-            "kernels": self.results.iter().map(KernelResult::json).collect::<Vec<_>>(),
-        });
-        serde_json::to_string_pretty(&v).expect("JSON") + "\n"
-    }
-
-    pub fn markdown(&self) -> String {
-        let mut s = String::from("## Kernel support\n\n");
-        let tests = match self.test_args.split_first() {
-            None => "the whole integration suite".to_owned(),
-            Some((first, names)) if first == "--exact" => {
-                format!(
-                    "the integration tests {}",
-                    names
-                        .iter()
-                        .map(|n| format!("`{n}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            }
-            Some(_) => format!(
-                "the integration tests selected by `{}`",
-                self.test_args.join(" ")
-            ),
-        };
-        s.push_str(&format!(
-            "Measured with `cargo xtask vm-test` on Debian's kernels under qemu ({}). Each guest first runs \
-             flannel-trace once per backend (the tables below), then {tests}. \
-             Wall time covers boot, probes and tests.\n\n",
-            if self.kvm { "KVM" } else { "TCG, 2 vCPUs" },
-        ));
-        s.push_str("| Kernel | Debian kernel | TC hooks | vxlan-rcv | drop | drop reason | Tests | Wall time |\n");
-        s.push_str("|---|---|---|---|---|---|---|---|\n");
-        for r in &self.results {
-            let b = r.auto_backends();
-            let get = |h: &str| b.get(h).cloned().unwrap_or_else(|| "-".into());
-            let reason = match r.facts.get("kfree_skb_fields") {
-                // No drop hook (TC-only mode): no drops at all.
-                _ if get("drop").starts_with("missing") => "-",
-                Some(f) if f.split(',').any(|x| x == "reason") => "yes",
-                Some(_) => "no (location only)",
-                None => "-",
-            };
-            s.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                r.key,
-                if r.release.is_empty() {
-                    "-"
-                } else {
-                    &r.release
-                },
-                r.tc_backend(),
-                get("vxlan-rcv"),
-                get("drop"),
-                reason,
-                if r.passed() {
-                    format!("{}/{} pass", r.passed, r.passed + r.failed)
-                } else {
-                    format!("FAIL ({}/{} pass)", r.passed, r.passed + r.failed)
-                },
-                r.wall_text(),
-            ));
-        }
-        s.push_str("\nEach backend forced on its own (`--tc-mode`, `--vxlan-rcv-backend`, `--drop-backend`):\n\n");
-        let cols: [(&str, &str, &str); 8] = [
-            ("--tc-mode tcx", "overlay-egress", "tcx"),
-            ("--tc-mode netlink", "overlay-egress", "netlink-clsact"),
-            ("--vxlan-rcv-backend fentry", "vxlan-rcv", "fentry"),
-            ("--vxlan-rcv-backend kprobe", "vxlan-rcv", "kprobe"),
-            ("--vxlan-rcv-backend tp-btf", "vxlan-rcv", "tp_btf"),
-            ("--vxlan-rcv-backend tracepoint", "vxlan-rcv", "tracepoint"),
-            ("--drop-backend tp-btf", "drop", "tp_btf"),
-            ("--drop-backend tracepoint", "drop", "tracepoint"),
-        ];
-        s.push_str("| Kernel | TC: tcx | TC: netlink | vxlan-rcv: fentry | vxlan-rcv: kprobe | vxlan-rcv: tp_btf | vxlan-rcv: tracepoint | drop: tp_btf | drop: tracepoint |\n");
-        s.push_str("|---|---|---|---|---|---|---|---|---|\n");
-        for r in &self.results {
-            s.push_str(&format!("| {} |", r.key));
-            for (args, hop, want) in cols {
-                s.push_str(&format!(" {} |", r.forced(args, hop, want)));
-            }
-            s.push('\n');
-        }
-        s
-    }
-}
-
 impl KernelResult {
-    fn wall_text(&self) -> String {
+    pub(super) fn wall_text(&self) -> String {
         format!("{:.0} s", self.wall.as_secs_f64())
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LOG: &str = "Booting from ROM..\x1bc\x1b[?7lFT-VM-BOOTED kernel=5.10.0-46-cloud-amd64 uptime=3.55
-FT-VM-FACT kfree_skb_fields=skbaddr,location,protocol,
-FT-VM-PROBES-BEGIN uptime=7.5
-FT-VM-PROBE\t\t0\t{\"type\":\"start\",\"hooks\":[{\"hop\":\"overlay-egress\",\"backend\":\"netlink-clsact\"},{\"hop\":\"vxlan-rcv\",\"backend\":\"kprobe\"},{\"hop\":\"drop\",\"backend\":\"tp_btf\"}]}\t\t20.5
-FT-VM-PROBE\t--vxlan-rcv-backend fentry --no-drops\t5\t\tflannel-trace: no backend of the vxlan-rcv hop works on this kernel: fentry: unknown BTF type `vxlan_rcv` \t4
-FT-VM-VERIFIER\t--vxlan-rcv-backend fentry --no-drops\tlast | lines
-FT-VM-PROBES-END uptime=40
-FT-VM-TESTS-BEGIN uptime=40 args=
-running 1 test
-test every_hop ... ok
-test result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 9 filtered out; finished in 30.1s
-FT-VM-TEST-TIME every_hop 31.5
-running 1 test
-test receiver_firewall ... FAILED
-failures:
----- receiver_firewall stdout ----
-Error: location nf_hook_slow+0x93
-failures:
-    receiver_firewall
-test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 9 filtered out; finished in 20.0s
-FT-VM-TEST-TIME receiver_firewall 21
-FT-VM-TESTS-END rc=101 uptime=93
-FT-VM-RESULT kernel=5.10.0-46-cloud-amd64 status=101 uptime=93.1
-";
-
-    fn outcome() -> Outcome {
-        Outcome {
-            wall: Duration::from_secs(100),
-            timed_out: false,
-            exit: Some(0),
-        }
-    }
-
-    #[test]
-    fn a_log_becomes_a_verdict() {
-        let r = KernelResult::from_log(
-            "5.10",
-            "5.10.0-46-cloud-amd64",
-            &[],
-            LOG,
-            &outcome(),
-            Duration::from_secs(120),
-        );
-        assert_eq!(r.boot_s, Some(3.55));
-        assert_eq!((r.passed, r.failed), (1, 1));
-        assert_eq!(r.test_seconds.get("every_hop"), Some(&31.5));
-        assert_eq!(r.tests_s, Some(53.0));
-        assert_eq!(r.probes.len(), 2);
-        assert_eq!(
-            r.auto_backends().get("vxlan-rcv").map(String::as_str),
-            Some("kprobe")
-        );
-        assert_eq!(r.tc_backend(), "netlink-clsact");
-        assert_eq!(r.probes[1].rc, 5);
-        assert_eq!(r.probes[1].verifier.as_deref(), Some("last | lines"));
-        assert_eq!(
-            r.forced("--vxlan-rcv-backend fentry", "vxlan-rcv", "fentry"),
-            "no: unknown BTF type `vxlan_rcv`"
-        );
-        assert!(!r.passed());
-        assert!(
-            r.problems.iter().any(|p| p.contains("receiver_firewall")),
-            "{:?}",
-            r.problems
-        );
-        assert!(
-            r.excerpt.iter().any(|l| l.contains("nf_hook_slow")),
-            "{:?}",
-            r.excerpt
-        );
-        let m = Matrix::new(vec![r], false, &[]);
-        assert!(m.markdown().contains("| 5.10 | 5.10.0-46-cloud-amd64 | netlink-clsact | kprobe | tp_btf | no (location only) | FAIL (1/2 pass) |"));
-    }
-
-    #[test]
-    fn a_guest_without_marker_fails_with_the_last_lines() {
-        let log =
-            "FT-VM-BOOTED kernel=6.1.0-56-cloud-amd64 uptime=4\nKernel panic - not syncing: boom\n";
-        let out = Outcome {
-            wall: Duration::from_secs(900),
-            timed_out: true,
-            exit: None,
-        };
-        let r = KernelResult::from_log(
-            "6.1",
-            "6.1.0-56-cloud-amd64",
-            &[],
-            log,
-            &out,
-            Duration::from_secs(900),
-        );
-        assert!(!r.passed());
-        assert!(r.problems.iter().any(|p| p.contains("killed")));
-        assert!(r.problems.iter().any(|p| p.contains("no FT-VM-RESULT")));
-        assert!(r.excerpt.iter().any(|l| l.contains("Kernel panic")));
-    }
-
-    #[test]
-    fn reasons_are_cut_to_the_cause() {
-        let e = "no backend of the vxlan-rcv hop works on this kernel: fentry: Unknown BTF type `vxlan_rcv`";
-        assert_eq!(short_reason(e), "Unknown BTF type `vxlan_rcv`");
-        assert_eq!(
-            short_reason("cannot attach overlay-egress on flannel.1: TCX attach failed (EINVAL)"),
-            "TCX attach failed (EINVAL)"
-        );
-        assert_eq!(short_reason("load failed: x | y"), "load failed: x \\| y");
-    }
-}
+#[path = "report_tests.rs"]
+mod tests;

@@ -54,12 +54,13 @@ fn samples() -> Vec<Event> {
                       "icmp": {"type": 128, "code": 0, "id": 1, "seq": 2}, "fragment": true, "truncated": true},
             "drop": {"reason": "NETFILTER_DROP", "reason_code": 12, "location": "nft_do_chain+0x3e8", "location_addr": "0xffffffff81000010"},
         })),
-        // Everything the compact form cannot say in numbers.
+        // The extremes of each field (the values the compact form once
+        // wrote as text can no longer be made: see `older_writers_text`).
         event(json!({
             "time": t(u64::MAX as i64), "ts_mono_ns": u64::MAX, "hop": "pod-ingress", "ifindex": 4_000_000_000u32, "iface": null, "len": 0,
             "inner": {"src": "10.0.0.1", "dst": "10.0.0.2", "proto": "ip-proto-99", "ip_id": 0, "ip_len": 0,
-                      "tcp": {"seq": 0, "ack": 0, "flags": "strange", "payload_len": 0}},
-            "fingerprint": "not-hex",
+                      "tcp": {"seq": 0, "ack": 0, "flags": "SYN|ACK|FIN|RST|PSH|URG|ECE|CWR", "payload_len": 0}},
+            "fingerprint": "ffffffffffffffff",
             "drop": {"reason": null, "reason_code": null, "location": null, "location_addr": "0x0"},
         })),
         // The pod path's fields: inner MAC, QinQ, ARP, an undecodable frame.
@@ -81,7 +82,7 @@ fn samples() -> Vec<Event> {
             "time": t(0), "ts_mono_ns": 0, "hop": "vxlan-rcv", "ifindex": id.vxlan_ifindex, "iface": "renamed0", "len": 1,
             "inner": {"src": "10.0.0.1", "dst": "10.0.0.2", "proto": "tcp", "ip_id": 0, "ip_len": 40,
                       "tcp": {"seq": 1, "ack": 2, "flags": "-", "payload_len": 0}},
-            "fingerprint": "00000000000000AB",
+            "fingerprint": "00000000000000ab",
         })),
     ]
 }
@@ -108,7 +109,7 @@ fn a_busy_stream_takes_at_most_80_bytes_per_event() {
     encode_batch(&ctx(), &events, &mut out);
     // Frame header (length, CRC) included.
     let per_event = (out.len() + 8) as f64 / events.len() as f64;
-    let json = serde_json::to_vec(&crate::schema::wire::Message::Event(events[0].clone()))
+    let json = serde_json::to_vec(&crate::schema::record::Record::Event(events[0].clone()))
         .unwrap()
         .len();
     eprintln!(
@@ -147,6 +148,60 @@ fn damaged_batches_are_errors_never_panics() {
     );
 }
 
+/// One event as a writer before typed values made it: `bits`, the hop as
+/// text, no timestamp delta, ifindex 1, length 0, then `rest`.
+fn named(bits: u32, hop: &str, rest: &[u8]) -> Vec<u8> {
+    let mut out = vec![BATCH, 1];
+    varint(&mut out, u64::from(bits | HOP_NAMED | IFACE_NONE));
+    text(&mut out, hop);
+    out.extend_from_slice(&[0, 1, 0]);
+    out.extend_from_slice(rest);
+    out
+}
+
+#[test]
+fn older_writers_text_is_read_where_it_is_a_value() {
+    let ev = &decode_batch(&ctx(), &named(0, "vxlan-rcv", &[])).unwrap()[0];
+    assert_eq!(ev.hop, Hop::VxlanRcv);
+    assert!(matches!(
+        decode_batch(&ctx(), &named(0, "nowhere", &[])),
+        Err(CodecError::Value(4, _))
+    ));
+    let mut fp = Vec::new();
+    text(&mut fp, "6953c514e9ff7c04");
+    let ev = &decode_batch(&ctx(), &named(FINGERPRINT_TEXT, "drop", &fp)).unwrap()[0];
+    assert_eq!(ev.fingerprint, Some(Fingerprint(0x6953_c514_e9ff_7c04)));
+    let mut fp = Vec::new();
+    text(&mut fp, "not-hex");
+    assert!(matches!(
+        decode_batch(&ctx(), &named(FINGERPRINT_TEXT, "drop", &fp)),
+        Err(CodecError::Value(..))
+    ));
+    // An inner TCP packet whose protocol and flags are text.
+    let inner_tcp = |proto: &str, flags: &str| {
+        let mut b = vec![PROTO_NAMED, 10, 0, 0, 1, 10, 0, 0, 2];
+        text(&mut b, proto);
+        b.extend_from_slice(&[0, 40]); // ip_id, ip_len
+        b.extend_from_slice(&[0; 8]); // seq, ack
+        text(&mut b, flags);
+        b.push(0); // payload_len
+        decode_batch(
+            &ctx(),
+            &named(INNER | TCP | TCP_FLAGS_TEXT, "overlay-ingress", &b),
+        )
+    };
+    let ev = &inner_tcp("tcp", "SYN|ACK").unwrap()[0];
+    let i = ev.inner.as_ref().unwrap();
+    assert_eq!(i.endpoints.proto, Proto::Tcp);
+    assert_eq!(i.tcp.as_ref().unwrap().flags, TcpFlags(0x12));
+    for (proto, flags) in [("tcp", "strange"), ("ip-proto-6", "SYN"), ("TCP", "SYN")] {
+        assert!(
+            matches!(inner_tcp(proto, flags), Err(CodecError::Value(..))),
+            "{proto} {flags}"
+        );
+    }
+}
+
 /// Not a check: prints encode and decode rates (`cargo xtask bench`).
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
@@ -172,4 +227,17 @@ fn bench_codec_events_per_second() {
         dec / 1e6,
         (out.len() + 8) as f64 / events.len() as f64
     );
+}
+
+/// A batch an earlier version wrote (the fuzz corpus's seed): typed
+/// values read it and write it again byte for byte.
+#[test]
+fn an_older_batch_re_encodes_to_its_bytes() {
+    let old = include_bytes!("../../../../fuzz/corpus/event_batch/two-events");
+    let ctx = Context::of(&crate::fuzzing::identity());
+    let events = decode_batch(&ctx, old).unwrap();
+    assert_eq!(events.len(), 2);
+    let mut again = Vec::new();
+    encode_batch(&ctx, &events, &mut again);
+    assert_eq!(again, old);
 }
