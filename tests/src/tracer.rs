@@ -33,7 +33,7 @@ pub fn tracer_bin() -> PathBuf {
 pub struct Tracer {
     child: Child,
     stdout: LineReader,
-    stderr: Arc<Mutex<String>>,
+    stderr: Stderr,
     pub start: NodeIdentity,
 }
 
@@ -47,7 +47,26 @@ pub struct Session {
     pub stderr: String,
 }
 
-fn spawn(ns: &Netns, args: &[&str]) -> Result<(Child, LineReader, Arc<Mutex<String>>)> {
+/// A child's stderr, read to its end by a thread of its own.
+struct Stderr {
+    buf: Arc<Mutex<String>>,
+    reader: thread::JoinHandle<()>,
+}
+
+impl Stderr {
+    /// Everything, once the process has exited: waits (a bounded time) for
+    /// the reader to see the end of the pipe, so that a last line written
+    /// just before exit is never missed.
+    fn all(&self) -> String {
+        let deadline = Instant::now() + crate::patience(Duration::from_secs(5));
+        while !self.reader.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.buf.lock().expect("stderr buffer").clone()
+    }
+}
+
+fn spawn(ns: &Netns, args: &[&str]) -> Result<(Child, LineReader, Stderr)> {
     let bin = tracer_bin();
     if !bin.is_file() {
         bail!(
@@ -67,14 +86,14 @@ fn spawn(ns: &Netns, args: &[&str]) -> Result<(Child, LineReader, Arc<Mutex<Stri
         .with_context(|| format!("starting {} in {}", bin.display(), ns.name()))?;
     let stdout = LineReader::new(child.stdout.take().context("stdout")?);
     let mut err = child.stderr.take().context("stderr")?;
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let sink = stderr.clone();
-    thread::spawn(move || {
-        let mut buf = String::new();
-        let _ = err.read_to_string(&mut buf);
-        sink.lock().expect("stderr buffer").push_str(&buf);
+    let buf = Arc::new(Mutex::new(String::new()));
+    let sink = buf.clone();
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        sink.lock().expect("stderr buffer").push_str(&text);
     });
-    Ok((child, stdout, stderr))
+    Ok((child, stdout, Stderr { buf, reader }))
 }
 
 impl Tracer {
@@ -93,10 +112,9 @@ impl Tracer {
             Err(e) => {
                 let _ = child.kill();
                 let status = child.wait().ok();
-                thread::sleep(Duration::from_millis(100));
                 bail!(
                     "tracer did not start ({e}); exit {status:?}; stderr:\n{}",
-                    stderr.lock().expect("stderr")
+                    stderr.all()
                 );
             }
         };
@@ -148,8 +166,7 @@ impl Tracer {
                 other => bail!("unexpected {} record: {line}", other.kind()),
             }
         }
-        thread::sleep(Duration::from_millis(50));
-        let stderr = self.stderr.lock().expect("stderr").clone();
+        let stderr = self.stderr.all();
         Ok(Session {
             start: self.start,
             events,
@@ -175,8 +192,7 @@ pub fn run_tracer(ns: &Netns, args: &[&str]) -> Result<(ExitStatus, String, Stri
         out.push_str(&l);
         out.push('\n');
     }
-    thread::sleep(Duration::from_millis(50));
-    let err = stderr.lock().expect("stderr").clone();
+    let err = stderr.all();
     Ok((status, out, err))
 }
 
