@@ -19,9 +19,23 @@ mod net;
 mod options;
 mod peer;
 mod render;
+// Public for the integration tests (tests/), which read everything the tool
+// prints (`--json`, recordings, `join --json`, `--stats`) as these types.
 pub mod schema;
 mod session;
+#[cfg(test)]
+mod testing;
 mod verdict;
+
+/// The verdict and counters documents, public for the integration tests
+/// (see `schema`).
+pub use check::{CheckReport, CheckTag, CheckedDevice, Finding, FindingKind};
+pub use counters::{CounterVerdict, Row as CounterRow, Snapshot as CounterSnapshot};
+pub use datapath::degraded::{MissingCause, MissingHop};
+pub use verdict::{
+    ClockEstimate, Direction, DropCount, Flow, HopCounts, Latency, Losses, NodeSummary, Report,
+    Segment, Thinned,
+};
 
 /// The program: parse the command line, run it, exit with its status.
 pub fn main() -> ExitCode {

@@ -24,6 +24,7 @@
 //! so a test fails with an actionable message instead of an `EPERM`.
 
 mod command;
+pub mod fixtures;
 pub mod frames;
 mod inject;
 mod kernel;
@@ -36,8 +37,10 @@ mod netns;
 mod nft;
 mod preflight;
 mod recordings;
+pub mod records;
 pub mod report;
 pub mod scenario;
+mod skip;
 mod tracer;
 mod traffic;
 
@@ -57,5 +60,6 @@ pub use nft::{
 };
 pub use preflight::{preflight, require_root, require_tools, serial};
 pub use recordings::recording_dir;
-pub use tracer::{Session, Tracer, run_tracer, tracer_bin};
+pub use skip::{skip_check, skip_test};
+pub use tracer::{Session, Tracer, backend, run_tracer, tracer_bin};
 pub use traffic::{Listener, PingResult, parse_ping_summary};

@@ -2,15 +2,18 @@
 //! running a fault scenario of the lab to get one.
 
 use anyhow::{Context as _, Result, ensure};
-use serde_json::Value;
+use flannel_trace::{Direction, Flow, Report};
+use flannel_trace_common::Hop;
 
+pub use crate::records::{direction, show};
 use crate::{
+    records::{Output, is_hop, report},
     scenario::{Fault, Live, run_live},
     with_lab,
 };
 
 /// `flannel-trace join --json` of two recordings: the verdict document.
-pub fn join(a: &std::path::Path, b: &std::path::Path) -> Result<Value> {
+pub fn join(a: &std::path::Path, b: &std::path::Path) -> Result<Report> {
     let out = std::process::Command::new(crate::tracer_bin())
         .args(["join", "--json"])
         .arg(a)
@@ -21,33 +24,24 @@ pub fn join(a: &std::path::Path, b: &std::path::Path) -> Result<Value> {
         "join failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Ok(serde_json::from_slice(&out.stdout)?)
+    report(&out.stdout)
 }
 
 /// The `verdict` record the listener printed.
-pub fn verdict(stdout: &str) -> Result<Value> {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["type"] == "verdict")
-        .with_context(|| format!("no verdict in the listener's output:\n{stdout}"))
+pub fn verdict(stdout: &str) -> Result<Report> {
+    let out = Output::parse(stdout).context("the listener's output")?;
+    out.verdict()
+        .cloned()
+        .with_context(|| format!("in the listener's output:\n{stdout}"))
 }
 
-pub fn direction<'a>(v: &'a Value, from: &str) -> Result<&'a Value> {
-    v["directions"]
-        .as_array()
-        .and_then(|d| d.iter().find(|d| d["from"] == from))
-        .with_context(|| format!("no direction from {from}: {v}"))
-}
-
-pub fn drop_reasons(d: &Value) -> Vec<String> {
-    d["flows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|f| f["drops"].as_array().into_iter().flatten())
-        .filter(|x| x["after_delivery"] == false)
-        .filter_map(|x| x["reason"].as_str().map(str::to_owned))
+/// The kernel's drop reasons of a direction's drops before delivery.
+pub fn drop_reasons(d: &Direction) -> Vec<String> {
+    d.flows
+        .iter()
+        .flat_map(|f| &f.drops)
+        .filter(|x| !x.after_delivery)
+        .filter_map(|x| x.reason.as_ref().map(|r| r.to_string()))
         .collect()
 }
 
@@ -61,12 +55,12 @@ pub fn kernel_has_reason(name: &str) -> bool {
         .unwrap_or(false)
 }
 
-pub fn scenario(fault: Fault) -> Result<Value> {
+pub fn scenario(fault: Fault) -> Result<Report> {
     scenario_with(fault, &Live::default())
 }
 
 /// [`scenario`] with other options of the live run.
-pub fn scenario_with(fault: Fault, live: &Live) -> Result<Value> {
+pub fn scenario_with(fault: Fault, live: &Live) -> Result<Report> {
     let mut out = None;
     with_lab(fault.lab(), |lab| {
         fault.apply(lab)?;
@@ -84,7 +78,7 @@ pub fn scenario_with(fault: Fault, live: &Live) -> Result<Value> {
             run.b.stderr
         );
         let v = verdict(&run.a.stdout)?;
-        ensure!(v["schema"] == 2, "{v}");
+        ensure!(v.schema == 2, "{}", show(&v));
         out = Some(v);
         Ok(())
     })?;
@@ -92,39 +86,30 @@ pub fn scenario_with(fault: Fault, live: &Live) -> Result<Value> {
 }
 
 /// Whether the verdict lists a configuration finding starting with `prefix`.
-pub fn has_config(v: &Value, prefix: &str) -> bool {
-    v["config"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|c| c.as_str().unwrap_or_default().starts_with(prefix))
+pub fn has_config(v: &Report, prefix: &str) -> bool {
+    v.config.iter().any(|c| c.starts_with(prefix))
 }
 
-pub fn segment(d: &Value) -> &str {
-    d["segment"].as_str().unwrap_or_default()
-}
-
-pub fn show(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_default()
+/// The direction's likely fix, empty when it has none.
+pub fn fix_of(d: &Direction) -> &str {
+    d.fix.as_deref().unwrap_or_default()
 }
 
 /// The flows of a direction whose path starts at `pod-ingress`: pod to pod.
-pub fn pod_flows(d: &Value) -> Vec<&Value> {
-    d["flows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|f| f["path_start"] == "pod-ingress" && f["path_end"] == "pod-egress")
+pub fn pod_flows(d: &Direction) -> Vec<&Flow> {
+    d.flows
+        .iter()
+        .filter(|f| is_hop(&f.path_start, Hop::PodIngress) && is_hop(&f.path_end, Hop::PodEgress))
         .collect()
 }
 
 /// The flows of a direction that are host-network traffic (the path starts
 /// and ends at the vxlan device).
-pub fn host_flows(d: &Value) -> Vec<&Value> {
-    d["flows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|f| f["path_start"] == "overlay-egress" && f["path_end"] == "overlay-ingress")
+pub fn host_flows(d: &Direction) -> Vec<&Flow> {
+    d.flows
+        .iter()
+        .filter(|f| {
+            is_hop(&f.path_start, Hop::OverlayEgress) && is_hop(&f.path_end, Hop::OverlayIngress)
+        })
         .collect()
 }

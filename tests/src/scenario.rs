@@ -15,15 +15,18 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::{
     FABRIC_GATEWAY, Lab, LabBuilder, Netns, NodeSpec, UNDERLAY_IFACE, VXLAN_IFACE,
-    bridge_port_drop_udp, fabric_drop_udp, input_drop_udp, second_nic_port, tracer_bin,
+    bridge_port_drop_udp, fabric_drop_udp,
+    fixtures::{NODE_A, NODE_B},
+    input_drop_udp, second_nic_port, tracer_bin,
 };
 
 /// A FORWARD chain whose policy is DROP, as `iptables -P FORWARD DROP`
 /// (Docker) leaves a node.
 pub const FORWARD_DROP_POLICY: &str = "table inet ft {\n\tchain forward {\n\t\ttype filter hook forward priority 0; policy drop;\n\t}\n}\n";
 
-pub const PORT: u16 = 8475;
-pub const TOKEN: &str = "lab-shared-secret";
+/// The lab's VXLAN port, given to every live run's `--port`.
+pub const PORT: u16 = crate::DEFAULT_VXLAN_PORT;
+pub use crate::fixtures::TOKEN;
 const LISTEN_PORT: u16 = 7800;
 /// The receiving pod's TCP echo port in live runs.
 pub const POD_TCP_PORT: u16 = 8080;
@@ -356,7 +359,7 @@ pub fn run_live(lab: &Lab, opts: &Live) -> Result<LiveRun> {
     let listen = format!("{}:{LISTEN_PORT}", a.underlay_ip());
     let port = PORT.to_string();
     let mut a_args = vec![
-        "--name", "node-a", "--port", &port, "--listen", &listen, "--token", TOKEN, "--probe",
+        "--name", NODE_A, "--port", &port, "--listen", &listen, "--token", TOKEN, "--probe",
     ];
     a_args.extend(["--duration", "60s", "--report-every", "1h"]);
     if opts.json {
@@ -368,7 +371,7 @@ pub fn run_live(lab: &Lab, opts: &Live) -> Result<LiveRun> {
     let dur = format!("{}ms", opts.duration.as_millis());
     let mut b_args = vec![
         "--name",
-        "node-b",
+        NODE_B,
         "--port",
         &port,
         "--peer",

@@ -11,9 +11,13 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use serde_json::Value;
+use flannel_trace::schema::{event::Event, identity::NodeIdentity, summary::Summary};
+use flannel_trace_common::Hop;
 
-use crate::{LineReader, Netns};
+use crate::{
+    LineReader, Netns,
+    records::{Record, is_hop, line, record},
+};
 
 /// The binary under test: `$FLANNEL_TRACE_BIN` (set by `cargo xtask test`),
 /// else the workspace's release build.
@@ -29,21 +33,40 @@ pub fn tracer_bin() -> PathBuf {
 pub struct Tracer {
     child: Child,
     stdout: LineReader,
-    stderr: Arc<Mutex<String>>,
-    pub start: Value,
+    stderr: Stderr,
+    pub start: NodeIdentity,
 }
 
 /// Everything one session printed.
 #[derive(Debug)]
 pub struct Session {
-    pub start: Value,
-    pub events: Vec<Value>,
-    pub summary: Option<Value>,
+    pub start: NodeIdentity,
+    pub events: Vec<Event>,
+    pub summary: Option<Summary>,
     pub status: ExitStatus,
     pub stderr: String,
 }
 
-fn spawn(ns: &Netns, args: &[&str]) -> Result<(Child, LineReader, Arc<Mutex<String>>)> {
+/// A child's stderr, read to its end by a thread of its own.
+struct Stderr {
+    buf: Arc<Mutex<String>>,
+    reader: thread::JoinHandle<()>,
+}
+
+impl Stderr {
+    /// Everything, once the process has exited: waits (a bounded time) for
+    /// the reader to see the end of the pipe, so that a last line written
+    /// just before exit is never missed.
+    fn all(&self) -> String {
+        let deadline = Instant::now() + crate::patience(Duration::from_secs(5));
+        while !self.reader.is_finished() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        self.buf.lock().expect("stderr buffer").clone()
+    }
+}
+
+fn spawn(ns: &Netns, args: &[&str]) -> Result<(Child, LineReader, Stderr)> {
     let bin = tracer_bin();
     if !bin.is_file() {
         bail!(
@@ -63,14 +86,14 @@ fn spawn(ns: &Netns, args: &[&str]) -> Result<(Child, LineReader, Arc<Mutex<Stri
         .with_context(|| format!("starting {} in {}", bin.display(), ns.name()))?;
     let stdout = LineReader::new(child.stdout.take().context("stdout")?);
     let mut err = child.stderr.take().context("stderr")?;
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let sink = stderr.clone();
-    thread::spawn(move || {
-        let mut buf = String::new();
-        let _ = err.read_to_string(&mut buf);
-        sink.lock().expect("stderr buffer").push_str(&buf);
+    let buf = Arc::new(Mutex::new(String::new()));
+    let sink = buf.clone();
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        sink.lock().expect("stderr buffer").push_str(&text);
     });
-    Ok((child, stdout, stderr))
+    Ok((child, stdout, Stderr { buf, reader }))
 }
 
 impl Tracer {
@@ -89,14 +112,15 @@ impl Tracer {
             Err(e) => {
                 let _ = child.kill();
                 let status = child.wait().ok();
-                thread::sleep(Duration::from_millis(100));
                 bail!(
                     "tracer did not start ({e}); exit {status:?}; stderr:\n{}",
-                    stderr.lock().expect("stderr")
+                    stderr.all()
                 );
             }
         };
-        let start = serde_json::from_str(&line).context("start record is not JSON")?;
+        let Record::Start(start) = record(&line)? else {
+            bail!("the first record is not the start record: {line}");
+        };
         Ok(Tracer {
             child,
             stdout,
@@ -136,16 +160,13 @@ impl Tracer {
         let mut events = Vec::new();
         let mut summary = None;
         while let Ok(line) = self.stdout.wait_for_line(|_| true, Duration::from_secs(5)) {
-            let v: Value =
-                serde_json::from_str(&line).with_context(|| format!("not JSON: {line}"))?;
-            match v["type"].as_str() {
-                Some("event") => events.push(v),
-                Some("summary") => summary = Some(v),
-                other => bail!("unexpected record type {other:?}: {line}"),
+            match record(&line)? {
+                Record::Event(e) => events.push(e),
+                Record::Summary(s) => summary = Some(s),
+                other => bail!("unexpected {} record: {line}", other.kind()),
             }
         }
-        thread::sleep(Duration::from_millis(50));
-        let stderr = self.stderr.lock().expect("stderr").clone();
+        let stderr = self.stderr.all();
         Ok(Session {
             start: self.start,
             events,
@@ -171,33 +192,37 @@ pub fn run_tracer(ns: &Netns, args: &[&str]) -> Result<(ExitStatus, String, Stri
         out.push_str(&l);
         out.push('\n');
     }
-    thread::sleep(Duration::from_millis(50));
-    let err = stderr.lock().expect("stderr").clone();
+    let err = stderr.all();
     Ok((status, out, err))
 }
 
 impl Session {
-    pub fn at<'a>(&'a self, hop: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-        self.events.iter().filter(move |e| e["hop"] == hop)
+    /// The events reported at `hop`.
+    pub fn at(&self, hop: Hop) -> impl Iterator<Item = &Event> + '_ {
+        self.events.iter().filter(move |e| is_hop(&e.hop, hop))
     }
 
     /// The backend the tracer chose for `hop`.
-    pub fn backend(&self, hop: &str) -> Option<String> {
-        self.start["hooks"]
-            .as_array()?
-            .iter()
-            .find(|h| h["hop"] == hop)?["backend"]
-            .as_str()
-            .map(str::to_owned)
+    pub fn backend(&self, hop: Hop) -> Option<String> {
+        backend(&self.start, hop)
     }
 
     pub fn dump(&self) -> String {
         let mut s = format!("exit {:?}\nstderr:\n{}\n", self.status, self.stderr);
         for e in &self.events {
-            s.push_str(&e.to_string());
+            s.push_str(&line(e));
             s.push('\n');
         }
         s.push_str(&format!("summary: {:?}\n", self.summary));
         s
     }
+}
+
+/// The backend a start record says serves `hop`.
+pub fn backend(start: &NodeIdentity, hop: Hop) -> Option<String> {
+    start
+        .hooks
+        .iter()
+        .find(|h| is_hop(&h.hop, hop))
+        .map(|h| h.backend.to_string())
 }

@@ -4,33 +4,27 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::{IpAddr, SocketAddr, TcpStream},
     time::Duration,
 };
 
 use anyhow::{Context as _, Result, ensure};
+use flannel_trace::{CounterSnapshot, CounterVerdict, Segment};
+use flannel_trace_common::Hop;
 use flannel_trace_tests::{
     Lab, preflight,
+    records::{Output, is_hop, line},
     scenario::{Fault, PORT, Proc, TOKEN, pod_ping},
     serial, with_lab,
 };
-use serde_json::Value;
-
-fn records<'a>(stdout: &'a str, ty: &'a str) -> impl Iterator<Item = Value> + 'a {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(move |v| v["type"] == ty)
-}
 
 /// Packets at `hop` from/to `remote` in a `stats` record.
-fn count(stats: &Value, hop: &str, remote: &str) -> u64 {
-    stats["rows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["hop"] == hop && r["remote"] == remote)
-        .filter_map(|r| r["packets"].as_u64())
+fn count(stats: &CounterSnapshot, hop: Hop, remote: IpAddr) -> u64 {
+    stats
+        .rows
+        .iter()
+        .filter(|r| is_hop(&r.hop, hop) && r.remote == Some(remote))
+        .map(|r| r.packets)
         .sum()
 }
 
@@ -58,32 +52,36 @@ fn counters_count_every_hop_per_peer_without_events() -> Result<()> {
         pod_ping(a, b, 20);
         let run = p.wait(Duration::from_secs(30))?;
         ensure!(run.status.success(), "{}\n{}", run.status, run.stderr);
+        let out = Output::parse(&run.stdout)?;
         ensure!(
-            records(&run.stdout, "event").next().is_none(),
+            out.events().next().is_none(),
             "counters mode must not stream events"
         );
-        let last = records(&run.stdout, "stats")
-            .last()
-            .context("no stats record")?;
-        let (pb, ub) = (b.pod_ip().to_string(), b.underlay_ip().to_string());
+        let last = out.stats().last().context("no stats record")?;
+        let (pb, ub) = (IpAddr::V4(b.pod_ip()), IpAddr::V4(b.underlay_ip()));
         for (hop, remote) in [
-            ("pod-ingress", &pb),
-            ("overlay-egress", &pb),
-            ("underlay-egress", &ub),
-            ("underlay-ingress", &ub),
-            ("vxlan-rcv", &ub),
-            ("overlay-ingress", &pb),
-            ("pod-egress", &pb),
+            (Hop::PodIngress, pb),
+            (Hop::OverlayEgress, pb),
+            (Hop::UnderlayEgress, ub),
+            (Hop::UnderlayIngress, ub),
+            (Hop::VxlanRcv, ub),
+            (Hop::OverlayIngress, pb),
+            (Hop::PodEgress, pb),
         ] {
-            let n = count(&last, hop, remote);
-            ensure!(n >= 20, "{hop} {remote}: {n} packets: {last}");
+            let n = count(last, hop, remote);
+            ensure!(
+                n >= 20,
+                "{} {remote}: {n} packets: {}",
+                hop.name(),
+                line(last)
+            );
         }
         Ok(())
     })
 }
 
 /// Listener on A, peer on B, both in counters mode; pings pod A → pod B.
-fn live_counters(fault: Fault) -> Result<Value> {
+fn live_counters(fault: Fault) -> Result<Vec<CounterVerdict>> {
     let mut verdict = None;
     with_lab(fault.lab(), |lab| {
         fault.apply(lab)?;
@@ -130,17 +128,18 @@ fn live_counters(fault: Fault) -> Result<Value> {
             ra.status,
             ra.stderr
         );
-        verdict = records(&ra.stdout, "stats_verdict").last();
+        verdict = Output::parse(&ra.stdout)?
+            .stats_verdict()
+            .map(<[_]>::to_vec);
         Ok(())
     })?;
     verdict.context("no joined counters verdict")
 }
 
-fn dir<'a>(v: &'a Value, from: &str) -> Result<&'a Value> {
-    v["directions"]
-        .as_array()
-        .and_then(|d| d.iter().find(|d| d["from"] == from))
-        .with_context(|| format!("no direction from {from}: {v}"))
+fn dir<'a>(v: &'a [CounterVerdict], from: &str) -> Result<&'a CounterVerdict> {
+    v.iter()
+        .find(|d| d.from == from)
+        .with_context(|| format!("no direction from {from}: {}", line(&v)))
 }
 
 #[test]
@@ -149,17 +148,15 @@ fn joined_counters_blame_the_underlay_in_the_incident() -> Result<()> {
     let _g = serial();
     let v = live_counters(Fault::UnderlayDrop)?;
     let ba = dir(&v, "node-b")?;
-    ensure!(ba["segment"] == "underlay", "{ba}");
+    ensure!(ba.segment == Segment::Underlay, "{}", line(ba));
+    ensure!(ba.path.left >= 30 && ba.path.reached == 0, "{}", line(ba));
     ensure!(
-        ba["path"]["left"].as_u64() >= Some(30) && ba["path"]["reached"] == 0,
-        "{ba}"
-    );
-    ensure!(
-        ba["fix"].as_str().unwrap_or_default().contains("UDP 8475"),
-        "{ba}"
+        ba.fix.as_deref().unwrap_or_default().contains("UDP 8475"),
+        "{}",
+        line(ba)
     );
     let ab = dir(&v, "node-a")?;
-    ensure!(ab["segment"] == "delivered", "{ab}");
+    ensure!(ab.segment == Segment::Delivered, "{}", line(ab));
     Ok(())
 }
 
@@ -169,15 +166,17 @@ fn joined_counters_find_a_forward_drop_on_the_receiver() -> Result<()> {
     let _g = serial();
     let v = live_counters(Fault::ForwardDropReceiver)?;
     let ab = dir(&v, "node-a")?;
-    ensure!(ab["segment"] == "receiver-host", "{ab}");
+    ensure!(ab.segment == Segment::ReceiverHost, "{}", line(ab));
     ensure!(
-        ab["path"]["out_of_tunnel_pods"].as_u64() >= Some(30) && ab["path"]["to_pods"] == 0,
-        "{ab}"
+        ab.path.out_of_tunnel_pods >= 30 && ab.path.to_pods == 0,
+        "{}",
+        line(ab)
     );
     // The receiver's drops, counted from the drop hook's records, are named.
     ensure!(
-        ab["verdict"].as_str().is_some_and(|v| v.contains(" × ")),
-        "no drop counted on the receiver: {ab}"
+        ab.verdict.contains(" × "),
+        "no drop counted on the receiver: {}",
+        line(ab)
     );
     Ok(())
 }

@@ -24,11 +24,14 @@ use std::{
 
 use anyhow::{Context as _, Result, bail, ensure};
 use cases::{Case, Ends, Env, JUMBO_MTU, Outcome, Via, Want};
+use flannel_trace::schema::event::{Endpoints, Event};
+use flannel_trace_common::Hop;
 use flannel_trace_tests::{
     Injector, Lab, Tracer, UNDERLAY_IFACE, VXLAN_IFACE, mac_of, parse_ping_summary, patience,
-    preflight, serial, unparsed_of, with_lab,
+    preflight,
+    records::{inner_dst, inner_src, is_hop, line, named},
+    serial, unparsed_of, with_lab,
 };
-use serde_json::Value;
 
 /// CLOCK_MONOTONIC, the clock of the events' `ts_mono_ns`.
 fn mono_ns() -> u64 {
@@ -56,120 +59,125 @@ fn unparsed_delta(pid: i32, before: u64, want: u64) -> Result<u64> {
     Ok(unparsed_of(pid)? - before)
 }
 
-fn check_ends(v: &Value, e: &Ends, what: &str) -> Result<()> {
-    let ip = |k: &str| v[k].as_str().and_then(|s| s.parse::<IpAddr>().ok());
-    ensure!(ip("src") == Some(e.src), "{what} src: {v}");
-    ensure!(ip("dst") == Some(e.dst), "{what} dst: {v}");
-    ensure!(v["proto"] == e.proto, "{what} proto: {v}");
+fn check_ends(v: &Endpoints, e: &Ends, what: &str) -> Result<()> {
+    let v_ = line(v);
+    ensure!(v.src == e.src, "{what} src: {v_}");
+    ensure!(v.dst == e.dst, "{what} dst: {v_}");
+    ensure!(named(&v.proto, e.proto), "{what} proto: {v_}");
     match e.sport {
-        None => ensure!(v.get("sport").is_none(), "{what}: no sport expected: {v}"),
-        Some(None) => ensure!(v["sport"].is_u64(), "{what}: a sport expected: {v}"),
-        Some(Some(p)) => ensure!(v["sport"] == p, "{what} sport {p}: {v}"),
+        None => ensure!(v.sport.is_none(), "{what}: no sport expected: {v_}"),
+        Some(None) => ensure!(v.sport.is_some(), "{what}: a sport expected: {v_}"),
+        Some(Some(p)) => ensure!(v.sport == Some(p), "{what} sport {p}: {v_}"),
     }
     match e.dport {
-        None => ensure!(v.get("dport").is_none(), "{what}: no dport expected: {v}"),
-        Some(p) => ensure!(v["dport"] == p, "{what} dport {p}: {v}"),
+        None => ensure!(v.dport.is_none(), "{what}: no dport expected: {v_}"),
+        Some(p) => ensure!(v.dport == Some(p), "{what} dport {p}: {v_}"),
     }
     Ok(())
 }
 
-fn opt_eq<T: Into<Value> + Copy>(v: &Value, key: &str, want: Option<T>) -> Result<()> {
-    match want {
-        None => ensure!(v.get(key).is_none(), "no {key} expected: {v}"),
-        Some(x) => ensure!(v[key] == x.into(), "{key} {}: {v}", x.into()),
-    }
+fn opt_eq<T: PartialEq + std::fmt::Debug>(
+    ev: &Event,
+    key: &str,
+    got: Option<T>,
+    want: Option<T>,
+) -> Result<()> {
+    ensure!(got == want, "{key} {want:?} expected: {}", line(ev));
     Ok(())
 }
 
-fn check_want(ev: &Value, w: &Want) -> Result<()> {
-    match &w.outer {
-        None => ensure!(ev.get("outer").is_none(), "no outer expected: {ev}"),
-        Some(o) => check_ends(&ev["outer"], o, "outer")?,
+fn check_want(ev: &Event, w: &Want) -> Result<()> {
+    let ev_ = line(ev);
+    match (&w.outer, &ev.outer) {
+        (None, None) => {}
+        (None, Some(_)) => bail!("no outer expected: {ev_}"),
+        (Some(_), None) => bail!("an outer header expected: {ev_}"),
+        (Some(o), Some(got)) => check_ends(got, o, "outer")?,
     }
-    opt_eq(ev, "vni", w.vni)?;
-    opt_eq(ev, "vlan", w.vlan)?;
-    opt_eq(ev, "vlan_inner", w.vlan_inner)?;
+    opt_eq(ev, "vni", ev.vni, w.vni)?;
+    opt_eq(ev, "vlan", ev.vlan, w.vlan)?;
+    opt_eq(ev, "vlan_inner", ev.vlan_inner, w.vlan_inner)?;
     if let Some(len) = w.len {
-        ensure!(ev["len"] == len, "len {len}: {ev}");
+        ensure!(ev.len == len, "len {len}: {ev_}");
     }
-    ensure!(ev.get("undecodable").is_none(), "not undecodable: {ev}");
-    let inner = &ev["inner"];
+    ensure!(!ev.undecodable, "not undecodable: {ev_}");
+    let inner = ev.inner.as_ref();
     if let Some(i) = &w.inner {
-        check_ends(inner, i, "inner")?;
+        let got = inner.with_context(|| format!("an inner packet expected: {ev_}"))?;
+        check_ends(&got.endpoints, i, "inner")?;
     }
     if let Some(id) = w.ip_id {
-        ensure!(inner["ip_id"] == id, "ip_id {id}: {ev}");
+        ensure!(inner.map(|i| i.ip_id) == Some(id), "ip_id {id}: {ev_}");
     }
     ensure!(
-        inner["fragment"].as_bool().unwrap_or(false) == w.fragment,
-        "fragment {}: {ev}",
+        inner.is_some_and(|i| i.fragment) == w.fragment,
+        "fragment {}: {ev_}",
         w.fragment
     );
+    let arp = inner.and_then(|i| i.arp.as_ref());
     match w.arp {
-        None => ensure!(inner.get("arp").is_none(), "no arp expected: {ev}"),
-        Some(op) => ensure!(inner["arp"]["op"] == op, "arp {op}: {ev}"),
+        None => ensure!(arp.is_none(), "no arp expected: {ev_}"),
+        Some(op) => ensure!(arp.is_some_and(|a| named(&a.op, op)), "arp {op}: {ev_}"),
     }
     Ok(())
 }
 
 /// A kernel drop seen while a case ran must be of that case's frame.
-fn check_drop(ev: &Value, outcome: &Outcome) -> Result<()> {
+fn check_drop(ev: &Event, outcome: &Outcome) -> Result<()> {
+    let ev_ = line(ev);
     match outcome {
         Outcome::Reported(w) => {
-            if ev.get("outer").is_some()
-                && let Some(o) = &w.outer
-            {
-                check_ends(&ev["outer"], o, "dropped outer")?;
+            if let (Some(got), Some(o)) = (&ev.outer, &w.outer) {
+                check_ends(got, o, "dropped outer")?;
             }
             if let Some(i) = &w.inner {
-                check_ends(&ev["inner"], i, "dropped inner")?;
+                let got = ev
+                    .inner
+                    .as_ref()
+                    .with_context(|| format!("dropped: an inner packet expected: {ev_}"))?;
+                check_ends(&got.endpoints, i, "dropped inner")?;
             }
             Ok(())
         }
         Outcome::Undecodable { outer, .. } => {
-            ensure!(
-                ev["undecodable"] == true,
-                "drop not flagged undecodable: {ev}"
-            );
-            ensure!(ev.get("inner").is_none() && ev.get("vni").is_none(), "{ev}");
-            check_ends(&ev["outer"], outer, "undecodable outer")
+            ensure!(ev.undecodable, "drop not flagged undecodable: {ev_}");
+            ensure!(ev.inner.is_none() && ev.vni.is_none(), "{ev_}");
+            let got = ev
+                .outer
+                .as_ref()
+                .with_context(|| format!("undecodable drop without its outer tuple: {ev_}"))?;
+            check_ends(got, outer, "undecodable outer")
         }
-        Outcome::Ignored => bail!("a drop was reported for a frame that is not ours: {ev}"),
+        Outcome::Ignored => bail!("a drop was reported for a frame that is not ours: {ev_}"),
     }
 }
 
 /// The background ping and the lab's TCP check are pod-a/pod-b and
 /// node traffic; the corpus uses other inner addresses.
-fn background(ev: &Value, lab: &Lab) -> bool {
-    let pods = [lab.node('a').pod_ip(), lab.node('b').pod_ip()].map(|p| p.to_string());
-    let src = ev["inner"]["src"].as_str().unwrap_or_default();
-    let dst = ev["inner"]["dst"].as_str().unwrap_or_default();
-    pods.iter().any(|p| p == src) && pods.iter().any(|p| p == dst)
+fn background(ev: &Event, lab: &Lab) -> bool {
+    let pods = [lab.node('a').pod_ip(), lab.node('b').pod_ip()].map(|p| Some(IpAddr::V4(p)));
+    pods.contains(&inner_src(ev)) && pods.contains(&inner_dst(ev))
 }
 
 fn expected_count(o: &Outcome) -> u64 {
     u64::from(matches!(o, Outcome::Undecodable { .. }))
 }
 
-fn judge(case: &Case, window: (u64, u64), events: &[Value], lab: &Lab) -> Result<()> {
-    let seen: Vec<&Value> = events
+fn judge(case: &Case, window: (u64, u64), events: &[Event], lab: &Lab) -> Result<()> {
+    let seen: Vec<&Event> = events
         .iter()
-        .filter(|e| {
-            e["ts_mono_ns"]
-                .as_u64()
-                .is_some_and(|t| t >= window.0 && t <= window.1)
-        })
+        .filter(|e| e.ts_mono_ns >= window.0 && e.ts_mono_ns <= window.1)
         .filter(|e| !background(e, lab))
         .collect();
-    let ingress: Vec<&Value> = seen
+    let ingress: Vec<&Event> = seen
         .iter()
         .copied()
-        .filter(|e| e["hop"] == "underlay-ingress")
+        .filter(|e| is_hop(&e.hop, Hop::UnderlayIngress))
         .collect();
-    let drops: Vec<&Value> = seen
+    let drops: Vec<&Event> = seen
         .iter()
         .copied()
-        .filter(|e| e["hop"] == "drop")
+        .filter(|e| is_hop(&e.hop, Hop::Drop))
         .collect();
     match &case.outcome {
         Outcome::Reported(w) => {
@@ -274,10 +282,10 @@ fn crafted_frames_are_reported_as_sent_counted_once_and_harm_no_traffic() -> Res
         }
         let total: u64 = corpus.iter().map(|c| expected_count(&c.outcome)).sum();
         let summary = s.summary.as_ref().context("no summary")?;
-        if summary["unparsed"] != total {
+        if summary.unparsed != total {
             failures.push(format!(
                 "summary unparsed {} , not {total}",
-                summary["unparsed"]
+                summary.unparsed
             ));
         }
         ensure!(

@@ -5,7 +5,12 @@
 use std::{net::IpAddr, thread, time::Duration};
 
 use anyhow::{Result, ensure};
-use flannel_trace_tests::{Lab, Node, Tracer, require_root, require_tools, with_lab};
+use flannel_trace_common::Hop;
+use flannel_trace_tests::{
+    Lab, Node, Tracer,
+    records::{line, outer_dport, outer_dst, outer_src},
+    require_root, require_tools, with_lab,
+};
 
 const PORT: u16 = 8476;
 
@@ -112,9 +117,9 @@ fn ipv6_underlay_frames_are_decoded_at_every_hop() -> Result<()> {
         add_v6_overlay(b, 2, 1)?;
         let tracer = Tracer::start(a, &["--vxlan-dev", "fl6", "--proto", "icmp"])?;
         ensure!(
-            tracer.start["port"] == PORT && tracer.start["underlay_dev"] == "eth1",
+            tracer.start.port == PORT && tracer.start.underlay_dev == "eth1",
             "{}",
-            tracer.start
+            line(&tracer.start)
         );
         let ping = a.ping(
             IpAddr::V4("10.246.2.0".parse()?),
@@ -128,33 +133,34 @@ fn ipv6_underlay_frames_are_decoded_at_every_hop() -> Result<()> {
         thread::sleep(Duration::from_millis(300));
         let s = tracer.stop()?;
         ensure!(s.status.success(), "{}", s.dump());
-        let outer = |hop: &str, src: &str, dst: &str| {
+        let outer = |hop: Hop, src: &str, dst: &str| {
+            let (src, dst) = (src.parse::<IpAddr>().ok(), dst.parse::<IpAddr>().ok());
             s.at(hop)
                 .filter(|e| {
-                    e["outer"]["src"] == src
-                        && e["outer"]["dst"] == dst
-                        && e["outer"]["dport"] == PORT
-                        && e["vni"] == 6
+                    outer_src(e) == src
+                        && outer_dst(e) == dst
+                        && outer_dport(e) == Some(PORT)
+                        && e.vni == Some(6)
                 })
                 .count()
         };
         ensure!(
-            outer("underlay-egress", &v6(1), &v6(2)) == 3,
+            outer(Hop::UnderlayEgress, &v6(1), &v6(2)) == 3,
             "{}",
             s.dump()
         );
         ensure!(
-            outer("underlay-ingress", &v6(2), &v6(1)) == 3,
+            outer(Hop::UnderlayIngress, &v6(2), &v6(1)) == 3,
             "{}",
             s.dump()
         );
         ensure!(
-            outer("vxlan-rcv", &v6(2), &v6(1)) == 3,
+            outer(Hop::VxlanRcv, &v6(2), &v6(1)) == 3,
             "vxlan-rcv must recover/parse the IPv6 outer header\n{}",
             s.dump()
         );
         ensure!(
-            s.at("overlay-ingress").count() == 3 && s.at("overlay-egress").count() == 3,
+            s.at(Hop::OverlayIngress).count() == 3 && s.at(Hop::OverlayEgress).count() == 3,
             "{}",
             s.dump()
         );

@@ -18,7 +18,7 @@ use flannel_trace_tests::{
     leftovers::{ft_filters, has_clsact, orphan_ft_programs},
     preflight,
     scenario::{Fault, Proc},
-    serial, with_lab,
+    serial, skip_check, with_lab,
 };
 
 const IFACES: [&str; 2] = ["eth1", VXLAN_IFACE];
@@ -66,6 +66,8 @@ fn sigkill_at_random_moments_leaves_nothing_after_the_next_run() -> Result<()> {
     let mut modes = vec!["netlink"];
     if Kernel::running().has_tcx() {
         modes.push("tcx");
+    } else {
+        skip_check("the kernel has no TCX: only the netlink TC mode is killed");
     }
     with_lab(Fault::None.lab(), |lab| {
         let a = lab.node('a');

@@ -18,8 +18,7 @@ use flannel_trace_tests::{
     preflight, remove_stale_namespaces, root_veths, wait_for_line, with_lab,
 };
 
-const PINGS: u32 = 3;
-const INTERVAL: Duration = Duration::from_millis(200);
+use flannel_trace_tests::fixtures::{PING_INTERVAL as INTERVAL, PINGS};
 const TCP_TIMEOUT: Duration = Duration::from_secs(2);
 const ECHO_PORT: u16 = 8080;
 

@@ -8,28 +8,22 @@
 //! xtask vm-test` boots one kernel of the matrix with it and runs this file
 //! with `--include-ignored` (see xtask/src/vm/).
 
-use anyhow::{Context as _, Result, ensure};
+use anyhow::{Result, ensure};
+use flannel_trace::{MissingCause, Segment};
+use flannel_trace_common::Hop;
 use flannel_trace_tests::{
+    fixtures::TC_HOPS,
     preflight,
-    report::{direction, segment, show, verdict},
+    records::{HopName as _, Output, is_hop},
+    report::{direction, show, verdict},
     scenario::{Fault, Live, run_live},
     serial, with_lab,
 };
-use serde_json::Value;
 
 const WHY: &str = "kernel lockdown (confidentiality) forbids reading kernel memory";
 
 fn lockdown() -> String {
     std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default()
-}
-
-/// The `start` record in a `--json` stdout.
-fn start_record(stdout: &str) -> Result<Value> {
-    stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["type"] == "start")
-        .context("no start record")
 }
 
 #[test]
@@ -68,48 +62,47 @@ fn under_confidentiality_lockdown_the_tracers_run_tc_only_and_the_verdict_says_w
                 );
             }
         }
-        let start = start_record(&run.a.stdout)?;
-        let missing: Vec<(&str, &str)> = start["missing_hops"]
-            .as_array()
-            .context("start record without missing_hops")?
+        let out = Output::parse(&run.a.stdout)?;
+        let start = out.start()?;
+        let missing: Vec<(String, MissingCause)> = start
+            .missing_hops
             .iter()
-            .filter_map(|m| Some((m["hop"].as_str()?, m["cause"].as_str()?)))
+            .map(|m| (m.hop.hop_name().to_owned(), m.cause))
             .collect();
         ensure!(
-            missing == [("vxlan-rcv", "lockdown"), ("drop", "lockdown")],
+            missing
+                == [
+                    ("vxlan-rcv".to_owned(), MissingCause::Lockdown),
+                    ("drop".to_owned(), MissingCause::Lockdown)
+                ],
             "{}",
-            start["missing_hops"]
+            show(&start.missing_hops)
         );
-        let hooked: Vec<&str> = start["hooks"]
-            .as_array()
-            .context("hooks")?
-            .iter()
-            .filter_map(|h| h["hop"].as_str())
-            .collect();
-        for hop in [
-            "overlay-egress",
-            "overlay-ingress",
-            "underlay-egress",
-            "underlay-ingress",
-        ] {
-            ensure!(hooked.contains(&hop), "{hop} not attached: {hooked:?}");
+        let hooked: Vec<&str> = start.hooks.iter().map(|h| h.hop.hop_name()).collect();
+        for hop in TC_HOPS {
+            ensure!(
+                start.hooks.iter().any(|h| is_hop(&h.hop, hop)),
+                "{} not attached: {hooked:?}",
+                hop.name()
+            );
         }
         ensure!(
-            !hooked.iter().any(|h| *h == "vxlan-rcv" || *h == "drop"),
+            !start
+                .hooks
+                .iter()
+                .any(|h| is_hop(&h.hop, Hop::VxlanRcv) || is_hop(&h.hop, Hop::Drop)),
             "{hooked:?}"
         );
 
         let v = verdict(&run.a.stdout)?;
-        let untraced = v["untraced"].as_array().context("no untraced")?;
-        ensure!(untraced.len() == 4, "{}", show(&v["untraced"]));
+        ensure!(v.untraced.len() == 4, "{}", show(&v.untraced));
         let ab = direction(&v, "node-a")?;
-        let (ul, vx) = (
-            v["nodes"][1]["underlay_dev"].as_str().unwrap_or("?"),
-            v["nodes"][1]["vxlan_dev"].as_str().unwrap_or("?"),
-        );
-        let text = ab["verdict"].as_str().unwrap_or_default();
+        let (ul, vx) = v.nodes.get(1).map_or(("?", "?"), |n| {
+            (n.underlay_dev.as_str(), n.vxlan_dev.as_str())
+        });
+        let text = &ab.verdict;
         ensure!(
-            segment(ab) == "receiver-host"
+            ab.segment == Segment::ReceiverHost
                 && text.contains(&format!(
                     "lost inside node-b, between {ul} and {vx} (vxlan-rcv not traced: {WHY}"
                 ))
@@ -119,23 +112,22 @@ fn under_confidentiality_lockdown_the_tracers_run_tc_only_and_the_verdict_says_w
         );
         // The TC hops saw every frame; the hops that were not traced are
         // unknown (null), never 0.
-        let flows = ab["flows"].as_array().context("flows")?;
-        ensure!(!flows.is_empty(), "{}", show(ab));
-        for f in flows {
-            let h = &f["hops"];
+        ensure!(!ab.flows.is_empty(), "{}", show(ab));
+        for f in &ab.flows {
+            let h = &f.hops;
             ensure!(
-                h["underlay_ingress"] == h["underlay_egress"]
-                    && h["underlay_egress"].as_u64() > Some(0)
-                    && h["overlay_ingress"] == 0
-                    && h["vxlan_rcv"].is_null()
-                    && h["receiver_drops"].is_null()
-                    && h["sender_drops"].is_null(),
+                h.underlay_ingress == h.underlay_egress
+                    && h.underlay_egress > 0
+                    && h.overlay_ingress == 0
+                    && h.vxlan_rcv.is_none()
+                    && h.receiver_drops.is_none()
+                    && h.sender_drops.is_none(),
                 "{}",
                 show(f)
             );
         }
         let ba = direction(&v, "node-b")?;
-        ensure!(segment(ba) == "delivered", "{}", show(ba));
+        ensure!(ba.segment == Segment::Delivered, "{}", show(ba));
         checked = true;
         Ok(())
     })?;

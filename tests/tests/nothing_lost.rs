@@ -7,6 +7,7 @@ use std::{path::PathBuf, process::Command, time::Duration};
 use anyhow::{Context as _, Result, ensure};
 use flannel_trace_tests::{
     preflight,
+    records::{report, show},
     scenario::{Fault, PORT, Proc, TOKEN},
     serial, tracer_bin, with_lab,
 };
@@ -34,8 +35,7 @@ fn a_peer_that_cannot_join_records_exits_6_and_says_how_to_join_later() -> Resul
         let (a, b) = (lab.node('a'), lab.node('b'));
         let port = PORT.to_string();
         // Node A only records; nothing listens on its port 7800.
-        let a_rec =
-            flannel_trace_tests::recording_dir().join(format!("a-{}.rec", std::process::id()));
+        let a_rec = flannel_trace_tests::fixtures::recording("nothing-lost-a");
         let a_rec_s = a_rec.display().to_string();
         let pa = Proc::spawn(
             a,
@@ -99,28 +99,22 @@ fn a_peer_that_cannot_join_records_exits_6_and_says_how_to_join_later() -> Resul
             .arg(&b_rec)
             .arg(&a_rec)
             .output()?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
         ensure!(
             out.status.success(),
             "join failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let v: serde_json::Value = serde_json::from_str(&stdout)?;
-        let names: Vec<&str> = v["nodes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|n| n["name"].as_str())
-            .collect();
+        let v = report(&out.stdout)?;
+        let names: Vec<&str> = v.nodes.iter().map(|n| n.name.as_str()).collect();
         ensure!(names == ["node-b", "node-a"], "{names:?}");
-        let probes_delivered = v["directions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|d| d["from"] == "node-b" && d["delivered"].as_u64() > Some(0));
+        let probes_delivered = v
+            .directions
+            .iter()
+            .any(|d| d.from == "node-b" && d.delivered > 0);
         ensure!(
             probes_delivered,
-            "B's probes must show up in the offline join: {v}"
+            "B's probes must show up in the offline join: {}",
+            show(&v)
         );
 
         // The same node twice, as the same file or as a copy: refused.

@@ -6,26 +6,24 @@
 //! and the fix; host-network traffic keeps its verdict as before.
 
 use anyhow::{Result, ensure};
+use flannel_trace::{Direction, Segment};
 use flannel_trace_tests::{
     preflight,
-    report::{direction, drop_reasons, host_flows, pod_flows, scenario, segment, show},
+    records::named,
+    report::{direction, drop_reasons, fix_of, host_flows, pod_flows, scenario, show},
     scenario::Fault,
     serial,
 };
-use serde_json::Value;
-
-fn text<'a>(d: &'a Value, key: &str) -> &'a str {
-    d[key].as_str().unwrap_or_default()
-}
 
 /// Every pod flow of the direction lost all it sent in `seg`.
-fn pod_flows_lost_in(d: &Value, seg: &str) -> Result<()> {
+fn pod_flows_lost_in(d: &Direction, seg: Segment) -> Result<()> {
     let flows = pod_flows(d);
     ensure!(!flows.is_empty(), "no pod-to-pod flow: {}", show(d));
     for f in flows {
         ensure!(
-            f["segment"] == seg && f["delivered"] == 0 && f["sent"].as_u64() > Some(0),
-            "pod flow not lost in {seg}: {}",
+            f.segment == seg && f.delivered == 0 && f.sent > 0,
+            "pod flow not lost in {}: {}",
+            seg.name(),
             show(f)
         );
     }
@@ -39,29 +37,29 @@ fn healthy_pods_are_delivered_with_equal_counts_at_all_seven_hops() -> Result<()
     let v = scenario(Fault::None)?;
     for from in ["node-a", "node-b"] {
         let d = direction(&v, from)?;
-        ensure!(segment(d) == "delivered", "{from}: {}", show(d));
+        ensure!(d.segment == Segment::Delivered, "{from}: {}", show(d));
         let pods = pod_flows(d);
         ensure!(!pods.is_empty(), "{from}: no pod flow: {}", show(d));
         for f in pods {
-            let h = &f["hops"];
-            let n = h["pod_ingress"].as_u64().unwrap_or(0);
+            let h = &f.hops;
+            let n = h.pod_ingress;
             ensure!(n >= 1, "{from}: {}", show(f));
-            for hop in [
-                "overlay_egress",
-                "underlay_egress",
-                "underlay_ingress",
-                "vxlan_rcv",
-                "overlay_ingress",
-                "pod_egress",
+            for (hop, seen) in [
+                ("overlay_egress", Some(h.overlay_egress)),
+                ("underlay_egress", Some(h.underlay_egress)),
+                ("underlay_ingress", Some(h.underlay_ingress)),
+                ("vxlan_rcv", h.vxlan_rcv),
+                ("overlay_ingress", Some(h.overlay_ingress)),
+                ("pod_egress", Some(h.pod_egress)),
             ] {
-                ensure!(h[hop].as_u64() == Some(n), "{from}: {hop}: {}", show(f));
+                ensure!(seen == Some(n), "{from}: {hop}: {}", show(f));
             }
-            ensure!(f["delivered"].as_u64() == Some(n), "{}", show(f));
+            ensure!(f.delivered == n, "{}", show(f));
         }
         // The TCP exchange between the pods, both ways, by sequence ranges.
         let tcp: Vec<_> = pod_flows(d)
             .into_iter()
-            .filter(|f| f["proto"] == "tcp")
+            .filter(|f| named(&f.proto, "tcp"))
             .collect();
         ensure!(
             !tcp.is_empty(),
@@ -70,7 +68,7 @@ fn healthy_pods_are_delivered_with_equal_counts_at_all_seven_hops() -> Result<()
         );
         for f in tcp {
             ensure!(
-                f["segment"] == "delivered" && f["sent"] == f["delivered"],
+                f.segment == Segment::Delivered && f.sent == f.delivered,
                 "{}",
                 show(f)
             );
@@ -81,7 +79,7 @@ fn healthy_pods_are_delivered_with_equal_counts_at_all_seven_hops() -> Result<()
         ensure!(!host.is_empty(), "{from}: no host-network flow");
         for f in host {
             ensure!(
-                f["segment"] == "delivered" && f["hops"]["pod_egress"] == 0,
+                f.segment == Segment::Delivered && f.hops.pod_egress == 0,
                 "{}",
                 show(f)
             );
@@ -96,12 +94,12 @@ fn forward_drop_on_the_receiver_is_a_receiver_host_loss_with_the_fix() -> Result
     let _g = serial();
     let v = scenario(Fault::ForwardDropReceiver)?;
     let ab = direction(&v, "node-a")?;
-    ensure!(segment(ab) == "receiver-host", "{}", show(ab));
-    pod_flows_lost_in(ab, "receiver-host")?;
+    ensure!(ab.segment == Segment::ReceiverHost, "{}", show(ab));
+    pod_flows_lost_in(ab, Segment::ReceiverHost)?;
     for f in pod_flows(ab) {
         // Decapsulated, out of flannel.1, never to the pod.
         ensure!(
-            f["hops"]["overlay_ingress"] == f["sent"] && f["hops"]["pod_egress"] == 0,
+            f.hops.overlay_ingress == f.sent && f.hops.pod_egress == 0,
             "{}",
             show(f)
         );
@@ -111,19 +109,19 @@ fn forward_drop_on_the_receiver_is_a_receiver_host_loss_with_the_fix() -> Result
         "{}",
         show(ab)
     );
-    let verdict = text(ab, "verdict");
+    let verdict = &ab.verdict;
     ensure!(
         verdict.contains("0 reached its pods (cni0): lost inside node-b"),
         "{verdict}"
     );
-    let fix = text(ab, "fix");
+    let fix = fix_of(ab);
     ensure!(
         fix.contains("FORWARD") && fix.contains("iptables -P FORWARD ACCEPT"),
         "{fix}"
     );
     // The probes between the nodes themselves are not forwarded: delivered.
     for f in host_flows(ab) {
-        ensure!(f["segment"] == "delivered", "{}", show(f));
+        ensure!(f.segment == Segment::Delivered, "{}", show(f));
     }
     Ok(())
 }
@@ -134,27 +132,31 @@ fn forward_drop_on_the_sender_is_a_sender_host_loss_on_cni0() -> Result<()> {
     let _g = serial();
     let v = scenario(Fault::ForwardDropSender)?;
     let ab = direction(&v, "node-a")?;
-    ensure!(segment(ab) == "sender-host", "{}", show(ab));
-    pod_flows_lost_in(ab, "sender-host")?;
+    ensure!(ab.segment == Segment::SenderHost, "{}", show(ab));
+    pod_flows_lost_in(ab, Segment::SenderHost)?;
     for f in pod_flows(ab) {
         ensure!(
-            f["hops"]["pod_ingress"].as_u64() > Some(0) && f["hops"]["overlay_egress"] == 0,
+            f.hops.pod_ingress > 0 && f.hops.overlay_egress == 0,
             "{}",
             show(f)
         );
-        let on_cni0 = f["drops"].as_array().into_iter().flatten().any(|d| {
-            d["node"] == "node-a" && d["reason"] == "NETFILTER_DROP" && d["iface"] == "cni0"
+        let on_cni0 = f.drops.iter().any(|d| {
+            d.node == "node-a"
+                && d.reason
+                    .as_ref()
+                    .is_some_and(|r| named(r, "NETFILTER_DROP"))
+                && d.iface.as_deref() == Some("cni0")
         });
         ensure!(on_cni0, "the drop on cni0 must be reported: {}", show(f));
     }
-    let verdict = text(ab, "verdict");
+    let verdict = &ab.verdict;
     ensure!(
         verdict.contains(
             "packets from node-a's pods entered node-a (cni0) but 0 entered its flannel.1"
         ),
         "{verdict}"
     );
-    ensure!(text(ab, "fix").contains("FORWARD"), "{}", text(ab, "fix"));
+    ensure!(fix_of(ab).contains("FORWARD"), "{}", fix_of(ab));
     Ok(())
 }
 
@@ -164,12 +166,12 @@ fn a_stale_vtep_mac_is_a_receiver_host_otherhost_loss_naming_both_macs() -> Resu
     let _g = serial();
     let v = scenario(Fault::StaleVtepMac)?;
     let ab = direction(&v, "node-a")?;
-    ensure!(segment(ab) == "receiver-host", "{}", show(ab));
-    pod_flows_lost_in(ab, "receiver-host")?;
+    ensure!(ab.segment == Segment::ReceiverHost, "{}", show(ab));
+    pod_flows_lost_in(ab, Segment::ReceiverHost)?;
     // Host-network frames to B's VTEP address die the same way: not
     // "delivered" with a drop after delivery.
     for f in host_flows(ab) {
-        ensure!(f["segment"] == "receiver-host", "{}", show(f));
+        ensure!(f.segment == Segment::ReceiverHost, "{}", show(f));
     }
     ensure!(
         drop_reasons(ab).iter().any(|r| r == "OTHERHOST"),
@@ -177,18 +179,18 @@ fn a_stale_vtep_mac_is_a_receiver_host_otherhost_loss_naming_both_macs() -> Resu
         show(ab)
     );
     let (stale, actual) = ("0e:f7:00:00:99:02", "0e:f7:00:00:00:02");
-    let verdict = text(ab, "verdict");
+    let verdict = &ab.verdict;
     ensure!(
         verdict.contains(stale) && verdict.contains(actual),
         "{verdict}"
     );
-    let fix = text(ab, "fix");
+    let fix = fix_of(ab);
     ensure!(
         fix.starts_with("on node-a:") && fix.contains(&format!("lladdr {actual}")),
         "{fix}"
     );
     ensure!(
-        segment(direction(&v, "node-b")?) == "delivered",
+        direction(&v, "node-b")?.segment == Segment::Delivered,
         "B→A must be healthy"
     );
     Ok(())
@@ -200,28 +202,29 @@ fn frames_sent_out_of_a_second_nic_are_reported_with_the_route() -> Result<()> {
     let _g = serial();
     let v = scenario(Fault::SecondNicRoute)?;
     let ba = direction(&v, "node-b")?;
-    ensure!(segment(ba) == "underlay", "{}", show(ba));
-    for f in ba["flows"].as_array().into_iter().flatten() {
-        let devs = &f["egress_devs"];
+    ensure!(ba.segment == Segment::Underlay, "{}", show(ba));
+    ensure!(!ba.flows.is_empty(), "no flows: {}", show(ba));
+    for f in &ba.flows {
+        let devs = &f.egress_devs;
         ensure!(
-            devs["eth2"].as_u64() > Some(0) && devs.get("eth1").is_none(),
+            devs.get("eth2").is_some_and(|n| *n > 0) && !devs.contains_key("eth1"),
             "frames must be seen leaving by eth2: {}",
             show(f)
         );
     }
-    let verdict = text(ba, "verdict");
+    let verdict = &ba.verdict;
     ensure!(
         verdict
             .contains("left node-b by eth2, not eth1: the route to 10.25.1.51 goes through eth2"),
         "{verdict}"
     );
     ensure!(
-        text(ba, "fix").contains("ip route get 10.25.1.51"),
+        fix_of(ba).contains("ip route get 10.25.1.51"),
         "{}",
-        text(ba, "fix")
+        fix_of(ba)
     );
     ensure!(
-        segment(direction(&v, "node-a")?) == "delivered",
+        direction(&v, "node-a")?.segment == Segment::Delivered,
         "A→B must be healthy"
     );
     Ok(())
@@ -233,10 +236,10 @@ fn the_incident_with_pods_is_still_the_underlay() -> Result<()> {
     let _g = serial();
     let v = scenario(Fault::UnderlayDrop)?;
     let ba = direction(&v, "node-b")?;
-    ensure!(segment(ba) == "underlay", "{}", show(ba));
-    pod_flows_lost_in(ba, "underlay")?;
+    ensure!(ba.segment == Segment::Underlay, "{}", show(ba));
+    pod_flows_lost_in(ba, Segment::Underlay)?;
     let ab = direction(&v, "node-a")?;
-    ensure!(segment(ab) == "delivered", "{}", show(ab));
+    ensure!(ab.segment == Segment::Delivered, "{}", show(ab));
     Ok(())
 }
 
@@ -247,12 +250,12 @@ fn strict_rp_filter_on_the_receiver_is_a_receiver_host_loss_with_the_route_to_ch
     let _g = serial();
     let v = scenario(Fault::RpFilterReceiver)?;
     let ab = direction(&v, "node-a")?;
-    ensure!(segment(ab) == "receiver-host", "{}", show(ab));
-    pod_flows_lost_in(ab, "receiver-host")?;
+    ensure!(ab.segment == Segment::ReceiverHost, "{}", show(ab));
+    pod_flows_lost_in(ab, Segment::ReceiverHost)?;
     for f in pod_flows(ab) {
         // Decapsulated on B's flannel.1 and dropped there, before routing.
         ensure!(
-            f["hops"]["vxlan_rcv"] == f["sent"] && f["hops"]["overlay_ingress"] == f["sent"],
+            f.hops.vxlan_rcv == Some(f.sent) && f.hops.overlay_ingress == f.sent,
             "{}",
             show(f)
         );
@@ -262,7 +265,7 @@ fn strict_rp_filter_on_the_receiver_is_a_receiver_host_loss_with_the_route_to_ch
         "{}",
         show(ab)
     );
-    let fix = text(ab, "fix");
+    let fix = fix_of(ab);
     ensure!(
         fix.contains("reverse-path filtering on node-b")
             && fix.contains("ip route get 10.244.1.2")
@@ -272,14 +275,14 @@ fn strict_rp_filter_on_the_receiver_is_a_receiver_host_loss_with_the_route_to_ch
     // Only the pod behind the stray route is cut off: the nodes' own
     // traffic between their VTEP addresses is delivered.
     for f in host_flows(ab) {
-        ensure!(f["segment"] == "delivered", "{}", show(f));
+        ensure!(f.segment == Segment::Delivered, "{}", show(f));
     }
     // B's pod's packets to A's pod follow the stray route out of eth1
     // unencapsulated: lost inside B, and B's recorded routes say why.
     let ba = direction(&v, "node-b")?;
-    ensure!(segment(ba) == "sender-host", "{}", show(ba));
-    pod_flows_lost_in(ba, "sender-host")?;
-    let fix = text(ba, "fix");
+    ensure!(ba.segment == Segment::SenderHost, "{}", show(ba));
+    pod_flows_lost_in(ba, Segment::SenderHost)?;
+    let fix = fix_of(ba);
     ensure!(
         fix.contains("node-b routes 10.244.1.2 by eth1, not flannel.1")
             && fix.contains("ip route del 10.244.1.2/32 via 10.25.1.1 dev eth1"),

@@ -4,9 +4,10 @@
 //! comes out the same.
 
 use anyhow::{Result, ensure};
+use flannel_trace::Segment;
 use flannel_trace_tests::{
     preflight,
-    report::{direction, pod_flows, scenario_with, segment, show},
+    report::{direction, pod_flows, scenario_with, show},
     scenario::{Fault, Live},
 };
 
@@ -24,18 +25,18 @@ fn the_incident_verdict_is_the_same_when_both_nodes_sample_1_in_16() -> Result<(
     let v = scenario_with(Fault::UnderlayDrop, &sampled(16, 64))?;
     let ba = direction(&v, "node-b")?;
     ensure!(
-        segment(ba) == "underlay" && ba["certain"] == true,
+        ba.segment == Segment::Underlay && ba.certain,
         "{}",
         show(ba)
     );
-    ensure!(ba["sample"] == 16, "{}", show(ba));
-    let verdict = ba["verdict"].as_str().unwrap_or_default();
+    ensure!(ba.sample == 16, "{}", show(ba));
+    let verdict = &ba.verdict;
     ensure!(
         verdict.contains("lost in the underlay") && verdict.contains("sampled 1 in 16"),
         "{verdict}"
     );
     ensure!(
-        segment(direction(&v, "node-a")?) == "delivered",
+        direction(&v, "node-a")?.segment == Segment::Delivered,
         "A→B must stay healthy"
     );
     Ok(())
@@ -48,25 +49,21 @@ fn both_nodes_keep_the_same_packets_so_nothing_is_invented_lost() -> Result<()> 
     let v = scenario_with(Fault::None, &sampled(4, pings))?;
     for from in ["node-a", "node-b"] {
         let d = direction(&v, from)?;
-        ensure!(segment(d) == "delivered", "{from}: {}", show(d));
+        ensure!(d.segment == Segment::Delivered, "{from}: {}", show(d));
         let pods = pod_flows(d);
         ensure!(!pods.is_empty(), "{from}: no pod flow");
         for f in pods {
-            ensure!(f["sample"] == 4, "{}", show(f));
+            ensure!(f.sample == 4, "{}", show(f));
             // About a quarter kept, scaled back: within a wide band around
             // the pings sent (400 ± 50 %), and every kept packet delivered.
-            let sent = f["sent"].as_u64().unwrap_or(0);
+            let sent = f.sent;
             ensure!(
                 (u64::from(pings) / 2..=u64::from(pings) * 3 / 2).contains(&sent),
                 "{from}: sent {sent}: {}",
                 show(f)
             );
-            ensure!(f["delivered"] == f["sent"], "{}", show(f));
-            ensure!(
-                f["hops"]["pod_ingress"] == f["hops"]["pod_egress"],
-                "{}",
-                show(f)
-            );
+            ensure!(f.delivered == f.sent, "{}", show(f));
+            ensure!(f.hops.pod_ingress == f.hops.pod_egress, "{}", show(f));
         }
     }
     Ok(())

@@ -17,9 +17,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, ensure};
+use flannel_trace::Segment;
 use flannel_trace_tests::{
     Lab, preflight,
-    report::{direction, segment, show, verdict},
+    report::{direction, show, verdict},
     scenario::{Fault, Live, run_live},
     serial, with_lab,
 };
@@ -91,47 +92,44 @@ fn a_slow_peer_link_thins_the_live_stream_and_the_verdict_stays_decisive() -> Re
         );
 
         let v = verdict(&ra.stdout)?;
-        let steps = v["thinned"]
-            .as_array()
-            .context("no `thinned` in the verdict")?;
-        let rate = steps
+        let rate = v
+            .thinned
             .iter()
-            .filter(|s| s["node"] == "node-b")
-            .filter_map(|s| s["rate"].as_u64())
+            .filter(|s| s.node == "node-b")
+            .map(|s| s.rate)
             .max()
             .unwrap_or(0);
-        ensure!(rate > 1, "thinning steps: {}", v["thinned"]);
+        ensure!(rate > 1, "thinning steps: {:?}", v.thinned);
         ensure!(
-            v["uncertain"].as_array().is_some_and(|u| u.is_empty()),
-            "thinning must not make the verdict uncertain: {}",
-            v["uncertain"]
+            v.uncertain.is_empty(),
+            "thinning must not make the verdict uncertain: {:?}",
+            v.uncertain
         );
 
         // The fault, found and placed as without thinning.
         let ba = direction(&v, "node-b")?;
         ensure!(
-            segment(ba) == "underlay" && ba["certain"] == true && ba["delivered"] == 0,
+            ba.segment == Segment::Underlay && ba.certain && ba.delivered == 0,
             "{}",
             show(ba)
         );
         let ab = direction(&v, "node-a")?;
         ensure!(
-            segment(ab) == "delivered" && ab["certain"] == true,
+            ab.segment == Segment::Delivered && ab.certain,
             "{}",
             show(ab)
         );
         // The flood's count is an estimate now (N × the packets kept, by
         // hash of the IP identification): close to what was sent.
-        let flow = ab["flows"]
-            .as_array()
-            .context("flows")?
+        let flow = ab
+            .flows
             .iter()
-            .find(|f| f["dport"] == FLOOD_PORT)
+            .find(|f| f.dport == Some(FLOOD_PORT))
             .with_context(|| format!("no flood flow: {}", show(ab)))?;
-        let est = flow["sent"].as_u64().unwrap_or(0);
+        let est = flow.sent;
         eprintln!(
-            "thinning steps {}; flood: {sent} sent, {est} estimated; peer said:\n{}",
-            v["thinned"],
+            "thinning steps {:?}; flood: {sent} sent, {est} estimated; peer said:\n{}",
+            v.thinned,
             rb.stderr
                 .lines()
                 .filter(|l| l.contains("keep up") || l.contains("thinned"))

@@ -10,28 +10,26 @@
 use std::{path::PathBuf, thread, time::Duration};
 
 use anyhow::{Context as _, Result, ensure};
+use flannel_trace::Segment;
 use flannel_trace_tests::{
     Injector, Lab, UNDERLAY_IFACE,
+    fixtures::recording,
     frames::*,
-    mac_of, preflight, recording_dir,
-    report::{direction, join, kernel_has_reason, segment, show},
+    mac_of, preflight,
+    report::{direction, fix_of, join, kernel_has_reason, show},
     scenario::Proc,
-    serial, with_lab,
+    serial, skip_check, with_lab,
 };
 
 const BAD_ID: u16 = 0x0c5a;
 const GOOD_ID: u16 = 0x0c5b;
 const FRAMES: u16 = 5;
 
-fn rec(name: &str) -> PathBuf {
-    recording_dir().join(format!("csum-{}-{name}.rec", std::process::id()))
-}
-
 #[test]
 fn a_bad_outer_udp_checksum_is_a_receiver_drop_with_the_offload_fix() -> Result<()> {
     preflight()?;
     let _g = serial();
-    let (ra, rb) = (rec("a"), rec("b"));
+    let (ra, rb) = (recording("csum-a"), recording("csum-b"));
     with_lab(Lab::builder().nodes(2), |lab| {
         let (a, b) = (lab.node('a'), lab.node('b'));
         let (src, dst) = (a.underlay_ip(), b.underlay_ip());
@@ -83,29 +81,28 @@ fn a_bad_outer_udp_checksum_is_a_receiver_drop_with_the_offload_fix() -> Result<
     let v = v?;
     let ab = direction(&v, "node-a")?;
     let flow = |id: u16| {
-        ab["flows"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|f| f["icmp_id"] == id)
+        ab.flows
+            .iter()
+            .find(|f| f.icmp_id == Some(id))
             .with_context(|| format!("no flow with icmp id {id}: {}", show(ab)))
     };
     let good = flow(GOOD_ID)?;
     ensure!(
-        good["delivered"] == FRAMES && good["segment"] == "delivered",
+        good.delivered == u64::from(FRAMES) && good.segment == Segment::Delivered,
         "the frames with a correct checksum must be delivered: {}",
         show(good)
     );
     let bad = flow(BAD_ID)?;
     ensure!(
-        bad["hops"]["underlay_egress"] == FRAMES && bad["hops"]["underlay_ingress"] == FRAMES,
+        bad.hops.underlay_egress == u64::from(FRAMES)
+            && bad.hops.underlay_ingress == u64::from(FRAMES),
         "both NICs see every frame: {}",
         show(bad)
     );
-    ensure!(bad["delivered"] == 0, "{}", show(bad));
-    ensure!(segment(ab) == "receiver-host", "{}", show(ab));
-    let verdict = ab["verdict"].as_str().unwrap_or_default();
-    let fix = ab["fix"].as_str().unwrap_or_default();
+    ensure!(bad.delivered == 0, "{}", show(bad));
+    ensure!(ab.segment == Segment::ReceiverHost, "{}", show(ab));
+    let verdict = &ab.verdict;
+    let fix = fix_of(ab);
     if kernel_has_reason("UDP_CSUM") {
         ensure!(
             verdict.contains(&format!("{FRAMES} dropped: UDP_CSUM")),
@@ -120,6 +117,9 @@ fn a_bad_outer_udp_checksum_is_a_receiver_drop_with_the_offload_fix() -> Result<
         // No reasons before 5.17: the loss is still placed in node b, and
         // no checksum is claimed without the kernel saying so.
         ensure!(!fix.contains("checksum"), "{fix}");
+        skip_check(
+            "the kernel has no drop reason UDP_CSUM: the checksum verdict and its fix are not checked",
+        );
     }
     Ok(())
 }

@@ -37,23 +37,67 @@ struct Tally {
     /// (e.g. 802.1Q, a lockdown kernel; the kernel matrix runs those) or
     /// they are benchmarks. Listed at the end so a skip is never silent.
     ignored: Vec<String>,
+    /// Tests that ran but found at run time that the host lacks what they
+    /// need, and said so (`SKIP_LOG`): counted here, not as passed.
+    skipped: Vec<String>,
+    /// Single checks of tests that passed, left out for the same reason.
+    checks_skipped: Vec<String>,
+    /// Lines of the skip log already counted.
+    skip_lines: usize,
 }
+
+/// The file the tests append their run-time skips to, one
+/// `test|check<TAB>name<TAB>reason` line each (tests/src/skip.rs,
+/// flannel-trace/src/testing.rs).
+const SKIP_LOG: &str = "FLANNEL_TRACE_SKIP_LOG";
 
 impl Tally {
     fn print(&self, failed: u64) {
         println!(
-            "{} passed, {failed} failed, {} ignored",
+            "{} passed, {failed} failed, {} ignored, {} skipped",
             self.passed,
-            self.ignored.len()
+            self.ignored.len(),
+            self.skipped.len()
         );
         for t in &self.ignored {
             println!("  ignored: {t}");
+        }
+        for t in &self.skipped {
+            println!("  skipped: {t}");
+        }
+        for t in &self.checks_skipped {
+            println!("  check skipped: {t}");
+        }
+    }
+
+    /// Counts the skips logged since the last call: a skipped test had
+    /// been counted as passed by cargo.
+    fn read_skips(&mut self, log: &std::path::Path) {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let new: Vec<&str> = text.lines().skip(self.skip_lines).collect();
+        self.skip_lines += new.len();
+        for line in new {
+            let mut parts = line.splitn(3, '\t');
+            let (kind, name, why) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let entry = format!("{name} ({why})");
+            if kind == "check" {
+                self.checks_skipped.push(entry);
+            } else {
+                self.passed = self.passed.saturating_sub(1);
+                self.skipped.push(entry);
+            }
         }
     }
 }
 
 /// Run a cargo test command, echoing its output and adding up its results.
 fn status(mut c: Command, what: &str, tally: &mut Tally) -> anyhow::Result<()> {
+    let log = skip_log();
+    c.env(SKIP_LOG, &log);
     c.stdout(Stdio::piped());
     let mut child = c.spawn().with_context(|| format!("starting {what}"))?;
     let out = child.stdout.take().context("stdout")?;
@@ -90,11 +134,17 @@ fn status(mut c: Command, what: &str, tally: &mut Tally) -> anyhow::Result<()> {
         }
     }
     let s = child.wait()?;
+    tally.read_skips(&log);
     if !s.success() {
         tally.print(tally.failed.max(1));
         bail!("{what} failed ({s})");
     }
     Ok(())
+}
+
+/// This run's skip log: one per xtask process, removed when it starts.
+fn skip_log() -> std::path::PathBuf {
+    env::temp_dir().join(format!("flannel-trace-skips-{}.log", std::process::id()))
 }
 
 /// Unit tests that need root (they build network namespaces): ignored by
@@ -119,10 +169,12 @@ fn unit_tests() -> Command {
 pub fn run(opts: Options) -> anyhow::Result<()> {
     setup::run()?;
     setup::build_release()?;
+    let _ = std::fs::remove_file(skip_log());
     let mut tally = Tally::default();
     status(unit_tests(), "unit tests", &mut tally)?;
     if opts.unit_only {
         tally.print(tally.failed);
+        let _ = std::fs::remove_file(skip_log());
         return Ok(());
     }
     // SAFETY: geteuid has no preconditions.
@@ -151,10 +203,43 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     status(it, "integration tests", &mut tally)?;
     // One closing line over every test binary.
     tally.print(tally.failed);
+    let _ = std::fs::remove_file(skip_log());
     Ok(())
 }
 
 unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logged_skip_is_counted_as_skipped_not_passed() {
+        let log = env::temp_dir().join(format!("ft-xtask-skips-{}.log", std::process::id()));
+        std::fs::write(
+            &log,
+            "test\tkernel::btf::tests::real\tno BTF\ncheck\tvni\tno reason\n",
+        )
+        .unwrap();
+        let mut t = Tally {
+            passed: 5,
+            ..Tally::default()
+        };
+        t.read_skips(&log);
+        assert_eq!(t.passed, 4);
+        assert_eq!(t.skipped, ["kernel::btf::tests::real (no BTF)"]);
+        assert_eq!(t.checks_skipped, ["vni (no reason)"]);
+        // Lines already counted are not counted again by the next stage.
+        std::fs::write(
+            &log,
+            "test\tkernel::btf::tests::real\tno BTF\ncheck\tvni\tno reason\ntest\tb\twhy\n",
+        )
+        .unwrap();
+        t.read_skips(&log);
+        assert_eq!((t.passed, t.skipped.len()), (3, 2));
+        std::fs::remove_file(&log).unwrap();
+    }
 }

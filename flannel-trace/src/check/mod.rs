@@ -12,6 +12,9 @@ pub mod live;
 mod model;
 mod nodes;
 mod report;
+
+pub use model::{Finding, Kind as FindingKind};
+pub use report::{CheckReport, CheckTag, CheckedDevice};
 pub(crate) mod tables;
 
 use std::{

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::net::FdbEntry;
 
@@ -75,7 +75,7 @@ pub struct Expect {
     pub vni: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// No FDB entry sends frames to a node's public-ip.
@@ -113,7 +113,7 @@ pub enum Kind {
 }
 
 /// One disagreement and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     pub kind: Kind,
     /// The node the finding is about.

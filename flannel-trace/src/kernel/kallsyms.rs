@@ -261,14 +261,14 @@ not a line
         let k = match Kallsyms::load() {
             Ok(k) => k,
             Err(e) => {
-                eprintln!("SKIPPED: {e}");
+                crate::testing::skip_test(&format!("cannot read {KALLSYMS_PATH}: {e}"));
                 return;
             }
         };
         if k.is_restricted() {
-            eprintln!(
-                "SKIPPED: {KALLSYMS_PATH} addresses are hidden (not root or kptr_restrict=2)"
-            );
+            crate::testing::skip_test(&format!(
+                "{KALLSYMS_PATH} addresses are hidden (not root or kptr_restrict=2)"
+            ));
             return;
         }
         let name = ["kfree_skb", "sk_skb_reason_drop", "kfree_skb_reason"]

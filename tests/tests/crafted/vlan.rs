@@ -5,9 +5,14 @@
 use std::{net::IpAddr, thread, time::Duration};
 
 use anyhow::{Result, ensure};
-use flannel_trace_tests::{Lab, NodeSpec, Tracer, UNDERLAY_IFACE, preflight, serial, with_lab};
+use flannel_trace_common::Hop;
+use flannel_trace_tests::{
+    Lab, NodeSpec, Tracer, UNDERLAY_IFACE, preflight,
+    records::{inner_proto_is, line, outer_dport},
+    serial, with_lab,
+};
 
-fn vlan_underlay(tags: &[(&'static str, u16)], want: (u64, Option<u64>)) -> Result<()> {
+fn vlan_underlay(tags: &[(&'static str, u16)], want: (u16, Option<u16>)) -> Result<()> {
     let spec = tags.iter().fold(NodeSpec::new(), |s, &(proto, vid)| {
         s.underlay_vlan(proto, vid)
     });
@@ -20,11 +25,12 @@ fn vlan_underlay(tags: &[(&'static str, u16)], want: (u64, Option<u64>)) -> Resu
         thread::sleep(Duration::from_millis(200));
         let s = tracer.stop()?;
         ensure!(s.status.success(), "{}", s.dump());
-        for hop in ["underlay-ingress", "underlay-egress"] {
+        for hop in [Hop::UnderlayIngress, Hop::UnderlayEgress] {
             let evs: Vec<_> = s
                 .at(hop)
-                .filter(|e| e["inner"]["proto"] == "icmp" && e["iface"] == UNDERLAY_IFACE)
+                .filter(|e| inner_proto_is(e, "icmp") && e.iface.as_deref() == Some(UNDERLAY_IFACE))
                 .collect();
+            let hop = hop.name();
             ensure!(
                 evs.len() >= 3,
                 "{hop}: {} icmp events\n{}",
@@ -32,14 +38,17 @@ fn vlan_underlay(tags: &[(&'static str, u16)], want: (u64, Option<u64>)) -> Resu
                 s.dump()
             );
             for e in evs {
-                ensure!(e["vlan"] == want.0, "{hop} vlan {}: {e}", want.0);
-                match want.1 {
-                    Some(v) => ensure!(e["vlan_inner"] == v, "{hop} vlan_inner {v}: {e}"),
-                    None => ensure!(e.get("vlan_inner").is_none(), "{hop}: {e}"),
-                }
+                ensure!(e.vlan == Some(want.0), "{hop} vlan {}: {}", want.0, line(e));
                 ensure!(
-                    e["vni"] == 1 && e["outer"]["dport"] == b.vxlan_port(),
-                    "{e}"
+                    e.vlan_inner == want.1,
+                    "{hop} vlan_inner {:?}: {}",
+                    want.1,
+                    line(e)
+                );
+                ensure!(
+                    e.vni == Some(1) && outer_dport(e) == Some(b.vxlan_port()),
+                    "{}",
+                    line(e)
                 );
             }
         }

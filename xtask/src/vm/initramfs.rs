@@ -55,14 +55,15 @@ const MODULES: [(&str, Option<&str>); 9] = [
 /// under TCG (about 2 of the 7.5 minutes per kernel): the inner filters,
 /// the other-namespace filter (every_hop checks it too) and the ring
 /// buffer overflow accounting.
+/// Named with their module in tests/tests/tracer/ (`--exact` needs it).
 pub const DEFAULT_TESTS: [&str; 7] = [
-    "every_hop_reports_ping_and_tcp_with_inner_and_outer_tuples",
-    "every_backend_the_kernel_offers_reports_the_packets",
-    "receiver_firewall_drop_is_reported_with_reason_and_location",
-    "fallback_backends_report_the_same_packets",
-    "netlink_mode_leaves_a_foreign_clsact_and_its_filter_alone",
-    "nothing_is_left_after_sigterm_or_sigkill",
-    "user_errors_have_clear_messages_and_exit_codes",
+    "hops::every_hop_reports_ping_and_tcp_with_inner_and_outer_tuples",
+    "backends::every_backend_the_kernel_offers_reports_the_packets",
+    "hops::receiver_firewall_drop_is_reported_with_reason_and_location",
+    "backends::fallback_backends_report_the_same_packets",
+    "cleanup::netlink_mode_leaves_a_foreign_clsact_and_its_filter_alone",
+    "cleanup::nothing_is_left_after_sigterm_or_sigkill",
+    "options::user_errors_have_clear_messages_and_exit_codes",
 ];
 
 /// The test the guest booted with `lockdown=confidentiality` runs (from
