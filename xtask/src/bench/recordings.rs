@@ -2,7 +2,7 @@
 //! few hundred thousand events at most in the time a bench has, so the
 //! ≥ 10 M-event pair is synthesised: a ping flood between two nodes written
 //! by flannel-trace's own recording writer (an ignored unit test,
-//! `join::tests::write_join_inputs_for_the_bench`), so the inputs are always in the
+//! `verdict::offline::tests::write_join_inputs_for_the_bench`), so the inputs are always in the
 //! current recording format. `join` itself runs as the release binary.
 
 use std::{
@@ -22,7 +22,7 @@ use crate::setup;
 /// as many again); returns their paths and event counts.
 pub fn synthesise(dir: &Path, per_file: u64) -> Result<([PathBuf; 2], [u64; 2])> {
     let out = super::unit_benches::ignored_lib_tests(
-        "join::tests::write_join_inputs_for_the_bench",
+        "verdict::offline::tests::write_join_inputs_for_the_bench",
         &["--exact"],
     )
     .env("FT_BENCH_JOIN_DIR", dir)
