@@ -123,7 +123,7 @@ pub struct Finding {
 }
 
 pub fn mac_text(mac: &[u8; 6]) -> String {
-    crate::schema::identity::mac_string(mac)
+    crate::schema::values::Mac(*mac).to_string()
 }
 
 /// `0e:a1:…` (any case, `:` or `-`) → bytes.

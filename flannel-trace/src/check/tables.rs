@@ -1,7 +1,7 @@
 //! The main table's routes in the form `check` compares with the node
 //! list: read by the network layer, the destination as a prefix.
 
-use super::model::{Cidr, Route};
+use super::model::Route;
 use crate::net::{self, NetError};
 
 /// The main table's unicast IPv4 and IPv6 routes (`ip route show table
@@ -11,7 +11,7 @@ pub fn routes() -> Result<Vec<Route>, NetError> {
         .into_iter()
         .filter_map(|r| {
             Some(Route {
-                dst: Cidr::new(r.dst, r.prefix_len)?,
+                dst: r.prefix()?,
                 gateway: r.gateway,
                 oif: r.oif,
             })

@@ -14,6 +14,7 @@ use netlink_packet_route::{
 };
 
 use super::{
+    Cidr,
     error::NetError,
     netlink::{attributes, dump, exchange},
 };
@@ -25,6 +26,14 @@ pub struct Route {
     pub prefix_len: u8,
     pub oif: Option<u32>,
     pub gateway: Option<IpAddr>,
+}
+
+impl Route {
+    /// The destination as a prefix; `None` for a length the family cannot
+    /// have (corrupt data).
+    pub fn prefix(&self) -> Option<Cidr> {
+        Cidr::new(self.dst, self.prefix_len)
+    }
 }
 
 /// Every unicast route of the main table, IPv4 then IPv6.

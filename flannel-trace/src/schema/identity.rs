@@ -142,10 +142,6 @@ pub struct FdbPeer {
     pub dst: Option<IpAddr>,
 }
 
-pub fn mac_string(mac: &[u8; 6]) -> String {
-    crate::schema::values::Mac(*mac).to_string()
-}
-
 impl NodeIdentity {
     /// Underlay addresses this node sends from and receives on: the vxlan
     /// device's `local` first, then the NIC's, without link-local ones.

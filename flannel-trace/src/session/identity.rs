@@ -10,7 +10,8 @@ use crate::{
     kernel::{self, clock::Clock},
     net::{self, Cidr},
     options::TraceOptions,
-    schema::identity::{FdbPeer, NeighbourEntry, NodeIdentity, PeerRoute, PodRoute, mac_string},
+    schema::identity::{FdbPeer, NeighbourEntry, NodeIdentity, PeerRoute, PodRoute},
+    schema::values::Mac,
 };
 
 /// This node as the start banner, the recording and the peer see it.
@@ -30,7 +31,7 @@ pub fn identity(
         netns_inode: cfg.netns_ino,
         vxlan_dev: node.vxlan.name.clone(),
         vxlan_ifindex: node.vxlan.index,
-        vxlan_mac: node.vxlan.mac.as_ref().map(mac_string),
+        vxlan_mac: node.vxlan.mac.map(|m| Mac(m).to_string()),
         vtep_addrs: net::addresses(node.vxlan.index).unwrap_or_default(),
         underlay_dev: node.underlay.name.clone(),
         underlay_ifindex: node.underlay.index,
@@ -52,7 +53,7 @@ pub fn identity(
             .unwrap_or_default()
             .into_iter()
             .map(|e| FdbPeer {
-                mac: mac_string(&e.mac),
+                mac: Mac(e.mac).to_string(),
                 dst: e.dst,
             })
             .collect(),
@@ -80,7 +81,7 @@ pub fn identity(
                 n.into_iter()
                     .map(|e| NeighbourEntry {
                         ip: e.ip,
-                        mac: e.mac.as_ref().map(mac_string),
+                        mac: e.mac.map(|m| Mac(m).to_string()),
                     })
                     .collect()
             }),
@@ -102,7 +103,7 @@ fn pod_routes(networks: &[Cidr]) -> Option<Vec<PodRoute>> {
     let routes: Vec<PodRoute> = net::routes()
         .ok()?
         .into_iter()
-        .filter_map(|r| Some((Cidr::new(r.dst, r.prefix_len)?, r)))
+        .filter_map(|r| Some((r.prefix()?, r)))
         .filter(|(dst, _)| dst.len() > 0 && overlaps(*dst))
         .map(|(dst, r)| PodRoute {
             dst,

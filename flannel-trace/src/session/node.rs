@@ -168,7 +168,7 @@ fn pod_side(o: &NodeOptions, vxlan: &net::LinkInfo) -> Result<PodSide, NodeError
     for r in &routes {
         if r.oif.is_some_and(|o| devs.iter().any(|d| d.index == o))
             && !net::link_scope(r.dst)
-            && let Some(c) = Cidr::new(r.dst, r.prefix_len)
+            && let Some(c) = r.prefix()
             && c.len() > 0
             && !subnets.contains(&c)
         {
@@ -193,7 +193,7 @@ fn pod_side(o: &NodeOptions, vxlan: &net::LinkInfo) -> Result<PodSide, NodeError
         for r in &routes {
             if r.oif == Some(vxlan.index)
                 && !net::link_scope(r.dst)
-                && let Some(c) = Cidr::new(r.dst, r.prefix_len)
+                && let Some(c) = r.prefix()
                 && c.len() > 0
             {
                 known.push(c);
